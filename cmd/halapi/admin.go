@@ -1,0 +1,585 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/lapi"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+)
+
+type adminOpts struct {
+	dataDir string
+	output  string
+}
+
+func (o *adminOpts) bind(c *cobra.Command) {
+	c.PersistentFlags().StringVar(&o.dataDir, "data-dir", "halapi-data", "data dir of the local node")
+	c.PersistentFlags().StringVarP(&o.output, "output", "o", "human", "output format: human or json")
+}
+
+func (o *adminOpts) client() (*agent.Admin, error) { return agent.NewAdmin(o.dataDir) }
+
+func (o *adminOpts) checkOutput() error {
+	if o.output != "human" && o.output != "json" && o.output != "raw" {
+		return fmt.Errorf("unknown output format %q (human, json or raw)", o.output)
+	}
+	return nil
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func table(header string, rows [][]string) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	_ = tw.Flush()
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func machinesCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "machines", Short: "Manage machines (agents)"}
+	o.bind(c)
+
+	var password, file, apiURL string
+	var auto, force bool
+	add := &cobra.Command{
+		Use:   "add [NAME]",
+		Short: "Add a validated machine (prints or writes its credentials)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			if len(args) == 0 && !auto {
+				return fmt.Errorf("give a machine name or --auto")
+			}
+			req := lapi.AddMachineRequest{Password: password, Force: force}
+			if len(args) == 1 {
+				req.ID = args[0]
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out lapi.AddMachineRequest
+			if err := a.Do("POST", "/machines", nil, req, &out); err != nil {
+				return err
+			}
+			if file != "" {
+				creds := map[string]string{"url": apiURL, "login": out.ID, "password": out.Password}
+				b, _ := yaml.Marshal(creds)
+				if file == "-" {
+					fmt.Print(string(b))
+					return nil
+				}
+				if err := os.WriteFile(file, b, 0o600); err != nil {
+					return err
+				}
+			}
+			if o.output == "json" {
+				return printJSON(map[string]string{"machine_id": out.ID, "url": apiURL, "file": file})
+			}
+			if file != "" && file != "-" {
+				fmt.Printf("Machine '%s' added; credentials written to %s\n", out.ID, file)
+			} else {
+				fmt.Printf("Machine '%s' added\n", out.ID)
+			}
+			return nil
+		},
+	}
+	add.Flags().StringVar(&password, "password", "", "machine password (generated if empty)")
+	add.Flags().BoolVar(&auto, "auto", false, "generate the machine name")
+	add.Flags().BoolVar(&force, "force", false, "overwrite the password of an existing machine")
+	add.Flags().StringVarP(&file, "file", "f", "", "write a local_api_credentials.yaml here (- for stdout)")
+	add.Flags().StringVarP(&apiURL, "url", "u", "http://127.0.0.1:8080", "LAPI URL written in the credentials file")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List machines",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var ms []lapi.MachineView
+			if err := a.Do("GET", "/machines", nil, nil, &ms); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(ms)
+			}
+			var rows [][]string
+			for _, m := range ms {
+				st := "pending"
+				if m.Validated {
+					st = "validated"
+				}
+				rows = append(rows, []string{m.ID, m.IP, st, m.Version, m.AuthType, fmtTime(m.LastHeartbeat)})
+			}
+			table("NAME\tIP ADDRESS\tSTATUS\tVERSION\tAUTH\tLAST HEARTBEAT", rows)
+			return nil
+		},
+	}
+	validate := &cobra.Command{
+		Use: "validate NAME", Short: "Validate a pending machine", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := a.Do("POST", "/machines/"+url.PathEscape(args[0])+"/validate", nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("Machine '%s' validated\n", args[0])
+			return nil
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME...", Short: "Delete machines", Args: cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if err := a.Do("DELETE", "/machines/"+url.PathEscape(n), nil, nil, nil); err != nil {
+					return err
+				}
+				fmt.Printf("Machine '%s' deleted\n", n)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(add, list, validate, del)
+	return c
+}
+
+func bouncersCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "bouncers", Short: "Manage bouncers"}
+	o.bind(c)
+	var key string
+	add := &cobra.Command{
+		Use: "add NAME", Short: "Add a bouncer and print its API key once", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out lapi.AddBouncerRequest
+			if err := a.Do("POST", "/bouncers", nil, lapi.AddBouncerRequest{Name: args[0], Key: key}, &out); err != nil {
+				return err
+			}
+			switch o.output {
+			case "json":
+				return printJSON(out)
+			case "raw":
+				fmt.Println(out.Key)
+			default:
+				fmt.Printf("API key for '%s':\n\n   %s\n\nPlease keep it safe, you won't be able to retrieve it!\n", out.Name, out.Key)
+			}
+			return nil
+		},
+	}
+	add.Flags().StringVarP(&key, "key", "k", "", "API key to use (generated if empty)")
+	list := &cobra.Command{
+		Use: "list", Short: "List bouncers", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var bs []lapi.BouncerView
+			if err := a.Do("GET", "/bouncers", nil, nil, &bs); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(bs)
+			}
+			var rows [][]string
+			for _, b := range bs {
+				valid := "✔️"
+				if b.Revoked {
+					valid = "🚫"
+				}
+				rows = append(rows, []string{b.Name, b.IP, valid, fmtTime(b.LastPull), b.Type, b.Version, b.AuthType})
+			}
+			table("NAME\tIP ADDRESS\tVALID\tLAST API PULL\tTYPE\tVERSION\tAUTH TYPE", rows)
+			return nil
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME...", Short: "Delete bouncers (and the rows auto-created for their key)", Args: cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			for _, n := range args {
+				if err := a.Do("DELETE", "/bouncers/"+url.PathEscape(n), nil, nil, nil); err != nil {
+					return err
+				}
+				fmt.Printf("Bouncer '%s' deleted\n", n)
+			}
+			return nil
+		},
+	}
+	c.AddCommand(add, list, del)
+	return c
+}
+
+func decisionsCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "decisions", Short: "Manage decisions"}
+	o.bind(c)
+	var ip, rng, scope, value, typ, origin, duration, reason string
+	var all bool
+	list := &cobra.Command{
+		Use: "list", Short: "List active decisions", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			set := func(k, v string) {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			set("ip", ip)
+			set("range", rng)
+			set("scopes", scope)
+			set("value", value)
+			set("type", typ)
+			set("origins", origin)
+			var ds []lapi.DecisionView
+			if err := a.Do("GET", "/decisions", q, nil, &ds); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(ds)
+			}
+			var rows [][]string
+			for _, d := range ds {
+				rows = append(rows, []string{fmt.Sprint(d.ID), d.Origin, d.Scope + ":" + d.Value, d.Scenario, d.Type, d.Duration, fmt.Sprint(d.AlertID)})
+			}
+			table("ID\tSOURCE\tSCOPE:VALUE\tREASON\tACTION\tEXPIRATION\tALERT ID", rows)
+			return nil
+		},
+	}
+	for _, cmd := range []*cobra.Command{list} {
+		cmd.Flags().StringVarP(&ip, "ip", "i", "", "IP covered by the decision")
+		cmd.Flags().StringVarP(&rng, "range", "r", "", "range covered by the decision")
+		cmd.Flags().StringVar(&scope, "scope", "", "decision scope")
+		cmd.Flags().StringVar(&value, "value", "", "decision value")
+		cmd.Flags().StringVarP(&typ, "type", "t", "", "decision type")
+		cmd.Flags().StringVar(&origin, "origin", "", "decision origin")
+	}
+	add := &cobra.Command{
+		Use: "add", Short: "Add a manual decision", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			v := value
+			if ip != "" {
+				v = ip
+			}
+			if rng != "" {
+				v, scope = rng, "Range"
+			}
+			req := lapi.AddDecisionRequest{Value: v, Scope: scope, Type: typ, Duration: duration, Reason: reason}
+			if err := a.Do("POST", "/decisions", nil, req, nil); err != nil {
+				return err
+			}
+			fmt.Println("Decision successfully added")
+			return nil
+		},
+	}
+	add.Flags().StringVarP(&ip, "ip", "i", "", "IP to ban")
+	add.Flags().StringVarP(&rng, "range", "r", "", "range to ban")
+	add.Flags().StringVar(&scope, "scope", "", "decision scope (default Ip)")
+	add.Flags().StringVar(&value, "value", "", "decision value (custom scopes)")
+	add.Flags().StringVarP(&typ, "type", "t", "ban", "decision type")
+	add.Flags().StringVarP(&duration, "duration", "d", "4h", "decision duration")
+	add.Flags().StringVarP(&reason, "reason", "R", "", "reason (scenario) of the decision")
+	var id string
+	del := &cobra.Command{
+		Use: "delete", Short: "Expire decisions", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			set := func(k, v string) {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			set("ip", ip)
+			set("range", rng)
+			set("scope", scope)
+			set("value", value)
+			set("type", typ)
+			set("origin", origin)
+			if id != "" {
+				return fmt.Errorf("--id: use the LAPI (cscli decisions delete --id) or filters here")
+			}
+			if len(q) == 0 && !all {
+				return fmt.Errorf("give a filter (--ip, --range, --scope, --value, --type, --origin) or --all")
+			}
+			var out map[string]string
+			if err := a.Do("DELETE", "/decisions", q, nil, &out); err != nil {
+				return err
+			}
+			fmt.Printf("%s decision(s) deleted\n", out["nbDeleted"])
+			return nil
+		},
+	}
+	del.Flags().StringVarP(&ip, "ip", "i", "", "IP")
+	del.Flags().StringVarP(&rng, "range", "r", "", "range")
+	del.Flags().StringVar(&scope, "scope", "", "scope")
+	del.Flags().StringVar(&value, "value", "", "value")
+	del.Flags().StringVarP(&typ, "type", "t", "", "type")
+	del.Flags().StringVar(&origin, "origin", "", "origin")
+	del.Flags().BoolVar(&all, "all", false, "expire every active decision")
+	del.Flags().StringVar(&id, "id", "", "unsupported here")
+	_ = del.Flags().MarkHidden("id")
+	c.AddCommand(list, add, del)
+	return c
+}
+
+func alertsCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "alerts", Short: "Inspect alerts"}
+	o.bind(c)
+	var limit string
+	list := &cobra.Command{
+		Use: "list", Short: "List alerts (newest first)", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var alerts []map[string]any
+			if err := a.Do("GET", "/alerts", url.Values{"limit": {limit}}, nil, &alerts); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				if alerts == nil {
+					alerts = []map[string]any{}
+				}
+				return printJSON(alerts)
+			}
+			var rows [][]string
+			for _, al := range alerts {
+				src, _ := al["source"].(map[string]any)
+				ds, _ := al["decisions"].([]any)
+				rows = append(rows, []string{fmt.Sprint(al["id"]), fmt.Sprintf("%v:%v", src["scope"], src["value"]),
+					fmt.Sprint(al["scenario"]), fmt.Sprint(len(ds)), fmt.Sprint(al["machine_id"]), fmt.Sprint(al["created_at"])})
+			}
+			table("ID\tSCOPE:VALUE\tREASON\tDECISIONS\tMACHINE\tCREATED AT", rows)
+			return nil
+		},
+	}
+	list.Flags().StringVarP(&limit, "limit", "l", "50", "maximum number of alerts (0 = all)")
+	inspect := &cobra.Command{
+		Use: "inspect ID", Short: "Show one alert", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var al map[string]any
+			if err := a.Do("GET", "/alerts/"+url.PathEscape(args[0]), nil, nil, &al); err != nil {
+				return err
+			}
+			return printJSON(al)
+		},
+	}
+	var maxItems, maxAge string
+	flush := &cobra.Command{
+		Use: "flush", Short: "Run the retention job once", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if maxItems != "" {
+				q.Set("max_items", maxItems)
+			}
+			if maxAge != "" {
+				q.Set("max_age", maxAge)
+			}
+			var out map[string]int
+			if err := a.Do("POST", "/flush", q, nil, &out); err != nil {
+				return err
+			}
+			fmt.Printf("%d alert(s) flushed\n", out["deleted_alerts"])
+			return nil
+		},
+	}
+	flush.Flags().StringVar(&maxItems, "max-items", "", "keep at most this many alerts")
+	flush.Flags().StringVar(&maxAge, "max-age", "", "delete alerts older than this")
+	c.AddCommand(list, inspect, flush)
+	return c
+}
+
+func allowlistsCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "allowlists", Short: "Manage allowlists"}
+	o.bind(c)
+	var desc, comment, expiration string
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create an allowlist", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := a.Do("POST", "/allowlists", nil, map[string]string{"name": args[0], "description": desc}, nil); err != nil {
+				return err
+			}
+			fmt.Printf("Allowlist '%s' created\n", args[0])
+			return nil
+		},
+	}
+	create.Flags().StringVarP(&desc, "description", "d", "", "description")
+	addItems := &cobra.Command{
+		Use: "add NAME VALUE...", Short: "Add IPs or ranges (expires matching active decisions)", Args: cobra.MinimumNArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out map[string]int
+			req := lapi.AllowlistItemsRequest{Values: args[1:], Comment: comment, Expiration: expiration}
+			if err := a.Do("POST", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, req, &out); err != nil {
+				return err
+			}
+			fmt.Printf("%d value(s) added to '%s'\n", out["added"], args[0])
+			return nil
+		},
+	}
+	addItems.Flags().StringVarP(&comment, "comment", "d", "", "comment")
+	addItems.Flags().StringVarP(&expiration, "expiration", "e", "", "expire the values after this duration")
+	remove := &cobra.Command{
+		Use: "remove NAME VALUE...", Short: "Remove values", Args: cobra.MinimumNArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out map[string]int
+			if err := a.Do("DELETE", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, lapi.AllowlistItemsRequest{Values: args[1:]}, &out); err != nil {
+				return err
+			}
+			fmt.Printf("%d value(s) removed from '%s'\n", out["removed"], args[0])
+			return nil
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete an allowlist", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := a.Do("DELETE", "/allowlists/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("Allowlist '%s' deleted\n", args[0])
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List allowlists with their values", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out []map[string]any
+			if err := a.Do("GET", "/allowlists", nil, nil, &out); err != nil {
+				return err
+			}
+			return printJSON(out)
+		},
+	}
+	c.AddCommand(create, addItems, remove, del, list)
+	return c
+}
+
+func clusterCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "cluster", Short: "Cluster membership and health"}
+	o.bind(c)
+	status := &cobra.Command{
+		Use: "status", Short: "Show this node's raft status", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var st map[string]any
+			if err := a.Do("GET", "/status", nil, nil, &st); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(st)
+			}
+			var rows [][]string
+			for _, k := range []string{"node_id", "state", "leader", "term", "commit_index", "applied_index", "num_peers"} {
+				rows = append(rows, []string{k, fmt.Sprint(st[k])})
+			}
+			table("FIELD\tVALUE", rows)
+			return nil
+		},
+	}
+	c.AddCommand(status)
+	return c
+}

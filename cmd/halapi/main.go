@@ -1,0 +1,23 @@
+// Command halapi runs and administers a halapi node.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "halapi",
+		Short:         "A highly available, Raft-replicated CrowdSec Local API",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi"
+	"github.com/halapi/halapi/lapi/models"
+	"github.com/halapi/halapi/lapi/profiles"
+	"github.com/spf13/cobra"
+)
+
+type serveFlags struct {
+	dataDir, listen, profiles, nodeID, clusterListen, metricsListen string
+	tlsCert, tlsKey                                                 string
+	trustedIPs, autoRegRanges                                       []string
+	autoRegToken                                                    string
+	disableRemoteReg                                                bool
+	flushMaxItems                                                   int
+	flushMaxAge                                                     string
+	logLevel                                                        string
+}
+
+func serveCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a halapi node (a one-node cluster on a fresh data dir)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), f)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.dataDir, "data-dir", "halapi-data", "directory holding the raft log, snapshots and the admin socket")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "LAPI listen address (host:port)")
+	fl.StringVar(&f.profiles, "profiles", "", "profiles.yaml to use (default: the built-in CrowdSec default profiles)")
+	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
+	fl.StringVar(&f.clusterListen, "cluster-listen", "", "raft listen address (host:port); empty: single node, in-process transport")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of the LAPI listener")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS on --listen")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for HTTPS on --listen")
+	fl.StringSliceVar(&f.trustedIPs, "trusted-ips", nil, "IPs or CIDRs allowed to delete alerts (loopback always is)")
+	fl.StringVar(&f.autoRegToken, "auto-registration-token", "", "token (>= 32 chars) that auto-validates machines registering from --auto-registration-ranges")
+	fl.StringSliceVar(&f.autoRegRanges, "auto-registration-ranges", nil, "CIDRs allowed to auto-register with the token")
+	fl.BoolVar(&f.disableRemoteReg, "disable-remote-registration", false, "refuse POST /v1/watchers from non-loopback clients")
+	fl.IntVar(&f.flushMaxItems, "flush-max-items", 5000, "retention: keep at most this many alerts")
+	fl.StringVar(&f.flushMaxAge, "flush-max-age", "7d", "retention: delete alerts older than this")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func parsePrefixes(vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range vals {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if !strings.Contains(v, "/") {
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid IP %q", v)
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid CIDR %q", v)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func isLoopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+func serve(ctx context.Context, f serveFlags) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("invalid --log-level %q", f.logLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+
+	cfg := lapi.DefaultConfig()
+	var err error
+	if cfg.TrustedIPs, err = parsePrefixes(f.trustedIPs); err != nil {
+		return fmt.Errorf("--trusted-ips: %w", err)
+	}
+	if cfg.AutoRegRanges, err = parsePrefixes(f.autoRegRanges); err != nil {
+		return fmt.Errorf("--auto-registration-ranges: %w", err)
+	}
+	if f.autoRegToken != "" {
+		if len(f.autoRegToken) < 32 {
+			return errors.New("--auto-registration-token must be at least 32 characters")
+		}
+		if len(cfg.AutoRegRanges) == 0 {
+			return errors.New("--auto-registration-token needs --auto-registration-ranges")
+		}
+	}
+	cfg.AutoRegToken = f.autoRegToken
+	cfg.DisableRemoteRegistration = f.disableRemoteReg
+	if f.flushMaxItems <= 0 {
+		return errors.New("--flush-max-items must be > 0")
+	}
+	cfg.FlushMaxItems = f.flushMaxItems
+	age, err := models.ParseDuration(f.flushMaxAge)
+	if err != nil || age <= 0 {
+		return fmt.Errorf("invalid --flush-max-age %q", f.flushMaxAge)
+	}
+	cfg.FlushMaxAge = age
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert == "" && !isLoopbackAddr(f.listen) {
+		return fmt.Errorf("refusing plain HTTP on non-loopback address %s: give --tls-cert/--tls-key", f.listen)
+	}
+
+	var profs []*profiles.Profile
+	if f.profiles != "" {
+		if profs, err = profiles.Load(f.profiles); err != nil {
+			return fmt.Errorf("profiles: %w", err)
+		}
+	}
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return err
+	}
+
+	machine := fsm.New(logger)
+	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, Logger: logger}, machine)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	srv, err := lapi.New(cfg, machine, node, profs, logger)
+	if err != nil {
+		return err
+	}
+	node.OnLeadership(srv.OnLeadership)
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	srv.Run(runCtx)
+
+	// Admin socket: root-only, in the data dir.
+	sock := filepath.Join(f.dataDir, agent.SocketName)
+	_ = os.Remove(sock)
+	aln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return err
+	}
+	admin := &http.Server{Handler: srv.AdminHandler(func() any { return node.Status() }), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = admin.Serve(aln) }()
+
+	mux := http.NewServeMux()
+	api := srv.Handler()
+	if f.metricsListen == "" {
+		mux.Handle("/metrics", srv.Metrics().Handler())
+	} else {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return fmt.Errorf("metrics listener: %w", err)
+		}
+		ms := &http.Server{Handler: srv.Metrics().Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = ms.Serve(mln) }()
+		defer ms.Close()
+	}
+	mux.Handle("/", api)
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	errc := make(chan error, 1)
+	go func() {
+		if f.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
+	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir)
+
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("API listener failed", "err", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	_ = admin.Shutdown(sctx)
+	cancelRun()
+	_ = os.Remove(sock)
+	return nil
+}

@@ -1,0 +1,12 @@
+// Package e2e holds the end-to-end tests of halapi: they build the real
+// halapi binary, run it as a process on a loopback port with a temporary data
+// directory, and drive it with the unmodified CrowdSec client libraries
+// (crowdsec pkg/apiclient for watchers, go-cs-bouncer for bouncers).
+//
+// This is its own Go module so that the client libraries never enter the
+// product module's dependency graph. Run it with
+//
+//	cd e2e && go test -count=1 -timeout 10m ./...
+//
+// Set HALAPI_BIN to a prebuilt binary to skip the build step.
+package e2e

@@ -1,0 +1,601 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-openapi/strfmt"
+	log "github.com/sirupsen/logrus"
+
+	"github.com/crowdsecurity/crowdsec/pkg/apiclient"
+	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
+)
+
+const (
+	// healthTimeout bounds the wait for GET /health after a (re)start.
+	healthTimeout = 15 * time.Second
+	// callTimeout is the context deadline of every client call.
+	callTimeout = 15 * time.Second
+	// callGrace is how long past callTimeout a call may still run before the
+	// test gives up on it (the JWT transport sleeps between retries without
+	// looking at the context).
+	callGrace = 5 * time.Second
+	// cliTimeout bounds every admin command.
+	cliTimeout = 20 * time.Second
+	// stopTimeout bounds the wait for the process to exit after a signal.
+	stopTimeout = 10 * time.Second
+	// pollInterval is the period of every condition poll.
+	pollInterval = 50 * time.Millisecond
+
+	// watcherUA is the User-Agent the crowdsec agent and cscli send.
+	watcherUA = "crowdsec/v1.7.6-test-linux"
+)
+
+// halapiBin is the path of the binary under test, set by TestMain.
+var halapiBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	// The client libraries log through logrus; keep retries and errors
+	// visible but drop the per-request info lines.
+	log.SetLevel(log.WarnLevel)
+
+	if bin := os.Getenv("HALAPI_BIN"); bin != "" {
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: HALAPI_BIN: %v\n", err)
+			return 2
+		}
+		if _, err := os.Stat(abs); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: HALAPI_BIN: %v\n", err)
+			return 2
+		}
+		halapiBin = abs
+		return m.Run()
+	}
+
+	dir, err := os.MkdirTemp("", "halapi-e2e-bin-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 2
+	}
+	defer os.RemoveAll(dir)
+
+	bin, err := buildHalapi(dir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 2
+	}
+	halapiBin = bin
+
+	return m.Run()
+}
+
+// buildHalapi builds ./cmd/halapi of the root module (the parent of this
+// module) into dir.
+func buildHalapi(dir string) (string, error) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return "", fmt.Errorf("root module not found at %s: %w", root, err)
+	}
+
+	bin := filepath.Join(dir, "halapi")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/halapi")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build ./cmd/halapi in %s: %w\n%s", root, err, out)
+	}
+
+	return bin, nil
+}
+
+// Server is one halapi process on a loopback port with its own data dir.
+type Server struct {
+	t        testing.TB
+	DataDir  string
+	Addr     string // host:port
+	URL      string // http://host:port/ (trailing slash, as the clients want it)
+	Profiles string // optional --profiles file
+	logPath  string
+
+	starts int
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when the process has exited
+	exit   error         // cmd.Wait result, valid once done is closed
+}
+
+// ServerOption tunes a server before its first start.
+type ServerOption func(*Server)
+
+// WithProfiles starts the server with --profiles pointing at a file holding
+// the given YAML.
+func WithProfiles(yaml string) ServerOption {
+	return func(s *Server) {
+		p := filepath.Join(s.t.TempDir(), "profiles.yaml")
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			s.t.Fatalf("write profiles: %v", err)
+		}
+		s.Profiles = p
+	}
+}
+
+// StartServer starts halapi on a free loopback port with a fresh data dir and
+// waits until it answers /health. The process is stopped when the test ends;
+// if the test failed, the server's output is printed.
+func StartServer(t testing.TB, opts ...ServerOption) *Server {
+	t.Helper()
+
+	base := t.TempDir()
+	s := &Server{
+		t:       t,
+		DataDir: filepath.Join(base, "data"),
+		logPath: filepath.Join(base, "halapi.log"),
+	}
+	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
+		t.Fatalf("mkdir data dir: %v", err)
+	}
+
+	s.Addr = freeLoopbackAddr(t)
+	s.URL = "http://" + s.Addr + "/"
+
+	for _, o := range opts {
+		o(s)
+	}
+
+	// Registered after t.TempDir, so it runs before the temp dir is removed.
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			s.dumpLog()
+		}
+	})
+
+	s.Start()
+
+	return s
+}
+
+func freeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("reserve a port: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatalf("release port: %v", err)
+	}
+
+	return addr
+}
+
+// Start (re)starts the process on the same data dir and port and waits for
+// /health.
+func (s *Server) Start() {
+	s.t.Helper()
+
+	if s.running() {
+		s.t.Fatalf("Start: server already running")
+	}
+
+	args := []string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}
+	if s.Profiles != "" {
+		args = append(args, "--profiles", s.Profiles)
+	}
+
+	f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		s.t.Fatalf("open server log: %v", err)
+	}
+	defer f.Close()
+
+	s.starts++
+	fmt.Fprintf(f, "==== e2e: start #%d at %s: %s %s\n", s.starts, time.Now().Format(time.RFC3339Nano),
+		halapiBin, strings.Join(args, " "))
+
+	cmd := exec.Command(halapiBin, args...)
+	cmd.Stdout = f
+	cmd.Stderr = f
+	setProcAttr(cmd)
+
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start halapi: %v", err)
+	}
+
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	s.exit = nil
+
+	done := s.done
+	go func() {
+		s.exit = cmd.Wait()
+		close(done)
+	}()
+
+	s.waitHealthy()
+}
+
+func (s *Server) running() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitHealthy polls GET /health until it answers 200 {"status":"up"}.
+func (s *Server) waitHealthy() {
+	s.t.Helper()
+
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.NewTimer(healthTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+
+	last := "no answer yet"
+	for {
+		code, body, err := httpGet(client, s.URL+"health")
+		switch {
+		case err != nil:
+			last = err.Error()
+		case code != http.StatusOK:
+			last = fmt.Sprintf("status %d, body %q", code, body)
+		default:
+			var h struct {
+				Status string `json:"status"`
+			}
+			if err := json.Unmarshal(body, &h); err == nil && h.Status == "up" {
+				return
+			}
+			last = fmt.Sprintf("status 200 but body %q (want {\"status\":\"up\"})", body)
+		}
+
+		select {
+		case <-s.done:
+			s.t.Fatalf("halapi exited before becoming healthy: %v (last /health: %s)", s.exit, last)
+		case <-deadline.C:
+			s.t.Fatalf("halapi not healthy within %s: last /health: %s", healthTimeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+func httpGet(client *http.Client, u string) (int, []byte, error) {
+	resp, err := client.Get(u)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+
+	return resp.StatusCode, body, err
+}
+
+// Kill sends SIGKILL and waits for the process to be gone: a crash.
+func (s *Server) Kill() {
+	s.t.Helper()
+
+	if !s.running() {
+		s.t.Fatalf("Kill: server not running (exit: %v)", s.exit)
+	}
+	s.appendLog("==== e2e: SIGKILL at %s\n", time.Now().Format(time.RFC3339Nano))
+	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		s.t.Fatalf("SIGKILL: %v", err)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+		s.t.Fatalf("halapi still running %s after SIGKILL", stopTimeout)
+	}
+}
+
+// Stop asks the process to terminate (SIGTERM), then kills it if it is still
+// there after stopTimeout. Safe to call when it is not running.
+func (s *Server) Stop() {
+	if !s.running() {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return
+	case <-time.After(stopTimeout):
+	}
+	s.appendLog("==== e2e: still running %s after SIGTERM, sending SIGKILL\n", stopTimeout)
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+		s.t.Errorf("halapi (pid %d) survived SIGKILL for %s", s.cmd.Process.Pid, stopTimeout)
+	}
+}
+
+func (s *Server) appendLog(format string, args ...any) {
+	f, err := os.OpenFile(s.logPath, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, format, args...)
+}
+
+// dumpLog prints the end of the server's output into the test log.
+func (s *Server) dumpLog() {
+	const maxBytes = 64 << 10
+
+	data, err := os.ReadFile(s.logPath)
+	if err != nil {
+		s.t.Logf("halapi log unavailable: %v", err)
+		return
+	}
+	if len(data) > maxBytes {
+		data = append([]byte("...(truncated)...\n"), data[len(data)-maxBytes:]...)
+	}
+	s.t.Logf("halapi output (%s):\n%s", s.logPath, data)
+}
+
+// CLI runs an admin command against this server's data dir and returns its
+// standard output; the error includes standard error.
+func (s *Server) CLI(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+
+	full := append(append([]string{}, args...), "--data-dir", s.DataDir)
+	cmd := exec.CommandContext(ctx, halapiBin, full...)
+
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("timed out after %s: %w", cliTimeout, ctx.Err())
+	}
+	if err != nil {
+		return stdout.String(), fmt.Errorf("halapi %s: %w\nstdout: %s\nstderr: %s",
+			strings.Join(full, " "), err, stdout.String(), stderr.String())
+	}
+
+	return stdout.String(), nil
+}
+
+// MustCLI is CLI that fails the test on error.
+func (s *Server) MustCLI(args ...string) string {
+	s.t.Helper()
+
+	out, err := s.CLI(args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+
+	return out
+}
+
+// listedObject parses the JSON array printed by `halapi <kind> list -o json`
+// and returns the entry that has a top-level string field equal to name.
+func (s *Server) listedObject(kind, name string) (map[string]any, bool) {
+	s.t.Helper()
+
+	out := s.MustCLI(kind, "list", "-o", "json")
+
+	var items []map[string]any
+	if err := json.Unmarshal([]byte(out), &items); err != nil {
+		s.t.Fatalf("halapi %s list -o json: not a JSON array of objects: %v\n%s", kind, err, out)
+	}
+	for _, it := range items {
+		for _, v := range it {
+			if str, ok := v.(string); ok && str == name {
+				return it, true
+			}
+		}
+	}
+
+	return nil, false
+}
+
+// ---------------------------------------------------------------------------
+// Bounded client calls
+
+// call runs f with a context deadline of callTimeout and gives up on it
+// callGrace later even if f ignores its context, so a misbehaving server makes
+// the test fail fast instead of hanging in client retry sleeps.
+func call[T any](what string, f func(ctx context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := f(ctx)
+		ch <- result{v, err}
+	}()
+
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-time.After(callTimeout + callGrace):
+		var zero T
+		return zero, fmt.Errorf("%s: no answer within %s", what, callTimeout+callGrace)
+	}
+}
+
+// mustCall is call that fails the test on error.
+func mustCall[T any](t testing.TB, what string, f func(ctx context.Context) (T, error)) T {
+	t.Helper()
+
+	v, err := call(what, f)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+
+	return v
+}
+
+// statusOf returns the HTTP status of a client response, 0 if there is none.
+func statusOf(resp *apiclient.Response) int {
+	if resp == nil || resp.Response == nil {
+		return 0
+	}
+	return resp.Response.StatusCode
+}
+
+// waitFor polls cond every pollInterval until it returns true or timeout
+// passes; on timeout the test fails with the last description cond gave.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		select {
+		case <-deadline.C:
+			t.Fatalf("%s: not true within %s; last: %s", what, timeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+
+var testScenarios = []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"}
+
+func mustURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatalf("parse %q: %v", s, err)
+	}
+
+	return u
+}
+
+// registerWatcher does what `cscli lapi register` does: POST /v1/watchers
+// through apiclient.RegisterClient (the machine is then pending).
+func registerWatcher(t testing.TB, s *Server, machineID, password string) error {
+	t.Helper()
+
+	_, err := call("RegisterClient", func(ctx context.Context) (*apiclient.ApiClient, error) {
+		return apiclient.RegisterClient(ctx, &apiclient.Config{
+			MachineID:     machineID,
+			Password:      strfmt.Password(password),
+			URL:           mustURL(t, s.URL),
+			VersionPrefix: "v1",
+			UserAgent:     watcherUA,
+		}, nil)
+	})
+
+	return err
+}
+
+// newWatcher builds the authenticated client the crowdsec agent and cscli
+// use (JWT transport, login on first call).
+func newWatcher(t testing.TB, s *Server, machineID, password string) *apiclient.ApiClient {
+	t.Helper()
+
+	return apiclient.NewClient(&apiclient.Config{
+		MachineID:     machineID,
+		Password:      strfmt.Password(password),
+		URL:           mustURL(t, s.URL),
+		VersionPrefix: "v1",
+		UserAgent:     watcherUA,
+		UpdateScenario: func(context.Context) ([]string, error) {
+			return testScenarios, nil
+		},
+	})
+}
+
+// addMachine creates a validated machine with the admin CLI and returns a
+// logged-in-on-demand client for it.
+func addMachine(t testing.TB, s *Server, machineID, password string) *apiclient.ApiClient {
+	t.Helper()
+
+	s.MustCLI("machines", "add", machineID, "--password", password)
+
+	return newWatcher(t, s, machineID, password)
+}
+
+// addBouncer creates a bouncer with a known API key with the admin CLI.
+func addBouncer(t testing.TB, s *Server, name, key string) {
+	t.Helper()
+
+	s.MustCLI("bouncers", "add", name, "--key", key)
+}
+
+func newLiveBouncer(t testing.TB, s *Server, key string) *csbouncer.LiveBouncer {
+	t.Helper()
+
+	b := &csbouncer.LiveBouncer{
+		APIKey:    key,
+		APIUrl:    s.URL,
+		UserAgent: "e2e-live-bouncer/v0.0.21",
+	}
+	if err := b.Init(); err != nil {
+		t.Fatalf("LiveBouncer.Init: %v", err)
+	}
+
+	return b
+}
+
+// errContains reports whether err's text contains sub.
+func errContains(err error, sub string) bool {
+	return err != nil && strings.Contains(err.Error(), sub)
+}
+
+// apiErrorMessage returns the server's message of a client error, or the
+// error text when it is not an API error.
+func apiErrorMessage(err error) string {
+	var apiErr *apiclient.ErrorResponse
+	if errors.As(err, &apiErr) && apiErr.Message != nil {
+		return *apiErr.Message
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,445 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+)
+
+// tombstoneTTL is how long a hard-deleted active decision keeps being
+// reported in stream "deleted" lists.
+const tombstoneTTL = int64(24 * 3600 * 1e9)
+
+func (s *state) apply(index uint64, c Command) *Result {
+	now := c.Time
+	switch b := c.Body.(type) {
+	case *SetJWTKey:
+		if len(s.jwtKey) == 0 && len(b.Key) > 0 {
+			s.jwtKey = append([]byte(nil), b.Key...)
+			return &Result{N: 1}
+		}
+		return &Result{}
+	case *MachineCreate:
+		return s.machineCreate(b, now)
+	case *MachineUpdate:
+		return s.machineUpdate(b, now)
+	case *MachineDelete:
+		n := 0
+		var missing []string
+		for _, id := range b.IDs {
+			if _, ok := s.machines[id]; ok {
+				delete(s.machines, id)
+				n++
+			} else {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			return &Result{N: n, Err: fmt.Errorf("'%s' does not exist", missing[0])}
+		}
+		return &Result{N: n}
+	case *BouncerCreate:
+		if _, ok := s.bouncers[b.Bouncer.Name]; ok {
+			return &Result{Err: fmt.Errorf("bouncer %s already exists", b.Bouncer.Name)}
+		}
+		nb := b.Bouncer
+		nb.CreatedAt, nb.UpdatedAt = now, now
+		s.bouncers[nb.Name] = &nb
+		return &Result{N: 1}
+	case *BouncerUpdate:
+		return s.bouncerUpdate(b, now)
+	case *BouncerDelete:
+		n := 0
+		for _, name := range b.Names {
+			if _, ok := s.bouncers[name]; ok {
+				delete(s.bouncers, name)
+				n++
+			}
+		}
+		return &Result{N: n}
+	case *AlertsCreate:
+		return s.alertsCreate(index, b, now)
+	case *AlertsDelete:
+		n := 0
+		for _, id := range b.IDs {
+			if s.deleteAlert(index, id, now) {
+				n++
+			}
+		}
+		return &Result{N: n}
+	case *DecisionsExpire:
+		n := 0
+		for _, id := range b.IDs {
+			if s.expireDecision(index, id, now) {
+				n++
+			}
+		}
+		return &Result{N: n}
+	case *Flush:
+		return s.flush(index, b, now)
+	case *AllowlistCreate:
+		if _, ok := s.allowlists[b.Name]; ok {
+			return &Result{Err: fmt.Errorf("allowlist '%s' already exists", b.Name)}
+		}
+		s.allowlists[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: now, UpdatedAt: now}
+		return &Result{N: 1}
+	case *AllowlistDelete:
+		if _, ok := s.allowlists[b.Name]; !ok {
+			return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+		}
+		delete(s.allowlists, b.Name)
+		return &Result{N: 1}
+	case *AllowlistAdd:
+		return s.allowlistAdd(index, b, now)
+	case *AllowlistRemove:
+		al, ok := s.allowlists[b.Name]
+		if !ok {
+			return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+		}
+		drop := map[string]bool{}
+		for _, v := range b.Values {
+			drop[v] = true
+		}
+		na := *al
+		na.Items = nil
+		n := 0
+		for _, it := range al.Items {
+			if drop[it.Value] {
+				n++
+				continue
+			}
+			na.Items = append(na.Items, it)
+		}
+		na.UpdatedAt = now
+		s.allowlists[b.Name] = &na
+		return &Result{N: n}
+	case *Touch:
+		return s.touch(b)
+	}
+	return &Result{Err: fmt.Errorf("unhandled command %T", c.Body)}
+}
+
+func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
+	if old, ok := s.machines[b.Machine.ID]; ok {
+		if !b.Force {
+			return &Result{Err: fmt.Errorf("user '%s': user already exist", b.Machine.ID)}
+		}
+		m := *old
+		m.PasswordHash = b.Machine.PasswordHash
+		m.Validated = m.Validated || b.Machine.Validated
+		m.UpdatedAt = now
+		s.machines[m.ID] = &m
+		return &Result{N: 1}
+	}
+	m := b.Machine
+	m.CreatedAt, m.UpdatedAt = now, now
+	s.machines[m.ID] = &m
+	return &Result{N: 1}
+}
+
+func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
+	old, ok := s.machines[b.ID]
+	if !ok {
+		return &Result{Err: ErrNotFound}
+	}
+	m := *old
+	if b.Validated != nil {
+		m.Validated = *b.Validated
+	}
+	if b.Scenarios != nil {
+		m.Scenarios = *b.Scenarios
+		m.UpdatedAt = now
+	}
+	if b.IP != nil {
+		m.IP = *b.IP
+	}
+	if b.Version != nil {
+		m.Version = *b.Version
+	}
+	if b.OSName != nil {
+		m.OSName = *b.OSName
+	}
+	if b.OSVersion != nil {
+		m.OSVersion = *b.OSVersion
+	}
+	if b.FeatureFlags != nil {
+		m.FeatureFlags = *b.FeatureFlags
+	}
+	if b.HubState != nil {
+		m.HubState = b.HubState
+	}
+	if b.Datasources != nil {
+		m.Datasources = b.Datasources
+	}
+	s.machines[m.ID] = &m
+	return &Result{N: 1}
+}
+
+func (s *state) bouncerUpdate(b *BouncerUpdate, now int64) *Result {
+	old, ok := s.bouncers[b.Name]
+	if !ok {
+		return &Result{Err: ErrNotFound}
+	}
+	nb := *old
+	set := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&nb.IP, b.IP)
+	set(&nb.Type, b.Type)
+	set(&nb.Version, b.Version)
+	set(&nb.OSName, b.OSName)
+	set(&nb.OSVersion, b.OSVersion)
+	set(&nb.FeatureFlags, b.FeatureFlags)
+	nb.UpdatedAt = now
+	s.bouncers[nb.Name] = &nb
+	return &Result{N: 1}
+}
+
+func (s *state) touch(b *Touch) *Result {
+	n := 0
+	for _, t := range b.Machines {
+		old, ok := s.machines[t.ID]
+		if !ok || t.LastHeartbeat <= old.LastHeartbeat {
+			continue
+		}
+		m := *old
+		m.LastHeartbeat = t.LastHeartbeat
+		s.machines[m.ID] = &m
+		n++
+	}
+	for _, t := range b.Bouncers {
+		old, ok := s.bouncers[t.Name]
+		if !ok || (t.LastPull <= old.LastPull && t.Cursor <= old.Cursor) {
+			continue
+		}
+		nb := *old
+		nb.LastPull = max(nb.LastPull, t.LastPull)
+		nb.Cursor = max(nb.Cursor, t.Cursor)
+		s.bouncers[nb.Name] = &nb
+		n++
+	}
+	return &Result{N: n}
+}
+
+func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
+	res := &Result{IDs: make([]int64, 0, len(b.Alerts))}
+	for i := range b.Alerts {
+		na := &b.Alerts[i]
+		a := na.Alert
+		a.ID = s.nextAlertID
+		s.nextAlertID++
+		a.CreatedAt = now
+		a.DecisionIDs = nil
+		if b.MachineID != "" {
+			if _, ok := s.machines[b.MachineID]; ok {
+				a.MachineID = b.MachineID
+			}
+		}
+		for j := range na.Decisions {
+			d := na.Decisions[j]
+			d.ID = s.nextDecisionID
+			s.nextDecisionID++
+			d.AlertID = a.ID
+			d.CreatedAt = now
+			d.CreatedIndex = index
+			d.DeletedIndex = 0
+			d.Simulated = a.Simulated
+			if IsIPScope(d.Scope) {
+				r, err := ParseRange(d.Value)
+				if err != nil {
+					// the API validates first; keep the FSM total anyway
+					continue
+				}
+				d.Range = r
+			}
+			s.addDecision(&d)
+			a.DecisionIDs = append(a.DecisionIDs, d.ID)
+		}
+		s.alerts.ReplaceOrInsert(&a)
+		s.alertCount++
+		res.IDs = append(res.IDs, a.ID)
+	}
+	if m, ok := s.machines[b.MachineID]; ok && len(b.Alerts) > 0 {
+		nm := *m
+		nm.LastPush = now
+		s.machines[nm.ID] = &nm
+	}
+	res.N = len(res.IDs)
+	return res
+}
+
+// deleteAlert removes an alert and hard-deletes its decisions. Decisions
+// that were still active become tombstones so streams report them as
+// deleted (the reference forgets them; bouncers would keep the ban until
+// its own timeout).
+func (s *state) deleteAlert(index uint64, id int64, now int64) bool {
+	a := s.alert(id)
+	if a == nil {
+		return false
+	}
+	s.alerts.Delete(a)
+	s.alertCount--
+	for _, did := range a.DecisionIDs {
+		d := s.decision(did)
+		if d == nil {
+			continue
+		}
+		s.removeDecision(d)
+		if d.Until > now {
+			t := *d
+			t.Until = now
+			t.DeletedIndex = index
+			s.tombstones.ReplaceOrInsert(&t)
+		}
+	}
+	return true
+}
+
+func (s *state) expireDecision(index uint64, id int64, now int64) bool {
+	d := s.decision(id)
+	if d == nil {
+		return false
+	}
+	s.removeDecision(d)
+	nd := *d
+	if nd.Until > now {
+		nd.Until = now
+	}
+	nd.DeletedIndex = index
+	s.addDecision(&nd)
+	return true
+}
+
+func (s *state) flush(index uint64, b *Flush, now int64) *Result {
+	var victims []int64
+	if b.MaxAge > 0 {
+		limit := now - b.MaxAge
+		s.alerts.Ascend(func(a *Alert) bool {
+			if a.CreatedAt <= limit {
+				victims = append(victims, a.ID)
+			}
+			return true
+		})
+	}
+	if b.MaxItems > 0 && s.alertCount > b.MaxItems {
+		if maxA, ok := s.alerts.Max(); ok {
+			cut := maxA.ID - int64(b.MaxItems)
+			s.alerts.Ascend(func(a *Alert) bool {
+				if a.ID >= cut {
+					return false
+				}
+				victims = append(victims, a.ID)
+				return true
+			})
+		}
+	}
+	n := 0
+	for _, id := range victims {
+		if s.deleteAlert(index, id, now) {
+			n++
+		}
+	}
+	// expired decisions without an alert
+	var orphans []*Decision
+	s.byUntil.Ascend(func(d *Decision) bool {
+		if d.Until > now {
+			return false
+		}
+		if d.AlertID == 0 || s.alert(d.AlertID) == nil {
+			orphans = append(orphans, d)
+		}
+		return true
+	})
+	for _, d := range orphans {
+		s.removeDecision(d)
+	}
+	// old tombstones
+	var old []*Decision
+	s.tombstones.Ascend(func(d *Decision) bool {
+		if d.Until < now-tombstoneTTL {
+			old = append(old, d)
+		}
+		return true
+	})
+	for _, d := range old {
+		s.tombstones.Delete(d)
+	}
+	// expired allowlist items
+	for name, al := range s.allowlists {
+		keep := al.Items[:0:0]
+		changed := false
+		for _, it := range al.Items {
+			if it.Expiration != 0 && it.Expiration < now {
+				changed = true
+				continue
+			}
+			keep = append(keep, it)
+		}
+		if changed {
+			na := *al
+			na.Items = keep
+			s.allowlists[name] = &na
+		}
+	}
+	return &Result{N: n}
+}
+
+func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
+	al, ok := s.allowlists[b.Name]
+	if !ok {
+		return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+	}
+	if al.ConsoleManaged {
+		return &Result{Err: fmt.Errorf("allowlist '%s' is managed by the console", b.Name)}
+	}
+	na := *al
+	na.Items = append([]AllowlistItem(nil), al.Items...)
+	have := map[string]bool{}
+	for _, it := range na.Items {
+		have[it.Value] = true
+	}
+	n := 0
+	var added []IPRange
+	for _, it := range b.Items {
+		if have[it.Value] {
+			continue
+		}
+		r, err := ParseRange(it.Value)
+		if err != nil {
+			return &Result{Err: err}
+		}
+		it.Range = r
+		it.CreatedAt = now
+		have[it.Value] = true
+		na.Items = append(na.Items, it)
+		added = append(added, r)
+		n++
+	}
+	na.UpdatedAt = now
+	s.allowlists[b.Name] = &na
+	// expire active decisions covered by, or covering, a new item
+	var hit []int64
+	for _, r := range added {
+		s.covering(r, func(d *Decision) bool {
+			if d.Until > now {
+				hit = append(hit, d.ID)
+			}
+			return true
+		})
+		s.inside(r, func(d *Decision) bool {
+			if d.Until > now {
+				hit = append(hit, d.ID)
+			}
+			return true
+		})
+	}
+	sort.Slice(hit, func(i, j int) bool { return hit[i] < hit[j] })
+	for i, id := range hit {
+		if i > 0 && hit[i-1] == id {
+			continue
+		}
+		s.expireDecision(index, id, now)
+	}
+	return &Result{N: n}
+}

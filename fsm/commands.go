@@ -1,0 +1,246 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// CmdType is the one-byte type in front of every log entry.
+type CmdType uint8
+
+// IgnorableFlag marks a command type that an older node which does not know
+// it may skip safely (state that only helps, such as cursors). Unknown types
+// without the flag stop the node rather than let its state diverge.
+const IgnorableFlag CmdType = 0x80
+
+// Command types. Never renumber: they are in every raft log.
+const (
+	CmdSetJWTKey CmdType = iota + 1
+	CmdMachineCreate
+	CmdMachineUpdate
+	CmdMachineDelete
+	CmdBouncerCreate
+	CmdBouncerUpdate
+	CmdBouncerDelete
+	CmdAlertsCreate
+	CmdAlertsDelete
+	CmdDecisionsExpire
+	CmdFlush
+	CmdAllowlistCreate
+	CmdAllowlistDelete
+	CmdAllowlistAdd
+	CmdAllowlistRemove
+	// CmdTouch carries coalesced "last seen" data and stream cursors.
+	CmdTouch = IgnorableFlag | 1
+)
+
+const formatVersion = 1
+
+// Command is a typed state change. Time is stamped by the leader (unix
+// nanoseconds) and is the only clock the FSM ever reads.
+type Command struct {
+	Type CmdType
+	Time int64
+	Body any
+}
+
+// Encode returns the log entry bytes: version, type, 8-byte time, JSON body.
+func (c Command) Encode() ([]byte, error) {
+	body, err := json.Marshal(c.Body)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 10, 10+len(body))
+	buf[0] = formatVersion
+	buf[1] = byte(c.Type)
+	binary.BigEndian.PutUint64(buf[2:], uint64(c.Time))
+	return append(buf, body...), nil
+}
+
+// StampTime overwrites the time of an encoded command (the leader does this
+// just before it appends the entry, so all time comes from one clock).
+func StampTime(entry []byte, t int64) {
+	if len(entry) >= 10 {
+		binary.BigEndian.PutUint64(entry[2:], uint64(t))
+	}
+}
+
+// ErrNotFound is returned when a command names a record that does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// Result is what Apply returns for every command.
+type Result struct {
+	IDs []int64 // created alert IDs
+	N   int     // affected records
+	Err error
+}
+
+// Bodies.
+
+type SetJWTKey struct {
+	Key []byte `json:"key"`
+}
+
+type MachineCreate struct {
+	Machine Machine `json:"machine"`
+	// Force overwrites the password (and validates) an existing machine.
+	Force bool `json:"force,omitempty"`
+}
+
+// MachineUpdate patches a machine; nil fields are left alone.
+type MachineUpdate struct {
+	ID           string  `json:"id"`
+	Validated    *bool   `json:"validated,omitempty"`
+	Scenarios    *string `json:"scenarios,omitempty"`
+	IP           *string `json:"ip,omitempty"`
+	Version      *string `json:"version,omitempty"`
+	OSName       *string `json:"os_name,omitempty"`
+	OSVersion    *string `json:"os_version,omitempty"`
+	FeatureFlags *string `json:"feature_flags,omitempty"`
+	HubState     []byte  `json:"hubstate,omitempty"`
+	Datasources  []byte  `json:"datasources,omitempty"`
+}
+
+type MachineDelete struct {
+	IDs []string `json:"ids"`
+}
+
+type BouncerCreate struct {
+	Bouncer Bouncer `json:"bouncer"`
+}
+
+// BouncerUpdate patches a bouncer; nil fields are left alone.
+type BouncerUpdate struct {
+	Name         string  `json:"name"`
+	IP           *string `json:"ip,omitempty"`
+	Type         *string `json:"type,omitempty"`
+	Version      *string `json:"version,omitempty"`
+	OSName       *string `json:"os_name,omitempty"`
+	OSVersion    *string `json:"os_version,omitempty"`
+	FeatureFlags *string `json:"feature_flags,omitempty"`
+}
+
+type BouncerDelete struct {
+	Names []string `json:"names"`
+}
+
+// NewAlert is an alert with its decisions, IDs not yet assigned.
+type NewAlert struct {
+	Alert     Alert      `json:"alert"`
+	Decisions []Decision `json:"decisions,omitempty"`
+}
+
+type AlertsCreate struct {
+	MachineID string     `json:"machine_id"`
+	Alerts    []NewAlert `json:"alerts"`
+}
+
+type AlertsDelete struct {
+	IDs []int64 `json:"ids"`
+}
+
+type DecisionsExpire struct {
+	IDs []int64 `json:"ids"`
+}
+
+type Flush struct {
+	MaxAge   int64 `json:"max_age,omitempty"` // nanoseconds, 0 = off
+	MaxItems int   `json:"max_items,omitempty"`
+}
+
+type AllowlistCreate struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+}
+
+type AllowlistDelete struct {
+	Name string `json:"name"`
+}
+
+type AllowlistAdd struct {
+	Name  string          `json:"name"`
+	Items []AllowlistItem `json:"items"`
+}
+
+type AllowlistRemove struct {
+	Name   string   `json:"name"`
+	Values []string `json:"values"`
+}
+
+// Touch carries coalesced last-seen times and stream cursors. Values only
+// move forward.
+type Touch struct {
+	Machines []MachineTouch `json:"machines,omitempty"`
+	Bouncers []BouncerTouch `json:"bouncers,omitempty"`
+}
+
+type MachineTouch struct {
+	ID            string `json:"id"`
+	LastHeartbeat int64  `json:"last_heartbeat,omitempty"`
+}
+
+type BouncerTouch struct {
+	Name     string `json:"name"`
+	LastPull int64  `json:"last_pull,omitempty"`
+	Cursor   uint64 `json:"cursor,omitempty"`
+}
+
+func bodyFor(t CmdType) (any, error) {
+	switch t {
+	case CmdSetJWTKey:
+		return &SetJWTKey{}, nil
+	case CmdMachineCreate:
+		return &MachineCreate{}, nil
+	case CmdMachineUpdate:
+		return &MachineUpdate{}, nil
+	case CmdMachineDelete:
+		return &MachineDelete{}, nil
+	case CmdBouncerCreate:
+		return &BouncerCreate{}, nil
+	case CmdBouncerUpdate:
+		return &BouncerUpdate{}, nil
+	case CmdBouncerDelete:
+		return &BouncerDelete{}, nil
+	case CmdAlertsCreate:
+		return &AlertsCreate{}, nil
+	case CmdAlertsDelete:
+		return &AlertsDelete{}, nil
+	case CmdDecisionsExpire:
+		return &DecisionsExpire{}, nil
+	case CmdFlush:
+		return &Flush{}, nil
+	case CmdAllowlistCreate:
+		return &AllowlistCreate{}, nil
+	case CmdAllowlistDelete:
+		return &AllowlistDelete{}, nil
+	case CmdAllowlistAdd:
+		return &AllowlistAdd{}, nil
+	case CmdAllowlistRemove:
+		return &AllowlistRemove{}, nil
+	case CmdTouch:
+		return &Touch{}, nil
+	}
+	return nil, fmt.Errorf("unknown command type %d", t)
+}
+
+// Decode parses a log entry.
+func Decode(entry []byte) (Command, error) {
+	if len(entry) < 10 {
+		return Command{}, errors.New("short command")
+	}
+	if entry[0] != formatVersion {
+		return Command{}, fmt.Errorf("unsupported command format %d", entry[0])
+	}
+	c := Command{Type: CmdType(entry[1]), Time: int64(binary.BigEndian.Uint64(entry[2:10]))}
+	body, err := bodyFor(c.Type)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(entry[10:], body); err != nil {
+		return c, fmt.Errorf("decode command %d: %w", c.Type, err)
+	}
+	c.Body = body
+	return c, nil
+}

@@ -1,0 +1,119 @@
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/raft"
+)
+
+// FSM is the raft state machine. Reads go through the query methods
+// (query.go); writes only through raft log entries.
+type FSM struct {
+	mu  sync.RWMutex
+	s   *state
+	log *slog.Logger
+
+	waitMu  sync.Mutex
+	applied uint64
+	notify  chan struct{}
+
+	// OnApply, if set, is called after each entry with its type and
+	// duration (metrics). It must not block.
+	OnApply func(t CmdType)
+}
+
+// New returns an empty FSM.
+func New(logger *slog.Logger) *FSM {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &FSM{s: newState(), log: logger, notify: make(chan struct{})}
+}
+
+// Apply implements raft.FSM.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		f.markApplied(l.Index)
+		return nil
+	}
+	res := f.applyEntry(l.Index, l.Data)
+	f.markApplied(l.Index)
+	return res
+}
+
+// ApplyBatch implements raft.BatchingFSM: one lock and one wake-up for a
+// whole group commit.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	var last uint64
+	for i, l := range logs {
+		last = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		out[i] = f.applyEntry(l.Index, l.Data)
+	}
+	if last > 0 {
+		f.markApplied(last)
+	}
+	return out
+}
+
+func (f *FSM) applyEntry(index uint64, data []byte) *Result {
+	cmd, err := Decode(data)
+	if err != nil {
+		if len(data) > 1 && CmdType(data[1])&IgnorableFlag != 0 {
+			f.log.Warn("skipping unknown ignorable command", "type", data[1], "index", index)
+			return &Result{Err: err}
+		}
+		// An entry this node cannot apply would make its state diverge
+		// from the others: stop rather than serve wrong data.
+		panic(fmt.Sprintf("fsm: cannot apply log entry %d: %v", index, err))
+	}
+	f.mu.Lock()
+	res := f.s.apply(index, cmd)
+	f.s.lastIndex = index
+	f.mu.Unlock()
+	if f.OnApply != nil {
+		f.OnApply(cmd.Type)
+	}
+	return res
+}
+
+func (f *FSM) markApplied(index uint64) {
+	f.waitMu.Lock()
+	if index > f.applied {
+		f.applied = index
+	}
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// AppliedIndex is the last raft index applied to this FSM.
+func (f *FSM) AppliedIndex() uint64 {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	return f.applied
+}
+
+// WaitForIndex blocks until index has been applied locally or ctx ends.
+func (f *FSM) WaitForIndex(ctx context.Context, index uint64) error {
+	for {
+		f.waitMu.Lock()
+		if f.applied >= index {
+			f.waitMu.Unlock()
+			return nil
+		}
+		ch := f.notify
+		f.waitMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

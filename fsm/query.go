@@ -1,0 +1,551 @@
+package fsm
+
+import (
+	"sort"
+	"strings"
+	"time"
+)
+
+// Read side. Every method takes the read lock, collects immutable record
+// pointers and returns; callers encode outside the lock.
+
+// DecisionFilter selects decisions (live query, stream, delete).
+type DecisionFilter struct {
+	Scopes              []string // stored scope must be one of these (exact)
+	Value               string
+	Type                string
+	Origins             []string
+	Scenario            string   // exact (delete)
+	ScenariosContaining []string // lower-case words, any
+	ScenariosNot        []string // lower-case words, none
+	UUIDs               []string
+	IP                  *IPRange
+	Contains            bool
+	IncludeSimulated    bool
+	Limit, Offset       int
+	IDGt                int64
+	NoDedup             bool // stream: keep every decision, not only the longest
+}
+
+func (f *DecisionFilter) match(d *Decision) bool {
+	if f.IDGt > 0 && d.ID <= f.IDGt {
+		return false
+	}
+	if !f.IncludeSimulated && d.Simulated {
+		return false
+	}
+	if f.Value != "" && d.Value != f.Value {
+		return false
+	}
+	if f.Type != "" && d.Type != f.Type {
+		return false
+	}
+	if f.Scenario != "" && d.Scenario != f.Scenario {
+		return false
+	}
+	if len(f.Scopes) > 0 && !contains(f.Scopes, d.Scope) {
+		return false
+	}
+	if len(f.Origins) > 0 && !contains(f.Origins, d.Origin) {
+		return false
+	}
+	if len(f.UUIDs) > 0 && !contains(f.UUIDs, d.UUID) {
+		return false
+	}
+	if len(f.ScenariosContaining) > 0 || len(f.ScenariosNot) > 0 {
+		sc := strings.ToLower(d.Scenario)
+		if len(f.ScenariosContaining) > 0 {
+			ok := false
+			for _, w := range f.ScenariosContaining {
+				if strings.Contains(sc, w) {
+					ok = true
+					break
+				}
+			}
+			if !ok {
+				return false
+			}
+		}
+		for _, w := range f.ScenariosNot {
+			if strings.Contains(sc, w) {
+				return false
+			}
+		}
+	}
+	if f.IP != nil {
+		if f.Contains {
+			return d.Range.Contains(*f.IP)
+		}
+		return f.IP.Contains(d.Range)
+	}
+	return true
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// candidates returns decisions that may match f, in ID order.
+func (s *state) candidates(f *DecisionFilter) []*Decision {
+	if f.IP != nil {
+		return s.ipCandidates(*f.IP, f.Contains)
+	}
+	if f.Value != "" {
+		g := append([]*Decision(nil), s.byValue[f.Value]...)
+		sort.Slice(g, func(i, j int) bool { return g[i].ID < g[j].ID })
+		return g
+	}
+	return nil
+}
+
+func (s *state) eachCandidate(f *DecisionFilter, fn func(*Decision) bool) {
+	if f.IP != nil || f.Value != "" {
+		for _, d := range s.candidates(f) {
+			if !fn(d) {
+				return
+			}
+		}
+		return
+	}
+	pivot := &Decision{ID: f.IDGt + 1}
+	s.decisions.AscendGreaterOrEqual(pivot, fn)
+}
+
+// Decisions returns the active decisions matching f (no dedup), ID order.
+func (f *FSM) Decisions(flt *DecisionFilter, now time.Time) []*Decision {
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*Decision
+	skip := flt.Offset
+	f.s.eachCandidate(flt, func(d *Decision) bool {
+		if d.Until < n || !flt.match(d) {
+			return true
+		}
+		if skip > 0 {
+			skip--
+			return true
+		}
+		out = append(out, d)
+		return flt.Limit <= 0 || len(out) < flt.Limit
+	})
+	return out
+}
+
+// MatchActive returns the IDs of active decisions (until > now) matching f,
+// simulated ones included (DELETE /v1/decisions).
+func (f *FSM) MatchActive(flt *DecisionFilter, now time.Time) []int64 {
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var ids []int64
+	f.s.eachCandidate(flt, func(d *Decision) bool {
+		if d.Until > n && flt.match(d) {
+			ids = append(ids, d.ID)
+		}
+		return true
+	})
+	return ids
+}
+
+// Decision returns one decision by ID, or nil.
+func (f *FSM) Decision(id int64) *Decision {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.decision(id)
+}
+
+// StreamCursor is where a bouncer's previous pull ended.
+type StreamCursor struct {
+	Index    uint64 // raft index applied when the previous pull was served
+	LastPull int64  // wall time of the previous pull (unix ns), 0 = never
+}
+
+// streamSlack is the overlap kept on natural expiries (CrowdSec uses 2 s).
+const streamSlack = int64(2 * time.Second)
+
+// Stream computes a bouncer stream answer. With startup (or a zero
+// cursor) "new" holds every active deduplicated decision and "deleted"
+// every expired one still stored; otherwise "new" holds the decisions
+// created after the cursor index, and "deleted" those expired by hand after
+// it, those whose until passed since the previous pull (minus a slack) and
+// tombstones of hard-deleted ones. index is the applied index the answer
+// reflects: the bouncer's next cursor.
+func (f *FSM) Stream(flt *DecisionFilter, cur StreamCursor, startup bool, now time.Time) (newD, deleted []*Decision, index uint64) {
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := f.s
+	index = s.lastIndex
+	keep := func(d *Decision) bool { return (flt.NoDedup || s.longest(d)) && flt.match(d) }
+	if startup || (cur.Index == 0 && cur.LastPull == 0) {
+		s.decisions.Ascend(func(d *Decision) bool {
+			if !keep(d) {
+				return true
+			}
+			if d.Until > n {
+				newD = append(newD, d)
+			} else {
+				deleted = append(deleted, d)
+			}
+			return true
+		})
+		return newD, deleted, index
+	}
+	// new: created after the cursor. IDs grow with the raft index, so walk
+	// down from the highest ID until the cursor is reached.
+	s.decisions.Descend(func(d *Decision) bool {
+		if d.CreatedIndex <= cur.Index {
+			return false
+		}
+		if d.Until > n && keep(d) {
+			newD = append(newD, d)
+		}
+		return true
+	})
+	reverse(newD)
+	seen := map[int64]bool{}
+	add := func(d *Decision) {
+		if !seen[d.ID] {
+			seen[d.ID] = true
+			deleted = append(deleted, d)
+		}
+	}
+	// expired by hand since the cursor
+	s.deleted.AscendGreaterOrEqual(&Decision{DeletedIndex: cur.Index + 1}, func(d *Decision) bool {
+		if d.Until <= n && keep(d) {
+			add(d)
+		}
+		return true
+	})
+	// natural expiries since the previous pull
+	if cur.LastPull > 0 {
+		s.byUntil.AscendRange(&Decision{Until: cur.LastPull - streamSlack}, &Decision{Until: n + 1}, func(d *Decision) bool {
+			if keep(d) {
+				add(d)
+			}
+			return true
+		})
+	}
+	// hard-deleted while active, unless something like it is still active
+	s.tombstones.AscendGreaterOrEqual(&Decision{DeletedIndex: cur.Index + 1}, func(d *Decision) bool {
+		if flt.match(d) && !s.anyActiveLike(d, n) {
+			add(d)
+		}
+		return true
+	})
+	sort.Slice(deleted, func(i, j int) bool { return deleted[i].ID < deleted[j].ID })
+	return newD, deleted, index
+}
+
+func reverse[T any](s []T) {
+	for i, j := 0, len(s)-1; i < j; i, j = i+1, j-1 {
+		s[i], s[j] = s[j], s[i]
+	}
+}
+
+// CountDecisions counts stored decisions covering value (profiles helper).
+func (f *FSM) CountDecisions(value string, since time.Time, activeOnly bool, now time.Time) int {
+	r, err := ParseRange(value)
+	if err != nil {
+		return 0
+	}
+	n := now.UnixNano()
+	var sinceN int64
+	if !since.IsZero() {
+		sinceN = since.UnixNano()
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	c := 0
+	f.s.covering(r, func(d *Decision) bool {
+		if (sinceN == 0 || d.CreatedAt > sinceN) && (!activeOnly || d.Until > n) {
+			c++
+		}
+		return true
+	})
+	return c
+}
+
+// ActiveTimeLeft returns the remaining time of the active decision covering
+// value with the latest until (profiles helper).
+func (f *FSM) ActiveTimeLeft(value string, now time.Time) time.Duration {
+	r, err := ParseRange(value)
+	if err != nil {
+		return 0
+	}
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var best int64
+	f.s.covering(r, func(d *Decision) bool {
+		if d.Until > n && d.Until > best {
+			best = d.Until
+		}
+		return true
+	})
+	if best == 0 {
+		return 0
+	}
+	return time.Duration(best - n)
+}
+
+// AlertFilter selects alerts (GET and DELETE /v1/alerts).
+type AlertFilter struct {
+	Scope, Value, Scenario string
+	IP                     *IPRange
+	Contains               bool
+	Since, Until           int64 // started_at bounds (unix ns), 0 = none
+	CreatedBefore          int64
+	DecisionType, Origin   string
+	ExcludeCAPI            bool
+	HasActiveDecision      *bool
+	ExcludeSimulated       bool
+	Limit                  int // 0 = all
+	Asc                    bool
+}
+
+func (s *state) alertMatch(f *AlertFilter, a *Alert, now int64) bool {
+	if f.Scope != "" && a.Source.Scope != f.Scope {
+		return false
+	}
+	if f.Value != "" && a.Source.Value != f.Value {
+		return false
+	}
+	if f.Since != 0 && a.StartAt < f.Since {
+		return false
+	}
+	if f.Until != 0 && a.StartAt > f.Until {
+		return false
+	}
+	if f.CreatedBefore != 0 && a.CreatedAt > f.CreatedBefore {
+		return false
+	}
+	if f.ExcludeSimulated && a.Simulated {
+		return false
+	}
+	needDecisions := f.Scenario != "" || f.IP != nil || f.DecisionType != "" || f.Origin != "" || f.ExcludeCAPI || f.HasActiveDecision != nil
+	if !needDecisions {
+		return true
+	}
+	ds := make([]*Decision, 0, len(a.DecisionIDs))
+	for _, id := range a.DecisionIDs {
+		if d := s.decision(id); d != nil {
+			ds = append(ds, d)
+		}
+	}
+	has := func(p func(*Decision) bool) bool {
+		for _, d := range ds {
+			if p(d) {
+				return true
+			}
+		}
+		return false
+	}
+	if f.Scenario != "" && a.Scenario != f.Scenario && !has(func(d *Decision) bool { return d.Scenario == f.Scenario }) {
+		return false
+	}
+	if f.DecisionType != "" && !has(func(d *Decision) bool { return d.Type == f.DecisionType }) {
+		return false
+	}
+	if f.Origin != "" && !has(func(d *Decision) bool { return d.Origin == f.Origin }) {
+		return false
+	}
+	if f.ExcludeCAPI {
+		if has(func(d *Decision) bool { return d.Origin == "CAPI" || d.Origin == "lists" }) {
+			return false
+		}
+		if len(ds) == 0 && (strings.HasPrefix(a.Source.Scope, "lists:") || a.Source.Scope == "crowdsecurity/community-blocklist") {
+			return false
+		}
+	}
+	if f.HasActiveDecision != nil {
+		if *f.HasActiveDecision {
+			if !has(func(d *Decision) bool { return d.Until >= now }) {
+				return false
+			}
+		} else if len(ds) > 0 {
+			return false
+		}
+	}
+	if f.IP != nil {
+		q := *f.IP
+		if f.Contains {
+			return has(func(d *Decision) bool { return d.Range.Contains(q) })
+		}
+		return has(func(d *Decision) bool { return q.Contains(d.Range) })
+	}
+	return true
+}
+
+// Alerts returns the alerts matching f, newest first unless f.Asc.
+func (f *FSM) Alerts(flt *AlertFilter, now time.Time) []*Alert {
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*Alert
+	visit := func(a *Alert) bool {
+		if f.s.alertMatch(flt, a, n) {
+			out = append(out, a)
+		}
+		return flt.Limit <= 0 || len(out) < flt.Limit
+	}
+	if flt.Asc {
+		f.s.alerts.Ascend(visit)
+	} else {
+		f.s.alerts.Descend(visit)
+	}
+	return out
+}
+
+// Alert returns one alert by ID, or nil.
+func (f *FSM) Alert(id int64) *Alert {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.alert(id)
+}
+
+// AlertDecisions returns the stored decisions of an alert, ID order.
+func (f *FSM) AlertDecisions(a *Alert) []*Decision {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*Decision, 0, len(a.DecisionIDs))
+	for _, id := range a.DecisionIDs {
+		if d := f.s.decision(id); d != nil {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// JWTKey returns the cluster's JWT signing key (nil until set).
+func (f *FSM) JWTKey() []byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.jwtKey
+}
+
+// Machine returns a machine by ID, or nil.
+func (f *FSM) Machine(id string) *Machine {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.machines[id]
+}
+
+// Machines returns all machines sorted by ID.
+func (f *FSM) Machines() []*Machine {
+	f.mu.RLock()
+	out := make([]*Machine, 0, len(f.s.machines))
+	for _, m := range f.s.machines {
+		out = append(out, m)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Bouncer returns a bouncer by name, or nil.
+func (f *FSM) Bouncer(name string) *Bouncer {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.bouncers[name]
+}
+
+// Bouncers returns all bouncers sorted by creation time then name.
+func (f *FSM) Bouncers() []*Bouncer {
+	f.mu.RLock()
+	out := make([]*Bouncer, 0, len(f.s.bouncers))
+	for _, b := range f.s.bouncers {
+		out = append(out, b)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedAt != out[j].CreatedAt {
+			return out[i].CreatedAt < out[j].CreatedAt
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// BouncersByKey returns the bouncers whose key hash is h, oldest first.
+func (f *FSM) BouncersByKey(h string) []*Bouncer {
+	f.mu.RLock()
+	var out []*Bouncer
+	for _, b := range f.s.bouncers {
+		if b.KeyHash == h {
+			out = append(out, b)
+		}
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedAt != out[j].CreatedAt {
+			return out[i].CreatedAt < out[j].CreatedAt
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// Allowlists returns all allowlists sorted by name.
+func (f *FSM) Allowlists() []*Allowlist {
+	f.mu.RLock()
+	out := make([]*Allowlist, 0, len(f.s.allowlists))
+	for _, a := range f.s.allowlists {
+		out = append(out, a)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Allowlist returns one allowlist, or nil.
+func (f *FSM) Allowlist(name string) *Allowlist {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.allowlists[name]
+}
+
+// AllowlistCheck returns the reasons value (IP or CIDR) is allowlisted:
+// "<item> from <list>" plus " (<comment>)", sorted by list name.
+func (f *FSM) AllowlistCheck(value string, now time.Time) ([]string, error) {
+	r, err := ParseRange(value)
+	if err != nil {
+		return nil, err
+	}
+	n := now.UnixNano()
+	var out []string
+	for _, al := range f.Allowlists() {
+		for _, it := range al.Items {
+			if it.Expiration != 0 && it.Expiration < n {
+				continue
+			}
+			if it.Range.Related(r) {
+				reason := it.Value + " from " + al.Name
+				if it.Comment != "" {
+					reason += " (" + it.Comment + ")"
+				}
+				out = append(out, reason)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Counts returns the number of alerts and active/total decisions.
+func (f *FSM) Counts(now time.Time) (alerts, active, total int) {
+	n := now.UnixNano()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	total = f.s.decisions.Len()
+	f.s.byUntil.DescendGreaterThan(&Decision{Until: n, ID: 1<<63 - 1}, func(*Decision) bool {
+		active++
+		return true
+	})
+	return f.s.alertCount, active, total
+}

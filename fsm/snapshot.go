@@ -1,0 +1,173 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/google/btree"
+	"github.com/hashicorp/raft"
+)
+
+// Snapshots are a stream of JSON records, one per line: a header with the
+// counters and secrets, then every machine, bouncer, allowlist, alert,
+// decision and tombstone. Records are written one by one so a snapshot
+// never needs a second copy of the state in memory.
+
+type snapMeta struct {
+	Version        int    `json:"version"`
+	JWTKey         []byte `json:"jwt_key,omitempty"`
+	NextAlertID    int64  `json:"next_alert_id"`
+	NextDecisionID int64  `json:"next_decision_id"`
+	LastIndex      uint64 `json:"last_index"`
+}
+
+type snapRecord struct {
+	Meta      *snapMeta  `json:"meta,omitempty"`
+	Machine   *Machine   `json:"machine,omitempty"`
+	Bouncer   *Bouncer   `json:"bouncer,omitempty"`
+	Allowlist *Allowlist `json:"allowlist,omitempty"`
+	Alert     *Alert     `json:"alert,omitempty"`
+	Decision  *Decision  `json:"decision,omitempty"`
+	Tombstone *Decision  `json:"tombstone,omitempty"`
+}
+
+type fsmSnapshot struct {
+	meta       snapMeta
+	machines   []*Machine
+	bouncers   []*Bouncer
+	allowlists []*Allowlist
+	alerts     *btree.BTreeG[*Alert]
+	decisions  *btree.BTreeG[*Decision]
+	tombstones *btree.BTreeG[*Decision]
+}
+
+// Snapshot implements raft.FSM. It runs between applies; the B-trees are
+// cloned lazily (copy-on-write) so this is O(machines + bouncers).
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.s
+	snap := &fsmSnapshot{
+		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, NextAlertID: s.nextAlertID,
+			NextDecisionID: s.nextDecisionID, LastIndex: s.lastIndex},
+		alerts:     s.alerts.Clone(),
+		decisions:  s.decisions.Clone(),
+		tombstones: s.tombstones.Clone(),
+	}
+	for _, m := range s.machines {
+		snap.machines = append(snap.machines, m)
+	}
+	for _, b := range s.bouncers {
+		snap.bouncers = append(snap.bouncers, b)
+	}
+	for _, a := range s.allowlists {
+		snap.allowlists = append(snap.allowlists, a)
+	}
+	return snap, nil
+}
+
+// Persist implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() {}
+
+func (s *fsmSnapshot) write(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := json.NewEncoder(bw)
+	var err error
+	put := func(r snapRecord) bool {
+		err = enc.Encode(r)
+		return err == nil
+	}
+	put(snapRecord{Meta: &s.meta})
+	for _, m := range s.machines {
+		put(snapRecord{Machine: m})
+	}
+	for _, b := range s.bouncers {
+		put(snapRecord{Bouncer: b})
+	}
+	for _, a := range s.allowlists {
+		put(snapRecord{Allowlist: a})
+	}
+	if err == nil {
+		s.alerts.Ascend(func(a *Alert) bool { return put(snapRecord{Alert: a}) })
+	}
+	if err == nil {
+		s.decisions.Ascend(func(d *Decision) bool { return put(snapRecord{Decision: d}) })
+	}
+	if err == nil {
+		s.tombstones.Ascend(func(d *Decision) bool { return put(snapRecord{Tombstone: d}) })
+	}
+	if err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// Restore implements raft.FSM: it builds a new state from the stream and
+// swaps it in at once.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	s, err := readSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.s = s
+	f.mu.Unlock()
+	f.markApplied(s.lastIndex)
+	return nil
+}
+
+func readSnapshot(r io.Reader) (*state, error) {
+	s := newState()
+	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
+	for {
+		var rec snapRecord
+		if err := dec.Decode(&rec); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		switch {
+		case rec.Meta != nil:
+			if rec.Meta.Version != 1 {
+				return nil, fmt.Errorf("restore: unsupported snapshot version %d", rec.Meta.Version)
+			}
+			s.jwtKey = rec.Meta.JWTKey
+			s.nextAlertID = rec.Meta.NextAlertID
+			s.nextDecisionID = rec.Meta.NextDecisionID
+			s.lastIndex = rec.Meta.LastIndex
+		case rec.Machine != nil:
+			s.machines[rec.Machine.ID] = rec.Machine
+		case rec.Bouncer != nil:
+			s.bouncers[rec.Bouncer.Name] = rec.Bouncer
+		case rec.Allowlist != nil:
+			for i := range rec.Allowlist.Items {
+				rec.Allowlist.Items[i].Range, _ = ParseRange(rec.Allowlist.Items[i].Value)
+			}
+			s.allowlists[rec.Allowlist.Name] = rec.Allowlist
+		case rec.Alert != nil:
+			s.alerts.ReplaceOrInsert(rec.Alert)
+			s.alertCount++
+		case rec.Decision != nil:
+			d := rec.Decision
+			if IsIPScope(d.Scope) {
+				d.Range, _ = ParseRange(d.Value)
+			}
+			s.addDecision(d)
+		case rec.Tombstone != nil:
+			s.tombstones.ReplaceOrInsert(rec.Tombstone)
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,326 @@
+package lapi
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi/models"
+)
+
+func splitList(v string, norm func(string) string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if norm != nil {
+			p = norm(p)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func parseIPFilter(v string) (*fsm.IPRange, error) {
+	r, err := fsm.ParseRange(v)
+	if err != nil {
+		return nil, fmt.Errorf("unable to convert '%s' to int: invalid ip address '%s': invalid ip address / range", v, v)
+	}
+	return &r, nil
+}
+
+// bouncerFilter parses the filters of GET /v1/decisions and the stream;
+// unknown keys are ignored as in CrowdSec.
+func bouncerFilter(q url.Values, stream bool) (*fsm.DecisionFilter, error) {
+	f := &fsm.DecisionFilter{Contains: true}
+	var scopeLists [][]string
+	for k, vs := range q {
+		if len(vs) == 0 {
+			continue
+		}
+		v := vs[0]
+		switch k {
+		case "scope", "scopes":
+			scopeLists = append(scopeLists, splitList(v, models.NormalizeScope))
+		case "value":
+			f.Value = v
+		case "type":
+			f.Type = v
+		case "origins":
+			f.Origins = splitList(v, nil)
+		case "scenarios_containing":
+			f.ScenariosContaining = splitList(strings.ToLower(v), nil)
+		case "scenarios_not_containing":
+			f.ScenariosNot = splitList(strings.ToLower(v), nil)
+		case "ip", "range":
+			r, err := parseIPFilter(v)
+			if err != nil {
+				return nil, err
+			}
+			f.IP = r
+		case "contains":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid contains value: %s", err)
+			}
+			f.Contains = b
+		case "simulated":
+			f.IncludeSimulated = v != "false"
+		case "limit", "offset", "id_gt":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("invalid %s value: %s: invalid filter", k, err)
+			}
+			switch k {
+			case "limit":
+				f.Limit = int(n)
+			case "offset":
+				f.Offset = int(n)
+			default:
+				f.IDGt = n
+			}
+		}
+	}
+	if _, ok := q["scopes"]; stream && !ok {
+		scopeLists = append(scopeLists, []string{models.ScopeIP, models.ScopeRange})
+	}
+	if len(scopeLists) > 0 {
+		f.Scopes = scopeLists[0]
+		for _, l := range scopeLists[1:] {
+			var keep []string
+			for _, s := range f.Scopes {
+				if contains(l, s) {
+					keep = append(keep, s)
+				}
+			}
+			f.Scopes = keep
+		}
+		if f.Scopes == nil {
+			f.Scopes = []string{"\x00none"}
+		}
+	}
+	return f, nil
+}
+
+func contains(l []string, v string) bool {
+	for _, x := range l {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
+	f, err := bouncerFilter(r.URL.Query(), false)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	now := s.now()
+	ds := s.fsm.Decisions(f, now)
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	b := bouncerOf(r)
+	if b.LastPull == 0 || now.UnixNano()-b.LastPull >= int64(time.Minute) {
+		s.touches.bouncer(b.Name, fsm.StreamCursor{LastPull: now.UnixNano()})
+	}
+	buf := make([]byte, 0, 64+len(ds)*192)
+	buf = appendDecisions(buf, ds, now.UnixNano(), false)
+	writeRaw(w, http.StatusOK, buf)
+}
+
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	q := r.URL.Query()
+	f, err := bouncerFilter(q, true)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if q.Get("dedup") == "false" {
+		f.NoDedup = true
+	}
+	startup := len(q["startup"]) > 0 && q["startup"][0] == "true"
+	b := bouncerOf(r)
+	now := s.now()
+	cur := s.touches.cursor(b)
+	newD, deleted, index := s.fsm.Stream(f, cur, startup, now)
+	n := now.UnixNano()
+	buf := make([]byte, 0, 64+(len(newD)+len(deleted))*200)
+	buf = append(buf, `{"deleted":`...)
+	buf = appendDecisions(buf, deleted, n, true)
+	buf = append(buf, `,"new":`...)
+	buf = appendDecisions(buf, newD, n, true)
+	buf = append(buf, '}')
+	writeRaw(w, http.StatusOK, buf)
+	s.touches.bouncer(b.Name, fsm.StreamCursor{Index: index, LastPull: n})
+}
+
+// appendDecisions encodes decisions as a JSON array, or null when empty
+// (what CrowdSec sends and its clients expect).
+func appendDecisions(buf []byte, ds []*fsm.Decision, now int64, withUUID bool) []byte {
+	if len(ds) == 0 {
+		return append(buf, "null"...)
+	}
+	buf = append(buf, '[')
+	for i, d := range ds {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `{"duration":"`...)
+		buf = append(buf, remaining(d.Until, now)...)
+		buf = append(buf, `","id":`...)
+		buf = strconv.AppendInt(buf, d.ID, 10)
+		buf = append(buf, `,"origin":`...)
+		buf = appendString(buf, d.Origin)
+		buf = append(buf, `,"scenario":`...)
+		buf = appendString(buf, d.Scenario)
+		buf = append(buf, `,"scope":`...)
+		buf = appendString(buf, d.Scope)
+		buf = append(buf, `,"type":`...)
+		buf = appendString(buf, d.Type)
+		if withUUID && d.UUID != "" {
+			buf = append(buf, `,"uuid":`...)
+			buf = appendString(buf, d.UUID)
+		}
+		buf = append(buf, `,"value":`...)
+		buf = appendString(buf, d.Value)
+		buf = append(buf, '}')
+	}
+	return append(buf, ']')
+}
+
+// remaining is the time left rounded to the second, as a Go duration.
+func remaining(until, now int64) string {
+	return time.Duration(until - now).Round(time.Second).String()
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string.
+func appendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c < 0x80 {
+			continue
+		}
+		if c >= 0x80 {
+			continue // UTF-8 passes through; invalid bytes are rare enough
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+// deleteFilter parses DELETE /v1/decisions parameters (lapi.md §4.10).
+func deleteFilter(q url.Values) (*fsm.DecisionFilter, error) {
+	f := &fsm.DecisionFilter{Contains: true, IncludeSimulated: true}
+	for k, vs := range q {
+		if len(vs) == 0 {
+			continue
+		}
+		v := vs[0]
+		switch k {
+		case "ip", "range":
+			r, err := parseIPFilter(v)
+			if err != nil {
+				return nil, err
+			}
+			f.IP = r
+		case "contains":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("invalid contains value: %s", err)
+			}
+			f.Contains = b
+		case "scopes":
+			f.Scopes = []string{v}
+		case "scope":
+			// Not accepted by the reference (cscli --scope fails there);
+			// accepted here as the normalised alias.
+			f.Scopes = []string{models.NormalizeScope(v)}
+		case "value":
+			f.Value = v
+		case "type":
+			f.Type = v
+		case "origin":
+			f.Origins = []string{v}
+		case "scenario":
+			f.Scenario = v
+		case "uuid":
+			f.UUIDs = vs
+		default:
+			return nil, fmt.Errorf("'%s' doesn't exist: invalid filter", k)
+		}
+	}
+	return f, nil
+}
+
+func (s *Server) deleteDecisions(w http.ResponseWriter, r *http.Request) {
+	f, err := deleteFilter(r.URL.Query())
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	ids := s.fsm.MatchActive(f, s.now())
+	n := 0
+	if len(ids) > 0 {
+		res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: ids})
+		if err != nil {
+			s.writeApplyErr(w, err)
+			return
+		}
+		n = res.N
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(n)})
+}
+
+func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request) {
+	raw := mux.Vars(r)["decision_id"]
+	id, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "decision_id must be valid integer")
+		return
+	}
+	if s.fsm.Decision(id) == nil {
+		writeErr(w, http.StatusInternalServerError, fmt.Sprintf("decision with id '%d' doesn't exist: unable to delete", id))
+		return
+	}
+	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: []int64{id}})
+	if err != nil {
+		s.writeApplyErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(res.N)})
+}

@@ -1,0 +1,271 @@
+package lapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi/profiles"
+)
+
+// Cluster is the one write path the LAPI uses: submit a command and get its
+// result once it is committed and applied locally.
+type Cluster interface {
+	Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error)
+	IsLeader() bool
+}
+
+// Config holds the LAPI settings (CrowdSec's api.server section).
+type Config struct {
+	// TrustedIPs may delete alerts (127.0.0.1 and ::1 always may).
+	TrustedIPs []netip.Prefix
+	// DisableRemoteRegistration refuses POST /v1/watchers from non-loopback peers.
+	DisableRemoteRegistration bool
+	// AutoRegistration: token and ranges that auto-validate new machines.
+	AutoRegToken  string
+	AutoRegRanges []netip.Prefix
+	// Retention (db_config.flush).
+	FlushMaxItems int
+	FlushMaxAge   time.Duration
+	FlushEvery    time.Duration
+	// TouchEvery is how often coalesced last-seen data is written.
+	TouchEvery time.Duration
+	// MaxBodyBytes bounds request bodies (after gunzip).
+	MaxBodyBytes int64
+	// BcryptCost for machine passwords (CrowdSec: 10).
+	BcryptCost int
+}
+
+// DefaultConfig returns CrowdSec's defaults.
+func DefaultConfig() Config {
+	return Config{
+		FlushMaxItems: 5000,
+		FlushMaxAge:   7 * 24 * time.Hour,
+		FlushEvery:    time.Minute,
+		TouchEvery:    time.Second,
+		MaxBodyBytes:  64 << 20,
+		BcryptCost:    10,
+	}
+}
+
+// Server is the LAPI of one node.
+type Server struct {
+	cfg     Config
+	fsm     *fsm.FSM
+	cluster Cluster
+	log     *slog.Logger
+	metrics *Metrics
+
+	profMu  sync.RWMutex
+	engine  *profiles.Engine
+	touches *toucher
+	now     func() time.Time
+}
+
+// New builds a server. profs may be nil for the default profiles.
+func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if profs == nil {
+		p, err := profiles.Parse(profiles.DefaultYAML())
+		if err != nil {
+			return nil, err
+		}
+		profs = p
+	}
+	s := &Server{cfg: cfg, fsm: f, cluster: c, log: logger, now: time.Now}
+	s.engine = profiles.NewEngine(profs, f)
+	s.metrics = newMetrics(f)
+	s.touches = newToucher(s)
+	return s, nil
+}
+
+// Metrics returns the server's Prometheus collectors.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Run starts the background jobs (coalesced writes, leader-only retention)
+// until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	go s.touches.run(ctx)
+	go s.retention(ctx)
+}
+
+// OnLeadership is called by the cluster when this node gains leadership
+// (after a barrier): make sure cluster secrets exist.
+func (s *Server) OnLeadership(isLeader bool) {
+	if !isLeader || len(s.fsm.JWTKey()) > 0 {
+		return
+	}
+	key := make([]byte, 64)
+	if _, err := rand.Read(key); err != nil {
+		s.log.Error("cannot generate JWT key", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.cluster.Apply(ctx, fsm.Command{Type: fsm.CmdSetJWTKey, Body: fsm.SetJWTKey{Key: key}}); err != nil {
+		s.log.Error("cannot store JWT key", "err", err)
+	}
+}
+
+func (s *Server) retention(ctx context.Context) {
+	if s.cfg.FlushEvery <= 0 {
+		return
+	}
+	t := time.NewTicker(s.cfg.FlushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.cluster.IsLeader() {
+			continue
+		}
+		if err := s.Flush(ctx); err != nil {
+			s.log.Warn("retention flush failed", "err", err)
+		}
+	}
+}
+
+// Flush runs the retention job once.
+func (s *Server) Flush(ctx context.Context) error {
+	_, err := s.apply(ctx, fsm.CmdFlush, fsm.Flush{MaxAge: int64(s.cfg.FlushMaxAge), MaxItems: s.cfg.FlushMaxItems})
+	return err
+}
+
+// apply submits a command; a command-level error is returned as error.
+func (s *Server) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Result, error) {
+	res, err := s.cluster.Apply(ctx, fsm.Command{Type: t, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	if res.Err != nil {
+		return res, res.Err
+	}
+	return res, nil
+}
+
+// Handler returns the HTTP handler of the public API.
+func (s *Server) Handler() http.Handler {
+	r := mux.NewRouter()
+	r.UseEncodedPath()
+	r.StrictSlash(true)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) })
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusMethodNotAllowed) })
+
+	r.HandleFunc("/health", s.health).Methods(http.MethodGet)
+
+	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.Use(s.gunzip)
+	route := func(path, name string, h http.HandlerFunc, methods ...string) {
+		v1.Handle(path, s.metrics.instrument(name, h)).Methods(methods...)
+	}
+	route("/watchers", "/v1/watchers", s.registerMachine, http.MethodPost)
+	route("/watchers/login", "/v1/watchers/login", s.login, http.MethodPost)
+	route("/refresh_token", "/v1/refresh_token", s.refreshToken, http.MethodGet)
+	route("/watchers/self", "/v1/watchers/self", s.jwt(s.deleteSelf), http.MethodDelete)
+	route("/heartbeat", "/v1/heartbeat", s.jwt(s.heartbeat), http.MethodGet)
+	route("/alerts", "/v1/alerts", s.jwt(s.postAlerts), http.MethodPost)
+	route("/alerts", "/v1/alerts", s.jwt(s.getAlerts), http.MethodGet, http.MethodHead)
+	route("/alerts", "/v1/alerts", s.jwt(s.trusted(s.deleteAlerts)), http.MethodDelete)
+	route("/alerts/{alert_id}", "/v1/alerts/:alert_id", s.jwt(s.getAlert), http.MethodGet, http.MethodHead)
+	route("/alerts/{alert_id}", "/v1/alerts/:alert_id", s.jwt(s.trusted(s.deleteAlert)), http.MethodDelete)
+	route("/decisions", "/v1/decisions", s.jwt(s.deleteDecisions), http.MethodDelete)
+	route("/decisions/{decision_id}", "/v1/decisions/:decision_id", s.jwt(s.deleteDecision), http.MethodDelete)
+	route("/decisions", "/v1/decisions", s.bouncer(s.getDecisions), http.MethodGet, http.MethodHead)
+	route("/decisions/stream", "/v1/decisions/stream", s.bouncer(s.stream), http.MethodGet, http.MethodHead)
+	route("/allowlists", "/v1/allowlists", s.jwt(s.getAllowlists), http.MethodGet)
+	route("/allowlists/check", "/v1/allowlists/check", s.jwt(s.checkAllowlistBulk), http.MethodPost)
+	route("/allowlists/check/{ip_or_range}", "/v1/allowlists/check/:ip_or_range", s.jwt(s.checkAllowlist), http.MethodGet, http.MethodHead)
+	route("/allowlists/{allowlist_name}", "/v1/allowlists/:allowlist_name", s.jwt(s.getAllowlist), http.MethodGet)
+	route("/usage-metrics", "/v1/usage-metrics", s.either(s.usageMetrics), http.MethodPost)
+	return s.recoverer(r)
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Pragma", "no-cache")
+	h.Set("Expires", "Thu, 01 Jan 1970 00:00:00 GMT")
+	writeJSON(w, http.StatusOK, map[string]string{"status": "up"})
+}
+
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("panic in handler", "path", r.URL.Path, "panic", v)
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeJSON writes v as JSON with CrowdSec's content type.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	writeRaw(w, status, b)
+}
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// writeErr writes {"message": msg}.
+func writeErr(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"message": msg})
+}
+
+// writeApplyErr maps a write failure to an HTTP answer: no leader → 503
+// with Retry-After (clients retry 503), anything else 500.
+func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		w.Header().Set("Retry-After", "1")
+		writeErr(w, http.StatusServiceUnavailable, "cluster has no leader, write refused: "+err.Error())
+	case errors.Is(err, fsm.ErrNotFound):
+		writeErr(w, http.StatusNotFound, "object not found")
+	default:
+		writeErr(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+// clientIP is the TCP peer address (unix socket peers are 127.0.0.1).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || host == "" || host == "@" {
+		return "127.0.0.1"
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap().WithZone("").String()
+	}
+	return host
+}
+
+func isLoopback(ip string) bool {
+	a, err := netip.ParseAddr(ip)
+	return err == nil && a.IsLoopback()
+}
