@@ -56,3 +56,21 @@ func TestWatcherErrors(t *testing.T) {
 		t.Fatalf("alerts list with a wrong password: err %v, want the login refusal", err)
 	}
 }
+
+// TestHealthMeansReady checks the serve contract "GET /health answers 200
+// {"status":"up"} once ready": the first client write right after /health
+// said up must succeed, on a fresh data dir and after a restart.
+func TestHealthMeansReady(t *testing.T) {
+	s := StartServer(t, HealthOnly())
+
+	if err := registerWatcher(t, s, "early-agent", "e2e-early-agent-password-0123456789"); err != nil {
+		t.Errorf("first write right after /health said up (fresh data dir): POST /v1/watchers: %v", err)
+	}
+
+	s.Kill()
+	s.Start()
+
+	if err := registerWatcher(t, s, "early-agent-2", "e2e-early-agent-password-0123456789"); err != nil {
+		t.Errorf("first write right after /health said up (restart): POST /v1/watchers: %v", err)
+	}
+}

@@ -366,7 +366,7 @@ func (s *state) alertMatch(f *AlertFilter, a *Alert, now int64) bool {
 	}
 	if f.HasActiveDecision != nil {
 		if *f.HasActiveDecision {
-			if !has(func(d *Decision) bool { return d.Until >= now }) {
+			if !has(func(d *Decision) bool { return d.Until > now }) {
 				return false
 			}
 		} else if len(ds) > 0 {

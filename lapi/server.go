@@ -166,36 +166,55 @@ func (s *Server) Handler() http.Handler {
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) })
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusMethodNotAllowed) })
 
-	r.HandleFunc("/health", s.health).Methods(http.MethodGet)
+	r.HandleFunc("/health", s.health)
 
 	v1 := r.PathPrefix("/v1").Subrouter()
+	v1.NotFoundHandler = r.NotFoundHandler
+	v1.MethodNotAllowedHandler = r.MethodNotAllowedHandler
 	v1.Use(s.gunzip)
-	route := func(path, name string, h http.HandlerFunc, methods ...string) {
-		v1.Handle(path, s.metrics.instrument(name, h)).Methods(methods...)
+	// gorilla/mux answers 404 instead of 405 when a method mismatch is
+	// followed by other routes, so each path is registered once and
+	// dispatches on the method itself.
+	type methods map[string]http.HandlerFunc
+	route := func(path, name string, hs methods) {
+		if h, ok := hs[http.MethodGet+","+http.MethodHead]; ok {
+			delete(hs, http.MethodGet+","+http.MethodHead)
+			hs[http.MethodGet], hs[http.MethodHead] = h, h
+		}
+		v1.Handle(path, s.metrics.instrument(name, func(w http.ResponseWriter, r *http.Request) {
+			h, ok := hs[r.Method]
+			if !ok {
+				w.WriteHeader(http.StatusMethodNotAllowed)
+				return
+			}
+			h(w, r)
+		}))
 	}
-	route("/watchers", "/v1/watchers", s.registerMachine, http.MethodPost)
-	route("/watchers/login", "/v1/watchers/login", s.login, http.MethodPost)
-	route("/refresh_token", "/v1/refresh_token", s.refreshToken, http.MethodGet)
-	route("/watchers/self", "/v1/watchers/self", s.jwt(s.deleteSelf), http.MethodDelete)
-	route("/heartbeat", "/v1/heartbeat", s.jwt(s.heartbeat), http.MethodGet)
-	route("/alerts", "/v1/alerts", s.jwt(s.postAlerts), http.MethodPost)
-	route("/alerts", "/v1/alerts", s.jwt(s.getAlerts), http.MethodGet, http.MethodHead)
-	route("/alerts", "/v1/alerts", s.jwt(s.trusted(s.deleteAlerts)), http.MethodDelete)
-	route("/alerts/{alert_id}", "/v1/alerts/:alert_id", s.jwt(s.getAlert), http.MethodGet, http.MethodHead)
-	route("/alerts/{alert_id}", "/v1/alerts/:alert_id", s.jwt(s.trusted(s.deleteAlert)), http.MethodDelete)
-	route("/decisions", "/v1/decisions", s.jwt(s.deleteDecisions), http.MethodDelete)
-	route("/decisions/{decision_id}", "/v1/decisions/:decision_id", s.jwt(s.deleteDecision), http.MethodDelete)
-	route("/decisions", "/v1/decisions", s.bouncer(s.getDecisions), http.MethodGet, http.MethodHead)
-	route("/decisions/stream", "/v1/decisions/stream", s.bouncer(s.stream), http.MethodGet, http.MethodHead)
-	route("/allowlists", "/v1/allowlists", s.jwt(s.getAllowlists), http.MethodGet)
-	route("/allowlists/check", "/v1/allowlists/check", s.jwt(s.checkAllowlistBulk), http.MethodPost)
-	route("/allowlists/check/{ip_or_range}", "/v1/allowlists/check/:ip_or_range", s.jwt(s.checkAllowlist), http.MethodGet, http.MethodHead)
-	route("/allowlists/{allowlist_name}", "/v1/allowlists/:allowlist_name", s.jwt(s.getAllowlist), http.MethodGet)
-	route("/usage-metrics", "/v1/usage-metrics", s.either(s.usageMetrics), http.MethodPost)
+	route("/watchers", "/v1/watchers", methods{"POST": s.registerMachine})
+	route("/watchers/login", "/v1/watchers/login", methods{"POST": s.login})
+	route("/refresh_token", "/v1/refresh_token", methods{"GET": s.refreshToken})
+	route("/watchers/self", "/v1/watchers/self", methods{"DELETE": s.jwt(s.deleteSelf)})
+	route("/heartbeat", "/v1/heartbeat", methods{"GET": s.jwt(s.heartbeat)})
+	route("/alerts", "/v1/alerts", methods{"POST": s.jwt(s.postAlerts), "GET,HEAD": s.jwt(s.getAlerts),
+		"DELETE": s.jwt(s.trusted(s.deleteAlerts))})
+	route("/alerts/{alert_id}", "/v1/alerts/:alert_id", methods{"GET,HEAD": s.jwt(s.getAlert),
+		"DELETE": s.jwt(s.trusted(s.deleteAlert))})
+	route("/decisions", "/v1/decisions", methods{"GET,HEAD": s.bouncer(s.getDecisions), "DELETE": s.jwt(s.deleteDecisions)})
+	route("/decisions/stream", "/v1/decisions/stream", methods{"GET,HEAD": s.bouncer(s.stream)})
+	route("/decisions/{decision_id}", "/v1/decisions/:decision_id", methods{"DELETE": s.jwt(s.deleteDecision)})
+	route("/allowlists", "/v1/allowlists", methods{"GET": s.jwt(s.getAllowlists)})
+	route("/allowlists/check", "/v1/allowlists/check", methods{"POST": s.jwt(s.checkAllowlistBulk)})
+	route("/allowlists/check/{ip_or_range}", "/v1/allowlists/check/:ip_or_range", methods{"GET,HEAD": s.jwt(s.checkAllowlist)})
+	route("/allowlists/{allowlist_name}", "/v1/allowlists/:allowlist_name", methods{"GET": s.jwt(s.getAllowlist)})
+	route("/usage-metrics", "/v1/usage-metrics", methods{"POST": s.either(s.usageMetrics)})
 	return s.recoverer(r)
 }
 
-func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		return
+	}
 	h := w.Header()
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Pragma", "no-cache")

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	healthTimeout = 30 * time.Second
+	cliTimeout    = 30 * time.Second
+	loginTimeout  = 30 * time.Second
+	stopTimeout   = 10 * time.Second
+	pollInterval  = 50 * time.Millisecond
+
+	// watcherUA is what a crowdsec agent sends; the LAPI wants exactly one '/'.
+	watcherUA = "crowdsec/v1.7.6-bench-linux"
+	// bouncerUA is what the bouncer side of the benchmark sends.
+	bouncerUA = "halapi-bench/v0.0.1"
+)
+
+// server is one halapi process on a loopback port with its own data dir.
+type server struct {
+	name    string
+	bin     string
+	dir     string // this server's scratch dir (data dir and log inside)
+	dataDir string
+	logPath string
+	addr    string // host:port
+	url     string // http://host:port (no trailing slash)
+
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	exit error         // cmd.Wait result, valid once done is closed
+}
+
+// startServer starts `halapi serve` in a fresh data dir under parent and
+// waits for GET /health to answer 200.
+func startServer(ctx context.Context, bin, parent, name string, extra ...string) (*server, error) {
+	dir := filepath.Join(parent, name)
+	s := &server{name: name, bin: bin, dir: dir, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "halapi.log")}
+	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return nil, err
+	}
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	s.addr = addr
+	s.url = "http://" + addr
+
+	args := append([]string{"serve", "--data-dir", s.dataDir, "--listen", s.addr, "--log-level", "warn"}, extra...)
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "==== halapi-bench: %s %s\n", bin, strings.Join(args, " "))
+
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	setProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	go func() {
+		s.exit = cmd.Wait()
+		close(s.done)
+	}()
+	if err := s.waitHealthy(ctx); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("server %s: %w%s", name, err, s.logTail())
+	}
+	return s, nil
+}
+
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("reserve a port: %w", err)
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) running() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitHealthy polls GET /health until it answers 200 or the deadline passes.
+func (s *server) waitHealthy(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	defer client.CloseIdleConnections()
+	deadline := time.NewTimer(healthTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	last := "no answer yet"
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/health", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = "status " + resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("halapi exited before becoming healthy: %v", s.exit)
+		case <-deadline.C:
+			return fmt.Errorf("not healthy within %s (last /health: %s)", healthTimeout, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL if the process is still there after
+// stopTimeout. Safe to call more than once.
+func (s *server) stop() {
+	if !s.running() {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+		return
+	case <-time.After(stopTimeout):
+	}
+	_ = s.cmd.Process.Kill()
+	select {
+	case <-s.done:
+	case <-time.After(stopTimeout):
+	}
+}
+
+// logTail returns the end of the server's output, for error messages.
+func (s *server) logTail() string {
+	const maxBytes = 4 << 10
+	data, err := os.ReadFile(s.logPath)
+	if err != nil || len(bytes.TrimSpace(data)) == 0 {
+		return ""
+	}
+	if len(data) > maxBytes {
+		data = data[len(data)-maxBytes:]
+	}
+	return "\n--- halapi output (" + s.name + ") ---\n" + string(data)
+}
+
+// cli runs an admin command against this server's data dir.
+func (s *server) cli(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
+	defer cancel()
+	full := append(append([]string{}, args...), "--data-dir", s.dataDir)
+	cmd := exec.CommandContext(ctx, s.bin, full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("halapi %s: %w\n%s%s", strings.Join(full, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// addBouncer creates a bouncer and returns its API key.
+func (s *server) addBouncer(ctx context.Context, name string) (string, error) {
+	key := randomHex(16)
+	if _, err := s.cli(ctx, "bouncers", "add", name, "--key", key); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// addMachine creates a validated machine and logs it in; it returns the JWT.
+func (s *server) addMachine(ctx context.Context, name string) (string, error) {
+	password := randomHex(16)
+	if _, err := s.cli(ctx, "machines", "add", name, "--password", password); err != nil {
+		return "", err
+	}
+	body, _ := json.Marshal(map[string]any{"machine_id": name, "password": password, "scenarios": []string{}})
+	client := &http.Client{Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(loginTimeout)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.url+"/v1/watchers/login", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("User-Agent", watcherUA)
+		resp, err := client.Do(req)
+		var last string
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				var out struct {
+					Token string `json:"token"`
+				}
+				if err := json.Unmarshal(b, &out); err != nil || out.Token == "" {
+					return "", fmt.Errorf("login: unexpected answer %q", b)
+				}
+				return out.Token, nil
+			}
+			last = fmt.Sprintf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("login as %s: %s", name, last)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// memInfo is what /proc/<pid>/status says about a process's memory.
+type memInfo struct {
+	RSS int64 // VmRSS, bytes
+	HWM int64 // VmHWM (peak RSS), bytes
+}
+
+func readMem(pid int) (memInfo, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memInfo{}, err
+	}
+	defer f.Close()
+	var m memInfo
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		var dst *int64
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			dst = &m.RSS
+		case strings.HasPrefix(line, "VmHWM:"):
+			dst = &m.HWM
+		default:
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kb, err := strconv.ParseInt(fields[1], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("parse %q: %w", line, err)
+		}
+		*dst = kb << 10
+	}
+	if err := sc.Err(); err != nil {
+		return m, err
+	}
+	if m.RSS == 0 {
+		return m, errors.New("no VmRSS in /proc status")
+	}
+	return m, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux platform Go supports.
+const clockTicks = 100
+
+// cpuTime returns the user+system CPU time a process has used so far
+// (all threads), from /proc/<pid>/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; fields restart after ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed /proc stat times")
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks, nil
+}
