@@ -44,6 +44,9 @@ type Node struct {
 
 	mu        sync.Mutex
 	observers []func(isLeader bool)
+	// leading is true between a barrier-confirmed election and the loss
+	// of leadership; late observers are told at once.
+	leading bool
 }
 
 // Open starts raft on the data dir. A fresh data dir with no peers
@@ -131,7 +134,11 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 func (n *Node) OnLeadership(fn func(isLeader bool)) {
 	n.mu.Lock()
 	n.observers = append(n.observers, fn)
+	leading := n.leading
 	n.mu.Unlock()
+	if leading {
+		go fn(true)
+	}
 }
 
 func (n *Node) watchLeadership() {
@@ -143,6 +150,7 @@ func (n *Node) watchLeadership() {
 			}
 		}
 		n.mu.Lock()
+		n.leading = isLeader
 		obs := append([]func(bool){}, n.observers...)
 		n.mu.Unlock()
 		for _, fn := range obs {

@@ -104,6 +104,9 @@ func TestStreamBouncer(t *testing.T) {
 	addBouncer(t, s, "stream-1", key)
 
 	// Decisions present before the bouncer starts.
+	s.waitListed("machines", "cscli-stream", "is validated (machines add)", fieldIs("is_validated", true))
+	s.waitListed("bouncers", "stream-1", "has not pulled yet", fieldIs("last_pull", nil))
+
 	addDecision(t, w, "Ip", "5.6.7.8", "1h")
 	addDecision(t, w, "Ip", "5.6.7.8", "3h") // longer: the only one streamed for 5.6.7.8
 	addDecision(t, w, "Range", "10.0.0.0/24", "2h")
@@ -174,23 +177,11 @@ func TestStreamBouncer(t *testing.T) {
 		return len(decisionsFor(resp.Deleted, "10.0.0.0/24")) > 0
 	})
 
-	// The bouncer row records its type from the User-Agent (the server may
-	// write such details lazily, so poll).
-	waitFor(t, streamWait, "bouncers list shows stream-1 with type e2e-stream-bouncer", func() (bool, string) {
-		b, ok := s.listedObject("bouncers", "stream-1")
-		return ok && jsonHasString(b, "e2e-stream-bouncer"), fmt.Sprintf("%v", b)
-	})
-}
-
-// jsonHasString reports whether a decoded JSON object has a top-level string
-// field equal to v.
-func jsonHasString(obj map[string]any, v string) bool {
-	for _, x := range obj {
-		if s, ok := x.(string); ok && s == v {
-			return true
-		}
-	}
-	return false
+	// The bouncer row records its first contact, User-Agent and pulls.
+	s.waitListed("bouncers", "stream-1", "has the client IP", fieldIs("ip_address", "127.0.0.1"))
+	s.waitListed("bouncers", "stream-1", "has the type from the User-Agent", fieldIs("type", "e2e-stream-bouncer"))
+	s.waitListed("bouncers", "stream-1", "has the version from the User-Agent", fieldIs("version", "v0.0.21"))
+	s.waitListed("bouncers", "stream-1", "has a last pull", fieldSet("last_pull"))
 }
 
 // TestLiveBouncer queries decisions as a live-mode bouncer does: an address

@@ -466,6 +466,38 @@ func (s *Server) listedObject(kind, name string) (map[string]any, bool) {
 	return nil, false
 }
 
+// waitListed polls `halapi <kind> list -o json` until the entry for name
+// satisfies pred (details such as last pull or version may be written
+// lazily by the server, so they are polled, not read once).
+func (s *Server) waitListed(kind, name, what string, pred func(obj map[string]any) bool) {
+	s.t.Helper()
+
+	waitFor(s.t, 10*time.Second, fmt.Sprintf("%s list: %s %s", kind, name, what), func() (bool, string) {
+		obj, ok := s.listedObject(kind, name)
+		if !ok {
+			return false, "not listed"
+		}
+		return pred(obj), fmt.Sprintf("%v", obj)
+	})
+}
+
+// fieldIs returns a predicate on a listed object: obj[key] == want (JSON
+// values: string, bool, float64, nil).
+func fieldIs(key string, want any) func(map[string]any) bool {
+	return func(obj map[string]any) bool {
+		v, ok := obj[key]
+		return ok && v == want
+	}
+}
+
+// fieldSet returns a predicate: obj[key] is present and not null/empty.
+func fieldSet(key string) func(map[string]any) bool {
+	return func(obj map[string]any) bool {
+		v, ok := obj[key]
+		return ok && v != nil && v != ""
+	}
+}
+
 // ---------------------------------------------------------------------------
 // Bounded client calls
 

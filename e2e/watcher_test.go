@@ -75,9 +75,9 @@ func TestWatcherFlow(t *testing.T) {
 	if err := registerWatcher(t, s, machine, password); err != nil {
 		t.Fatalf("RegisterClient: %v", err)
 	}
-	if _, ok := s.listedObject("machines", machine); !ok {
-		t.Fatalf("machines list -o json does not show the registered machine %q", machine)
-	}
+	s.waitListed("machines", machine, "is pending", fieldIs("is_validated", false))
+	s.waitListed("machines", machine, "has the client IP", fieldIs("ip_address", "127.0.0.1"))
+	s.waitListed("machines", machine, "uses password auth", fieldIs("auth_type", "password"))
 	// A second registration of the same id is refused.
 	if err := registerWatcher(t, s, machine, password); err == nil || !errContains(err, "403") {
 		t.Fatalf("second RegisterClient of %q: err = %v, want a 403 error", machine, err)
@@ -106,6 +106,7 @@ func TestWatcherFlow(t *testing.T) {
 	}
 
 	s.MustCLI("machines", "validate", machine)
+	s.waitListed("machines", machine, "is validated", fieldIs("is_validated", true))
 
 	auth, code, err := login()
 	if err != nil || code != 200 {
@@ -129,6 +130,11 @@ func TestWatcherFlow(t *testing.T) {
 	if !ok {
 		t.Fatalf("heartbeat not ok")
 	}
+	// Login records the scenarios and the version from the User-Agent;
+	// the heartbeat its time.
+	s.waitListed("machines", machine, "has the login's scenarios", fieldIs("scenarios", "crowdsecurity/ssh-bf,crowdsecurity/http-probing"))
+	s.waitListed("machines", machine, "has the agent version", fieldIs("version", "v1.7.6-test-linux"))
+	s.waitListed("machines", machine, "has a last heartbeat", fieldSet("last_heartbeat"))
 
 	// Agent alerts: no decisions; the default profile bans the source IP 4h.
 	const scenario = "crowdsecurity/ssh-bf"
@@ -213,6 +219,7 @@ func TestWatcherFlow(t *testing.T) {
 	}
 
 	allIDs := append(slices.Clone(agentIDs), ipAlert, rangeAlert)
+	s.waitListed("machines", machine, "has a last push", fieldSet("last_push"))
 
 	// Alert search.
 	all := listAlerts(t, w, nil)

@@ -1,0 +1,162 @@
+// Command halapi-bench measures a built halapi binary against its performance
+// targets and prints a report (make bench).
+//
+// It builds nothing: -bin names the halapi binary. It starts real halapi
+// processes on loopback with temporary data dirs, loads data through the
+// public HTTP API, measures, and prints each figure beside its target and
+// beside a bare Go net/http handler (in this process, on loopback) measured
+// in the same run with the same load generator. Targets that are missed are
+// reported, not treated as errors: the exit status is 0 unless a measurement
+// could not be made.
+//
+// Phases, each on a fresh server:
+//
+//  1. query: N decisions loaded (cscli-import style alerts); GET
+//     /v1/decisions?ip= with 32 keep-alive connections, half hits, half
+//     misses, runs interleaved with the bare handler; then the startup
+//     stream (GET /v1/decisions/stream?startup=true), timed to the last byte,
+//     beside the bare handler serving the very same bytes.
+//  2. ingest: POST /v1/alerts, batches of 50 agent alerts with one decision
+//     each, from several connections (--flush-max-items raised so retention
+//     does not interfere).
+//  3. memory: 1,000,000 decisions loaded; VmRSS right after loading and after
+//     an idle pause, the larger reported.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// config is the parsed command line.
+type config struct {
+	Bin          string        `json:"bin"`
+	Duration     time.Duration `json:"-"`
+	Quick        bool          `json:"quick"`
+	JSONPath     string        `json:"-"`
+	Conns        int           `json:"query_conns"`
+	IngestConns  int           `json:"ingest_conns"`
+	Runs         int           `json:"runs"`
+	StreamRuns   int           `json:"stream_runs"`
+	Decisions    int           `json:"decisions"`
+	MemDecisions int           `json:"memory_decisions"`
+	Idle         time.Duration `json:"-"`
+}
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// realMain parses args, runs the benchmark, prints the report on stdout
+// (progress goes to stderr) and returns the exit status.
+func realMain(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("halapi-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	fs.StringVar(&cfg.Bin, "bin", "", "path of the halapi binary to measure (required)")
+	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured load run (-quick: 2s)")
+	fs.BoolVar(&cfg.Quick, "quick", false, "smaller run for smoke tests: 10,000 decisions, 100,000 for memory, 2s runs, 1 run per load phase")
+	fs.StringVar(&cfg.JSONPath, "json", "", "also write the results as JSON to this file")
+	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections for the query load")
+	fs.IntVar(&cfg.IngestConns, "ingest-conns", 8, "concurrent connections pushing alert batches")
+	fs.IntVar(&cfg.Runs, "runs", 3, "runs per load phase (the median is reported; -quick: 1)")
+	fs.IntVar(&cfg.StreamRuns, "stream-runs", 7, "timed startup stream fetches (median reported)")
+	fs.IntVar(&cfg.Decisions, "decisions", 50000, "decisions loaded for the query and stream phases (-quick: 10,000)")
+	fs.IntVar(&cfg.MemDecisions, "memory-decisions", 1000000, "decisions loaded for the memory phase (-quick: 100,000)")
+	fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "idle pause before the second RSS reading (-quick: 2s)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "halapi-bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if cfg.Quick {
+		quick := map[string]func(){
+			"duration":         func() { cfg.Duration = 2 * time.Second },
+			"runs":             func() { cfg.Runs = 1 },
+			"decisions":        func() { cfg.Decisions = 10000 },
+			"memory-decisions": func() { cfg.MemDecisions = 100000 },
+			"idle":             func() { cfg.Idle = 2 * time.Second },
+		}
+		for name, apply := range quick {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	if err := cfg.check(); err != nil {
+		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep, err := run(ctx, cfg, stderr)
+	if rep != nil {
+		rep.print(stdout)
+		if cfg.JSONPath != "" {
+			if werr := rep.writeJSON(cfg.JSONPath); werr != nil {
+				fmt.Fprintf(stderr, "halapi-bench: write %s: %v\n", cfg.JSONPath, werr)
+				if err == nil {
+					err = werr
+				}
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func (c *config) check() error {
+	if c.Bin == "" {
+		return errors.New("-bin is required (path of a built halapi binary)")
+	}
+	st, err := os.Stat(c.Bin)
+	if err != nil {
+		return fmt.Errorf("-bin: %w", err)
+	}
+	if st.IsDir() || st.Mode()&0o111 == 0 {
+		return fmt.Errorf("-bin: %s is not an executable file", c.Bin)
+	}
+	switch {
+	case c.Duration <= 0:
+		return errors.New("-duration must be > 0")
+	case c.Conns <= 0 || c.IngestConns <= 0:
+		return errors.New("-conns and -ingest-conns must be > 0")
+	case c.Runs <= 0 || c.StreamRuns <= 0:
+		return errors.New("-runs and -stream-runs must be > 0")
+	case c.Decisions <= 0 || c.MemDecisions <= 0:
+		return errors.New("-decisions and -memory-decisions must be > 0")
+	case c.Decisions > ipSpace/2 || c.MemDecisions > ipSpace/2:
+		return fmt.Errorf("at most %d decisions", ipSpace/2)
+	case c.Idle < 0:
+		return errors.New("-idle must be >= 0")
+	}
+	return nil
+}
+
+// warmup is the unmeasured start of each load run.
+func (c *config) warmup() time.Duration {
+	return min(time.Second, c.Duration/5)
+}
