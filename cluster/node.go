@@ -31,6 +31,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// ApplyTimeout bounds one write.
 	ApplyTimeout time.Duration
+	// LeaderWait is how long a write waits for an election to finish
+	// before it is refused.
+	LeaderWait time.Duration
 }
 
 // Node is one raft member holding the FSM.
@@ -57,6 +60,9 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.LeaderWait == 0 {
+		cfg.LeaderWait = 3 * time.Second
 	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node1"
@@ -178,11 +184,35 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	}
 }
 
+// waitLeading waits until this node leads (barrier done) or d passes.
+func (n *Node) waitLeading(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n.mu.Lock()
+		leading := n.leading
+		n.mu.Unlock()
+		if leading && n.raft.State() == raft.Leader {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // Apply submits a command, waits until it is committed and applied on
 // this node, and returns its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	if n.raft.State() != raft.Leader {
-		return nil, ErrNotLeader
+		// An election may be under way: wait a little rather than fail.
+		if err := n.waitLeading(ctx, n.cfg.LeaderWait); err != nil {
+			return nil, ErrNotLeader
+		}
 	}
 	c.Time = time.Now().UnixNano()
 	data, err := c.Encode()

@@ -170,6 +170,21 @@ func serve(ctx context.Context, f serveFlags) error {
 	defer cancelRun()
 	srv.Run(runCtx)
 
+	// A fresh node elects itself and creates the cluster secrets within a
+	// second; wait for that so the first login does not get a 503. A node
+	// whose peers are down still starts (reads keep working).
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	for len(machine.JWTKey()) == 0 && wctx.Err() == nil {
+		select {
+		case <-wctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	wcancel()
+	if len(machine.JWTKey()) == 0 {
+		logger.Warn("no raft leader yet: serving reads, writes wait for a leader")
+	}
+
 	// Admin socket: root-only, in the data dir.
 	sock := filepath.Join(f.dataDir, agent.SocketName)
 	_ = os.Remove(sock)
