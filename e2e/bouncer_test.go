@@ -55,39 +55,64 @@ func startStream(t testing.TB, s *Server, key string) *runningStream {
 	return r
 }
 
-// next returns the next answer the bouncer hands to the application.
-func (r *runningStream) next(t testing.TB, timeout time.Duration) *models.DecisionsStreamResponse {
+// recv waits up to timeout for the next answer the bouncer hands to the
+// application; ok is false on timeout. A stopped bouncer fails the test.
+func (r *runningStream) recv(t testing.TB, timeout time.Duration) (resp *models.DecisionsStreamResponse, ok bool) {
 	t.Helper()
 
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+
 	select {
-	case resp, ok := <-r.b.Stream:
-		if !ok {
+	case resp, open := <-r.b.Stream:
+		if !open {
 			err := <-r.errc
-			t.Fatalf("stream bouncer stopped: %v (answers so far: %v)", err, r.seen)
+			t.Fatalf("stream bouncer stopped: %v (answers so far: %s)", err, r.history())
 		}
 		if resp == nil {
 			resp = &models.DecisionsStreamResponse{}
 		}
 		r.seen = append(r.seen, fmt.Sprintf("new=%s deleted=%s", fmtDecisions(resp.New), fmtDecisions(resp.Deleted)))
-		return resp
-	case <-time.After(timeout):
-		t.Fatalf("no stream answer within %s (answers so far: %v)", timeout, r.seen)
+		return resp, true
+	case <-timer.C:
+		return nil, false
 	}
-
-	return nil
 }
 
-// waitFor reads answers until pred accepts one.
+// history summarises the answers received (the last few).
+func (r *runningStream) history() string {
+	const keep = 8
+	seen := r.seen
+	prefix := ""
+	if len(seen) > keep {
+		prefix = fmt.Sprintf("(%d earlier) ", len(seen)-keep)
+		seen = seen[len(seen)-keep:]
+	}
+	return prefix + strings.Join(seen, " | ")
+}
+
+// next returns the next answer.
+func (r *runningStream) next(t testing.TB, timeout time.Duration) *models.DecisionsStreamResponse {
+	t.Helper()
+
+	resp, ok := r.recv(t, timeout)
+	if !ok {
+		t.Fatalf("no stream answer within %s (answers so far: %s)", timeout, r.history())
+	}
+
+	return resp
+}
+
+// waitFor reads answers until pred accepts one, for at most streamWait.
 func (r *runningStream) waitFor(t testing.TB, what string, pred func(*models.DecisionsStreamResponse) bool) *models.DecisionsStreamResponse {
 	t.Helper()
 
 	deadline := time.Now().Add(streamWait)
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			t.Fatalf("stream: %s did not happen within %s; answers: %v", what, streamWait, r.seen)
+		resp, ok := r.recv(t, time.Until(deadline))
+		if !ok {
+			t.Fatalf("stream: %s did not happen within %s; answers: %s", what, streamWait, r.history())
 		}
-		resp := r.next(t, left)
 		if pred(resp) {
 			return resp
 		}

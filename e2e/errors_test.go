@@ -58,19 +58,27 @@ func TestWatcherErrors(t *testing.T) {
 }
 
 // TestHealthMeansReady checks the serve contract "GET /health answers 200
-// {"status":"up"} once ready": the first client write right after /health
-// said up must succeed, on a fresh data dir and after a restart.
+// {"status":"up"} once ready": the first client request right after /health
+// said up must succeed, on a fresh data dir (a registration, then a login) and
+// after a crash and restart (a login: what an agent does first).
 func TestHealthMeansReady(t *testing.T) {
-	s := StartServer(t, HealthOnly())
+	const (
+		machine  = "early-agent"
+		password = "e2e-early-agent-password-0123456789"
+	)
+	s := StartServer(t)
 
-	if err := registerWatcher(t, s, "early-agent", "e2e-early-agent-password-0123456789"); err != nil {
-		t.Errorf("first write right after /health said up (fresh data dir): POST /v1/watchers: %v", err)
+	if err := registerWatcher(t, s, machine, password); err != nil {
+		t.Fatalf("first write right after /health said up (fresh data dir): POST /v1/watchers: %v", err)
 	}
+	s.MustCLI("machines", "validate", machine)
+	loginToken(t, s, machine, password)
 
 	s.Kill()
 	s.Start()
 
-	if err := registerWatcher(t, s, "early-agent-2", "e2e-early-agent-password-0123456789"); err != nil {
-		t.Errorf("first write right after /health said up (restart): POST /v1/watchers: %v", err)
+	loginToken(t, s, machine, password)
+	if err := registerWatcher(t, s, "early-agent-2", password); err != nil {
+		t.Fatalf("write right after /health said up (restart): POST /v1/watchers: %v", err)
 	}
 }

@@ -125,10 +125,6 @@ type Server struct {
 	Profiles string // optional --profiles file
 	logPath  string
 
-	// healthOnly: Start returns as soon as /health answers, without also
-	// waiting until the node accepts writes.
-	healthOnly bool
-
 	starts int
 	cmd    *exec.Cmd
 	done   chan struct{} // closed when the process has exited
@@ -148,12 +144,6 @@ func WithProfiles(yaml string) ServerOption {
 		}
 		s.Profiles = p
 	}
-}
-
-// HealthOnly makes Start return as soon as /health answers "up", without the
-// extra wait for a raft leader (see waitWritable).
-func HealthOnly() ServerOption {
-	return func(s *Server) { s.healthOnly = true }
 }
 
 // StartServer starts halapi on a free loopback port with a fresh data dir and
@@ -251,35 +241,6 @@ func (s *Server) Start() {
 	}()
 
 	s.waitHealthy()
-	if !s.healthOnly {
-		s.waitWritable()
-	}
-}
-
-// waitWritable polls `halapi cluster status -o json` until this node leads
-// and has applied its whole log (on a fresh data dir that includes the
-// cluster secrets written on first leadership). /health answers before the
-// node can accept writes; TestHealthMeansReady covers that separately so the
-// other tests are not all blocked on it.
-func (s *Server) waitWritable() {
-	s.t.Helper()
-
-	waitFor(s.t, healthTimeout, "halapi accepts writes (cluster status: leader, log applied)", func() (bool, string) {
-		out, err := s.CLI("cluster", "status", "-o", "json")
-		if err != nil {
-			return false, err.Error()
-		}
-		var st struct {
-			State        string `json:"state"`
-			Leader       string `json:"leader"`
-			AppliedIndex string `json:"applied_index"`
-			LastLogIndex string `json:"last_log_index"`
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			return false, fmt.Sprintf("cluster status -o json: %v: %s", err, out)
-		}
-		return st.State == "Leader" && st.Leader != "" && st.AppliedIndex == st.LastLogIndex, out
-	})
 }
 
 func (s *Server) running() bool {
