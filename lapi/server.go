@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -66,7 +65,6 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	profMu  sync.RWMutex
 	engine  *profiles.Engine
 	touches *toucher
 	now     func() time.Time
@@ -282,9 +280,4 @@ func clientIP(r *http.Request) string {
 		return a.Unmap().WithZone("").String()
 	}
 	return host
-}
-
-func isLoopback(ip string) bool {
-	a, err := netip.ParseAddr(ip)
-	return err == nil && a.IsLoopback()
 }
