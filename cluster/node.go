@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +10,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/halapi/halapi/fsm"
@@ -18,17 +22,32 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
-// ErrNotLeader is returned by Apply when this node cannot accept writes.
+// ErrNotLeader is returned by Apply when no leader can take the write.
 var ErrNotLeader = errors.New("no raft leader is reachable from this node")
 
 // Config configures a node.
 type Config struct {
 	NodeID  string
 	DataDir string
-	// RaftAddr is the TCP address raft listens on; empty for a
-	// single-node cluster with an in-process transport.
+	// RaftAddr is the cluster port (raft + internal RPC). Empty: a
+	// single-node cluster on an in-process transport, no gossip.
 	RaftAddr string
-	Logger   *slog.Logger
+	// GossipAddr is the memberlist bind address (needed with RaftAddr for
+	// a multi-node cluster).
+	GossipAddr string
+	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil = clear text.
+	GossipKey []byte
+	// Join lists gossip addresses of existing members.
+	Join []string
+	// BootstrapExpect: bootstrap once this many servers have met (and no
+	// cluster exists yet). 0 with no Join: bootstrap alone.
+	BootstrapExpect int
+	// APIURL is this node's client API URL, shown in cluster status.
+	APIURL string
+	// DeadNodeTimeout: a member gone (dead or left) longer than this is
+	// removed from raft by the leader, only while a quorum remains.
+	DeadNodeTimeout time.Duration
+	Logger          *slog.Logger
 	// ApplyTimeout bounds one write.
 	ApplyTimeout time.Duration
 	// LeaderWait is how long a write waits for an election to finish
@@ -42,18 +61,30 @@ type Node struct {
 	FSM       *fsm.FSM
 	raft      *raft.Raft
 	transport raft.Transport
+	mux       *muxListener
+	gossip    *gossip
+	rpc       rpcClient
 	closers   []io.Closer
 	log       *slog.Logger
+	started   int64
+	hasState  atomic.Bool
+	closing   atomic.Bool
+	metrics   *nodeMetrics
+	stop      chan struct{}
+	wg        sync.WaitGroup
 
 	mu        sync.Mutex
 	observers []func(isLeader bool)
 	// leading is true between a barrier-confirmed election and the loss
 	// of leadership; late observers are told at once.
 	leading bool
+	// removed remembers members an operator removed (by the Started time
+	// they had) so the leader does not add them back until they restart.
+	removed map[string]int64
 }
 
-// Open starts raft on the data dir. A fresh data dir with no peers
-// bootstraps a single-node cluster; an existing one resumes.
+// Open starts raft on the data dir and, in cluster mode, gossip. A fresh
+// data dir with no peers and no --join bootstraps a single-node cluster.
 func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -64,14 +95,31 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.LeaderWait == 0 {
 		cfg.LeaderWait = 3 * time.Second
 	}
+	if cfg.DeadNodeTimeout == 0 {
+		cfg.DeadNodeTimeout = 10 * time.Minute
+	}
 	if cfg.NodeID == "" {
 		cfg.NodeID = "node1"
+	}
+	if cfg.RaftAddr == "" && (len(cfg.Join) > 0 || cfg.BootstrapExpect > 1) {
+		return nil, errors.New("--join and --bootstrap-expect need --cluster-listen and --gossip-listen")
+	}
+	if cfg.RaftAddr != "" && cfg.GossipAddr == "" && (len(cfg.Join) > 0 || cfg.BootstrapExpect > 1) {
+		return nil, errors.New("a multi-node cluster needs --gossip-listen")
 	}
 	dir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, FSM: f, log: cfg.Logger}
+	n := &Node{cfg: cfg, FSM: f, log: cfg.Logger, started: time.Now().UnixNano(), stop: make(chan struct{}),
+		removed: map[string]int64{}}
+	n.metrics = newNodeMetrics(n)
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeResources()
+		}
+	}()
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -103,35 +151,63 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		_, t := raft.NewInmemTransport(addr)
 		n.transport = t
 	} else {
-		tcpAddr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		ln, err := net.Listen("tcp", cfg.RaftAddr)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("cluster listener: %w", err)
 		}
-		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, tcpAddr, 5, 10*time.Second, rc.Logger)
-		if err != nil {
-			return nil, fmt.Errorf("raft transport: %w", err)
-		}
-		n.transport = t
-		addr = t.LocalAddr()
+		n.mux = newMux(ln)
+		go n.mux.serve()
+		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: ln.Addr()}
+		n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: layer, MaxPool: 5, Timeout: 10 * time.Second, Logger: rc.Logger})
+		addr = raft.ServerAddress(ln.Addr().String())
+		n.cfg.RaftAddr = string(addr)
+		go func() {
+			for {
+				c, err := n.mux.subs[muxRPC].Accept()
+				if err != nil {
+					return
+				}
+				go n.serveRPC(c)
+			}
+		}()
 	}
 
 	hasState, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		return nil, err
 	}
+	n.hasState.Store(hasState)
 	r, err := raft.NewRaft(rc, f, store, store, snaps, n.transport)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	if !hasState {
+	if cfg.GossipAddr != "" && cfg.RaftAddr != "" {
+		g, err := startGossip(n, cfg.GossipAddr)
+		if err != nil {
+			return nil, err
+		}
+		n.gossip = g
+	}
+	soloBootstrap := len(cfg.Join) == 0 && cfg.BootstrapExpect <= 1
+	if !hasState && soloBootstrap {
 		cfgn := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: addr, Suffrage: raft.Voter}}}
 		if err := r.BootstrapCluster(cfgn).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return nil, fmt.Errorf("bootstrap: %w", err)
 		}
+		n.hasState.Store(true)
 	}
+	ok = true
+	n.wg.Add(2)
 	go n.watchLeadership()
+	go n.maintain()
 	return n, nil
+}
+
+func (n *Node) meta() memberMeta {
+	return memberMeta{RaftAddr: n.cfg.RaftAddr, APIURL: n.cfg.APIURL, HasState: n.hasState.Load(),
+		Expect: n.cfg.BootstrapExpect, Started: n.started}
 }
 
 // OnLeadership registers fn to be called (from one goroutine, in order)
@@ -148,20 +224,183 @@ func (n *Node) OnLeadership(fn func(isLeader bool)) {
 }
 
 func (n *Node) watchLeadership() {
-	for isLeader := range n.raft.LeaderCh() {
+	defer n.wg.Done()
+	ch := n.raft.LeaderCh()
+	for {
+		var isLeader bool
+		select {
+		case <-n.stop:
+			return
+		case isLeader = <-ch:
+		}
 		if isLeader {
 			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
 				n.log.Warn("barrier after election failed", "err", err)
 				continue
 			}
+			n.log.Info("this node is the raft leader")
 		}
 		n.mu.Lock()
 		n.leading = isLeader
 		obs := append([]func(bool){}, n.observers...)
 		n.mu.Unlock()
+		n.metrics.setLeader(isLeader)
 		for _, fn := range obs {
 			fn(isLeader)
 		}
+		if n.gossip != nil {
+			n.gossip.kick()
+		}
+	}
+}
+
+// maintain joins gossip, bootstraps when the expected servers have met,
+// and, on the leader, reconciles raft membership with gossip.
+func (n *Node) maintain() {
+	defer n.wg.Done()
+	if n.gossip == nil {
+		return
+	}
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	joined := len(n.cfg.Join) == 0
+	for {
+		if !joined {
+			if _, err := n.gossip.ml.Join(n.cfg.Join); err == nil {
+				joined = true
+			} else {
+				n.log.Debug("gossip join failed, retrying", "err", err)
+			}
+		}
+		n.refreshState()
+		if !n.hasState.Load() {
+			n.tryBootstrap()
+		}
+		if n.raft.State() == raft.Leader {
+			n.reconcile()
+		}
+		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
+			n.log.Error("this node was removed from the cluster; restart it to join again")
+			_ = n.gossip.ml.Leave(time.Second)
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		case <-n.gossip.events:
+		}
+	}
+}
+
+// refreshState marks the node as part of a cluster once raft knows a
+// configuration, and tells the other members.
+func (n *Node) refreshState() {
+	if n.hasState.Load() {
+		return
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() == nil && len(f.Configuration().Servers) > 0 {
+		n.hasState.Store(true)
+		_ = n.gossip.ml.UpdateNode(time.Second)
+	}
+}
+
+func (n *Node) tryBootstrap() {
+	members := n.gossip.snapshot()
+	var ready []member
+	for _, m := range members {
+		if m.State != "alive" {
+			continue
+		}
+		if m.Meta.HasState {
+			return // a cluster exists: its leader will add us
+		}
+		if m.Meta.Expect == n.cfg.BootstrapExpect && m.Meta.RaftAddr != "" {
+			ready = append(ready, m)
+		}
+	}
+	if n.cfg.BootstrapExpect <= 0 || len(ready) < n.cfg.BootstrapExpect {
+		return
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].ID < ready[j].ID })
+	var servers []raft.Server
+	for _, m := range ready {
+		servers = append(servers, raft.Server{ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.Meta.RaftAddr), Suffrage: raft.Voter})
+	}
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		n.log.Warn("bootstrap failed", "err", err)
+		return
+	}
+	n.log.Info("bootstrapped the cluster", "servers", len(servers))
+	n.hasState.Store(true)
+	_ = n.gossip.ml.UpdateNode(time.Second)
+}
+
+// reconcile (leader only) adds alive gossip members that raft does not
+// know, and removes members gone longer than DeadNodeTimeout while a
+// quorum of healthy voters remains.
+func (n *Node) reconcile() {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	servers := f.Configuration().Servers
+	inCfg := map[string]raft.Server{}
+	for _, s := range servers {
+		inCfg[string(s.ID)] = s
+	}
+	members := map[string]member{}
+	for _, m := range n.gossip.snapshot() {
+		members[m.ID] = m
+	}
+	n.mu.Lock()
+	removed := make(map[string]int64, len(n.removed))
+	for k, v := range n.removed {
+		removed[k] = v
+	}
+	n.mu.Unlock()
+	for id, m := range members {
+		if m.State != "alive" || m.Meta.RaftAddr == "" {
+			continue
+		}
+		if started, ok := removed[id]; ok && m.Meta.Started <= started {
+			continue
+		}
+		if s, ok := inCfg[id]; ok && string(s.Address) == m.Meta.RaftAddr {
+			continue
+		}
+		n.log.Info("adding server to raft", "node", id, "addr", m.Meta.RaftAddr)
+		if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
+			n.log.Warn("add voter failed", "node", id, "err", err)
+		}
+	}
+	healthy := 0
+	for _, s := range servers {
+		if m, ok := members[string(s.ID)]; (ok && m.State == "alive") || string(s.ID) == n.cfg.NodeID {
+			healthy++
+		}
+	}
+	for _, s := range servers {
+		id := string(s.ID)
+		if id == n.cfg.NodeID {
+			continue
+		}
+		m, ok := members[id]
+		if !ok || (m.State != "dead" && m.State != "left") || time.Since(m.Since) < n.cfg.DeadNodeTimeout {
+			continue
+		}
+		// quorum of the configuration after removal must stay healthy
+		if healthy < (len(servers)-1)/2+1 {
+			continue
+		}
+		n.log.Warn("removing dead server from raft", "node", id, "gone_for", time.Since(m.Since).Round(time.Second))
+		if err := n.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+			n.log.Warn("remove server failed", "node", id, "err", err)
+			continue
+		}
+		return // one change per round
 	}
 }
 
@@ -184,96 +423,298 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	}
 }
 
-// waitLeading waits until this node leads (barrier done) or d passes.
-func (n *Node) waitLeading(ctx context.Context, d time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		n.mu.Lock()
-		leading := n.leading
-		n.mu.Unlock()
-		if leading && n.raft.State() == raft.Leader {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// Apply submits a command, waits until it is committed and applied on
-// this node, and returns its result.
+// Apply submits a command through the leader (forwarding it when this node
+// follows), waits until this node has applied it, and returns its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
-	if n.raft.State() != raft.Leader {
-		// An election may be under way: wait a little rather than fail.
-		if err := n.waitLeading(ctx, n.cfg.LeaderWait); err != nil {
-			return nil, ErrNotLeader
-		}
-	}
-	c.Time = time.Now().UnixNano()
+	start := time.Now()
 	data, err := c.Encode()
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	waitUntil := time.Now().Add(n.cfg.LeaderWait)
+	for {
+		if n.raft.State() == raft.Leader {
+			res, _, err := n.applyLocal(ctx, data)
+			if err == nil {
+				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
+				return res, nil
+			}
+			if !errors.Is(err, ErrNotLeader) {
+				return nil, err
+			}
+		} else if addr, id := n.raft.LeaderWithID(); addr != "" && id != raft.ServerID(n.cfg.NodeID) && n.mux != nil {
+			resp, err := n.rpc.call(ctx, string(addr), rpcApply, data)
+			switch {
+			case err != nil:
+				n.log.Debug("forwarding to leader failed", "leader", id, "err", err)
+			case resp.NotLeader:
+			case resp.Fail != "":
+				return nil, errors.New(resp.Fail)
+			default:
+				n.metrics.forwardedOut.Inc()
+				// read-your-writes on this node
+				if err := n.FSM.WaitForIndex(ctx, resp.Index); err != nil {
+					return nil, fmt.Errorf("write committed but not yet applied here: %w", err)
+				}
+				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
+				return resultFromRPC(resp), nil
+			}
+		}
+		if time.Now().After(waitUntil) || ctx.Err() != nil {
+			return nil, ErrNotLeader
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ErrNotLeader
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// applyLocal appends an encoded command on the leader, stamping the
+// leader's time, and waits until it is applied here.
+func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, 0, ErrNotLeader
+	}
+	entry := append([]byte(nil), data...)
+	fsm.StampTime(entry, time.Now().UnixNano())
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		if d := time.Until(dl); d < timeout {
 			timeout = d
 		}
 	}
-	fut := n.raft.Apply(data, timeout)
+	fut := n.raft.Apply(entry, timeout)
 	if err := fut.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			return nil, ErrNotLeader
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
+			return nil, 0, ErrNotLeader
 		}
-		return nil, err
+		return nil, 0, err
 	}
 	if err := n.FSM.WaitForIndex(ctx, fut.Index()); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	res, _ := fut.Response().(*fsm.Result)
 	if res == nil {
 		res = &fsm.Result{}
 	}
-	return res, nil
+	return res, fut.Index(), nil
 }
 
-// Status is a point-in-time view of the node.
+// Remove takes a node out of the raft configuration (through the leader).
+func (n *Node) Remove(ctx context.Context, id string) error {
+	if n.raft.State() == raft.Leader {
+		return n.removeLocal(id)
+	}
+	addr, _ := n.raft.LeaderWithID()
+	if addr == "" || n.mux == nil {
+		return ErrNotLeader
+	}
+	payload, _ := json.Marshal(map[string]string{"id": id})
+	resp, err := n.rpc.call(ctx, string(addr), rpcRemove, payload)
+	if err != nil {
+		return err
+	}
+	if resp.NotLeader {
+		return ErrNotLeader
+	}
+	if resp.Fail != "" {
+		return errors.New(resp.Fail)
+	}
+	return nil
+}
+
+func (n *Node) removeLocal(id string) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	found := false
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("node %q is not a member of the cluster", id)
+	}
+	if id == n.cfg.NodeID {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("cannot hand leadership over before removing this node: %w", err)
+		}
+		return errors.New("leadership handed over; run the removal again (now on a follower)")
+	}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			if m.ID == id {
+				n.mu.Lock()
+				n.removed[id] = m.Meta.Started
+				n.mu.Unlock()
+			}
+		}
+	}
+	return n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
+}
+
+// Member is one node as cluster status shows it.
+type Member struct {
+	ID           string `json:"id"`
+	Role         string `json:"role"`  // leader, follower, nonvoter, joining
+	State        string `json:"state"` // alive, suspect, dead, left, unknown
+	RaftAddr     string `json:"raft_addr,omitempty"`
+	APIURL       string `json:"api_url,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	CommitIndex  uint64 `json:"commit_index,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+// Status is a point-in-time view of the node and, through it, the cluster.
 type Status struct {
-	NodeID       string `json:"node_id"`
-	State        string `json:"state"`
-	Leader       string `json:"leader"`
-	Term         string `json:"term"`
-	CommitIndex  string `json:"commit_index"`
-	AppliedIndex string `json:"applied_index"`
-	LastLogIndex string `json:"last_log_index"`
-	NumPeers     string `json:"num_peers"`
+	NodeID       string   `json:"node_id"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader"`
+	Term         uint64   `json:"term"`
+	CommitIndex  uint64   `json:"commit_index"`
+	AppliedIndex uint64   `json:"applied_index"`
+	LastLogIndex uint64   `json:"last_log_index"`
+	Healthy      bool     `json:"healthy"`
+	Members      []Member `json:"members,omitempty"`
 }
 
-// Status returns raft statistics.
-func (n *Node) Status() Status {
+func statU(st map[string]string, k string) uint64 {
+	v, _ := strconv.ParseUint(st[k], 10, 64)
+	return v
+}
+
+func (n *Node) localStatus() Status {
 	st := n.raft.Stats()
 	_, leader := n.raft.LeaderWithID()
 	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
-		Term: st["term"], CommitIndex: st["commit_index"], AppliedIndex: st["applied_index"],
-		LastLogIndex: st["last_log_index"], NumPeers: st["num_peers"]}
+		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: n.FSM.AppliedIndex(),
+		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != ""}
+}
+
+// Status returns this node's view plus every member, asking each for its
+// indexes over the cluster port (bounded by ctx).
+func (n *Node) Status(ctx context.Context) Status {
+	st := n.localStatus()
+	f := n.raft.GetConfiguration()
+	servers := map[string]raft.Server{}
+	if f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			servers[string(s.ID)] = s
+		}
+	}
+	gm := map[string]member{}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			gm[m.ID] = m
+		}
+	}
+	ids := map[string]bool{}
+	for id := range servers {
+		ids[id] = true
+	}
+	for id, m := range gm {
+		if m.State == "alive" || m.State == "suspect" {
+			ids[id] = true
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for id := range ids {
+		m := Member{ID: id, State: "unknown", Role: "joining"}
+		if s, ok := servers[id]; ok {
+			m.RaftAddr = string(s.Address)
+			m.Role = "follower"
+			if s.Suffrage != raft.Voter {
+				m.Role = "nonvoter"
+			}
+			if id == st.Leader {
+				m.Role = "leader"
+			}
+		}
+		if g, ok := gm[id]; ok {
+			m.State = g.State
+			m.APIURL = g.Meta.APIURL
+			if m.RaftAddr == "" {
+				m.RaftAddr = g.Meta.RaftAddr
+			}
+		}
+		if id == n.cfg.NodeID {
+			m.State, m.APIURL = "alive", n.cfg.APIURL
+			m.AppliedIndex, m.CommitIndex = st.AppliedIndex, st.CommitIndex
+			st.Members = append(st.Members, m)
+			continue
+		}
+		wg.Add(1)
+		go func(m Member) {
+			defer wg.Done()
+			if m.RaftAddr != "" && n.mux != nil && m.State != "dead" && m.State != "left" {
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
+				resp, err := n.rpc.call(cctx, m.RaftAddr, rpcStatus, nil)
+				cancel()
+				if err != nil {
+					m.Error = err.Error()
+				} else if resp.Status != nil {
+					m.AppliedIndex, m.CommitIndex = resp.Status.AppliedIndex, resp.Status.CommitIndex
+				}
+			}
+			mu.Lock()
+			st.Members = append(st.Members, m)
+			mu.Unlock()
+		}(m)
+	}
+	wg.Wait()
+	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
+	return st
 }
 
 // Snapshot forces a raft snapshot (tests, operators).
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
+// Leave is the graceful part of a shutdown: a leader hands leadership
+// over first, and gossip announces the departure so peers do not wait for
+// failure detection. The node stays a raft voter (like Consul servers).
+func (n *Node) Leave() {
+	if n.raft.State() == raft.Leader {
+		f := n.raft.GetConfiguration()
+		if f.Error() == nil && len(f.Configuration().Servers) > 1 {
+			if err := n.raft.LeadershipTransfer().Error(); err != nil {
+				n.log.Warn("leadership transfer failed", "err", err)
+			}
+		}
+	}
+	if n.gossip != nil {
+		_ = n.gossip.ml.Leave(2 * time.Second)
+	}
+}
+
 // Close stops raft and releases the stores.
 func (n *Node) Close() error {
+	n.closing.Store(true)
+	close(n.stop)
 	err := n.raft.Shutdown().Error()
+	n.wg.Wait()
+	n.closeResources()
+	return err
+}
+
+func (n *Node) closeResources() {
+	if n.gossip != nil {
+		_ = n.gossip.ml.Shutdown()
+	}
 	if c, ok := n.transport.(io.Closer); ok {
 		_ = c.Close()
 	}
+	if n.mux != nil {
+		_ = n.mux.Close()
+	}
+	n.rpc.closeAll()
 	for _, c := range n.closers {
 		_ = c.Close()
 	}
-	return err
 }

@@ -75,7 +75,7 @@ func TestRestartKeepsStateFromLogAndSnapshot(t *testing.T) {
 	if n2.FSM.Machine("c") == nil {
 		t.Fatal("write after restart failed")
 	}
-	st := n2.Status()
+	st := n2.Status(context.Background())
 	if st.State != "Leader" || st.Leader != "n1" {
 		t.Fatalf("status %+v", st)
 	}

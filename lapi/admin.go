@@ -1,6 +1,7 @@
 package lapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/models"
 	"golang.org/x/crypto/bcrypt"
@@ -21,18 +23,30 @@ import (
 // data dir): whoever can open it is root on the node. It does what cscli
 // does straight in CrowdSec's database.
 
-// StatusFunc reports cluster status for the admin API.
-type StatusFunc func() any
+// Membership is what the admin API needs from the cluster.
+type Membership interface {
+	Status(ctx context.Context) cluster.Status
+	Remove(ctx context.Context, id string) error
+}
 
 // AdminHandler returns the admin API handler.
-func (s *Server) AdminHandler(status StatusFunc) http.Handler {
+func (s *Server) AdminHandler(members Membership) http.Handler {
 	r := mux.NewRouter()
 	r.UseEncodedPath()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeErr(w, http.StatusNotFound, "unknown admin route")
 	})
 	a := r.PathPrefix("/admin/v1").Subrouter()
-	a.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, status()) }).Methods("GET")
+	a.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, members.Status(r.Context()))
+	}).Methods("GET")
+	a.HandleFunc("/members/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := members.Remove(r.Context(), mux.Vars(r)["id"]); err != nil {
+			s.writeApplyErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}).Methods("DELETE")
 	a.HandleFunc("/machines", s.adminListMachines).Methods("GET")
 	a.HandleFunc("/machines", s.adminAddMachine).Methods("POST")
 	a.HandleFunc("/machines/{id}/validate", s.adminValidateMachine).Methods("POST")

@@ -1,6 +1,7 @@
 package lapi
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -159,6 +160,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	b := bouncerOf(r)
 	now := s.now()
 	cur := s.touches.cursor(b)
+	if !startup && cur.Index > s.fsm.AppliedIndex() {
+		// The bouncer was last served by a node that is further ahead
+		// (it moved here): answering before catching up could skip
+		// decisions created between the two indexes.
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		err := s.fsm.WaitForIndex(ctx, cur.Index)
+		cancel()
+		if err != nil {
+			writeRaw(w, http.StatusOK, []byte(`{"deleted":null,"new":null}`))
+			return
+		}
+	}
 	newD, deleted, index := s.fsm.Stream(f, cur, startup, now)
 	n := now.UnixNano()
 	buf := make([]byte, 0, 64+(len(newD)+len(deleted))*200)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/lapi"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -556,7 +557,7 @@ func clusterCmd() *cobra.Command {
 	c := &cobra.Command{Use: "cluster", Short: "Cluster membership and health"}
 	o.bind(c)
 	status := &cobra.Command{
-		Use: "status", Short: "Show this node's raft status", Args: cobra.NoArgs,
+		Use: "status", Short: "Show members, roles, leader and indexes", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if err := o.checkOutput(); err != nil {
 				return err
@@ -565,21 +566,42 @@ func clusterCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var st map[string]any
+			var st cluster.Status
 			if err := a.Do("GET", "/status", nil, nil, &st); err != nil {
 				return err
 			}
 			if o.output == "json" {
 				return printJSON(st)
 			}
-			var rows [][]string
-			for _, k := range []string{"node_id", "state", "leader", "term", "commit_index", "applied_index", "num_peers"} {
-				rows = append(rows, []string{k, fmt.Sprint(st[k])})
+			leader := st.Leader
+			if leader == "" {
+				leader = "none (writes are refused)"
 			}
-			table("FIELD\tVALUE", rows)
+			fmt.Printf("node %s (%s), leader: %s, term %d, commit index %d, applied index %d\n\n",
+				st.NodeID, st.State, leader, st.Term, st.CommitIndex, st.AppliedIndex)
+			var rows [][]string
+			for _, m := range st.Members {
+				note := m.Error
+				rows = append(rows, []string{m.ID, m.Role, m.State, m.APIURL, m.RaftAddr, fmt.Sprint(m.AppliedIndex), note})
+			}
+			table("ID\tROLE\tSTATE\tAPI URL\tCLUSTER ADDR\tAPPLIED\tERROR", rows)
 			return nil
 		},
 	}
-	c.AddCommand(status)
+	remove := &cobra.Command{
+		Use: "remove NODE", Short: "Remove a node from the raft configuration", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := a.Do("DELETE", "/members/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Printf("Node '%s' removed from the cluster\n", args[0])
+			return nil
+		},
+	}
+	c.AddCommand(status, remove)
 	return c
 }

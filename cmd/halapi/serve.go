@@ -27,6 +27,10 @@ import (
 type serveFlags struct {
 	dataDir, listen, profiles, nodeID, clusterListen, metricsListen string
 	tlsCert, tlsKey                                                 string
+	gossipListen                                                    string
+	join                                                            []string
+	bootstrapExpect                                                 int
+	deadNodeTimeout                                                 time.Duration
 	trustedIPs, autoRegRanges                                       []string
 	autoRegToken                                                    string
 	disableRemoteReg                                                bool
@@ -49,7 +53,11 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "LAPI listen address (host:port)")
 	fl.StringVar(&f.profiles, "profiles", "", "profiles.yaml to use (default: the built-in CrowdSec default profiles)")
 	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
-	fl.StringVar(&f.clusterListen, "cluster-listen", "", "raft listen address (host:port); empty: single node, in-process transport")
+	fl.StringVar(&f.clusterListen, "cluster-listen", "", "cluster port for raft and write forwarding (host:port); empty: single node, in-process transport")
+	fl.StringVar(&f.gossipListen, "gossip-listen", "", "gossip (memberlist) address (host:port), needed for a multi-node cluster")
+	fl.StringArrayVar(&f.join, "join", nil, "gossip address of an existing member (repeatable)")
+	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many servers have met")
+	fl.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 10*time.Minute, "remove a member from raft after it has been gone this long (only while a quorum remains)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of the LAPI listener")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS on --listen")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for HTTPS on --listen")
@@ -151,8 +159,14 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
 	machine := fsm.New(logger)
-	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, Logger: logger}, machine)
+	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen,
+		GossipAddr: f.gossipListen, Join: f.join, BootstrapExpect: f.bootstrapExpect,
+		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger}, machine)
 	if err != nil {
 		return err
 	}
@@ -162,6 +176,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	srv.Metrics().Registry.MustRegister(node.Collector())
 	node.OnLeadership(srv.OnLeadership)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -195,7 +210,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	admin := &http.Server{Handler: srv.AdminHandler(func() any { return node.Status() }), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: srv.AdminHandler(node), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = admin.Serve(aln) }()
 
 	mux := http.NewServeMux()
@@ -226,10 +241,6 @@ func serve(ctx context.Context, f serveFlags) error {
 			errc <- hs.Serve(ln)
 		}
 	}()
-	scheme := "http"
-	if f.tlsCert != "" {
-		scheme = "https"
-	}
 	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir)
 
 	select {
@@ -242,6 +253,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	node.Leave()
 	_ = hs.Shutdown(sctx)
 	_ = admin.Shutdown(sctx)
 	cancelRun()

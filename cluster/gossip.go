@@ -1,0 +1,156 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// memberMeta is what each node gossips about itself.
+type memberMeta struct {
+	RaftAddr string `json:"r"`
+	APIURL   string `json:"a,omitempty"`
+	// HasState: the node is (or was) part of a raft configuration, so a
+	// cluster exists and newcomers must wait to be added, not bootstrap.
+	HasState bool `json:"s,omitempty"`
+	Expect   int  `json:"e,omitempty"`
+	// Started is the process start time; a member removed by an operator
+	// is re-added only once it restarts (a newer Started).
+	Started int64 `json:"t"`
+}
+
+// member is the local view of one gossip member.
+type member struct {
+	ID    string
+	Addr  string
+	Meta  memberMeta
+	State string // alive, suspect, dead, left
+	Since time.Time
+}
+
+type gossip struct {
+	n       *Node
+	ml      *memberlist.Memberlist
+	mu      sync.Mutex
+	members map[string]*member
+	events  chan struct{}
+}
+
+func (g *gossip) kick() {
+	select {
+	case g.events <- struct{}{}:
+	default:
+	}
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(g.n.meta())
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+func (g *gossip) update(node *memberlist.Node) {
+	var meta memberMeta
+	_ = json.Unmarshal(node.Meta, &meta)
+	g.mu.Lock()
+	m, ok := g.members[node.Name]
+	st := stateName(node.State)
+	if !ok {
+		m = &member{ID: node.Name}
+		g.members[node.Name] = m
+	}
+	if !ok || m.State != st {
+		m.Since = time.Now()
+	}
+	m.Addr = node.Address()
+	m.State = st
+	if len(node.Meta) > 0 {
+		m.Meta = meta
+	}
+	g.mu.Unlock()
+	g.kick()
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(node *memberlist.Node) { g.update(node) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (g *gossip) NotifyLeave(node *memberlist.Node) { g.update(node) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (g *gossip) NotifyUpdate(node *memberlist.Node) { g.update(node) }
+
+func (g *gossip) snapshot() []member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, *m)
+	}
+	return out
+}
+
+func startGossip(n *Node, bind string) (*gossip, error) {
+	host, portStr, err := net.SplitHostPort(bind)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-listen: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-listen port: %w", err)
+	}
+	g := &gossip{n: n, members: map[string]*member{}, events: make(chan struct{}, 1)}
+	cfg := memberlist.DefaultLANConfig()
+	cfg.Name = n.cfg.NodeID
+	cfg.BindAddr = host
+	cfg.BindPort = port
+	cfg.AdvertiseAddr = host
+	cfg.AdvertisePort = port
+	cfg.Delegate = g
+	cfg.Events = g
+	cfg.DeadNodeReclaimTime = time.Second
+	// LAN on loopback or a data centre: detect failures within ~2 s.
+	cfg.ProbeInterval = 500 * time.Millisecond
+	cfg.ProbeTimeout = 250 * time.Millisecond
+	cfg.GossipInterval = 100 * time.Millisecond
+	cfg.SuspicionMult = 2
+	cfg.Logger = log.New(io.Discard, "", 0)
+	if n.cfg.GossipKey != nil {
+		cfg.SecretKey = n.cfg.GossipKey
+	}
+	ml, err := memberlist.Create(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	g.ml = ml
+	return g, nil
+}

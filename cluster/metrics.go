@@ -1,0 +1,74 @@
+package cluster
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type nodeMetrics struct {
+	n                                               *Node
+	leader                                          prometheus.Gauge
+	forwardedOut                                    prometheus.Counter
+	forwardedIn                                     prometheus.Counter
+	applyLatency                                    prometheus.Histogram
+	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
+}
+
+func newNodeMetrics(n *Node) *nodeMetrics {
+	return &nodeMetrics{
+		n:      n,
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "halapi_raft_leader", Help: "1 when this node is the raft leader."}),
+		forwardedOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwarded_writes_total",
+			Help: "Writes this node forwarded to the leader."}),
+		forwardedIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwarded_writes_received_total",
+			Help: "Writes forwarded to this node by followers."}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "halapi_apply_duration_seconds",
+			Help:    "Time from submitting a write to having it applied on this node.",
+			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5}}),
+		term:     prometheus.NewDesc("halapi_raft_term", "Current raft term.", nil, nil),
+		commit:   prometheus.NewDesc("halapi_raft_commit_index", "Raft commit index.", nil, nil),
+		applied:  prometheus.NewDesc("halapi_raft_applied_index", "Index applied to this node's state.", nil, nil),
+		lastLog:  prometheus.NewDesc("halapi_raft_last_log_index", "Last raft log index.", nil, nil),
+		peers:    prometheus.NewDesc("halapi_raft_peers", "Servers in the raft configuration.", nil, nil),
+		lastSnap: prometheus.NewDesc("halapi_raft_last_snapshot_index", "Index of the last snapshot.", nil, nil),
+	}
+}
+
+func (m *nodeMetrics) setLeader(b bool) {
+	if b {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.leader.Describe(ch)
+	m.forwardedOut.Describe(ch)
+	m.forwardedIn.Describe(ch)
+	m.applyLatency.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.leader.Collect(ch)
+	m.forwardedOut.Collect(ch)
+	m.forwardedIn.Collect(ch)
+	m.applyLatency.Collect(ch)
+	st := m.n.raft.Stats()
+	g := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
+	}
+	g(m.term, statU(st, "term"))
+	g(m.commit, statU(st, "commit_index"))
+	g(m.applied, m.n.FSM.AppliedIndex())
+	g(m.lastLog, statU(st, "last_log_index"))
+	g(m.peers, statU(st, "num_peers")+1)
+	g(m.lastSnap, statU(st, "last_snapshot_index"))
+}
+
+// Collector exposes the node's raft and forwarding metrics.
+func (n *Node) Collector() prometheus.Collector { return n.metrics }

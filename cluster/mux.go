@@ -1,0 +1,135 @@
+package cluster
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// One TCP port carries raft and the internal RPC service. The first byte a
+// dialer writes on a new connection names the service (rqlite's scheme).
+const (
+	muxRaft byte = 1
+	muxRPC  byte = 2
+)
+
+// muxListener accepts on the cluster port and hands each connection to the
+// service named by its first byte.
+type muxListener struct {
+	ln      net.Listener
+	subs    map[byte]*subListener
+	closeMu sync.Once
+	done    chan struct{}
+	// wrap, if set, secures each accepted connection (mTLS, PKI issue).
+	wrap func(net.Conn) net.Conn
+}
+
+func newMux(ln net.Listener) *muxListener {
+	m := &muxListener{ln: ln, subs: map[byte]*subListener{}, done: make(chan struct{})}
+	for _, b := range []byte{muxRaft, muxRPC} {
+		m.subs[b] = &subListener{parent: m, ch: make(chan net.Conn, 16)}
+	}
+	return m
+}
+
+func (m *muxListener) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.Close()
+			return
+		}
+		go m.route(c)
+	}
+}
+
+func (m *muxListener) route(c net.Conn) {
+	if m.wrap != nil {
+		c = m.wrap(c)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	sub, ok := m.subs[b[0]]
+	if !ok {
+		c.Close()
+		return
+	}
+	select {
+	case sub.ch <- c:
+	case <-m.done:
+		c.Close()
+	}
+}
+
+func (m *muxListener) Close() error {
+	m.closeMu.Do(func() {
+		close(m.done)
+		_ = m.ln.Close()
+	})
+	return nil
+}
+
+type subListener struct {
+	parent *muxListener
+	ch     chan net.Conn
+}
+
+func (s *subListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.ch:
+		return c, nil
+	case <-s.parent.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (s *subListener) Close() error   { return nil }
+func (s *subListener) Addr() net.Addr { return s.parent.ln.Addr() }
+
+// dialService opens a connection to a node's cluster port for one service.
+func dialService(addr string, svc byte, timeout time.Duration, wrap func(net.Conn) net.Conn) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if wrap != nil {
+		c = wrap(c)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{svc}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
+}
+
+// raftLayer is raft's StreamLayer on the muxed port.
+type raftLayer struct {
+	*subListener
+	advertise net.Addr
+	wrap      func(net.Conn) net.Conn
+}
+
+func (r *raftLayer) Addr() net.Addr { return r.advertise }
+
+func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialService(string(address), muxRaft, timeout, r.wrap)
+}

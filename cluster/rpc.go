@@ -1,0 +1,238 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+)
+
+// Internal RPC on the cluster port: a follower forwards writes to the
+// leader, asks it to change membership, or asks any node for its status.
+// Frames: request = [kind][uint32 length][payload]; response = [uint32
+// length][JSON rpcResponse]. Connections are pooled and reused.
+
+const (
+	rpcApply  byte = 1 // payload: encoded fsm command
+	rpcRemove byte = 2 // payload: JSON {"id": ...}
+	rpcStatus byte = 3 // payload: none
+)
+
+const maxFrame = 256 << 20
+
+type rpcResponse struct {
+	Index     uint64  `json:"index,omitempty"`
+	IDs       []int64 `json:"ids,omitempty"`
+	N         int     `json:"n,omitempty"`
+	Err       string  `json:"err,omitempty"`  // command-level error (Result.Err)
+	Fail      string  `json:"fail,omitempty"` // the RPC itself failed
+	NotLeader bool    `json:"not_leader,omitempty"`
+	Status    *Status `json:"status,omitempty"`
+}
+
+func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
+	var hdr [5]byte
+	hdr[0] = kind
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(payload); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+func readPayload(r *bufio.Reader) ([]byte, error) {
+	var l [4]byte
+	if _, err := io.ReadFull(r, l[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(l[:])
+	if n > maxFrame {
+		return nil, fmt.Errorf("rpc frame of %d bytes is too large", n)
+	}
+	buf := make([]byte, n)
+	_, err := io.ReadFull(r, buf)
+	return buf, err
+}
+
+// serveRPC answers RPCs on one connection until it closes.
+func (n *Node) serveRPC(c net.Conn) {
+	defer c.Close()
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	for {
+		kind, err := r.ReadByte()
+		if err != nil {
+			return
+		}
+		payload, err := readPayload(r)
+		if err != nil {
+			return
+		}
+		resp := n.handleRPC(kind, payload)
+		out, _ := json.Marshal(resp)
+		var l [4]byte
+		binary.BigEndian.PutUint32(l[:], uint32(len(out)))
+		if _, err := w.Write(l[:]); err != nil {
+			return
+		}
+		if _, err := w.Write(out); err != nil {
+			return
+		}
+		if err := w.Flush(); err != nil {
+			return
+		}
+	}
+}
+
+func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	switch kind {
+	case rpcApply:
+		if !n.IsLeader() {
+			return &rpcResponse{NotLeader: true}
+		}
+		n.metrics.forwardedIn.Inc()
+		res, index, err := n.applyLocal(ctx, payload)
+		if err != nil {
+			if errors.Is(err, ErrNotLeader) {
+				return &rpcResponse{NotLeader: true}
+			}
+			return &rpcResponse{Fail: err.Error()}
+		}
+		out := &rpcResponse{Index: index, IDs: res.IDs, N: res.N}
+		if res.Err != nil {
+			out.Err = res.Err.Error()
+		}
+		return out
+	case rpcRemove:
+		var req struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return &rpcResponse{Fail: err.Error()}
+		}
+		if !n.IsLeader() {
+			return &rpcResponse{NotLeader: true}
+		}
+		if err := n.removeLocal(req.ID); err != nil {
+			return &rpcResponse{Fail: err.Error()}
+		}
+		return &rpcResponse{}
+	case rpcStatus:
+		st := n.localStatus()
+		return &rpcResponse{Status: &st}
+	}
+	return &rpcResponse{Fail: fmt.Sprintf("unknown rpc %d", kind)}
+}
+
+// rpcClient keeps a small pool of connections per peer.
+type rpcClient struct {
+	mu   sync.Mutex
+	idle map[string][]net.Conn
+	wrap func(net.Conn) net.Conn
+}
+
+const maxIdlePerPeer = 8
+
+func (p *rpcClient) get(addr string, timeout time.Duration) (net.Conn, bool, error) {
+	p.mu.Lock()
+	if l := p.idle[addr]; len(l) > 0 {
+		c := l[len(l)-1]
+		p.idle[addr] = l[:len(l)-1]
+		p.mu.Unlock()
+		return c, true, nil
+	}
+	p.mu.Unlock()
+	c, err := dialService(addr, muxRPC, timeout, p.wrap)
+	return c, false, err
+}
+
+func (p *rpcClient) put(addr string, c net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.idle == nil {
+		p.idle = map[string][]net.Conn{}
+	}
+	if len(p.idle[addr]) >= maxIdlePerPeer {
+		c.Close()
+		return
+	}
+	p.idle[addr] = append(p.idle[addr], c)
+}
+
+func (p *rpcClient) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.idle {
+		for _, c := range l {
+			c.Close()
+		}
+	}
+	p.idle = nil
+}
+
+// call sends one RPC. A pooled connection that fails is retried once on a
+// fresh one: after a peer restarts every pooled connection to it is dead.
+func (p *rpcClient) call(ctx context.Context, addr string, kind byte, payload []byte) (*rpcResponse, error) {
+	for attempt := 0; ; attempt++ {
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			deadline = time.Now().Add(10 * time.Second)
+		}
+		c, pooled, err := p.get(addr, time.Until(deadline))
+		if err != nil {
+			return nil, err
+		}
+		resp, err := roundTrip(c, deadline, kind, payload)
+		if err == nil {
+			p.put(addr, c)
+			return resp, nil
+		}
+		c.Close()
+		if !pooled || attempt > 0 || ctx.Err() != nil {
+			return nil, err
+		}
+	}
+}
+
+func roundTrip(c net.Conn, deadline time.Time, kind byte, payload []byte) (*rpcResponse, error) {
+	_ = c.SetDeadline(deadline)
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	w := bufio.NewWriter(c)
+	if err := writeFrame(w, kind, payload); err != nil {
+		return nil, err
+	}
+	data, err := readPayload(bufio.NewReader(c))
+	if err != nil {
+		return nil, err
+	}
+	var resp rpcResponse
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+// resultFromRPC rebuilds an fsm.Result, keeping the sentinel errors.
+func resultFromRPC(r *rpcResponse) *fsm.Result {
+	res := &fsm.Result{IDs: r.IDs, N: r.N}
+	switch r.Err {
+	case "":
+	case fsm.ErrNotFound.Error():
+		res.Err = fsm.ErrNotFound
+	default:
+		res.Err = errors.New(r.Err)
+	}
+	return res
+}
