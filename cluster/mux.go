@@ -103,9 +103,22 @@ func (s *subListener) Accept() (net.Conn, error) {
 func (s *subListener) Close() error   { return nil }
 func (s *subListener) Addr() net.Addr { return s.parent.ln.Addr() }
 
+// sourceFor returns the local address outgoing cluster connections are
+// made from: the host of the cluster listener, unless it is unspecified.
+func sourceFor(listen net.Addr) *net.TCPAddr {
+	if ta, ok := listen.(*net.TCPAddr); ok && ta.IP != nil && !ta.IP.IsUnspecified() {
+		return &net.TCPAddr{IP: ta.IP}
+	}
+	return nil
+}
+
 // dialService opens a connection to a node's cluster port for one service.
-func dialService(addr string, svc byte, timeout time.Duration, wrap func(net.Conn) net.Conn) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+func dialService(addr string, svc byte, timeout time.Duration, src *net.TCPAddr, wrap func(net.Conn) net.Conn) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if src != nil {
+		d.LocalAddr = src
+	}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -125,11 +138,12 @@ func dialService(addr string, svc byte, timeout time.Duration, wrap func(net.Con
 type raftLayer struct {
 	*subListener
 	advertise net.Addr
+	source    *net.TCPAddr
 	wrap      func(net.Conn) net.Conn
 }
 
 func (r *raftLayer) Addr() net.Addr { return r.advertise }
 
 func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialService(string(address), muxRaft, timeout, r.wrap)
+	return dialService(string(address), muxRaft, timeout, r.source, r.wrap)
 }

@@ -32,6 +32,10 @@ type Config struct {
 	// RaftAddr is the cluster port (raft + internal RPC). Empty: a
 	// single-node cluster on an in-process transport, no gossip.
 	RaftAddr string
+	// RaftAdvertise is the address peers dial to reach the cluster port
+	// (default: RaftAddr). Outgoing cluster connections are made from the
+	// host of RaftAddr, so a proxy in between sees which node is calling.
+	RaftAdvertise string
 	// GossipAddr is the memberlist bind address (needed with RaftAddr for
 	// a multi-node cluster).
 	GossipAddr string
@@ -157,10 +161,17 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		}
 		n.mux = newMux(ln)
 		go n.mux.serve()
-		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: ln.Addr()}
+		adv := ln.Addr()
+		if cfg.RaftAdvertise != "" {
+			if adv, err = net.ResolveTCPAddr("tcp", cfg.RaftAdvertise); err != nil {
+				return nil, fmt.Errorf("--cluster-advertise: %w", err)
+			}
+		}
+		n.rpc.source = sourceFor(ln.Addr())
+		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: adv, source: n.rpc.source}
 		n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 5, Timeout: 10 * time.Second, Logger: rc.Logger})
-		addr = raft.ServerAddress(ln.Addr().String())
+		addr = raft.ServerAddress(adv.String())
 		n.cfg.RaftAddr = string(addr)
 		go func() {
 			for {

@@ -138,9 +138,10 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 
 // rpcClient keeps a small pool of connections per peer.
 type rpcClient struct {
-	mu   sync.Mutex
-	idle map[string][]net.Conn
-	wrap func(net.Conn) net.Conn
+	mu     sync.Mutex
+	idle   map[string][]net.Conn
+	source *net.TCPAddr
+	wrap   func(net.Conn) net.Conn
 }
 
 const maxIdlePerPeer = 8
@@ -154,7 +155,7 @@ func (p *rpcClient) get(addr string, timeout time.Duration) (net.Conn, bool, err
 		return c, true, nil
 	}
 	p.mu.Unlock()
-	c, err := dialService(addr, muxRPC, timeout, p.wrap)
+	c, err := dialService(addr, muxRPC, timeout, p.source, p.wrap)
 	return c, false, err
 }
 

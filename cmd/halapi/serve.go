@@ -27,7 +27,7 @@ import (
 type serveFlags struct {
 	dataDir, listen, profiles, nodeID, clusterListen, metricsListen string
 	tlsCert, tlsKey                                                 string
-	gossipListen                                                    string
+	gossipListen, clusterAdvertise                                  string
 	join                                                            []string
 	bootstrapExpect                                                 int
 	deadNodeTimeout                                                 time.Duration
@@ -54,6 +54,7 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.profiles, "profiles", "", "profiles.yaml to use (default: the built-in CrowdSec default profiles)")
 	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
 	fl.StringVar(&f.clusterListen, "cluster-listen", "", "cluster port for raft and write forwarding (host:port); empty: single node, in-process transport")
+	fl.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "address peers use to reach --cluster-listen (default: the listen address)")
 	fl.StringVar(&f.gossipListen, "gossip-listen", "", "gossip (memberlist) address (host:port), needed for a multi-node cluster")
 	fl.StringArrayVar(&f.join, "join", nil, "gossip address of an existing member (repeatable)")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many servers have met")
@@ -164,7 +165,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		scheme = "https"
 	}
 	machine := fsm.New(logger)
-	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen,
+	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: f.join, BootstrapExpect: f.bootstrapExpect,
 		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger}, machine)
 	if err != nil {
