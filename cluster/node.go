@@ -54,6 +54,10 @@ type Config struct {
 	Logger          *slog.Logger
 	// ApplyTimeout bounds one write.
 	ApplyTimeout time.Duration
+	// SnapshotThreshold and TrailingLogs tune raft snapshots (0 = defaults:
+	// 8192 entries between snapshots, 10240 entries kept after one).
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 	// LeaderWait is how long a write waits for an election to finish
 	// before it is refused.
 	LeaderWait time.Duration
@@ -137,6 +141,12 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	rc.SnapshotThreshold = 8192
 	rc.SnapshotInterval = 30 * time.Second
 	rc.TrailingLogs = 10240
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})

@@ -27,6 +27,7 @@ import (
 type Membership interface {
 	Status(ctx context.Context) cluster.Status
 	Remove(ctx context.Context, id string) error
+	Snapshot() error
 }
 
 // AdminHandler returns the admin API handler.
@@ -40,6 +41,13 @@ func (s *Server) AdminHandler(members Membership) http.Handler {
 	a.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, members.Status(r.Context()))
 	}).Methods("GET")
+	a.HandleFunc("/snapshot", func(w http.ResponseWriter, _ *http.Request) {
+		if err := members.Snapshot(); err != nil {
+			writeErr(w, http.StatusInternalServerError, "snapshot: "+err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}).Methods("POST")
 	a.HandleFunc("/members/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := members.Remove(r.Context(), mux.Vars(r)["id"]); err != nil {
 			s.writeApplyErr(w, err)

@@ -602,6 +602,20 @@ func clusterCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(status, remove)
+	snapshot := &cobra.Command{
+		Use: "snapshot", Short: "Take a raft snapshot on this node now", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			if err := a.Do("POST", "/snapshot", nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Println("Snapshot taken")
+			return nil
+		},
+	}
+	c.AddCommand(status, remove, snapshot)
 	return c
 }

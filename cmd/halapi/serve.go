@@ -31,6 +31,7 @@ type serveFlags struct {
 	join                                                            []string
 	bootstrapExpect                                                 int
 	deadNodeTimeout                                                 time.Duration
+	snapshotThreshold, trailingLogs                                 uint64
 	trustedIPs, autoRegRanges                                       []string
 	autoRegToken                                                    string
 	disableRemoteReg                                                bool
@@ -68,6 +69,8 @@ func serveCmd() *cobra.Command {
 	fl.BoolVar(&f.disableRemoteReg, "disable-remote-registration", false, "refuse POST /v1/watchers from non-loopback clients")
 	fl.IntVar(&f.flushMaxItems, "flush-max-items", 5000, "retention: keep at most this many alerts")
 	fl.StringVar(&f.flushMaxAge, "flush-max-age", "7d", "retention: delete alerts older than this")
+	fl.Uint64Var(&f.snapshotThreshold, "raft-snapshot-threshold", 8192, "raft entries between snapshots")
+	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", 10240, "raft entries kept after a snapshot (a follower further behind gets the snapshot)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	return c
 }
@@ -167,7 +170,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	machine := fsm.New(logger)
 	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: f.join, BootstrapExpect: f.bootstrapExpect,
-		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger}, machine)
+		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
+		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs}, machine)
 	if err != nil {
 		return err
 	}
