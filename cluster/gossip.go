@@ -101,13 +101,31 @@ func (g *gossip) update(node *memberlist.Node) {
 }
 
 // NotifyJoin implements memberlist.EventDelegate.
-func (g *gossip) NotifyJoin(node *memberlist.Node) { g.update(node) }
+func (g *gossip) NotifyJoin(node *memberlist.Node) {
+	n := *node
+	n.State = memberlist.StateAlive
+	g.update(&n)
+}
 
 // NotifyLeave implements memberlist.EventDelegate.
-func (g *gossip) NotifyLeave(node *memberlist.Node) { g.update(node) }
+//
+// memberlist passes the Node part of its state, whose State field it does
+// not update on death (the live state is kept elsewhere): a leave event
+// means gone (dead, or left gracefully).
+func (g *gossip) NotifyLeave(node *memberlist.Node) {
+	n := *node
+	if n.State != memberlist.StateLeft {
+		n.State = memberlist.StateDead
+	}
+	g.update(&n)
+}
 
 // NotifyUpdate implements memberlist.EventDelegate.
-func (g *gossip) NotifyUpdate(node *memberlist.Node) { g.update(node) }
+func (g *gossip) NotifyUpdate(node *memberlist.Node) {
+	n := *node
+	n.State = memberlist.StateAlive
+	g.update(&n)
+}
 
 func (g *gossip) snapshot() []member {
 	g.mu.Lock()

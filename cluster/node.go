@@ -77,9 +77,11 @@ type Node struct {
 	started   int64
 	hasState  atomic.Bool
 	closing   atomic.Bool
-	metrics   *nodeMetrics
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	// reconciles counts the leader's membership rounds (tests wait on it).
+	reconciles atomic.Int64
+	metrics    *nodeMetrics
+	stop       chan struct{}
+	wg         sync.WaitGroup
 
 	mu        sync.Mutex
 	observers []func(isLeader bool)
@@ -299,6 +301,7 @@ func (n *Node) maintain() {
 		}
 		if n.raft.State() == raft.Leader {
 			n.reconcile()
+			n.reconciles.Add(1)
 		}
 		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
 			n.log.Error("this node was removed from the cluster; restart it to join again")
