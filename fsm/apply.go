@@ -2,7 +2,7 @@ package fsm
 
 import (
 	"fmt"
-	"sort"
+	"strings"
 )
 
 // tombstoneTTL is how long a hard-deleted active decision keeps being
@@ -114,6 +114,46 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return &Result{N: n}
 	case *Touch:
 		return s.touch(b)
+	case *SetConfig:
+		if b.Value == nil {
+			delete(s.config, b.Key)
+		} else {
+			s.config[b.Key] = append([]byte(nil), b.Value...)
+		}
+		return &Result{N: 1}
+	case *ImportDecisions:
+		return s.importDecisions(index, b, now)
+	case *ExpireByValue:
+		var hit []int64
+		for _, it := range b.Items {
+			for _, d := range s.byValue[it.Value] {
+				if d.Origin != b.Origin || d.Until <= now {
+					continue
+				}
+				if !strings.EqualFold(it.Scope, "ip") && d.Scope != it.Scope {
+					continue
+				}
+				hit = append(hit, d.ID)
+			}
+		}
+		for _, id := range hit {
+			s.expireDecision(index, id, now)
+		}
+		return &Result{N: len(hit)}
+	case *ExpireSet:
+		var hit []int64
+		s.decisions.Ascend(func(d *Decision) bool {
+			if d.Origin == b.Origin && d.Scenario == b.Scenario && d.AlertID != b.KeepAlertID && d.Until > now {
+				hit = append(hit, d.ID)
+			}
+			return true
+		})
+		for _, id := range hit {
+			s.expireDecision(index, id, now)
+		}
+		return &Result{N: len(hit)}
+	case *AllowlistReplace:
+		return s.allowlistReplace(index, b, now)
 	}
 	return &Result{Err: fmt.Errorf("unhandled command %T", c.Body)}
 }
@@ -286,9 +326,11 @@ func (s *state) deleteAlert(index uint64, id int64, now int64) bool {
 			continue
 		}
 		s.removeDecision(d)
-		if d.Until > now {
+		// Active, or expired recently enough that a bouncer may not have
+		// been told yet: keep a tombstone.
+		if d.Until > now-tombstoneTTL {
 			t := *d
-			t.Until = now
+			t.Until = min(d.Until, now)
 			t.DeletedIndex = index
 			s.tombstones.ReplaceOrInsert(&t)
 		}
@@ -385,6 +427,141 @@ func (s *state) flush(index uint64, b *Flush, now int64) *Result {
 	return &Result{N: n}
 }
 
+func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Result {
+	var a *Alert
+	if b.AlertID != 0 {
+		old := s.alert(b.AlertID)
+		if old == nil {
+			return &Result{Err: ErrNotFound}
+		}
+		cp := *old
+		cp.DecisionIDs = append([]int64(nil), old.DecisionIDs...)
+		a = &cp
+	} else {
+		na := b.Alert
+		na.ID = s.nextAlertID
+		s.nextAlertID++
+		na.CreatedAt = now
+		na.DecisionIDs = nil
+		na.MachineID = ""
+		a = &na
+		s.alertCount++
+	}
+	n := 0
+	for i := range b.Decisions {
+		d := b.Decisions[i]
+		if IsIPScope(d.Scope) {
+			r, err := ParseRange(d.Value)
+			if err != nil {
+				continue
+			}
+			d.Range = r
+		}
+		// replace same-origin decisions with this value on other alerts
+		var old []*Decision
+		for _, o := range s.byValue[d.Value] {
+			if o.Origin == d.Origin && o.AlertID != a.ID {
+				old = append(old, o)
+			}
+		}
+		for _, o := range old {
+			s.removeDecision(o)
+			s.detach(o)
+			if o.Until > now && (o.Type != d.Type || o.Scope != d.Scope) {
+				t := *o
+				t.Until, t.DeletedIndex = now, index
+				s.tombstones.ReplaceOrInsert(&t)
+			}
+		}
+		d.ID = s.nextDecisionID
+		s.nextDecisionID++
+		d.AlertID = a.ID
+		d.CreatedAt = now
+		d.CreatedIndex = index
+		d.DeletedIndex = 0
+		s.addDecision(&d)
+		a.DecisionIDs = append(a.DecisionIDs, d.ID)
+		n++
+	}
+	s.alerts.ReplaceOrInsert(a)
+	return &Result{IDs: []int64{a.ID}, N: n}
+}
+
+// detach drops a decision ID from its alert (the alert record is replaced).
+func (s *state) detach(d *Decision) {
+	a := s.alert(d.AlertID)
+	if a == nil {
+		return
+	}
+	cp := *a
+	cp.DecisionIDs = make([]int64, 0, len(a.DecisionIDs))
+	for _, id := range a.DecisionIDs {
+		if id != d.ID {
+			cp.DecisionIDs = append(cp.DecisionIDs, id)
+		}
+	}
+	s.alerts.ReplaceOrInsert(&cp)
+}
+
+func (s *state) allowlistReplace(index uint64, b *AllowlistReplace, now int64) *Result {
+	var al *Allowlist
+	for _, x := range s.allowlists {
+		if b.AllowlistID != "" && x.AllowlistID == b.AllowlistID {
+			al = x
+		}
+	}
+	if al == nil {
+		al = s.allowlists[b.Name]
+	}
+	na := Allowlist{Name: b.Name, Description: b.Description, AllowlistID: b.AllowlistID, ConsoleManaged: true,
+		CreatedAt: now, UpdatedAt: now}
+	if al != nil {
+		na.CreatedAt = al.CreatedAt
+		if al.Name != b.Name {
+			delete(s.allowlists, al.Name)
+		}
+	}
+	var ranges []IPRange
+	for _, it := range b.Items {
+		r, err := ParseRange(it.Value)
+		if err != nil {
+			continue
+		}
+		it.Range = r
+		if it.CreatedAt == 0 {
+			it.CreatedAt = now
+		}
+		na.Items = append(na.Items, it)
+		if it.Expiration == 0 || it.Expiration >= now {
+			ranges = append(ranges, r)
+		}
+	}
+	s.allowlists[na.Name] = &na
+	s.expireCovered(index, ranges, now)
+	return &Result{N: len(na.Items)}
+}
+
+// expireCovered soft-expires active decisions covered by, or covering,
+// any of the ranges.
+func (s *state) expireCovered(index uint64, ranges []IPRange, now int64) {
+	seen := map[int64]bool{}
+	var hit []int64
+	add := func(d *Decision) bool {
+		if d.Until > now && !seen[d.ID] {
+			seen[d.ID] = true
+			hit = append(hit, d.ID)
+		}
+		return true
+	}
+	for _, r := range ranges {
+		s.covering(r, add)
+		s.inside(r, add)
+	}
+	for _, id := range hit {
+		s.expireDecision(index, id, now)
+	}
+}
+
 func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
 	al, ok := s.allowlists[b.Name]
 	if !ok {
@@ -413,33 +590,13 @@ func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
 		it.CreatedAt = now
 		have[it.Value] = true
 		na.Items = append(na.Items, it)
-		added = append(added, r)
+		if it.Expiration == 0 || it.Expiration >= now {
+			added = append(added, r)
+		}
 		n++
 	}
 	na.UpdatedAt = now
 	s.allowlists[b.Name] = &na
-	// expire active decisions covered by, or covering, a new item
-	var hit []int64
-	for _, r := range added {
-		s.covering(r, func(d *Decision) bool {
-			if d.Until > now {
-				hit = append(hit, d.ID)
-			}
-			return true
-		})
-		s.inside(r, func(d *Decision) bool {
-			if d.Until > now {
-				hit = append(hit, d.ID)
-			}
-			return true
-		})
-	}
-	sort.Slice(hit, func(i, j int) bool { return hit[i] < hit[j] })
-	for i, id := range hit {
-		if i > 0 && hit[i-1] == id {
-			continue
-		}
-		s.expireDecision(index, id, now)
-	}
+	s.expireCovered(index, added, now)
 	return &Result{N: n}
 }

@@ -32,6 +32,11 @@ const (
 	CmdAllowlistDelete
 	CmdAllowlistAdd
 	CmdAllowlistRemove
+	CmdSetConfig
+	CmdImportDecisions
+	CmdExpireByValue
+	CmdExpireSet
+	CmdAllowlistReplace
 	// CmdTouch carries coalesced "last seen" data and stream cursors.
 	CmdTouch = IgnorableFlag | 1
 )
@@ -169,6 +174,56 @@ type AllowlistRemove struct {
 	Values []string `json:"values"`
 }
 
+// SetConfig stores (or with a nil Value deletes) a replicated setting:
+// CAPI credentials and token, push cursors, last-pull times.
+type SetConfig struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value,omitempty"`
+}
+
+// ImportDecisions stores a chunk of pulled decisions (CAPI, blocklists)
+// the way CrowdSec does: existing decisions of the same origin with the
+// same value on another alert are replaced. With AlertID 0 a new alert is
+// created from Alert (its ID is the result's first ID); otherwise the
+// decisions are attached to that alert (later chunks of one pull).
+type ImportDecisions struct {
+	AlertID   int64      `json:"alert_id,omitempty"`
+	Alert     Alert      `json:"alert"`
+	Decisions []Decision `json:"decisions"`
+}
+
+// ValueRef names decisions by scope and value.
+type ValueRef struct {
+	Scope string `json:"scope"`
+	Value string `json:"value"`
+}
+
+// ExpireByValue soft-expires the active decisions of Origin with these
+// values (CAPI "deleted"); a scope other than ip must match exactly.
+type ExpireByValue struct {
+	Origin string     `json:"origin"`
+	Items  []ValueRef `json:"items"`
+}
+
+// ExpireSet soft-expires the active decisions of Origin and Scenario that
+// do not belong to KeepAlertID: what a fresh full download of a blocklist
+// no longer contains.
+type ExpireSet struct {
+	Origin      string `json:"origin"`
+	Scenario    string `json:"scenario"`
+	KeepAlertID int64  `json:"keep_alert_id"`
+}
+
+// AllowlistReplace creates or replaces a console-managed allowlist
+// (found by AllowlistID, else by Name) with exactly these items, then
+// expires active decisions that an item covers or is covered by.
+type AllowlistReplace struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	AllowlistID string          `json:"allowlist_id"`
+	Items       []AllowlistItem `json:"items"`
+}
+
 // Touch carries coalesced last-seen times and stream cursors. Values only
 // move forward.
 type Touch struct {
@@ -219,6 +274,16 @@ func bodyFor(t CmdType) (any, error) {
 		return &AllowlistAdd{}, nil
 	case CmdAllowlistRemove:
 		return &AllowlistRemove{}, nil
+	case CmdSetConfig:
+		return &SetConfig{}, nil
+	case CmdImportDecisions:
+		return &ImportDecisions{}, nil
+	case CmdExpireByValue:
+		return &ExpireByValue{}, nil
+	case CmdExpireSet:
+		return &ExpireSet{}, nil
+	case CmdAllowlistReplace:
+		return &AllowlistReplace{}, nil
 	case CmdTouch:
 		return &Touch{}, nil
 	}

@@ -549,3 +549,33 @@ func (f *FSM) Counts(now time.Time) (alerts, active, total int) {
 	})
 	return f.s.alertCount, active, total
 }
+
+// Config returns a replicated setting, or nil.
+func (f *FSM) Config(key string) []byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.config[key]
+}
+
+// AlertsAfter returns up to limit alerts with an ID above after, in ID
+// order (the CAPI signal push walks alerts this way).
+func (f *FSM) AlertsAfter(after int64, limit int) []*Alert {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*Alert
+	f.s.alerts.AscendGreaterOrEqual(&Alert{ID: after + 1}, func(a *Alert) bool {
+		out = append(out, a)
+		return limit <= 0 || len(out) < limit
+	})
+	return out
+}
+
+// LastAlertID returns the highest stored alert ID (0 when none).
+func (f *FSM) LastAlertID() int64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if a, ok := f.s.alerts.Max(); ok {
+		return a.ID
+	}
+	return 0
+}

@@ -16,11 +16,12 @@ import (
 // never needs a second copy of the state in memory.
 
 type snapMeta struct {
-	Version        int    `json:"version"`
-	JWTKey         []byte `json:"jwt_key,omitempty"`
-	NextAlertID    int64  `json:"next_alert_id"`
-	NextDecisionID int64  `json:"next_decision_id"`
-	LastIndex      uint64 `json:"last_index"`
+	Version        int               `json:"version"`
+	JWTKey         []byte            `json:"jwt_key,omitempty"`
+	Config         map[string][]byte `json:"config,omitempty"`
+	NextAlertID    int64             `json:"next_alert_id"`
+	NextDecisionID int64             `json:"next_decision_id"`
+	LastIndex      uint64            `json:"last_index"`
 }
 
 type snapRecord struct {
@@ -50,7 +51,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	defer f.mu.Unlock()
 	s := f.s
 	snap := &fsmSnapshot{
-		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, NextAlertID: s.nextAlertID,
+		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: copyConfig(s.config), NextAlertID: s.nextAlertID,
 			NextDecisionID: s.nextDecisionID, LastIndex: s.lastIndex},
 		alerts:     s.alerts.Clone(),
 		decisions:  s.decisions.Clone(),
@@ -144,6 +145,9 @@ func readSnapshot(r io.Reader) (*state, error) {
 				return nil, fmt.Errorf("restore: unsupported snapshot version %d", rec.Meta.Version)
 			}
 			s.jwtKey = rec.Meta.JWTKey
+			if rec.Meta.Config != nil {
+				s.config = rec.Meta.Config
+			}
 			s.nextAlertID = rec.Meta.NextAlertID
 			s.nextDecisionID = rec.Meta.NextDecisionID
 			s.lastIndex = rec.Meta.LastIndex
@@ -166,8 +170,20 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			s.addDecision(d)
 		case rec.Tombstone != nil:
-			s.tombstones.ReplaceOrInsert(rec.Tombstone)
+			t := rec.Tombstone
+			if IsIPScope(t.Scope) {
+				t.Range, _ = ParseRange(t.Value)
+			}
+			s.tombstones.ReplaceOrInsert(t)
 		}
 	}
 	return s, nil
+}
+
+func copyConfig(m map[string][]byte) map[string][]byte {
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

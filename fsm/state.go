@@ -31,6 +31,7 @@ type state struct {
 	tombstones *btree.BTreeG[*Decision]
 
 	jwtKey         []byte
+	config         map[string][]byte
 	nextAlertID    int64
 	nextDecisionID int64
 	lastIndex      uint64
@@ -71,6 +72,7 @@ func newState() *state {
 		machines:       map[string]*Machine{},
 		bouncers:       map[string]*Bouncer{},
 		allowlists:     map[string]*Allowlist{},
+		config:         map[string][]byte{},
 		alerts:         btree.NewG(32, func(a, b *Alert) bool { return a.ID < b.ID }),
 		decisions:      btree.NewG(32, byID),
 		byValue:        map[string][]*Decision{},

@@ -30,6 +30,10 @@ type Membership interface {
 	Snapshot() error
 }
 
+// AddAdminRoutes lets another part (CAPI) serve routes under /admin/v1.
+// Call it before AdminHandler.
+func (s *Server) AddAdminRoutes(fn func(r *mux.Router)) { s.adminRoutes = append(s.adminRoutes, fn) }
+
 // AdminHandler returns the admin API handler.
 func (s *Server) AdminHandler(members Membership) http.Handler {
 	r := mux.NewRouter()
@@ -73,6 +77,9 @@ func (s *Server) AdminHandler(members Membership) http.Handler {
 	a.HandleFunc("/allowlists/{name}", s.adminAllowlistDelete).Methods("DELETE")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistAdd).Methods("POST")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistRemove).Methods("DELETE")
+	for _, fn := range s.adminRoutes {
+		fn(a)
+	}
 	return s.recoverer(r)
 }
 

@@ -68,6 +68,8 @@ type Server struct {
 	engine  *profiles.Engine
 	touches *toucher
 	now     func() time.Time
+
+	adminRoutes []func(*mux.Router)
 }
 
 // New builds a server. profs may be nil for the default profiles.
