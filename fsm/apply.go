@@ -115,7 +115,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *Touch:
 		return s.touch(b)
 	case *SetConfig:
-		if b.Value == nil {
+		if len(b.Value) == 0 {
 			delete(s.config, b.Key)
 		} else {
 			s.config[b.Key] = append([]byte(nil), b.Value...)
@@ -124,15 +124,17 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *ImportDecisions:
 		return s.importDecisions(index, b, now)
 	case *ExpireByValue:
+		seen := map[int64]bool{}
 		var hit []int64
 		for _, it := range b.Items {
 			for _, d := range s.byValue[it.Value] {
-				if d.Origin != b.Origin || d.Until <= now {
+				if seen[d.ID] || d.Origin != b.Origin || d.Until <= now {
 					continue
 				}
 				if !strings.EqualFold(it.Scope, "ip") && d.Scope != it.Scope {
 					continue
 				}
+				seen[d.ID] = true
 				hit = append(hit, d.ID)
 			}
 		}

@@ -174,7 +174,7 @@ type AllowlistRemove struct {
 	Values []string `json:"values"`
 }
 
-// SetConfig stores (or with a nil Value deletes) a replicated setting:
+// SetConfig stores (or with an empty Value deletes) a replicated setting:
 // CAPI credentials and token, push cursors, last-pull times.
 type SetConfig struct {
 	Key   string `json:"key"`

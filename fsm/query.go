@@ -137,8 +137,8 @@ func (f *FSM) Decisions(flt *DecisionFilter, now time.Time) []*Decision {
 	return out
 }
 
-// MatchActive returns the IDs of active decisions (until > now) matching f,
-// simulated ones included (DELETE /v1/decisions).
+// MatchActive returns the IDs of active decisions (until > now) matching f
+// (DELETE /v1/decisions sets IncludeSimulated).
 func (f *FSM) MatchActive(flt *DecisionFilter, now time.Time) []int64 {
 	n := now.UnixNano()
 	f.mu.RLock()
