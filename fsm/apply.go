@@ -115,6 +115,9 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *Touch:
 		return s.touch(b)
 	case *SetConfig:
+		if _, exists := s.config[b.Key]; exists && b.IfAbsent {
+			return &Result{N: 0}
+		}
 		if len(b.Value) == 0 {
 			delete(s.config, b.Key)
 		} else {

@@ -388,3 +388,19 @@ func TestExpireByValueCountsEachDecisionOnce(t *testing.T) {
 		t.Errorf("decision not expired: %+v", d)
 	}
 }
+
+func TestSetConfigIfAbsentIsFirstWriterWins(t *testing.T) {
+	h := newHarness(t)
+	r := h.apply(CmdSetConfig, 1, &SetConfig{Key: "pki:token:a", Value: []byte("n1"), IfAbsent: true})
+	if r.N != 1 {
+		t.Fatalf("first claim: N=%d", r.N)
+	}
+	r = h.apply(CmdSetConfig, 1, &SetConfig{Key: "pki:token:a", Value: []byte("n2"), IfAbsent: true})
+	if r.N != 0 || string(h.f.Config("pki:token:a")) != "n1" {
+		t.Fatalf("second claim must lose: N=%d value=%q", r.N, h.f.Config("pki:token:a"))
+	}
+	h.apply(CmdSetConfig, 1, &SetConfig{Key: "pki:cert:1", Value: []byte("x")})
+	if got := h.f.ConfigPrefix("pki:token:"); len(got) != 1 || string(got["pki:token:a"]) != "n1" {
+		t.Fatalf("prefix listing %v", got)
+	}
+}

@@ -179,6 +179,9 @@ type AllowlistRemove struct {
 type SetConfig struct {
 	Key   string `json:"key"`
 	Value []byte `json:"value,omitempty"`
+	// IfAbsent makes the write a first-writer-wins claim (one-time tokens):
+	// Result.N is 1 when this command set the key, 0 when it existed.
+	IfAbsent bool `json:"if_absent,omitempty"`
 }
 
 // ImportDecisions stores a chunk of pulled decisions (CAPI, blocklists)

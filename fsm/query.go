@@ -579,3 +579,16 @@ func (f *FSM) LastAlertID() int64 {
 	}
 	return 0
 }
+
+// ConfigPrefix returns every setting whose key starts with prefix.
+func (f *FSM) ConfigPrefix(prefix string) map[string][]byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := map[string][]byte{}
+	for k, v := range f.s.config {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
