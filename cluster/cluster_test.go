@@ -180,6 +180,7 @@ func TestRemoveNeedsLeaderAndKeepsRemovedOut(t *testing.T) {
 		t.Fatalf("remove through a follower: %v", err)
 	}
 	waitFor(t, "2 voters", 10*time.Second, func() bool { return voters(leader.n) == 2 })
+	waitFor(t, "the removed node to stop raft and leave gossip", 10*time.Second, func() bool { return victim.n.left.Load() })
 	// the removed node is still alive in gossip, but is not added back
 	// over several membership rounds
 	rounds := leader.n.reconciles.Load()

@@ -6,6 +6,9 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -41,6 +44,42 @@ type gossip struct {
 	mu      sync.Mutex
 	members map[string]*member
 	events  chan struct{}
+	// peersFile remembers the gossip addresses of peers (like Serf's
+	// snapshot) so a restarted node can find the cluster again.
+	peersFile  string
+	savedPeers string
+}
+
+// rememberPeers writes the alive peers' gossip addresses when they change.
+func (g *gossip) rememberPeers() {
+	var addrs []string
+	for _, m := range g.snapshot() {
+		if m.ID != g.n.cfg.NodeID && m.State == "alive" && m.Addr != "" {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	sort.Strings(addrs)
+	b, _ := json.Marshal(addrs)
+	if string(b) == g.savedPeers {
+		return
+	}
+	tmp := g.peersFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil && os.Rename(tmp, g.peersFile) == nil {
+		g.savedPeers = string(b)
+	}
+}
+
+func (g *gossip) loadPeers() []string {
+	b, err := os.ReadFile(g.peersFile)
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	_ = json.Unmarshal(b, &addrs)
+	return addrs
 }
 
 func (g *gossip) kick() {
@@ -91,7 +130,7 @@ func (g *gossip) update(node *memberlist.Node) {
 	if !ok || m.State != st {
 		m.Since = time.Now()
 	}
-	m.Addr = node.Address()
+	m.Addr = net.JoinHostPort(node.Addr.String(), strconv.Itoa(int(node.Port)))
 	m.State = st
 	if len(node.Meta) > 0 {
 		m.Meta = meta
@@ -146,7 +185,8 @@ func startGossip(n *Node, bind string) (*gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-listen port: %w", err)
 	}
-	g := &gossip{n: n, members: map[string]*member{}, events: make(chan struct{}, 1)}
+	g := &gossip{n: n, members: map[string]*member{}, events: make(chan struct{}, 1),
+		peersFile: filepath.Join(n.cfg.DataDir, "gossip-peers.json")}
 	cfg := memberlist.DefaultLANConfig()
 	cfg.Name = n.cfg.NodeID
 	cfg.BindAddr = host

@@ -77,6 +77,7 @@ type Node struct {
 	started   int64
 	hasState  atomic.Bool
 	closing   atomic.Bool
+	left      atomic.Bool
 	// reconciles counts the leader's membership rounds (tests wait on it).
 	reconciles atomic.Int64
 	metrics    *nodeMetrics
@@ -228,6 +229,20 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	return n, nil
 }
 
+// joinTargets is --join plus the gossip addresses of peers seen in earlier
+// runs, without this node's own address.
+func (n *Node) joinTargets() []string {
+	seen := map[string]bool{n.cfg.GossipAddr: true}
+	var out []string
+	for _, a := range append(append([]string{}, n.cfg.Join...), n.gossip.loadPeers()...) {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func (n *Node) meta() memberMeta {
 	return memberMeta{RaftAddr: n.cfg.RaftAddr, APIURL: n.cfg.APIURL, HasState: n.hasState.Load(),
 		Expect: n.cfg.BootstrapExpect, Started: n.started}
@@ -286,15 +301,21 @@ func (n *Node) maintain() {
 	}
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	joined := len(n.cfg.Join) == 0
+	var lastJoin time.Time
 	for {
-		if !joined {
-			if _, err := n.gossip.ml.Join(n.cfg.Join); err == nil {
-				joined = true
-			} else {
-				n.log.Debug("gossip join failed, retrying", "err", err)
+		// Alone in gossip but with somewhere to go (--join, or peers
+		// remembered from earlier runs): (re)join. This also brings a
+		// restarted node back when the others had given it up for dead
+		// and would not contact it themselves.
+		if n.gossip.ml.NumMembers() <= 1 && time.Since(lastJoin) > time.Second {
+			if targets := n.joinTargets(); len(targets) > 0 {
+				lastJoin = time.Now()
+				if _, err := n.gossip.ml.Join(targets); err != nil {
+					n.log.Debug("gossip join failed, retrying", "err", err)
+				}
 			}
 		}
+		n.gossip.rememberPeers()
 		n.refreshState()
 		if !n.hasState.Load() {
 			n.tryBootstrap()
@@ -304,8 +325,7 @@ func (n *Node) maintain() {
 			n.reconciles.Add(1)
 		}
 		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
-			n.log.Error("this node was removed from the cluster; restart it to join again")
-			_ = n.gossip.ml.Leave(time.Second)
+			n.leaveAsRemoved()
 			return
 		}
 		select {
@@ -580,7 +600,37 @@ func (n *Node) removeLocal(id string) error {
 			}
 		}
 	}
-	return n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
+	var addr string
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			addr = string(s.Address)
+		}
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error(); err != nil {
+		return err
+	}
+	// A removed follower is not told by raft; tell it, so it leaves gossip
+	// and is not added back. Best effort: a dead node has nothing to do.
+	if addr != "" && n.mux != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = n.rpc.call(ctx, addr, rpcLeave, nil)
+		cancel()
+	}
+	return nil
+}
+
+// leaveAsRemoved is run on a node the leader removed: it stops raft and
+// leaves gossip, and keeps serving reads from its last state.
+func (n *Node) leaveAsRemoved() {
+	if !n.left.CompareAndSwap(false, true) {
+		return
+	}
+	n.log.Error("this node was removed from the cluster: it left gossip and stopped raft; it keeps serving reads from its last state; restart it to join again")
+	if n.gossip != nil {
+		_ = n.gossip.ml.Leave(time.Second)
+		_ = n.gossip.ml.Shutdown()
+	}
+	_ = n.raft.Shutdown().Error()
 }
 
 // Member is one node as cluster status shows it.
@@ -712,7 +762,7 @@ func (n *Node) Leave() {
 			}
 		}
 	}
-	if n.gossip != nil {
+	if n.gossip != nil && !n.left.Load() {
 		_ = n.gossip.ml.Leave(2 * time.Second)
 	}
 }
@@ -728,7 +778,7 @@ func (n *Node) Close() error {
 }
 
 func (n *Node) closeResources() {
-	if n.gossip != nil {
+	if n.gossip != nil && !n.left.Load() {
 		_ = n.gossip.ml.Shutdown()
 	}
 	if c, ok := n.transport.(io.Closer); ok {

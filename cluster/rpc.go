@@ -24,6 +24,7 @@ const (
 	rpcApply  byte = 1 // payload: encoded fsm command
 	rpcRemove byte = 2 // payload: JSON {"id": ...}
 	rpcStatus byte = 3 // payload: none
+	rpcLeave  byte = 4 // payload: none; sent by the leader to a node it removed
 )
 
 const maxFrame = 256 << 20
@@ -132,6 +133,9 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 	case rpcStatus:
 		st := n.localStatus()
 		return &rpcResponse{Status: &st}
+	case rpcLeave:
+		go n.leaveAsRemoved()
+		return &rpcResponse{}
 	}
 	return &rpcResponse{Fail: fmt.Sprintf("unknown rpc %d", kind)}
 }

@@ -9,4 +9,10 @@
 //	cd e2e && go test -count=1 -timeout 10m ./...
 //
 // Set HALAPI_BIN to a prebuilt binary to skip the build step.
+//
+// The cluster tests (cluster_*_test.go) run several nodes on 127.0.0.<B+i>
+// (cluster and gossip ports; client API on 127.0.0.1), crash, stop,
+// partition (fault proxies in front of the cluster ports) and restart them
+// while real clients keep working, and check the recorded history with the
+// porcupine linearizability checker (model in linearizability_test.go).
 package e2e

@@ -3,6 +3,7 @@ module github.com/halapi/halapi/e2e
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/crowdsecurity/crowdsec v1.7.6
 	github.com/crowdsecurity/go-cs-bouncer v0.0.21
 	github.com/go-openapi/strfmt v0.23.0

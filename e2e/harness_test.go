@@ -123,7 +123,9 @@ type Server struct {
 	Addr     string // host:port
 	URL      string // http://host:port/ (trailing slash, as the clients want it)
 	Profiles string // optional --profiles file
-	logPath  string
+	// ExtraArgs are appended to the serve command line (cluster flags).
+	ExtraArgs []string
+	logPath   string
 
 	starts int
 	cmd    *exec.Cmd
@@ -152,6 +154,18 @@ func WithProfiles(yaml string) ServerOption {
 func StartServer(t testing.TB, opts ...ServerOption) *Server {
 	t.Helper()
 
+	s := NewServer(t, opts...)
+	s.Start()
+
+	return s
+}
+
+// NewServer prepares a server (data dir, loopback port, options) without
+// starting it; it is stopped when the test ends and its output printed if
+// the test failed.
+func NewServer(t testing.TB, opts ...ServerOption) *Server {
+	t.Helper()
+
 	base := t.TempDir()
 	s := &Server{
 		t:       t,
@@ -177,8 +191,6 @@ func StartServer(t testing.TB, opts ...ServerOption) *Server {
 		}
 	})
 
-	s.Start()
-
 	return s
 }
 
@@ -202,6 +214,15 @@ func freeLoopbackAddr(t testing.TB) string {
 func (s *Server) Start() {
 	s.t.Helper()
 
+	s.Launch()
+	s.waitHealthy()
+}
+
+// Launch (re)starts the process on the same data dir and port without
+// waiting for /health (cluster nodes only answer once their peers are up).
+func (s *Server) Launch() {
+	s.t.Helper()
+
 	if s.running() {
 		s.t.Fatalf("Start: server already running")
 	}
@@ -210,6 +231,7 @@ func (s *Server) Start() {
 	if s.Profiles != "" {
 		args = append(args, "--profiles", s.Profiles)
 	}
+	args = append(args, s.ExtraArgs...)
 
 	f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -239,8 +261,6 @@ func (s *Server) Start() {
 		s.exit = cmd.Wait()
 		close(done)
 	}()
-
-	s.waitHealthy()
 }
 
 func (s *Server) running() bool {

@@ -59,16 +59,42 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *AlertsCreate:
 		return s.alertsCreate(index, b, now)
 	case *AlertsDelete:
+		ids := b.IDs
+		if b.Filter != nil {
+			f := *b.Filter
+			f.Limit = 0
+			for _, a := range s.matchAlerts(&f, now) {
+				ids = append(ids, a.ID)
+			}
+		}
+		if b.MustExist {
+			for _, id := range ids {
+				if s.alert(id) == nil {
+					return &Result{Err: ErrNotFound}
+				}
+			}
+		}
 		n := 0
-		for _, id := range b.IDs {
+		for _, id := range ids {
 			if s.deleteAlert(index, id, now) {
 				n++
 			}
 		}
 		return &Result{N: n}
 	case *DecisionsExpire:
+		ids := b.IDs
+		if b.Filter != nil {
+			ids = append(ids, s.matchActive(b.Filter, now)...)
+		}
+		if b.MustExist {
+			for _, id := range ids {
+				if s.decision(id) == nil {
+					return &Result{Err: ErrNotFound}
+				}
+			}
+		}
 		n := 0
-		for _, id := range b.IDs {
+		for _, id := range ids {
 			if s.expireDecision(index, id, now) {
 				n++
 			}

@@ -142,12 +142,22 @@ type AlertsCreate struct {
 	Alerts    []NewAlert `json:"alerts"`
 }
 
+// AlertsDelete deletes alerts by ID, or every alert matching Filter (the
+// filter is evaluated when the entry is applied, on the replicated state,
+// with the entry's time — never on a node's possibly stale copy).
+// MustExist makes a missing ID an ErrNotFound.
 type AlertsDelete struct {
-	IDs []int64 `json:"ids"`
+	IDs       []int64      `json:"ids,omitempty"`
+	Filter    *AlertFilter `json:"filter,omitempty"`
+	MustExist bool         `json:"must_exist,omitempty"`
 }
 
+// DecisionsExpire soft-expires decisions by ID, or the active decisions
+// matching Filter (evaluated at apply time, like AlertsDelete).
 type DecisionsExpire struct {
-	IDs []int64 `json:"ids"`
+	IDs       []int64         `json:"ids,omitempty"`
+	Filter    *DecisionFilter `json:"filter,omitempty"`
+	MustExist bool            `json:"must_exist,omitempty"`
 }
 
 type Flush struct {

@@ -140,12 +140,15 @@ func (f *FSM) Decisions(flt *DecisionFilter, now time.Time) []*Decision {
 // MatchActive returns the IDs of active decisions (until > now) matching f
 // (DELETE /v1/decisions sets IncludeSimulated).
 func (f *FSM) MatchActive(flt *DecisionFilter, now time.Time) []int64 {
-	n := now.UnixNano()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.s.matchActive(flt, now.UnixNano())
+}
+
+func (s *state) matchActive(flt *DecisionFilter, now int64) []int64 {
 	var ids []int64
-	f.s.eachCandidate(flt, func(d *Decision) bool {
-		if d.Until > n && flt.match(d) {
+	s.eachCandidate(flt, func(d *Decision) bool {
+		if d.Until > now && flt.match(d) {
 			ids = append(ids, d.ID)
 		}
 		return true
@@ -385,20 +388,23 @@ func (s *state) alertMatch(f *AlertFilter, a *Alert, now int64) bool {
 
 // Alerts returns the alerts matching f, newest first unless f.Asc.
 func (f *FSM) Alerts(flt *AlertFilter, now time.Time) []*Alert {
-	n := now.UnixNano()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.s.matchAlerts(flt, now.UnixNano())
+}
+
+func (s *state) matchAlerts(flt *AlertFilter, now int64) []*Alert {
 	var out []*Alert
 	visit := func(a *Alert) bool {
-		if f.s.alertMatch(flt, a, n) {
+		if s.alertMatch(flt, a, now) {
 			out = append(out, a)
 		}
 		return flt.Limit <= 0 || len(out) < flt.Limit
 	}
 	if flt.Asc {
-		f.s.alerts.Ascend(visit)
+		s.alerts.Ascend(visit)
 	} else {
-		f.s.alerts.Descend(visit)
+		s.alerts.Descend(visit)
 	}
 	return out
 }

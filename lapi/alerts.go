@@ -2,6 +2,7 @@ package lapi
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -322,30 +323,19 @@ func (s *Server) getAlert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) deleteAlerts(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
-	f, _, err := alertFilter(r.URL.Query(), now)
+	f, _, err := alertFilter(r.URL.Query(), s.now())
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	f.Limit = 0
-	alerts := s.fsm.Alerts(f, now)
-	ids := make([]int64, len(alerts))
-	for i, a := range alerts {
-		ids[i] = a.ID
+	// evaluated on the replicated state when applied (see deleteDecisions)
+	res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{Filter: f})
+	if err != nil {
+		s.writeApplyErr(w, err)
+		return
 	}
-	n := 0
-	for len(ids) > 0 {
-		k := min(len(ids), 10000)
-		res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{IDs: ids[:k]})
-		if err != nil {
-			s.writeApplyErr(w, err)
-			return
-		}
-		n += res.N
-		ids = ids[k:]
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(n)})
+	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(res.N)})
 }
 
 func (s *Server) deleteAlert(w http.ResponseWriter, r *http.Request) {
@@ -354,11 +344,11 @@ func (s *Server) deleteAlert(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "alert_id must be valid integer")
 		return
 	}
-	if s.fsm.Alert(id) == nil {
+	res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{IDs: []int64{id}, MustExist: true})
+	if errors.Is(err, fsm.ErrNotFound) {
 		writeErr(w, http.StatusInternalServerError, "ent: alert not found")
 		return
 	}
-	res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{IDs: []int64{id}})
 	if err != nil {
 		s.writeApplyErr(w, err)
 		return

@@ -2,6 +2,7 @@ package lapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -306,17 +307,15 @@ func (s *Server) deleteDecisions(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	ids := s.fsm.MatchActive(f, s.now())
-	n := 0
-	if len(ids) > 0 {
-		res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: ids})
-		if err != nil {
-			s.writeApplyErr(w, err)
-			return
-		}
-		n = res.N
+	// The filter is evaluated by the FSM when the entry is applied: a
+	// node's local copy may lag, and deciding "nothing to delete" on it
+	// would lose the delete.
+	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{Filter: f})
+	if err != nil {
+		s.writeApplyErr(w, err)
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(n)})
+	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(res.N)})
 }
 
 func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request) {
@@ -326,11 +325,11 @@ func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "decision_id must be valid integer")
 		return
 	}
-	if s.fsm.Decision(id) == nil {
+	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: []int64{id}, MustExist: true})
+	if errors.Is(err, fsm.ErrNotFound) {
 		writeErr(w, http.StatusInternalServerError, fmt.Sprintf("decision with id '%d' doesn't exist: unable to delete", id))
 		return
 	}
-	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: []int64{id}})
 	if err != nil {
 		s.writeApplyErr(w, err)
 		return
