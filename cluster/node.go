@@ -721,7 +721,9 @@ func (n *Node) Status(ctx context.Context) Status {
 		if id == n.cfg.NodeID {
 			m.State, m.APIURL = "alive", n.cfg.APIURL
 			m.AppliedIndex, m.CommitIndex = st.AppliedIndex, st.CommitIndex
+			mu.Lock()
 			st.Members = append(st.Members, m)
+			mu.Unlock()
 			continue
 		}
 		wg.Add(1)

@@ -479,6 +479,10 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 		s.alertCount++
 	}
 	n := 0
+	// replaced decisions, per alert: each alert is rebuilt once per
+	// command, not once per replaced decision (that was O(n²) when a
+	// list is re-imported over a big alert)
+	detached := map[int64]map[int64]bool{}
 	for i := range b.Decisions {
 		d := b.Decisions[i]
 		if IsIPScope(d.Scope) {
@@ -497,7 +501,10 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 		}
 		for _, o := range old {
 			s.removeDecision(o)
-			s.detach(o)
+			if detached[o.AlertID] == nil {
+				detached[o.AlertID] = map[int64]bool{}
+			}
+			detached[o.AlertID][o.ID] = true
 			if o.Until > now && (o.Type != d.Type || o.Scope != d.Scope) {
 				t := *o
 				t.Until, t.DeletedIndex = now, index
@@ -515,19 +522,22 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 		n++
 	}
 	s.alerts.ReplaceOrInsert(a)
+	for alertID, ids := range detached {
+		s.detachAll(alertID, ids)
+	}
 	return &Result{IDs: []int64{a.ID}, N: n}
 }
 
-// detach drops a decision ID from its alert (the alert record is replaced).
-func (s *state) detach(d *Decision) {
-	a := s.alert(d.AlertID)
+// detachAll drops decision IDs from one alert (the record is replaced once).
+func (s *state) detachAll(alertID int64, ids map[int64]bool) {
+	a := s.alert(alertID)
 	if a == nil {
 		return
 	}
 	cp := *a
 	cp.DecisionIDs = make([]int64, 0, len(a.DecisionIDs))
 	for _, id := range a.DecisionIDs {
-		if id != d.ID {
+		if !ids[id] {
 			cp.DecisionIDs = append(cp.DecisionIDs, id)
 		}
 	}

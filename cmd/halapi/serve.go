@@ -32,6 +32,7 @@ type serveFlags struct {
 	bootstrapExpect                                                 int
 	deadNodeTimeout                                                 time.Duration
 	snapshotThreshold, trailingLogs                                 uint64
+	capi                                                            capiFlags
 	trustedIPs, autoRegRanges                                       []string
 	autoRegToken                                                    string
 	disableRemoteReg                                                bool
@@ -72,6 +73,7 @@ func serveCmd() *cobra.Command {
 	fl.Uint64Var(&f.snapshotThreshold, "raft-snapshot-threshold", 8192, "raft entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", 10240, "raft entries kept after a snapshot (a follower further behind gets the snapshot)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	bindCAPIFlags(fl, &f.capi)
 	return c
 }
 
@@ -183,6 +185,13 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	srv.Metrics().Registry.MustRegister(node.Collector())
 	node.OnLeadership(srv.OnLeadership)
+	capiSvc, err := startCAPI(f.capi, machine, node, logger)
+	if err != nil {
+		return err
+	}
+	defer capiSvc.Close() // runs before node.Close()
+	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
+	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,476 @@
+package capi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi/models"
+)
+
+// blocklistForceMargin: a blocklist whose oldest stored decision expires
+// within pull interval + this is downloaded without If-Modified-Since.
+const blocklistForceMargin = 15 * time.Minute
+
+// normalizeScope maps ip/range (any case) to Ip/Range, as the reference
+// does for pulled decisions; other scopes are kept as sent.
+func normalizeScope(s string) string {
+	switch strings.ToLower(s) {
+	case "ip":
+		return models.ScopeIP
+	case "range":
+		return models.ScopeRange
+	}
+	return s
+}
+
+// allowFilter drops pulled IP and range values covered by (or covering)
+// an active allowlist item. The reference checks only IP values before
+// storing and expires covered ranges right after; the end state is the
+// same and nothing allowlisted ever reaches a bouncer.
+type allowFilter struct {
+	ranges []fsm.IPRange
+	names  []string
+}
+
+func (s *Service) allowFilter(now time.Time) *allowFilter {
+	n := now.UnixNano()
+	af := &allowFilter{}
+	for _, al := range s.f.Allowlists() {
+		for _, it := range al.Items {
+			if it.Expiration != 0 && it.Expiration < n {
+				continue
+			}
+			r, err := fsm.ParseRange(it.Value)
+			if err != nil {
+				continue
+			}
+			af.ranges = append(af.ranges, r)
+			af.names = append(af.names, it.Value+" from "+al.Name)
+		}
+	}
+	return af
+}
+
+// allowed reports whether a decision may be stored, and why not.
+func (af *allowFilter) allowed(scope, value string) (bool, string) {
+	if len(af.ranges) == 0 || !fsm.IsIPScope(scope) {
+		return true, ""
+	}
+	r, err := fsm.ParseRange(value)
+	if err != nil {
+		return true, ""
+	}
+	for i, a := range af.ranges {
+		if a.Related(r) {
+			return false, af.names[i]
+		}
+	}
+	return true, ""
+}
+
+// pulledDecision builds a decision; ok is false for an invalid duration or
+// an IP-scoped value that is not an address or CIDR.
+func pulledDecision(origin, scenario, typ, scope, value, duration string, now time.Time) (fsm.Decision, bool) {
+	d, err := models.ParseDuration(duration)
+	if err != nil || d <= 0 {
+		return fsm.Decision{}, false
+	}
+	value = strings.TrimSpace(value)
+	scope = normalizeScope(scope)
+	if value == "" {
+		return fsm.Decision{}, false
+	}
+	if fsm.IsIPScope(scope) {
+		if _, err := fsm.ParseRange(value); err != nil {
+			return fsm.Decision{}, false
+		}
+	}
+	if typ == "" {
+		typ = "ban"
+	}
+	return fsm.Decision{UUID: uuid.NewString(), Origin: origin, Type: typ, Scope: scope, Value: value,
+		Scenario: scenario, Until: now.Add(d).UnixNano()}, true
+}
+
+// pullAlert is the alert owning one pulled batch.
+func pullAlert(sourceScope string, added, deleted int, now time.Time) fsm.Alert {
+	ns := now.UnixNano()
+	return fsm.Alert{Scenario: fmt.Sprintf("update : +%d/-%d IPs", added, deleted), StartAt: ns, StopAt: ns,
+		Remediation: true, Source: fsm.Source{Scope: sourceScope}}
+}
+
+// importChunks stores decisions under one new alert, ChunkSize per raft
+// command, so no single apply holds the FSM lock for long. It returns the
+// alert ID (0 when there was nothing to store).
+func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.Decision) (int64, error) {
+	var id int64
+	for i := 0; i < len(ds); i += s.cfg.ChunkSize {
+		end := min(i+s.cfg.ChunkSize, len(ds))
+		body := fsm.ImportDecisions{AlertID: id, Decisions: ds[i:end]}
+		if id == 0 {
+			body.Alert = alert
+		}
+		res, err := s.apply(ctx, fsm.CmdImportDecisions, body)
+		if err != nil {
+			return id, fmt.Errorf("storing pulled decisions: %w", err)
+		}
+		if id == 0 {
+			if len(res.IDs) == 0 {
+				return 0, errors.New("storing pulled decisions: no alert id returned")
+			}
+			id = res.IDs[0]
+		}
+	}
+	return id, nil
+}
+
+func (s *Service) pullLoop(ctx context.Context, cl *Client) {
+	told := false
+	for len(s.scenarios()) == 0 {
+		if !told {
+			s.log.Info("no machine has scenarios yet: the first CAPI pull waits for one")
+			told = true
+		}
+		if sleepCtx(ctx, s.cfg.ScenarioPoll) != nil {
+			return
+		}
+	}
+	startup := true
+	fails := 0
+	first := true
+	var delay time.Duration
+	for {
+		if delay > 0 && sleepCtx(ctx, delay) != nil {
+			return
+		}
+		_, err := s.Pull(ctx, cl, &startup, false)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			fails++
+			s.noteErr("pull", err)
+			delay = min(backoff(&s.cfg, fails), s.cfg.PullInterval)
+			continue
+		}
+		fails = 0
+		if first {
+			delay, first = jittered(s.cfg.PullInterval, s.cfg.PullJitter), false
+		} else {
+			delay = s.cfg.PullInterval
+		}
+	}
+}
+
+// PullResult summarises one pull.
+type PullResult struct {
+	Skipped       bool           `json:"skipped,omitempty"`
+	Deleted       int            `json:"deleted"`
+	New           int            `json:"new"`
+	Filtered      int            `json:"filtered"`
+	Allowlists    int            `json:"allowlists"`
+	Blocklists    map[string]int `json:"blocklists,omitempty"`
+	ListsExpired  int            `json:"lists_expired"`
+	NotModified   []string       `json:"not_modified,omitempty"`
+	DurationMilli int64          `json:"duration_ms"`
+}
+
+// recentCommunityPull reports whether community decisions were stored
+// less than PullGuard ago (the reference's CAPIPullIsOld).
+func (s *Service) recentCommunityPull(now time.Time) bool {
+	if s.cfg.PullGuard <= 0 {
+		return false
+	}
+	as := s.f.Alerts(&fsm.AlertFilter{Scope: CommunitySourceScope, Origin: OriginCAPI, Limit: 1}, now)
+	return len(as) > 0 && as[0].CreatedAt >= now.Add(-s.cfg.PullGuard).UnixNano()
+}
+
+// Pull runs one pull (spec §5.3). startup is sent while *startup is true
+// and cleared after the first successful stream call; force skips the
+// recent-pull guard and downloads every blocklist.
+func (s *Service) Pull(ctx context.Context, cl *Client, startup *bool, force bool) (PullResult, error) {
+	start := time.Now()
+	now := s.cfg.Now()
+	res := PullResult{Blocklists: map[string]int{}}
+	if !force && s.recentCommunityPull(now) {
+		s.log.Info("last CAPI pull is recent, skipping", "guard", s.cfg.PullGuard)
+		res.Skipped = true
+		return res, nil
+	}
+	q := url.Values{}
+	if *startup {
+		q.Set("startup", "true")
+	}
+	if !s.cfg.PullCommunity {
+		q.Set("community_pull", "false")
+	}
+	if !s.cfg.PullBlocklists {
+		q.Set("additional_pull", "false")
+	}
+	var data StreamResponse
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DownloadTimeout)
+	_, err := cl.Do(dctx, epStream, http.MethodGet, "v3/decisions/stream", q, nil, &data)
+	cancel()
+	if err != nil {
+		return res, err
+	}
+	*startup = false
+	now = s.cfg.Now()
+
+	// 1. deleted
+	if res.Deleted, err = s.applyDeleted(ctx, data.Deleted); err != nil {
+		return res, err
+	}
+	// 2. console allowlists
+	if data.Links != nil {
+		for _, l := range data.Links.Allowlists {
+			if err := s.pullAllowlist(ctx, cl, l); err != nil {
+				if ctx.Err() != nil || errors.Is(err, errNotLeader) {
+					return res, err
+				}
+				s.log.Warn("cannot update console allowlist", "allowlist", l.Name, "err", err)
+				continue
+			}
+			res.Allowlists++
+		}
+	}
+	allow := s.allowFilter(now)
+	// 3. community
+	if len(data.New) > 0 {
+		var ds []fsm.Decision
+		seen := map[[3]string]bool{}
+		for _, g := range data.New {
+			for _, d := range g.Decisions {
+				dec, ok := pulledDecision(OriginCAPI, g.Scenario, "ban", g.Scope, d.Value, d.Duration, now)
+				if !ok {
+					continue
+				}
+				k := [3]string{dec.Scope, dec.Value, dec.Scenario}
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+				if ok, why := allow.allowed(dec.Scope, dec.Value); !ok {
+					s.log.Debug("pulled decision allowlisted", "value", dec.Value, "by", why)
+					res.Filtered++
+					continue
+				}
+				ds = append(ds, dec)
+			}
+		}
+		if len(ds) > 0 {
+			if _, err := s.importChunks(ctx, pullAlert(CommunitySourceScope, len(ds), res.Deleted, now), ds); err != nil {
+				return res, err
+			}
+		}
+		res.New = len(ds)
+	} else if s.cfg.PullCommunity {
+		s.log.Info("community blocklist: no new entries")
+	}
+	s.log.Info("community blocklist updated", "added", res.New, "deleted", res.Deleted, "allowlisted", res.Filtered)
+	// 4. blocklists: an error aborts the remaining ones
+	ps := readPull(s.f)
+	if data.Links != nil {
+		for _, bl := range data.Links.Blocklists {
+			n, expired, err := s.pullBlocklist(ctx, cl, bl, &ps, force, allow)
+			if err != nil {
+				return res, fmt.Errorf("blocklist %s: %w", bl.Name, err)
+			}
+			if n < 0 {
+				res.NotModified = append(res.NotModified, bl.Name)
+				continue
+			}
+			res.Blocklists[bl.Name] = n
+			res.ListsExpired += expired
+		}
+	}
+	ps.LastPull, ps.LastNew, ps.LastDeleted = now.UnixNano(), res.New, res.Deleted
+	if err := s.setJSON(ctx, KeyPull, ps); err != nil {
+		return res, err
+	}
+	res.DurationMilli = time.Since(start).Milliseconds()
+	s.metrics.invalidateDecisions()
+	s.noteOK("pull")
+	return res, nil
+}
+
+func (s *Service) applyDeleted(ctx context.Context, groups []StreamDeletedGroup) (int, error) {
+	var items []fsm.ValueRef
+	for _, g := range groups {
+		for _, v := range g.Decisions {
+			items = append(items, fsm.ValueRef{Scope: g.Scope, Value: v})
+		}
+	}
+	n := 0
+	for i := 0; i < len(items); i += s.cfg.ChunkSize {
+		end := min(i+s.cfg.ChunkSize, len(items))
+		res, err := s.apply(ctx, fsm.CmdExpireByValue, fsm.ExpireByValue{Origin: OriginCAPI, Items: items[i:end]})
+		if err != nil {
+			return n, fmt.Errorf("expiring deleted community decisions: %w", err)
+		}
+		n += res.N
+	}
+	return n, nil
+}
+
+func (s *Service) pullAllowlist(ctx context.Context, cl *Client, l AllowlistLink) error {
+	if l.Name == "" || l.URL == "" {
+		s.log.Warn("allowlist link without name or url: ignored", "name", l.Name)
+		return nil
+	}
+	if l.ID == "" {
+		return errors.New("allowlist link has no id")
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DownloadTimeout)
+	status, body, _, err := cl.Download(dctx, epAllowlist, l.URL, time.Time{})
+	cancel()
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return fmt.Errorf("allowlist download answered http %d", status)
+	}
+	var items []fsm.AllowlistItem
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var it AllowlistItem
+		if err := json.Unmarshal(line, &it); err != nil {
+			return fmt.Errorf("allowlist item: %w", err)
+		}
+		fi := fsm.AllowlistItem{Value: strings.TrimSpace(it.Value), Comment: it.Description}
+		if it.CreatedAt != nil {
+			fi.CreatedAt = it.CreatedAt.UnixNano()
+		}
+		if it.Expiration != nil && !it.Expiration.IsZero() {
+			fi.Expiration = it.Expiration.UnixNano()
+		}
+		items = append(items, fi)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	res, err := s.apply(ctx, fsm.CmdAllowlistReplace, fsm.AllowlistReplace{Name: l.Name, Description: l.Description,
+		AllowlistID: l.ID, Items: items})
+	if err != nil {
+		return err
+	}
+	s.log.Info("console allowlist updated", "allowlist", l.Name, "items", res.N)
+	return nil
+}
+
+// shouldForceBlocklist: no stored alert for the list, or its oldest
+// decision expires within the next pull interval + 15 min.
+func (s *Service) shouldForceBlocklist(name string, now time.Time) bool {
+	as := s.f.Alerts(&fsm.AlertFilter{Scope: listsScopePrefix + name, Limit: 1}, now)
+	if len(as) == 0 {
+		return true
+	}
+	for _, id := range as[0].DecisionIDs {
+		if d := s.f.Decision(id); d != nil {
+			return time.Duration(d.Until-now.UnixNano()) < s.cfg.PullInterval+blocklistForceMargin
+		}
+	}
+	return true
+}
+
+// pullBlocklist downloads one blocklist and stores it. n is -1 when the
+// list was not downloaded (304, other status, incomplete link), else the
+// number of decisions stored; expired counts the values dropped from the
+// list since the previous download.
+func (s *Service) pullBlocklist(ctx context.Context, cl *Client, bl BlocklistLink, ps *pullState, force bool, allow *allowFilter) (n, expired int, err error) {
+	if bl.Name == "" || bl.URL == "" || bl.Scope == "" || bl.Duration == "" {
+		s.log.Warn("blocklist link without name, url, scope or duration: ignored", "name", bl.Name)
+		return -1, 0, nil
+	}
+	now := s.cfg.Now()
+	var ims time.Time
+	if !force && !s.shouldForceBlocklist(bl.Name, now) {
+		if st, ok := ps.Blocklists[bl.Name]; ok {
+			ims, _ = http.ParseTime(st.LastPull)
+		}
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DownloadTimeout)
+	status, body, lastMod, err := cl.Download(dctx, epBlocklist, bl.URL, ims)
+	cancel()
+	if err != nil {
+		return -1, 0, err
+	}
+	switch status {
+	case http.StatusOK:
+	case http.StatusNotModified:
+		s.log.Info("blocklist not modified", "blocklist", bl.Name, "since", ims.UTC().Format(http.TimeFormat))
+		return -1, 0, nil
+	default:
+		s.log.Warn("blocklist download refused: skipped", "blocklist", bl.Name, "status", status)
+		return -1, 0, nil
+	}
+	now = s.cfg.Now()
+	pulledAt := now
+	if !lastMod.IsZero() {
+		pulledAt = lastMod
+	}
+	var ds []fsm.Decision
+	lines := 0
+	filtered := 0
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		v := strings.TrimSpace(sc.Text())
+		if v == "" || seen[v] {
+			continue
+		}
+		seen[v] = true
+		lines++
+		d, ok := pulledDecision(OriginLists, bl.Name, bl.Remediation, bl.Scope, v, bl.Duration, now)
+		if !ok {
+			continue
+		}
+		if ok, _ := allow.allowed(d.Scope, d.Value); !ok {
+			filtered++
+			continue
+		}
+		ds = append(ds, d)
+	}
+	if err := sc.Err(); err != nil {
+		return -1, 0, err
+	}
+	st := blocklistState{LastPull: pulledAt.UTC().Format(http.TimeFormat), Count: len(ds)}
+	if lines == 0 {
+		s.log.Info("blocklist is empty", "blocklist", bl.Name)
+	} else if len(ds) > 0 {
+		start := time.Now()
+		id, err := s.importChunks(ctx, pullAlert(listsScopePrefix+bl.Name, len(ds), 0, now), ds)
+		if err != nil {
+			return -1, 0, err
+		}
+		st.AlertID = id
+		// values no longer in the list: expire them now
+		res, err := s.apply(ctx, fsm.CmdExpireSet, fsm.ExpireSet{Origin: OriginLists, Scenario: bl.Name, KeepAlertID: id})
+		if err != nil {
+			return -1, 0, err
+		}
+		expired = res.N
+		s.log.Info("blocklist updated", "blocklist", bl.Name, "added", len(ds), "dropped", expired,
+			"allowlisted", filtered, "took", time.Since(start).Round(time.Millisecond).String())
+	}
+	ps.Blocklists[bl.Name] = st
+	if err := s.setJSON(ctx, KeyPull, ps); err != nil {
+		return -1, 0, err
+	}
+	return len(ds), expired, nil
+}
