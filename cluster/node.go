@@ -272,7 +272,7 @@ func (n *Node) watchLeadership() {
 		case isLeader = <-ch:
 		}
 		if isLeader {
-			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+			if err := n.wait(context.Background(), n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
 				n.log.Warn("barrier after election failed", "err", err)
 				continue
 			}
@@ -532,7 +532,7 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64
 		}
 	}
 	fut := n.raft.Apply(entry, timeout)
-	if err := fut.Error(); err != nil {
+	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return nil, 0, ErrNotLeader
 		}
@@ -546,6 +546,25 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64
 		res = &fsm.Result{}
 	}
 	return res, fut.Index(), nil
+}
+
+// errStopping is returned for futures abandoned because the node is closing.
+var errStopping = errors.New("node is shutting down")
+
+// wait waits for a raft future, but not past ctx or the node's shutdown:
+// with a buffered apply channel, a future queued just before raft shuts
+// down is never answered.
+func (n *Node) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.stop:
+		return errStopping
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Remove takes a node out of the raft configuration (through the leader).
