@@ -567,27 +567,36 @@ func (n *Node) wait(ctx context.Context, f raft.Future) error {
 	}
 }
 
-// Remove takes a node out of the raft configuration (through the leader).
+// Remove takes a node out of the raft configuration (through the leader,
+// waiting up to LeaderWait for one to be known).
 func (n *Node) Remove(ctx context.Context, id string) error {
-	if n.raft.State() == raft.Leader {
-		return n.removeLocal(id)
-	}
-	addr, _ := n.raft.LeaderWithID()
-	if addr == "" || n.mux == nil {
-		return ErrNotLeader
-	}
 	payload, _ := json.Marshal(map[string]string{"id": id})
-	resp, err := n.rpc.call(ctx, string(addr), rpcRemove, payload)
-	if err != nil {
-		return err
+	waitUntil := time.Now().Add(n.cfg.LeaderWait)
+	for {
+		if n.raft.State() == raft.Leader {
+			return n.removeLocal(id)
+		}
+		if addr, _ := n.raft.LeaderWithID(); addr != "" && n.mux != nil {
+			resp, err := n.rpc.call(ctx, string(addr), rpcRemove, payload)
+			switch {
+			case err != nil:
+				n.log.Debug("asking the leader to remove a node failed", "err", err)
+			case resp.NotLeader:
+			case resp.Fail != "":
+				return errors.New(resp.Fail)
+			default:
+				return nil
+			}
+		}
+		if time.Now().After(waitUntil) || ctx.Err() != nil {
+			return ErrNotLeader
+		}
+		select {
+		case <-ctx.Done():
+			return ErrNotLeader
+		case <-time.After(25 * time.Millisecond):
+		}
 	}
-	if resp.NotLeader {
-		return ErrNotLeader
-	}
-	if resp.Fail != "" {
-		return errors.New(resp.Fail)
-	}
-	return nil
 }
 
 func (n *Node) removeLocal(id string) error {
