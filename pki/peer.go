@@ -1,0 +1,134 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+)
+
+// PeerTLS returns the mutual-TLS configs of the cluster port (raft and
+// forwarding): both sides present their node certificate from r and
+// accept only a peer whose chain ends at the cluster root (rootPEM), whose
+// leaf carries nodeOU and is not revoked (revoked may be nil). Host names
+// are not checked: peers dial advertise addresses, which may be proxies.
+func PeerTLS(rootPEM []byte, nodeOU string, r *Renewer, revoked func(serial string) bool) (server, client *tls.Config, err error) {
+	roots, err := parseCerts(rootPEM)
+	if err != nil || len(roots) == 0 {
+		return nil, nil, errors.New("pki: no root certificate for peer TLS")
+	}
+	pool := x509.NewCertPool()
+	for _, c := range roots {
+		pool.AddCert(c)
+	}
+	if nodeOU == "" {
+		nodeOU = DefaultNodeOU
+	}
+	checkLeaf := func(leaf *x509.Certificate) error {
+		if !slices.Contains(leaf.Subject.OrganizationalUnit, nodeOU) {
+			return fmt.Errorf("peer certificate %q is not a node certificate (OU %v)", leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit)
+		}
+		if revoked != nil && revoked(leaf.SerialNumber.String()) {
+			return fmt.Errorf("peer certificate %q (serial %s) is revoked", leaf.Subject.CommonName, leaf.SerialNumber)
+		}
+		return nil
+	}
+	server = &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: r.GetCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      pool,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.VerifiedChains) == 0 {
+				return errors.New("peer presented no verified certificate")
+			}
+			return checkLeaf(cs.VerifiedChains[0][0])
+		},
+	}
+	client = &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		GetClientCertificate: r.GetClientCertificate,
+		InsecureSkipVerify:   true, // chain verified below, names deliberately not
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if err := verifyChain(cs.PeerCertificates, pool, x509.ExtKeyUsageServerAuth); err != nil {
+				return err
+			}
+			return checkLeaf(cs.PeerCertificates[0])
+		},
+	}
+	return server, client, nil
+}
+
+// PeerTLS is PeerTLS with this CA's root, node OU and FSM revocations.
+func (c *CA) PeerTLS(r *Renewer) (server, client *tls.Config) {
+	s, cl, err := PeerTLS(c.rootPEM, c.opts.NodeOU, r, func(sn string) bool { return IsRevokedIn(c.store, sn) })
+	if err != nil {
+		panic(err) // the root was parsed in New
+	}
+	return s, cl
+}
+
+// PeerWrap holds the cluster port's TLS configs; its Server and Client
+// methods are the `wrap func(net.Conn) net.Conn` hooks of the cluster
+// mux (accepted connections) and of the raft/RPC dialers. It can be
+// installed before the configs exist (the first node creates its CA after
+// raft is up): until Set is called every connection fails, there is no
+// clear-text fallback.
+type PeerWrap struct {
+	server, client atomic.Pointer[tls.Config]
+	// HandshakeTimeout bounds the client handshake (default 10 s).
+	HandshakeTimeout time.Duration
+}
+
+// Set installs (or replaces) the configs.
+func (p *PeerWrap) Set(server, client *tls.Config) {
+	p.server.Store(server)
+	p.client.Store(client)
+}
+
+// Server wraps an accepted connection. The handshake runs on first use,
+// under the read deadline the mux sets for the service byte.
+func (p *PeerWrap) Server(c net.Conn) net.Conn {
+	cfg := p.server.Load()
+	if cfg == nil {
+		c.Close()
+		return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
+	}
+	return tls.Server(c, cfg)
+}
+
+// Client wraps a dialed connection and completes the handshake at once
+// (bounded by HandshakeTimeout); a failed handshake yields a connection
+// whose every operation returns the error.
+func (p *PeerWrap) Client(c net.Conn) net.Conn {
+	cfg := p.client.Load()
+	if cfg == nil {
+		c.Close()
+		return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
+	}
+	tc := tls.Client(c, cfg)
+	to := p.HandshakeTimeout
+	if to <= 0 {
+		to = 10 * time.Second
+	}
+	_ = c.SetDeadline(time.Now().Add(to))
+	if err := tc.Handshake(); err != nil {
+		c.Close()
+		return failedConn{Conn: c, err: fmt.Errorf("cluster TLS handshake with %s: %w", c.RemoteAddr(), err)}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return tc
+}
+
+// failedConn is a closed connection that reports why.
+type failedConn struct {
+	net.Conn
+	err error
+}
+
+func (f failedConn) Read([]byte) (int, error)  { return 0, f.err }
+func (f failedConn) Write([]byte) (int, error) { return 0, f.err }
