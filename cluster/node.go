@@ -39,6 +39,9 @@ type Config struct {
 	// GossipAddr is the memberlist bind address (needed with RaftAddr for
 	// a multi-node cluster).
 	GossipAddr string
+	// WrapServer and WrapClient secure cluster-port connections (mTLS with
+	// node certificates); nil = plain TCP (loopback test clusters).
+	WrapServer, WrapClient func(net.Conn) net.Conn
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil = clear text.
 	GossipKey []byte
 	// Join lists gossip addresses of existing members.
@@ -173,6 +176,8 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 			return nil, fmt.Errorf("cluster listener: %w", err)
 		}
 		n.mux = newMux(ln)
+		n.mux.wrap = cfg.WrapServer
+		n.rpc.wrap = cfg.WrapClient
 		go n.mux.serve()
 		adv := ln.Addr()
 		if cfg.RaftAdvertise != "" {
@@ -181,7 +186,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 			}
 		}
 		n.rpc.source = sourceFor(ln.Addr())
-		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: adv, source: n.rpc.source}
+		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: adv, source: n.rpc.source, wrap: cfg.WrapClient}
 		n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 5, Timeout: 10 * time.Second, Logger: rc.Logger})
 		addr = raft.ServerAddress(adv.String())

@@ -170,6 +170,8 @@ func (c *Cluster) serveArgs(nd *ClusterNode) []string {
 		"--gossip-listen", nd.GossipAddr,
 		"--join", c.join,
 		"--bootstrap-expect", strconv.Itoa(c.size),
+		// tokenless bootstrap-expect formation: plain TCP between nodes
+		"--insecure-cluster",
 	}
 	if nd.Advertise != "" {
 		args = append(args, "--cluster-advertise", nd.Advertise)

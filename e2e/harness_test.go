@@ -227,7 +227,9 @@ func (s *Server) Launch() {
 		s.t.Fatalf("Start: server already running")
 	}
 
-	args := []string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}
+	// Plain HTTP on loopback: these tests exercise the LAPI, the PKI has
+	// its own tests.
+	args := []string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr, "--plain-http"}
 	if s.Profiles != "" {
 		args = append(args, "--profiles", s.Profiles)
 	}

@@ -149,6 +149,9 @@ func (s *Server) bouncer(next http.HandlerFunc) http.HandlerFunc {
 
 // authBouncer identifies the bouncer behind a request (lapi.md §2.3).
 func (s *Server) authBouncer(r *http.Request) (*fsm.Bouncer, error) {
+	if s.hasClientCert(r) {
+		return s.bouncerWithCert(r)
+	}
 	vals := r.Header.Values("X-Api-Key")
 	if len(vals) == 0 {
 		return nil, errForbidden

@@ -70,6 +70,7 @@ type Server struct {
 	now     func() time.Time
 
 	adminRoutes []func(*mux.Router)
+	certs       CertVerifier
 }
 
 // New builds a server. profs may be nil for the default profiles.

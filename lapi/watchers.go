@@ -90,6 +90,10 @@ type loginRequest struct {
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if s.hasClientCert(r) {
+		s.loginWithCert(w, r)
+		return
+	}
 	var req loginRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		jwtErr(w, http.StatusUnauthorized, "missing: "+err.Error())

@@ -616,6 +616,6 @@ func clusterCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(status, remove, snapshot)
+	c.AddCommand(status, remove, snapshot, clusterTokenCmd(o))
 	return c
 }

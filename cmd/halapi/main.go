@@ -15,7 +15,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd(), capiCmd())
+	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd(), capiCmd(), certCmd(), agentCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)

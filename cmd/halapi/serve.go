@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/halapi/halapi/lapi"
 	"github.com/halapi/halapi/lapi/models"
 	"github.com/halapi/halapi/lapi/profiles"
+	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
 )
 
@@ -33,6 +35,7 @@ type serveFlags struct {
 	deadNodeTimeout                                                 time.Duration
 	snapshotThreshold, trailingLogs                                 uint64
 	capi                                                            capiFlags
+	pki                                                             pkiFlags
 	trustedIPs, autoRegRanges                                       []string
 	autoRegToken                                                    string
 	disableRemoteReg                                                bool
@@ -62,8 +65,8 @@ func serveCmd() *cobra.Command {
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many servers have met")
 	fl.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 10*time.Minute, "remove a member from raft after it has been gone this long (only while a quorum remains)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of the LAPI listener")
-	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS on --listen")
-	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for HTTPS on --listen")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS on --listen, instead of the one the built-in CA issues")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fl.StringSliceVar(&f.trustedIPs, "trusted-ips", nil, "IPs or CIDRs allowed to delete alerts (loopback always is)")
 	fl.StringVar(&f.autoRegToken, "auto-registration-token", "", "token (>= 32 chars) that auto-validates machines registering from --auto-registration-ranges")
 	fl.StringSliceVar(&f.autoRegRanges, "auto-registration-ranges", nil, "CIDRs allowed to auto-register with the token")
@@ -74,6 +77,7 @@ func serveCmd() *cobra.Command {
 	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", 10240, "raft entries kept after a snapshot (a follower further behind gets the snapshot)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	bindCAPIFlags(fl, &f.capi)
+	bindPKIFlags(fl, &f.pki)
 	return c
 }
 
@@ -99,18 +103,6 @@ func parsePrefixes(vals []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-func isLoopbackAddr(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
 }
 
 func serve(ctx context.Context, f serveFlags) error {
@@ -151,8 +143,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	if f.tlsCert == "" && !isLoopbackAddr(f.listen) {
-		return fmt.Errorf("refusing plain HTTP on non-loopback address %s: give --tls-cert/--tls-key", f.listen)
+	if f.pki.plainHTTP && f.tlsCert != "" {
+		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
 
 	var profs []*profiles.Profile
@@ -165,15 +157,32 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 
-	scheme := "http"
-	if f.tlsCert != "" {
-		scheme = "https"
+	scheme := "https"
+	if f.pki.plainHTTP {
+		scheme = "http"
+	}
+	rt, err := preparePKI(ctx, f.pki, f.nodeID, f.dataDir, f.listen, f.clusterListen, logger)
+	if err != nil {
+		return err
+	}
+	join, expect := f.join, f.bootstrapExpect
+	if rt.firstNode(f.clusterListen) {
+		// Nodes join a secure cluster with tokens; a node with neither a
+		// token nor a certificate founds the cluster alone.
+		if len(join) > 0 || expect > 1 {
+			logger.Info("no join token and no node certificate: founding a new cluster; add nodes with `halapi cluster token`")
+		}
+		join, expect = nil, 0
 	}
 	machine := fsm.New(logger)
-	node, err := cluster.Open(cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
-		GossipAddr: f.gossipListen, Join: f.join, BootstrapExpect: f.bootstrapExpect,
+	ccfg := cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
+		GossipAddr: f.gossipListen, Join: join, BootstrapExpect: expect,
 		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
-		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs}, machine)
+		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs}
+	if err := rt.clusterTLS(&ccfg, machine); err != nil {
+		return err
+	}
+	node, err := cluster.Open(ccfg, machine)
 	if err != nil {
 		return err
 	}
@@ -198,6 +207,14 @@ func serve(ctx context.Context, f serveFlags) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	srv.Run(runCtx)
+	go rt.run(runCtx, machine, node)
+	srv.AddAdminRoutes(rt.adminRoutes)
+	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
+		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("client certificates: %w", err)
+	}
+	srv.SetCertVerifier(certVerifier{verifier})
 
 	// A fresh node elects itself and creates the cluster secrets within a
 	// second; wait for that so the first login does not get a 503. A node
@@ -212,6 +229,20 @@ func serve(ctx context.Context, f serveFlags) error {
 	wcancel()
 	if len(machine.JWTKey()) == 0 {
 		logger.Warn("no raft leader yet: serving reads, writes wait for a leader")
+	}
+
+	// HTTPS needs this node's certificate: from its identity, or issued
+	// by the cluster CA once it exists here.
+	if !f.pki.plainHTTP && f.tlsCert == "" {
+		select {
+		case <-rt.ready:
+		case <-time.After(30 * time.Second):
+			if _, err := rt.getCertificate(nil); err != nil {
+				return errors.New("no node certificate after 30 s: the cluster CA is not reachable (is there a leader?)")
+			}
+		case <-ctx.Done():
+			return nil
+		}
 	}
 
 	// Admin socket: root-only, in the data dir.
@@ -240,6 +271,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		go func() { _ = ms.Serve(mln) }()
 		defer ms.Close()
 	}
+	rt.mount(mux)
 	mux.Handle("/", api)
 
 	ln, err := net.Listen("tcp", f.listen)
@@ -249,11 +281,21 @@ func serve(ctx context.Context, f serveFlags) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	errc := make(chan error, 1)
 	go func() {
-		if f.tlsCert != "" {
-			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
-		} else {
+		if f.pki.plainHTTP {
 			errc <- hs.Serve(ln)
+			return
 		}
+		base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rt.getCertificate}
+		if f.tlsCert != "" {
+			cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+			if err != nil {
+				errc <- fmt.Errorf("--tls-cert: %w", err)
+				return
+			}
+			base.GetCertificate = nil
+			base.Certificates = []tls.Certificate{cert}
+		}
+		errc <- hs.Serve(tls.NewListener(ln, verifier.ServerTLS(base)))
 	}()
 	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir)
 

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/halapi/halapi/pki"
+	"github.com/spf13/cobra"
+)
+
+func clusterTokenCmd(o *adminOpts) *cobra.Command {
+	var ttl time.Duration
+	c := &cobra.Command{
+		Use: "token", Short: "Print a one-time join token for a new node", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var out map[string]string
+			if err := a.Do("POST", "/pki/join-token", url.Values{"ttl": {ttl.String()}}, nil, &out); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(out)
+			}
+			fmt.Println(out["token"])
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token stays usable")
+	return c
+}
+
+func certCmd() *cobra.Command {
+	o := &adminOpts{}
+	c := &cobra.Command{Use: "cert", Short: "Certificates of agents and bouncers (built-in CA)"}
+	o.bind(c)
+	var out, lapiURL string
+	issue := &cobra.Command{
+		Use: "issue agent|bouncer NAME", Short: "Issue a client certificate and write it with a ready config", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			role, err := pki.ParseRole(args[0])
+			if err != nil {
+				return err
+			}
+			if out == "" {
+				return fmt.Errorf("--out DIR is required")
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var res map[string]string
+			if err := a.Do("POST", "/pki/issue", url.Values{"role": {string(role)}, "name": {args[1]}}, nil, &res); err != nil {
+				return err
+			}
+			files, err := pki.WriteClientFiles(out, role, args[1], lapiURL, &pki.ClientMaterial{
+				CertPEM: []byte(res["cert"]), KeyPEM: []byte(res["key"]), CAPEM: []byte(res["ca"])})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("Certificate %s issued for %s '%s'; wrote:\n", res["serial"], role, args[1])
+			for _, f := range files {
+				fmt.Println("  " + f)
+			}
+			return nil
+		},
+	}
+	issue.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
+	issue.Flags().StringVarP(&lapiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the config")
+	var ttl time.Duration
+	token := &cobra.Command{
+		Use: "token agent|bouncer NAME", Short: "Print a one-time enrollment token (halapi agent enroll, step ca certificate)", Args: cobra.ExactArgs(2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			role, err := pki.ParseRole(args[0])
+			if err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{"role": {string(role)}, "name": {args[1]}}
+			if ttl > 0 {
+				q.Set("ttl", ttl.String())
+			}
+			var res map[string]string
+			if err := a.Do("POST", "/pki/token", q, nil, &res); err != nil {
+				return err
+			}
+			fmt.Println(res["token"])
+			return nil
+		},
+	}
+	token.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: the CA's)")
+	list := &cobra.Command{
+		Use: "list", Short: "List issued certificates", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var certs []pki.CertInfo
+			if err := a.Do("GET", "/pki/certs", nil, nil, &certs); err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return printJSON(certs)
+			}
+			var rows [][]string
+			for _, c := range certs {
+				st := "valid"
+				if c.Revoked {
+					st = "revoked"
+				} else if time.Now().After(c.NotAfter) {
+					st = "expired"
+				}
+				rows = append(rows, []string{c.Serial, c.Name, string(c.Role), st, c.NotAfter.Local().Format(time.RFC3339)})
+			}
+			table("SERIAL\tNAME\tROLE\tSTATUS\tNOT AFTER", rows)
+			return nil
+		},
+	}
+	var name, reason string
+	revoke := &cobra.Command{
+		Use: "revoke [SERIAL]", Short: "Revoke a certificate by serial, or every certificate of --name", Args: cobra.MaximumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			q := url.Values{"reason": {reason}}
+			switch {
+			case len(args) == 1 && name == "":
+				q.Set("serial", args[0])
+			case len(args) == 0 && name != "":
+				q.Set("name", name)
+			default:
+				return fmt.Errorf("give a SERIAL or --name NAME")
+			}
+			a, err := o.client()
+			if err != nil {
+				return err
+			}
+			var res map[string][]string
+			if err := a.Do("POST", "/pki/revoke", q, nil, &res); err != nil {
+				return err
+			}
+			fmt.Printf("%d certificate(s) revoked\n", len(res["revoked"]))
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&name, "name", "", "revoke every certificate issued to this name")
+	revoke.Flags().StringVar(&reason, "reason", "", "revocation reason")
+	c.AddCommand(issue, token, list, revoke)
+	return c
+}
+
+func agentCmd() *cobra.Command {
+	c := &cobra.Command{Use: "agent", Short: "Client-side helpers for agents and bouncers"}
+	var apiURL, token, out, lapiURL string
+	enroll := &cobra.Command{
+		Use: "enroll", Short: "Obtain a client certificate with a one-time token and write a ready config", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if apiURL == "" || token == "" || out == "" {
+				return fmt.Errorf("--url, --token and --out are required")
+			}
+			info, err := pki.InspectToken(token)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			m, err := pki.Enroll(ctx, apiURL, token)
+			if err != nil {
+				return err
+			}
+			if lapiURL == "" {
+				lapiURL = apiURL
+			}
+			files, err := pki.WriteClientFiles(out, info.Role, info.Subject, lapiURL, m)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("Enrolled %s '%s'; wrote:\n", info.Role, info.Subject)
+			for _, f := range files {
+				fmt.Println("  " + f)
+			}
+			return nil
+		},
+	}
+	enroll.Flags().StringVar(&apiURL, "url", "", "HTTPS URL of any halapi node")
+	enroll.Flags().StringVar(&token, "token", "", "one-time token from `halapi cert token`")
+	enroll.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
+	enroll.Flags().StringVar(&lapiURL, "lapi-url", "", "LAPI URL written in the config (default: --url)")
+	c.AddCommand(enroll)
+	return c
+}
