@@ -233,7 +233,7 @@ func serve(ctx context.Context, f serveFlags) error {
 
 	// HTTPS needs this node's certificate: from its identity, or issued
 	// by the cluster CA once it exists here.
-	if !f.pki.plainHTTP && f.tlsCert == "" {
+	if _, err := rt.getCertificate(nil); err != nil && !f.pki.plainHTTP && f.tlsCert == "" {
 		select {
 		case <-rt.ready:
 		case <-time.After(30 * time.Second):
