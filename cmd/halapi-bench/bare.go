@@ -1,7 +1,14 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -17,17 +24,30 @@ const bareDecision = `[{"duration":"23h59m58s","id":1,"origin":"cscli-import","s
 // loopback, that does no work beyond answering.
 type bareServer struct {
 	url    string
+	tls    *tls.Config // client side: trusts the self-signed certificate (nil: plain HTTP)
 	srv    *http.Server
 	stream atomic.Pointer[[]byte] // body served on /v1/decisions/stream
 	ids    []byte                 // body answered to POST /v1/alerts
 }
 
-func startBare() (*bareServer, error) {
+// startBare starts the bare handler, over HTTPS with a fresh self-signed
+// P-256 certificate (what halapi's CA issues) when https is set.
+func startBare(https bool) (*bareServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	b := &bareServer{url: "http://" + ln.Addr().String()}
+	if https {
+		cert, pool, err := selfSigned()
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		b.url = "https://" + ln.Addr().String()
+		b.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	ids := []byte{'['}
 	for i := 1; i <= alertsPerBatch; i++ {
 		if i > 1 {
@@ -61,6 +81,36 @@ func startBare() (*bareServer, error) {
 	b.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	go func() { _ = b.srv.Serve(ln) }()
 	return b, nil
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool that trusts it.
+func selfSigned() (tls.Certificate, *x509.CertPool, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "halapi-bench bare handler"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool, nil
 }
 
 func (b *bareServer) setStream(body []byte) { b.stream.Store(&body) }

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -25,11 +27,14 @@ type loadSpec struct {
 	units int
 	// build makes the next request of a worker.
 	build func(w *worker) (*http.Request, error)
+	// tls is the client TLS configuration for an HTTPS target.
+	tls *tls.Config
 }
 
 // worker is the per-goroutine state handed to loadSpec.build.
 type worker struct {
 	id  int
+	ctx context.Context // the run's context: build requests with it
 	rng *rand.Rand
 	seq int
 }
@@ -47,27 +52,61 @@ type loadResult struct {
 	// ServerCPU is the CPU time the measured server process used during the
 	// measured window (0 for the in-process bare handler).
 	ServerCPU time.Duration `json:"server_cpu_ns,omitempty"`
+	// OtherCores is the CPU the rest of the machine (neither this process
+	// nor the server) used during the window, in cores: anything much above
+	// zero means the figures are disturbed.
+	OtherCores float64 `json:"other_cores"`
 }
 
-// newLoadClient returns a client that keeps exactly conns connections open
-// to one host.
-func newLoadClient(conns int, timeout time.Duration) *http.Client {
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		MaxConnsPerHost:     conns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
+// cpuSample is the machine's, this process's and the server's CPU time at
+// one instant.
+type cpuSample struct {
+	machine, self, server time.Duration
+	err                   error
+}
+
+func sampleCPU(serverPID int) cpuSample {
+	var c cpuSample
+	var err error
+	if c.machine, err = machineBusy(); err != nil {
+		c.err = err
+		return c
 	}
-	return &http.Client{Transport: tr, Timeout: timeout}
+	if c.self, err = cpuTime(os.Getpid()); err != nil {
+		c.err = err
+		return c
+	}
+	if serverPID != 0 {
+		c.server, c.err = cpuTime(serverPID)
+	}
+	return c
+}
+
+// newClient returns an HTTP/1.1 client that keeps up to conns connections
+// open to one host, trusting tlsCfg's roots for HTTPS. It has no overall
+// Client.Timeout (that costs a timer and a context per request, in the
+// measured loop): the caller's context and the transport's header timeout
+// bound each request instead.
+func newClient(conns int, timeout time.Duration, tlsCfg *tls.Config) *http.Client {
+	tr := &http.Transport{
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   10 * time.Second,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          conns,
+		MaxIdleConnsPerHost:   conns,
+		MaxConnsPerHost:       conns,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+	return &http.Client{Transport: tr}
 }
 
 // runLoad runs spec. cpuPID, when non-zero, is a process whose CPU time over
 // the measured window is reported.
 func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error) {
-	client := newLoadClient(spec.conns, 60*time.Second)
+	client := newClient(spec.conns, 60*time.Second, spec.tls)
 	defer client.CloseIdleConnections()
 
 	start := time.Now()
@@ -86,7 +125,7 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			w := &worker{id: i, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
+			w := &worker{id: i, ctx: ctx, rng: rand.New(rand.NewPCG(seed, uint64(i)))}
 			o := &outs[i]
 			o.lat = make([]time.Duration, 0, 4096)
 			for ctx.Err() == nil {
@@ -103,7 +142,6 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 					}
 					return
 				}
-				req = req.WithContext(ctx)
 				t0 = time.Now()
 				resp, err := client.Do(req)
 				status := 0
@@ -134,17 +172,11 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 		}(i)
 	}
 
-	// Sample the server's CPU time at the window's edges.
-	var cpu0, cpu1 time.Duration
-	var cpuErr error
-	if cpuPID != 0 {
-		sleepUntil(ctx, mStart)
-		cpu0, cpuErr = cpuTime(cpuPID)
-		sleepUntil(ctx, end)
-		if cpuErr == nil {
-			cpu1, cpuErr = cpuTime(cpuPID)
-		}
-	}
+	// Sample CPU times at the window's edges.
+	sleepUntil(ctx, mStart)
+	cpu0 := sampleCPU(cpuPID)
+	sleepUntil(ctx, end)
+	cpu1 := sampleCPU(cpuPID)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return loadResult{}, err
@@ -171,8 +203,10 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 		res.P50 = percentile(all, 0.50)
 		res.P99 = percentile(all, 0.99)
 	}
-	if cpuPID != 0 && cpuErr == nil {
-		res.ServerCPU = cpu1 - cpu0
+	if cpu0.err == nil && cpu1.err == nil {
+		res.ServerCPU = cpu1.server - cpu0.server
+		other := (cpu1.machine - cpu0.machine) - (cpu1.self - cpu0.self) - res.ServerCPU
+		res.OtherCores = max(0, other.Seconds()/spec.duration.Seconds())
 	}
 	return res, nil
 }

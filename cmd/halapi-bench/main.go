@@ -9,18 +9,26 @@
 // reported, not treated as errors: the exit status is 0 unless a measurement
 // could not be made.
 //
-// Phases, each on a fresh server:
+// Phases:
 //
 //  1. query: N decisions loaded (cscli-import style alerts); GET
 //     /v1/decisions?ip= with 32 keep-alive connections, half hits, half
-//     misses, runs interleaved with the bare handler; then the startup
+//     misses, runs alternating with the bare handler; then the startup
 //     stream (GET /v1/decisions/stream?startup=true), timed to the last byte,
 //     beside the bare handler serving the very same bytes.
 //  2. ingest: POST /v1/alerts, batches of 50 agent alerts with one decision
-//     each, from several connections (--flush-max-items raised so retention
-//     does not interfere).
-//  3. memory: 1,000,000 decisions loaded; VmRSS right after loading and after
-//     an idle pause, the larger reported.
+//     each, from several connections; each halapi run on a fresh server
+//     (--flush-max-items raised so retention does not interfere).
+//  3. memory: 1,000,000 decisions loaded into a fresh server; VmRSS right
+//     after loading and after an idle pause, the larger reported.
+//
+// The machine's CPU use by other processes is sampled during every load run
+// (/proc/stat minus this process and the server); a bare/halapi pair that
+// was disturbed is run again, and one still disturbed is flagged.
+//
+// By default everything is plain HTTP (halapi gets --plain-http when it has
+// it), like CrowdSec's reference figures; -tls measures halapi's default
+// HTTPS against a bare handler with a self-signed certificate.
 package main
 
 import (
@@ -31,24 +39,30 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // config is the parsed command line.
 type config struct {
-	Bin          string        `json:"bin"`
-	Duration     time.Duration `json:"-"`
-	Quick        bool          `json:"quick"`
-	JSONPath     string        `json:"-"`
-	Conns        int           `json:"query_conns"`
-	IngestConns  int           `json:"ingest_conns"`
-	Runs         int           `json:"runs"`
-	StreamRuns   int           `json:"stream_runs"`
-	Decisions    int           `json:"decisions"`
-	MemDecisions int           `json:"memory_decisions"`
-	Idle         time.Duration `json:"-"`
+	Bin          string          `json:"bin"`
+	Duration     time.Duration   `json:"-"`
+	Quick        bool            `json:"quick"`
+	JSONPath     string          `json:"-"`
+	Conns        int             `json:"query_conns"`
+	IngestConns  int             `json:"ingest_conns"`
+	Runs         int             `json:"runs"`
+	StreamRuns   int             `json:"stream_runs"`
+	Decisions    int             `json:"decisions"`
+	MemDecisions int             `json:"memory_decisions"`
+	Idle         time.Duration   `json:"-"`
+	Phases       map[string]bool `json:"phases"`
+	TLS          bool            `json:"tls"`
 }
+
+var allPhases = []string{"query", "ingest", "memory"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -64,6 +78,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured load run (-quick: 2s)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smaller run for smoke tests: 10,000 decisions, 100,000 for memory, 2s runs, 1 run per load phase")
 	fs.StringVar(&cfg.JSONPath, "json", "", "also write the results as JSON to this file")
+	fs.BoolVar(&cfg.TLS, "tls", false, "measure over HTTPS: halapi with its built-in CA (its default), the bare handler with a self-signed certificate (default: plain HTTP, as CrowdSec's reference figures)")
 	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections for the query load")
 	fs.IntVar(&cfg.IngestConns, "ingest-conns", 8, "concurrent connections pushing alert batches")
 	fs.IntVar(&cfg.Runs, "runs", 3, "runs per load phase (the median is reported; -quick: 1)")
@@ -71,6 +86,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Decisions, "decisions", 50000, "decisions loaded for the query and stream phases (-quick: 10,000)")
 	fs.IntVar(&cfg.MemDecisions, "memory-decisions", 1000000, "decisions loaded for the memory phase (-quick: 100,000)")
 	fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "idle pause before the second RSS reading (-quick: 2s)")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
 		fs.PrintDefaults()
@@ -100,6 +116,22 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 				apply()
 			}
 		}
+	}
+	cfg.Phases = map[string]bool{}
+	for _, p := range strings.Split(*phases, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		if !slices.Contains(allPhases, p) {
+			fmt.Fprintf(stderr, "halapi-bench: unknown phase %q (want %s)\n", p, strings.Join(allPhases, ", "))
+			return 2
+		}
+		cfg.Phases[p] = true
+	}
+	if len(cfg.Phases) == 0 {
+		fmt.Fprintln(stderr, "halapi-bench: -phases selects nothing")
+		return 2
 	}
 	if err := cfg.check(); err != nil {
 		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)

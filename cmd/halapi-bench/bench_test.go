@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// repoRoot is the directory of the root module's go.mod.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err == nil {
+		if mod := strings.TrimSpace(string(out)); mod != "" && mod != os.DevNull {
+			return filepath.Dir(mod)
+		}
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("root module not found: %v", err)
+	}
+	return root
+}
+
+// TestQuickBenchmark builds halapi and runs the whole benchmark in -quick
+// mode with 1 s runs: every metric must come out with a non-zero figure.
+func TestQuickBenchmark(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real servers and loads them for ~30 s")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("reads memory and CPU figures from /proc")
+	}
+
+	bin := filepath.Join(t.TempDir(), "halapi")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/halapi")
+	build.Dir = repoRoot(t)
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/halapi: %v\n%s", err, out)
+	}
+
+	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+	var stdout, stderr bytes.Buffer
+	code := realMain([]string{"-bin", bin, "-quick", "-duration", "1s", "-json", jsonPath}, &stdout, &stderr)
+	t.Logf("report:\n%s", stdout.String())
+	if code != 0 {
+		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+
+	data, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("JSON report: %v\n%s", err, data)
+	}
+	if len(rep.Errors) > 0 {
+		t.Errorf("report errors: %q", rep.Errors)
+	}
+
+	want := []string{
+		"query_rps", "query_p50_ms", "query_p99_ms",
+		"stream_ms", "stream_mb",
+		"ingest_alerts_per_s", "ingest_p50_ms",
+		"rss_small_mib", "rss_large_mib", "import_decisions_per_s",
+	}
+	// Figures that have a bare-handler counterpart.
+	withBare := map[string]bool{"query_rps": true, "query_p50_ms": true, "query_p99_ms": true,
+		"stream_ms": true, "ingest_alerts_per_s": true, "ingest_p50_ms": true}
+	// Figures judged against a target.
+	judged := map[string]bool{"query_rps": true, "stream_ms": true, "ingest_alerts_per_s": true, "rss_large_mib": true}
+
+	got := map[string]*metric{}
+	for _, m := range rep.Metrics {
+		got[m.Key] = m
+	}
+	for _, k := range want {
+		m := got[k]
+		if m == nil {
+			t.Errorf("metric %s missing from the report", k)
+			continue
+		}
+		if m.Value <= 0 {
+			t.Errorf("metric %s (%s): value %v, want > 0", k, m.Name, m.Value)
+		}
+		if withBare[k] && (m.Bare <= 0 || m.Ratio <= 0) {
+			t.Errorf("metric %s (%s): bare %v, ratio %v, want both > 0", k, m.Name, m.Bare, m.Ratio)
+		}
+		if judged[k] && m.Pass == nil {
+			t.Errorf("metric %s (%s): not judged against its target", k, m.Name)
+		}
+		if m.Errors > 0 {
+			t.Errorf("metric %s (%s): %d request errors", k, m.Name, m.Errors)
+		}
+		if !strings.Contains(stdout.String(), m.Name) {
+			t.Errorf("metric %s: %q not in the printed table", k, m.Name)
+		}
+	}
+	if len(rep.Metrics) != len(want) {
+		t.Errorf("report has %d metrics, want %d", len(rep.Metrics), len(want))
+	}
+	for _, s := range []string{"metric", "halapi", "target", "bare handler / ratio", "result"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("table header %q missing", s)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	d := make([]time.Duration, 100)
+	for i := range d {
+		d[i] = time.Duration(i+1) * time.Millisecond
+	}
+	if got := percentile(d, 0.5); got != 50*time.Millisecond {
+		t.Errorf("p50 = %v, want 50ms", got)
+	}
+	if got := percentile(d, 0.99); got != 99*time.Millisecond {
+		t.Errorf("p99 = %v, want 99ms", got)
+	}
+	if got := percentile(nil, 0.5); got != 0 {
+		t.Errorf("p50 of nothing = %v", got)
+	}
+}
+
+func TestBenchIPsDistinct(t *testing.T) {
+	const n = 200000
+	seen := make(map[uint32]bool, n)
+	for i := 0; i < n; i++ {
+		ip := benchIP(importNet, i)
+		if ip>>24 != importNet {
+			t.Fatalf("index %d: %s outside %d.0.0.0/8", i, ipString(ip), importNet)
+		}
+		if seen[ip] {
+			t.Fatalf("index %d: %s repeated", i, ipString(ip))
+		}
+		seen[ip] = true
+	}
+	if s := ipString(benchIP(ingestNet, 1)); !strings.HasPrefix(s, "12.") {
+		t.Errorf("ingest address %s not in 12.0.0.0/8", s)
+	}
+}
+
+func TestBodiesAreValidJSON(t *testing.T) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	imp := appendImportAlert([]byte{'['}, 0, 3, now)
+	imp = append(imp, ']')
+	var alerts []map[string]any
+	if err := json.Unmarshal(imp, &alerts); err != nil {
+		t.Fatalf("import body: %v\n%s", err, imp)
+	}
+	if len(alerts) != 1 || len(alerts[0]["decisions"].([]any)) != 3 {
+		t.Fatalf("import body: %s", imp)
+	}
+	batch := agentBatch(0, alertsPerBatch, now)
+	alerts = nil
+	if err := json.Unmarshal(batch, &alerts); err != nil {
+		t.Fatalf("agent batch: %v\n%s", err, batch)
+	}
+	if len(alerts) != alertsPerBatch {
+		t.Fatalf("agent batch has %d alerts", len(alerts))
+	}
+	for _, a := range alerts {
+		if len(a["decisions"].([]any)) != 1 {
+			t.Fatalf("agent alert with %v decisions", a["decisions"])
+		}
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 999: "999", 1000: "1,000", 1234567.4: "1,234,567", -5000: "-5,000"} {
+		if got := thousands(v); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

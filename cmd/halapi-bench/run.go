@@ -1,0 +1,648 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// alertsPerBatch is the size of one ingestion POST (what the agent sends).
+	alertsPerBatch = 50
+	// decisionsPerAlert is how many decisions one import alert carries.
+	decisionsPerAlert = 10000
+	// loadConns is how many import POSTs run at once.
+	loadConns = 2
+	// queryPaths is how many distinct query URLs the generator picks from.
+	queryPaths = 8192
+)
+
+// bench is one benchmark run: its scratch dir, its servers, its report.
+type bench struct {
+	cfg  config
+	log  io.Writer
+	tmp  string
+	bare *bareServer
+	rep  *report
+	kind serverKind
+
+	mu      sync.Mutex
+	servers []*server
+}
+
+// run executes every phase and returns the report (also when a phase
+// failed: what was measured is kept). Servers and scratch files are gone
+// when it returns.
+func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
+	bin, err := filepath.Abs(cfg.Bin)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Bin = bin
+	b := &bench{cfg: cfg, log: log, rep: newReport(cfg)}
+	b.tmp, err = os.MkdirTemp("", "halapi-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(b.tmp)
+	defer b.stopAll()
+
+	help, _ := exec.CommandContext(ctx, bin, "serve", "--help").CombinedOutput()
+	b.kind = serverKind{bin: bin, https: cfg.TLS, plainFlag: bytes.Contains(help, []byte("--plain-http"))}
+	if cfg.TLS && !b.kind.plainFlag {
+		return nil, errors.New("-tls: this halapi binary serves plain HTTP only (its serve has no --plain-http, so no HTTPS by default)")
+	}
+	b.bare, err = startBare(cfg.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("bare handler: %w", err)
+	}
+	defer b.bare.close()
+
+	b.progress("halapi %s, %d CPUs, %s per run, %d run(s) per load phase", bin, runtime.NumCPU(), cfg.Duration, cfg.Runs)
+
+	var errs []error
+	for _, p := range []struct {
+		name string
+		f    func(context.Context) error
+	}{
+		{"query", b.phaseQuery},
+		{"ingest", b.phaseIngest},
+		{"memory", b.phaseMemory},
+	} {
+		if !cfg.Phases[p.name] {
+			continue
+		}
+		if err := p.f(ctx); err != nil {
+			if ctx.Err() != nil {
+				b.rep.Errors = append(b.rep.Errors, "interrupted")
+				return b.rep, fmt.Errorf("interrupted during the %s phase", p.name)
+			}
+			b.rep.Errors = append(b.rep.Errors, p.name+": "+err.Error())
+			errs = append(errs, fmt.Errorf("%s phase: %w", p.name, err))
+		}
+		b.stopAll()
+	}
+	b.rep.Finished = time.Now().UTC()
+	return b.rep, errors.Join(errs...)
+}
+
+func (b *bench) progress(format string, args ...any) {
+	fmt.Fprintf(b.log, "halapi-bench: "+format+"\n", args...)
+}
+
+func (b *bench) start(ctx context.Context, name string, extra ...string) (*server, error) {
+	s, err := startServer(ctx, b.kind, b.tmp, name, extra...)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.servers = append(b.servers, s)
+	b.mu.Unlock()
+	return s, nil
+}
+
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	servers := b.servers
+	b.servers = nil
+	b.mu.Unlock()
+	for _, s := range servers {
+		s.stop()
+	}
+}
+
+// --------------------------------------------------------------------------
+// Phase 1: point queries and the startup stream.
+
+func (b *bench) phaseQuery(ctx context.Context) error {
+	n := b.cfg.Decisions
+	b.progress("query: starting a server and loading %s decisions", thousands(float64(n)))
+	s, err := b.start(ctx, "query")
+	if err != nil {
+		return err
+	}
+	token, err := s.addMachine(ctx, "bench-loader")
+	if err != nil {
+		return err
+	}
+	key, err := s.addBouncer(ctx, "bench-bouncer")
+	if err != nil {
+		return err
+	}
+	loadTime, err := loadDecisions(ctx, s, token, n)
+	if err != nil {
+		return err
+	}
+	b.progress("query: loaded in %s", loadTime.Round(time.Millisecond))
+	if err := checkLookups(ctx, s, key, n); err != nil {
+		return err
+	}
+
+	// Memory with N decisions: after loading and after an idle pause.
+	m1, err := readMem(s.pid())
+	if err != nil {
+		return err
+	}
+	sleepUntil(ctx, time.Now().Add(b.cfg.Idle))
+	m2, err := readMem(s.pid())
+	if err != nil {
+		return err
+	}
+	g, gerr := s.goMem(ctx)
+
+	// Query load, interleaved with the bare handler.
+	paths := make([]string, queryPaths)
+	for i := range paths {
+		var ip uint32
+		if i%2 == 0 {
+			ip = benchIP(importNet, (i*7919)%n) // loaded
+		} else {
+			ip = benchIP(importNet, n+(i*104729)%(ipSpace-n)) // not loaded
+		}
+		paths[i] = "/v1/decisions?ip=" + ipString(ip)
+	}
+	querySpec := func(base string, tc *tls.Config) loadSpec {
+		return loadSpec{
+			conns: b.cfg.Conns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, expect: http.StatusOK, tls: tc,
+			build: func(w *worker) (*http.Request, error) {
+				req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, base+paths[w.rng.IntN(len(paths))], nil)
+				if err != nil {
+					return nil, err
+				}
+				req.Header.Set("X-Api-Key", key)
+				req.Header.Set("User-Agent", bouncerUA)
+				return req, nil
+			},
+		}
+	}
+	bareRuns, halRuns, err := b.pairs(ctx, "query",
+		func(ctx context.Context) (loadResult, error) {
+			return runLoad(ctx, querySpec(b.bare.url, b.bare.tls), 0)
+		},
+		func(ctx context.Context) (loadResult, error) { return runLoad(ctx, querySpec(s.url, s.tls), s.pid()) },
+		func(r loadResult) string {
+			return fmt.Sprintf("%s req/s (p50 %s, %d errors)", thousands(r.RPS), r.P50.Round(time.Microsecond), r.Errors)
+		})
+	if err != nil {
+		return err
+	}
+	b.rep.Runs["query_bare"] = bareRuns
+	b.rep.Runs["query_halapi"] = halRuns
+	mUnderLoad, _ := readMem(s.pid())
+
+	// Startup stream.
+	b.progress("stream: %d timed fetches each", b.cfg.StreamRuns)
+	client, bareClient := s.client(1, 60*time.Second), newClient(1, 60*time.Second, b.bare.tls)
+	defer client.CloseIdleConnections()
+	defer bareClient.CloseIdleConnections()
+	body, _, err := fetchStream(ctx, client, s.url, key)
+	if err != nil {
+		return err
+	}
+	got := bytes.Count(body, []byte(`{"duration":`))
+	b.bare.setStream(body)
+	if _, _, err := fetchStream(ctx, bareClient, b.bare.url, key); err != nil {
+		return fmt.Errorf("bare stream: %w", err)
+	}
+	var halT, bareT []float64
+	for i := 0; i < b.cfg.StreamRuns; i++ {
+		_, d, err := fetchStream(ctx, client, s.url, key)
+		if err != nil {
+			return err
+		}
+		halT = append(halT, ms(d))
+		_, d, err = fetchStream(ctx, bareClient, b.bare.url, key)
+		if err != nil {
+			return fmt.Errorf("bare stream: %w", err)
+		}
+		bareT = append(bareT, ms(d))
+	}
+	b.rep.StreamMS = map[string][]float64{"halapi": halT, "bare": bareT}
+	mAfter, _ := readMem(s.pid())
+
+	// Report.
+	nd := thousands(float64(n))
+	med := func(rs []loadResult, f func(loadResult) float64) float64 { return medianOf(rs, f) }
+	rps := func(r loadResult) float64 { return r.RPS }
+	p50 := func(r loadResult) float64 { return ms(r.P50) }
+	p99 := func(r loadResult) float64 { return ms(r.P99) }
+	hRPS, bRPS := med(halRuns, rps), med(bareRuns, rps)
+	ratio := pairedRatio(halRuns, bareRuns, rps)
+	qm := b.rep.add(&metric{Key: "query_rps", Name: fmt.Sprintf("GET /v1/decisions?ip= (%s decisions, %d conns)", nd, b.cfg.Conns),
+		Unit: unitRPS, Value: hRPS, Bare: bRPS, Ratio: ratio,
+		Target: fmt.Sprintf(">= 0.5x bare (~%s req/s)", thousands(bRPS/2))})
+	qm.judge(ratio >= 0.5)
+	qm.Errors = sumErrors(halRuns)
+	b.rep.add(&metric{Key: "query_p50_ms", Name: "  latency p50", Unit: unitMS, Value: med(halRuns, p50), Bare: med(bareRuns, p50),
+		Ratio: pairedRatio(halRuns, bareRuns, p50), Target: "- (CrowdSec: ~170-210 ms)"})
+	b.rep.add(&metric{Key: "query_p99_ms", Name: "  latency p99", Unit: unitMS, Value: med(halRuns, p99), Bare: med(bareRuns, p99),
+		Ratio: pairedRatio(halRuns, bareRuns, p99), Target: "-"})
+	if len(halRuns) > 1 {
+		per := make([]string, len(halRuns))
+		for i := range halRuns {
+			per[i] = fmt.Sprintf("%s/%s=%.2f", thousands(halRuns[i].RPS), thousands(bareRuns[i].RPS), halRuns[i].RPS/bareRuns[i].RPS)
+		}
+		b.rep.Notes = append(b.rep.Notes, "query: halapi/bare req/s per run, in order: "+strings.Join(per, ", "))
+	}
+	if cpu := medianOf(halRuns, func(r loadResult) float64 { return r.ServerCPU.Seconds() }); cpu > 0 {
+		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("query: the halapi process used %.2f CPU cores during the load (%.1f µs of CPU per request); "+
+			"the load generator shares the same %d CPUs", cpu/b.cfg.Duration.Seconds(), cpu/(hRPS*b.cfg.Duration.Seconds())*1e6, runtime.NumCPU()))
+	}
+
+	hStream, bStream := medianOf(halT, ident), medianOf(bareT, ident)
+	streamRatios := make([]float64, len(halT))
+	for i := range halT {
+		streamRatios[i] = halT[i] / bareT[i]
+	}
+	sm := b.rep.add(&metric{Key: "stream_ms", Name: fmt.Sprintf("startup stream, %s decisions (to last byte)", nd), Unit: unitMS,
+		Value: hStream, Bare: bStream, Ratio: medianOf(streamRatios, ident), Target: "< 100 ms"})
+	sm.judge(hStream < 100)
+	b.rep.add(&metric{Key: "stream_mb", Name: "  stream body size", Unit: unitMB, Value: float64(len(body)) / 1e6, Target: "- (CrowdSec: 8.8 MB for 50,000)"})
+	if got != n {
+		sm.Note = fmt.Sprintf("stream held %d decisions, expected %d", got, n)
+		b.rep.Notes = append(b.rep.Notes, "stream: "+sm.Note)
+	}
+
+	b.rep.add(&metric{Key: "rss_small_mib", Name: fmt.Sprintf("RSS, %s decisions (after load / idle)", nd), Unit: unitMiB,
+		Value: mib(max(m1.RSS, m2.RSS)), Target: "- (CrowdSec: ~200 MB)"})
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("%s decisions: loaded in %s; RSS %.0f MiB after load, %.0f MiB after %s idle, %.0f MiB after the query load, %.0f MiB after the stream runs (peak %.0f MiB)",
+		nd, loadTime.Round(time.Millisecond), mib(m1.RSS), mib(m2.RSS), b.cfg.Idle, mib(mUnderLoad.RSS), mib(mAfter.RSS), mib(mAfter.HWM)),
+		fmt.Sprintf("%s decisions, after idle: %s", nd, describeMem(m2, g, gerr)))
+	s.stop()
+	return nil
+}
+
+const (
+	// disturbedCores: a run during which the rest of the machine used more
+	// CPU than this is disturbed (this box has 2 cores, shared).
+	disturbedCores = 0.25
+	// pairAttempts bounds how often a disturbed bare/halapi pair is redone.
+	pairAttempts = 3
+)
+
+// pairs runs cfg.Runs pairs of load runs, bare handler first then halapi,
+// so that each pair sees about the same machine. A pair during which other
+// processes used the CPU is run again (up to pairAttempts times); if it is
+// still disturbed it is kept and flagged in the notes.
+func (b *bench) pairs(ctx context.Context, name string, bareRun, halRun func(context.Context) (loadResult, error), show func(loadResult) string) (bare, hal []loadResult, err error) {
+	disturbed := 0
+	for r := 0; r < b.cfg.Runs; r++ {
+		var br, hr loadResult
+		for attempt := 1; ; attempt++ {
+			if br, err = bareRun(ctx); err != nil {
+				return nil, nil, err
+			}
+			if hr, err = halRun(ctx); err != nil {
+				return nil, nil, err
+			}
+			other := max(br.OtherCores, hr.OtherCores)
+			b.progress("%s run %d/%d: bare %s; halapi %s; other processes %.2f cores", name, r+1, b.cfg.Runs, show(br), show(hr), other)
+			if other <= disturbedCores {
+				break
+			}
+			if attempt == pairAttempts {
+				disturbed++
+				break
+			}
+			b.progress("%s run %d/%d: disturbed by other processes, running the pair again", name, r+1, b.cfg.Runs)
+		}
+		bare, hal = append(bare, br), append(hal, hr)
+	}
+	if disturbed > 0 {
+		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("%s: %d of %d run pairs were disturbed by other processes (> %.2f cores) even after %d attempts: those figures are low",
+			name, disturbed, b.cfg.Runs, disturbedCores, pairAttempts))
+		b.rep.Disturbed = true
+	}
+	return bare, hal, nil
+}
+
+// fetchStream GETs the startup stream and returns its body and the time to
+// its last byte.
+func fetchStream(ctx context.Context, client *http.Client, base, key string) ([]byte, time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/decisions/stream?startup=true", nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	req.Header.Set("X-Api-Key", key)
+	req.Header.Set("User-Agent", bouncerUA)
+	t0 := time.Now()
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	d := time.Since(t0)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, 0, fmt.Errorf("GET stream: status %d: %.200s", resp.StatusCode, body)
+	}
+	return body, d, nil
+}
+
+// checkLookups makes sure the data is there: a loaded address is found and
+// an unloaded one is not.
+func checkLookups(ctx context.Context, s *server, key string, n int) error {
+	client := s.client(1, 30*time.Second)
+	defer client.CloseIdleConnections()
+	for _, c := range []struct {
+		ip   uint32
+		want bool
+	}{
+		{benchIP(importNet, 0), true},
+		{benchIP(importNet, n/2), true},
+		{benchIP(importNet, n-1), true},
+		{benchIP(importNet, n), false},
+	} {
+		ip := ipString(c.ip)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/v1/decisions?ip="+ip, nil)
+		req.Header.Set("X-Api-Key", key)
+		req.Header.Set("User-Agent", bouncerUA)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /v1/decisions?ip=%s: status %d: %.200s", ip, resp.StatusCode, body)
+		}
+		found := bytes.Contains(body, []byte(`"value":"`+ip+`"`))
+		if found != c.want {
+			return fmt.Errorf("GET /v1/decisions?ip=%s: found=%v, want %v (body %.200s)", ip, found, c.want, body)
+		}
+	}
+	return nil
+}
+
+// loadDecisions imports decisions [0, n) of the import set through POST
+// /v1/alerts, one alert of up to decisionsPerAlert decisions per request.
+func loadDecisions(ctx context.Context, s *server, token string, n int) (time.Duration, error) {
+	client := s.client(loadConns, 5*time.Minute)
+	defer client.CloseIdleConnections()
+	now := time.Now().UTC().Format(time.RFC3339)
+	chunks := make(chan int)
+	errc := make(chan error, loadConns)
+	var failed atomic.Bool
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < loadConns; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for start := range chunks {
+				if failed.Load() {
+					continue
+				}
+				cnt := min(decisionsPerAlert, n-start)
+				body := appendImportAlert([]byte{'['}, start, cnt, now)
+				body = append(body, ']')
+				if err := postAlerts(ctx, client, s.url, token, body, http.StatusCreated); err != nil {
+					failed.Store(true)
+					errc <- fmt.Errorf("import decisions %d..%d: %w", start, start+cnt-1, err)
+				}
+			}
+		}()
+	}
+	for start := 0; start < n; start += decisionsPerAlert {
+		chunks <- start
+	}
+	close(chunks)
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return 0, err
+	}
+	return time.Since(t0), nil
+}
+
+func postAlerts(ctx context.Context, client *http.Client, base, token string, body []byte, want int) error {
+	req, err := newAlertsRequest(ctx, base, token, body)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		return fmt.Errorf("POST /v1/alerts: status %d: %.300s", resp.StatusCode, b)
+	}
+	return nil
+}
+
+func newAlertsRequest(ctx context.Context, base, token string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/alerts", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", watcherUA)
+	req.Header.Set("Authorization", "Bearer "+token)
+	return req, nil
+}
+
+// --------------------------------------------------------------------------
+// Phase 2: alert ingestion.
+
+func (b *bench) phaseIngest(ctx context.Context) error {
+	now := time.Now().UTC().Format(time.RFC3339)
+	// Distinct source addresses for every alert of a run.
+	ingestSpec := func(base string, tc *tls.Config, token string, seq *atomic.Int64) loadSpec {
+		return loadSpec{
+			conns: b.cfg.IngestConns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, tls: tc,
+			expect: http.StatusCreated, units: alertsPerBatch,
+			build: func(w *worker) (*http.Request, error) {
+				first := int(seq.Add(alertsPerBatch)) - alertsPerBatch
+				return newAlertsRequest(w.ctx, base, token, agentBatch(first, alertsPerBatch, now))
+			},
+		}
+	}
+	var bareSeq atomic.Int64
+	bareRun := func(ctx context.Context) (loadResult, error) {
+		bareSeq.Store(0)
+		return runLoad(ctx, ingestSpec(b.bare.url, b.bare.tls, "bare", &bareSeq), 0)
+	}
+	// Every halapi run gets a fresh server, so that runs (and runs redone
+	// after a disturbance) all start from an empty store.
+	type after struct {
+		alerts int64
+		mem    memInfo
+	}
+	var afters []after
+	starts := 0
+	halRun := func(ctx context.Context) (loadResult, error) {
+		starts++
+		s, err := b.start(ctx, fmt.Sprintf("ingest-%d", starts), "--flush-max-items", "10000000")
+		if err != nil {
+			return loadResult{}, err
+		}
+		defer s.stop()
+		token, err := s.addMachine(ctx, "bench-agent")
+		if err != nil {
+			return loadResult{}, err
+		}
+		var seq atomic.Int64
+		res, err := runLoad(ctx, ingestSpec(s.url, s.tls, token, &seq), s.pid())
+		if err != nil {
+			return res, err
+		}
+		m, _ := readMem(s.pid())
+		afters = append(afters, after{seq.Load(), m})
+		return res, nil
+	}
+	b.progress("ingest: each halapi run on a fresh server")
+	bareRuns, halRuns, err := b.pairs(ctx, "ingest", bareRun, halRun,
+		func(r loadResult) string {
+			out := fmt.Sprintf("%s alerts/s (batch p50 %s, %d errors)", thousands(r.UnitsPerS), r.P50.Round(time.Microsecond), r.Errors)
+			if r.FirstError != "" {
+				out += "; first error: " + r.FirstError
+			}
+			return out
+		})
+	if err != nil {
+		return err
+	}
+	b.rep.Runs["ingest_bare"] = bareRuns
+	b.rep.Runs["ingest_halapi"] = halRuns
+
+	ups := func(r loadResult) float64 { return r.UnitsPerS }
+	p50 := func(r loadResult) float64 { return ms(r.P50) }
+	h, bare := medianOf(halRuns, ups), medianOf(bareRuns, ups)
+	im := b.rep.add(&metric{Key: "ingest_alerts_per_s", Name: fmt.Sprintf("POST /v1/alerts (%d alerts/batch, %d conns)", alertsPerBatch, b.cfg.IngestConns),
+		Unit: unitAlerts, Value: h, Bare: bare, Ratio: pairedRatio(halRuns, bareRuns, ups), Target: ">= 5,000 alerts/s"})
+	im.judge(h >= 5000)
+	im.Errors = sumErrors(halRuns)
+	b.rep.add(&metric{Key: "ingest_p50_ms", Name: "  batch latency p50", Unit: unitMS, Value: medianOf(halRuns, p50), Bare: medianOf(bareRuns, p50),
+		Ratio: pairedRatio(halRuns, bareRuns, p50), Target: "-"})
+	if cpu := medianOf(halRuns, func(r loadResult) float64 { return r.ServerCPU.Seconds() }); cpu > 0 && h > 0 {
+		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("ingest: the halapi process used %.2f CPU cores (%.1f µs of CPU per alert)",
+			cpu/b.cfg.Duration.Seconds(), cpu/(h*b.cfg.Duration.Seconds())*1e6))
+	}
+	per := make([]string, len(afters))
+	for i, a := range afters {
+		per[i] = fmt.Sprintf("%s alerts sent, RSS %.0f MiB", thousands(float64(a.alerts)), mib(a.mem.RSS))
+	}
+	b.rep.Notes = append(b.rep.Notes, "ingest: each halapi run on a fresh server (--flush-max-items 10000000); afterwards: "+strings.Join(per, "; "))
+	return nil
+}
+
+// --------------------------------------------------------------------------
+// Phase 3: memory with many decisions.
+
+func (b *bench) phaseMemory(ctx context.Context) error {
+	n := b.cfg.MemDecisions
+	b.progress("memory: starting a fresh server and loading %s decisions", thousands(float64(n)))
+	s, err := b.start(ctx, "memory")
+	if err != nil {
+		return err
+	}
+	token, err := s.addMachine(ctx, "bench-loader")
+	if err != nil {
+		return err
+	}
+	loadTime, err := loadDecisions(ctx, s, token, n)
+	if err != nil {
+		return err
+	}
+	m1, err := readMem(s.pid())
+	if err != nil {
+		return err
+	}
+	b.progress("memory: loaded in %s, RSS %.0f MiB; idle %s", loadTime.Round(time.Millisecond), mib(m1.RSS), b.cfg.Idle)
+	sleepUntil(ctx, time.Now().Add(b.cfg.Idle))
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m2, err := readMem(s.pid())
+	if err != nil {
+		return err
+	}
+	g, gerr := s.goMem(ctx)
+	key, err := s.addBouncer(ctx, "bench-bouncer")
+	if err != nil {
+		return err
+	}
+	if err := checkLookups(ctx, s, key, n); err != nil {
+		return err
+	}
+
+	nd := thousands(float64(n))
+	rss := max(m1.RSS, m2.RSS)
+	mm := b.rep.add(&metric{Key: "rss_large_mib", Name: fmt.Sprintf("RSS, %s decisions (after load / idle)", nd), Unit: unitMiB,
+		Value: mib(rss), Target: "< 1024 MiB"})
+	mm.judge(rss < 1<<30)
+	b.rep.add(&metric{Key: "import_decisions_per_s", Name: fmt.Sprintf("  import rate (%d decisions/alert)", decisionsPerAlert), Unit: unitDecisions,
+		Value: float64(n) / loadTime.Seconds(), Target: "-"})
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("%s decisions: loaded in %s; RSS %.0f MiB after load, %.0f MiB after %s idle, peak (VmHWM) %.0f MiB",
+		nd, loadTime.Round(time.Millisecond), mib(m1.RSS), mib(m2.RSS), b.cfg.Idle, mib(max(m1.HWM, m2.HWM))),
+		fmt.Sprintf("%s decisions, after idle: %s", nd, describeMem(m2, g, gerr)))
+	s.stop()
+	return nil
+}
+
+// --------------------------------------------------------------------------
+
+// pairedRatio is the median over runs of f(hal[i]) / f(bare[i]): bare and
+// halapi runs alternate, so each pair saw about the same machine, and the
+// median of the pair ratios shrugs off a run disturbed by other work.
+func pairedRatio(hal, bare []loadResult, f func(loadResult) float64) float64 {
+	var rs []float64
+	for i := range min(len(hal), len(bare)) {
+		if d := f(bare[i]); d > 0 {
+			rs = append(rs, f(hal[i])/d)
+		}
+	}
+	return medianOf(rs, ident)
+}
+
+func sumErrors(rs []loadResult) int64 {
+	var n int64
+	for _, r := range rs {
+		n += r.Errors
+	}
+	return n
+}
+
+func ident(v float64) float64 { return v }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// thousands formats v rounded to an integer with comma separators.
+func thousands(v float64) string {
+	neg := v < 0
+	if neg {
+		v = -v
+	}
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
