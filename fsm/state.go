@@ -32,6 +32,10 @@ type state struct {
 
 	jwtKey         []byte
 	config         map[string][]byte
+	// strs interns the few distinct origins, types, scopes and scenarios
+	// so a million decisions share their strings (memory target: 1M
+	// decisions well under 1 GiB).
+	strs map[string]string
 	nextAlertID    int64
 	nextDecisionID int64
 	lastIndex      uint64
@@ -73,6 +77,7 @@ func newState() *state {
 		bouncers:       map[string]*Bouncer{},
 		allowlists:     map[string]*Allowlist{},
 		config:         map[string][]byte{},
+		strs:           map[string]string{},
 		alerts:         btree.NewG(32, func(a, b *Alert) bool { return a.ID < b.ID }),
 		decisions:      btree.NewG(32, byID),
 		byValue:        map[string][]*Decision{},
@@ -92,8 +97,19 @@ func famIdx(f uint8) int {
 	return 0
 }
 
+func (s *state) intern(v string) string {
+	if x, ok := s.strs[v]; ok {
+		return x
+	}
+	if len(s.strs) < 1<<16 {
+		s.strs[v] = v
+	}
+	return v
+}
+
 // addDecision indexes d everywhere.
 func (s *state) addDecision(d *Decision) {
+	d.Origin, d.Type, d.Scope, d.Scenario = s.intern(d.Origin), s.intern(d.Type), s.intern(d.Scope), s.intern(d.Scenario)
 	s.decisions.ReplaceOrInsert(d)
 	s.byValue[d.Value] = append(s.byValue[d.Value], d)
 	if d.Range.Valid() {
