@@ -43,15 +43,14 @@ func (s *state) apply(index uint64, c Command) *Result {
 		}
 		nb := b.Bouncer
 		nb.CreatedAt, nb.UpdatedAt = now, now
-		s.bouncers[nb.Name] = &nb
+		s.putBouncer(&nb)
 		return &Result{N: 1}
 	case *BouncerUpdate:
 		return s.bouncerUpdate(b, now)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {
-			if _, ok := s.bouncers[name]; ok {
-				delete(s.bouncers, name)
+			if s.deleteBouncer(name) {
 				n++
 			}
 		}

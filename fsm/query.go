@@ -483,12 +483,15 @@ func (f *FSM) Bouncers() []*Bouncer {
 func (f *FSM) BouncersByKey(h string) []*Bouncer {
 	f.mu.RLock()
 	var out []*Bouncer
-	for _, b := range f.s.bouncers {
-		if b.KeyHash == h {
+	for _, name := range f.s.byKey[h] {
+		if b := f.s.bouncers[name]; b != nil {
 			out = append(out, b)
 		}
 	}
 	f.mu.RUnlock()
+	if len(out) < 2 {
+		return out
+	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].CreatedAt != out[j].CreatedAt {
 			return out[i].CreatedAt < out[j].CreatedAt

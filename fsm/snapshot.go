@@ -154,7 +154,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 		case rec.Machine != nil:
 			s.machines[rec.Machine.ID] = rec.Machine
 		case rec.Bouncer != nil:
-			s.bouncers[rec.Bouncer.Name] = rec.Bouncer
+			s.putBouncer(rec.Bouncer)
 		case rec.Allowlist != nil:
 			for i := range rec.Allowlist.Items {
 				rec.Allowlist.Items[i].Range, _ = ParseRange(rec.Allowlist.Items[i].Value)

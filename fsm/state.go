@@ -11,6 +11,7 @@ import (
 type state struct {
 	machines   map[string]*Machine
 	bouncers   map[string]*Bouncer
+	byKey      map[string][]string // API key hash -> bouncer names
 	allowlists map[string]*Allowlist
 
 	alerts    *btree.BTreeG[*Alert]    // by ID
@@ -75,6 +76,7 @@ func newState() *state {
 	return &state{
 		machines:       map[string]*Machine{},
 		bouncers:       map[string]*Bouncer{},
+		byKey:          map[string][]string{},
 		allowlists:     map[string]*Allowlist{},
 		config:         map[string][]byte{},
 		strs:           map[string]string{},
@@ -95,6 +97,34 @@ func famIdx(f uint8) int {
 		return 1
 	}
 	return 0
+}
+
+func (s *state) putBouncer(b *Bouncer) {
+	if _, ok := s.bouncers[b.Name]; !ok {
+		s.byKey[b.KeyHash] = append(s.byKey[b.KeyHash], b.Name)
+	}
+	s.bouncers[b.Name] = b
+}
+
+func (s *state) deleteBouncer(name string) bool {
+	b, ok := s.bouncers[name]
+	if !ok {
+		return false
+	}
+	delete(s.bouncers, name)
+	names := s.byKey[b.KeyHash]
+	for i, n := range names {
+		if n == name {
+			names = append(names[:i:i], names[i+1:]...)
+			break
+		}
+	}
+	if len(names) == 0 {
+		delete(s.byKey, b.KeyHash)
+	} else {
+		s.byKey[b.KeyHash] = names
+	}
+	return true
 }
 
 func (s *state) intern(v string) string {

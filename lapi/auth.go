@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -132,6 +133,33 @@ func HashKey(key string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// keyHashes caches HashKey for the keys bouncers present (a bouncer polls
+// with the same key every few seconds; hashing it each time was a tenth of
+// a query's CPU). Bounded: cleared when full.
+type keyHashes struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+const maxCachedKeys = 4096
+
+func (k *keyHashes) get(key string) string {
+	k.mu.RLock()
+	h, ok := k.m[key]
+	k.mu.RUnlock()
+	if ok {
+		return h
+	}
+	h = HashKey(key)
+	k.mu.Lock()
+	if k.m == nil || len(k.m) >= maxCachedKeys {
+		k.m = map[string]string{}
+	}
+	k.m[key] = h
+	k.mu.Unlock()
+	return h
+}
+
 var errForbidden = errors.New("access forbidden")
 
 // bouncer protects bouncer routes (X-Api-Key).
@@ -156,7 +184,7 @@ func (s *Server) authBouncer(r *http.Request) (*fsm.Bouncer, error) {
 	if len(vals) == 0 {
 		return nil, errForbidden
 	}
-	h := HashKey(vals[0])
+	h := s.keyHashes.get(vals[0])
 	list := s.fsm.BouncersByKey(h)
 	if r.Method == http.MethodHead {
 		for _, b := range list {

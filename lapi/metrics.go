@@ -53,12 +53,26 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
+// instrument counts and times a route. The collectors of the common
+// methods are resolved once, not looked up by label on every request.
 func (m *Metrics) instrument(route string, h http.HandlerFunc) http.Handler {
+	type pair struct {
+		count prometheus.Counter
+		lat   prometheus.Observer
+	}
+	known := map[string]pair{}
+	for _, meth := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete} {
+		known[meth] = pair{m.route.WithLabelValues(route, meth), m.latency.WithLabelValues(route, meth)}
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		m.route.WithLabelValues(route, r.Method).Inc()
+		p, ok := known[r.Method]
+		if !ok {
+			p = pair{m.route.WithLabelValues(route, r.Method), m.latency.WithLabelValues(route, r.Method)}
+		}
+		p.count.Inc()
 		h(w, r)
-		m.latency.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+		p.lat.Observe(time.Since(start).Seconds())
 	})
 }
 

@@ -71,6 +71,7 @@ type Server struct {
 
 	adminRoutes []func(*mux.Router)
 	certs       CertVerifier
+	keyHashes   keyHashes
 }
 
 // New builds a server. profs may be nil for the default profiles.
