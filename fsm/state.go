@@ -31,12 +31,12 @@ type state struct {
 	deleted    *btree.BTreeG[*Decision]
 	tombstones *btree.BTreeG[*Decision]
 
-	jwtKey         []byte
-	config         map[string][]byte
+	jwtKey []byte
+	config map[string][]byte
 	// strs interns the few distinct origins, types, scopes and scenarios
 	// so a million decisions share their strings (memory target: 1M
 	// decisions well under 1 GiB).
-	strs map[string]string
+	strs           map[string]string
 	nextAlertID    int64
 	nextDecisionID int64
 	lastIndex      uint64
