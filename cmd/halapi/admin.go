@@ -28,6 +28,15 @@ func (o *adminOpts) bind(c *cobra.Command) {
 
 func (o *adminOpts) client() (*agent.Admin, error) { return agent.NewAdmin(o.dataDir) }
 
+// call sends one admin request to the local node.
+func (o *adminOpts) call(method, path string, query url.Values, body, out any) error {
+	a, err := o.client()
+	if err != nil {
+		return err
+	}
+	return a.Do(method, path, query, body, out)
+}
+
 func (o *adminOpts) checkOutput() error {
 	if o.output != "human" && o.output != "json" && o.output != "raw" {
 		return fmt.Errorf("unknown output format %q (human, json or raw)", o.output)
@@ -79,12 +88,8 @@ func machinesCmd() *cobra.Command {
 			if len(args) == 1 {
 				req.ID = args[0]
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out lapi.AddMachineRequest
-			if err := a.Do("POST", "/machines", nil, req, &out); err != nil {
+			if err := o.call("POST", "/machines", nil, req, &out); err != nil {
 				return err
 			}
 			if file != "" {
@@ -123,12 +128,8 @@ func machinesCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var ms []lapi.MachineView
-			if err := a.Do("GET", "/machines", nil, nil, &ms); err != nil {
+			if err := o.call("GET", "/machines", nil, nil, &ms); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -149,11 +150,7 @@ func machinesCmd() *cobra.Command {
 	validate := &cobra.Command{
 		Use: "validate NAME", Short: "Validate a pending machine", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
-			if err := a.Do("POST", "/machines/"+url.PathEscape(args[0])+"/validate", nil, nil, nil); err != nil {
+			if err := o.call("POST", "/machines/"+url.PathEscape(args[0])+"/validate", nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Printf("Machine '%s' validated\n", args[0])
@@ -163,12 +160,8 @@ func machinesCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME...", Short: "Delete machines", Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			for _, n := range args {
-				if err := a.Do("DELETE", "/machines/"+url.PathEscape(n), nil, nil, nil); err != nil {
+				if err := o.call("DELETE", "/machines/"+url.PathEscape(n), nil, nil, nil); err != nil {
 					return err
 				}
 				fmt.Printf("Machine '%s' deleted\n", n)
@@ -191,12 +184,8 @@ func bouncersCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out lapi.AddBouncerRequest
-			if err := a.Do("POST", "/bouncers", nil, lapi.AddBouncerRequest{Name: args[0], Key: key}, &out); err != nil {
+			if err := o.call("POST", "/bouncers", nil, lapi.AddBouncerRequest{Name: args[0], Key: key}, &out); err != nil {
 				return err
 			}
 			switch o.output {
@@ -217,12 +206,8 @@ func bouncersCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var bs []lapi.BouncerView
-			if err := a.Do("GET", "/bouncers", nil, nil, &bs); err != nil {
+			if err := o.call("GET", "/bouncers", nil, nil, &bs); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -243,12 +228,8 @@ func bouncersCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME...", Short: "Delete bouncers (and the rows auto-created for their key)", Args: cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			for _, n := range args {
-				if err := a.Do("DELETE", "/bouncers/"+url.PathEscape(n), nil, nil, nil); err != nil {
+				if err := o.call("DELETE", "/bouncers/"+url.PathEscape(n), nil, nil, nil); err != nil {
 					return err
 				}
 				fmt.Printf("Bouncer '%s' deleted\n", n)
@@ -272,10 +253,6 @@ func decisionsCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			set := func(k, v string) {
 				if v != "" {
@@ -289,7 +266,7 @@ func decisionsCmd() *cobra.Command {
 			set("type", typ)
 			set("origins", origin)
 			var ds []lapi.DecisionView
-			if err := a.Do("GET", "/decisions", q, nil, &ds); err != nil {
+			if err := o.call("GET", "/decisions", q, nil, &ds); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -314,10 +291,6 @@ func decisionsCmd() *cobra.Command {
 	add := &cobra.Command{
 		Use: "add", Short: "Add a manual decision", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			v := value
 			if ip != "" {
 				v = ip
@@ -326,7 +299,7 @@ func decisionsCmd() *cobra.Command {
 				v, scope = rng, "Range"
 			}
 			req := lapi.AddDecisionRequest{Value: v, Scope: scope, Type: typ, Duration: duration, Reason: reason}
-			if err := a.Do("POST", "/decisions", nil, req, nil); err != nil {
+			if err := o.call("POST", "/decisions", nil, req, nil); err != nil {
 				return err
 			}
 			fmt.Println("Decision successfully added")
@@ -344,10 +317,6 @@ func decisionsCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete", Short: "Expire decisions", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			set := func(k, v string) {
 				if v != "" {
@@ -367,7 +336,7 @@ func decisionsCmd() *cobra.Command {
 				return fmt.Errorf("give a filter (--ip, --range, --scope, --value, --type, --origin) or --all")
 			}
 			var out map[string]string
-			if err := a.Do("DELETE", "/decisions", q, nil, &out); err != nil {
+			if err := o.call("DELETE", "/decisions", q, nil, &out); err != nil {
 				return err
 			}
 			fmt.Printf("%s decision(s) deleted\n", out["nbDeleted"])
@@ -398,12 +367,8 @@ func alertsCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var alerts []map[string]any
-			if err := a.Do("GET", "/alerts", url.Values{"limit": {limit}}, nil, &alerts); err != nil {
+			if err := o.call("GET", "/alerts", url.Values{"limit": {limit}}, nil, &alerts); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -427,12 +392,8 @@ func alertsCmd() *cobra.Command {
 	inspect := &cobra.Command{
 		Use: "inspect ID", Short: "Show one alert", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var al map[string]any
-			if err := a.Do("GET", "/alerts/"+url.PathEscape(args[0]), nil, nil, &al); err != nil {
+			if err := o.call("GET", "/alerts/"+url.PathEscape(args[0]), nil, nil, &al); err != nil {
 				return err
 			}
 			return printJSON(al)
@@ -442,10 +403,6 @@ func alertsCmd() *cobra.Command {
 	flush := &cobra.Command{
 		Use: "flush", Short: "Run the retention job once", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if maxItems != "" {
 				q.Set("max_items", maxItems)
@@ -454,7 +411,7 @@ func alertsCmd() *cobra.Command {
 				q.Set("max_age", maxAge)
 			}
 			var out map[string]int
-			if err := a.Do("POST", "/flush", q, nil, &out); err != nil {
+			if err := o.call("POST", "/flush", q, nil, &out); err != nil {
 				return err
 			}
 			fmt.Printf("%d alert(s) flushed\n", out["deleted_alerts"])
@@ -475,11 +432,7 @@ func allowlistsCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create an allowlist", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
-			if err := a.Do("POST", "/allowlists", nil, map[string]string{"name": args[0], "description": desc}, nil); err != nil {
+			if err := o.call("POST", "/allowlists", nil, map[string]string{"name": args[0], "description": desc}, nil); err != nil {
 				return err
 			}
 			fmt.Printf("Allowlist '%s' created\n", args[0])
@@ -490,13 +443,9 @@ func allowlistsCmd() *cobra.Command {
 	addItems := &cobra.Command{
 		Use: "add NAME VALUE...", Short: "Add IPs or ranges (expires matching active decisions)", Args: cobra.MinimumNArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out map[string]int
 			req := lapi.AllowlistItemsRequest{Values: args[1:], Comment: comment, Expiration: expiration}
-			if err := a.Do("POST", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, req, &out); err != nil {
+			if err := o.call("POST", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, req, &out); err != nil {
 				return err
 			}
 			fmt.Printf("%d value(s) added to '%s'\n", out["added"], args[0])
@@ -508,12 +457,8 @@ func allowlistsCmd() *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove NAME VALUE...", Short: "Remove values", Args: cobra.MinimumNArgs(2),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out map[string]int
-			if err := a.Do("DELETE", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, lapi.AllowlistItemsRequest{Values: args[1:]}, &out); err != nil {
+			if err := o.call("DELETE", "/allowlists/"+url.PathEscape(args[0])+"/items", nil, lapi.AllowlistItemsRequest{Values: args[1:]}, &out); err != nil {
 				return err
 			}
 			fmt.Printf("%d value(s) removed from '%s'\n", out["removed"], args[0])
@@ -523,11 +468,7 @@ func allowlistsCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME", Short: "Delete an allowlist", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
-			if err := a.Do("DELETE", "/allowlists/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+			if err := o.call("DELETE", "/allowlists/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Printf("Allowlist '%s' deleted\n", args[0])
@@ -537,12 +478,8 @@ func allowlistsCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List allowlists with their values", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out []map[string]any
-			if err := a.Do("GET", "/allowlists", nil, nil, &out); err != nil {
+			if err := o.call("GET", "/allowlists", nil, nil, &out); err != nil {
 				return err
 			}
 			return printJSON(out)
@@ -562,12 +499,8 @@ func clusterCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var st cluster.Status
-			if err := a.Do("GET", "/status", nil, nil, &st); err != nil {
+			if err := o.call("GET", "/status", nil, nil, &st); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -591,11 +524,7 @@ func clusterCmd() *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove NODE", Short: "Remove a node from the raft configuration", Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
-			if err := a.Do("DELETE", "/members/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
+			if err := o.call("DELETE", "/members/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Printf("Node '%s' removed from the cluster\n", args[0])
@@ -605,11 +534,7 @@ func clusterCmd() *cobra.Command {
 	snapshot := &cobra.Command{
 		Use: "snapshot", Short: "Take a raft snapshot on this node now", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
-			if err := a.Do("POST", "/snapshot", nil, nil, nil); err != nil {
+			if err := o.call("POST", "/snapshot", nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Println("Snapshot taken")

@@ -133,12 +133,8 @@ func capiCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var st capi.StatusView
-			if err := a.Do("GET", "/capi/status", nil, nil, &st); err != nil {
+			if err := o.call("GET", "/capi/status", nil, nil, &st); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -155,12 +151,8 @@ func capiCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out capi.RegisterResponse
-			if err := a.Do("POST", "/capi/register", nil, map[string]bool{"force": force}, &out); err != nil {
+			if err := o.call("POST", "/capi/register", nil, map[string]bool{"force": force}, &out); err != nil {
 				return err
 			}
 			if o.output == "json" {

@@ -18,12 +18,8 @@ func clusterTokenCmd(o *adminOpts) *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var out map[string]string
-			if err := a.Do("POST", "/pki/join-token", url.Values{"ttl": {ttl.String()}}, nil, &out); err != nil {
+			if err := o.call("POST", "/pki/join-token", url.Values{"ttl": {ttl.String()}}, nil, &out); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -52,12 +48,8 @@ func certCmd() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("--out DIR is required")
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var res map[string]string
-			if err := a.Do("POST", "/pki/issue", url.Values{"role": {string(role)}, "name": {args[1]}}, nil, &res); err != nil {
+			if err := o.call("POST", "/pki/issue", url.Values{"role": {string(role)}, "name": {args[1]}}, nil, &res); err != nil {
 				return err
 			}
 			files, err := pki.WriteClientFiles(out, role, args[1], lapiURL, &pki.ClientMaterial{
@@ -82,16 +74,12 @@ func certCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{"role": {string(role)}, "name": {args[1]}}
 			if ttl > 0 {
 				q.Set("ttl", ttl.String())
 			}
 			var res map[string]string
-			if err := a.Do("POST", "/pki/token", q, nil, &res); err != nil {
+			if err := o.call("POST", "/pki/token", q, nil, &res); err != nil {
 				return err
 			}
 			fmt.Println(res["token"])
@@ -105,12 +93,8 @@ func certCmd() *cobra.Command {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var certs []pki.CertInfo
-			if err := a.Do("GET", "/pki/certs", nil, nil, &certs); err != nil {
+			if err := o.call("GET", "/pki/certs", nil, nil, &certs); err != nil {
 				return err
 			}
 			if o.output == "json" {
@@ -143,12 +127,8 @@ func certCmd() *cobra.Command {
 			default:
 				return fmt.Errorf("give a SERIAL or --name NAME")
 			}
-			a, err := o.client()
-			if err != nil {
-				return err
-			}
 			var res map[string][]string
-			if err := a.Do("POST", "/pki/revoke", q, nil, &res); err != nil {
+			if err := o.call("POST", "/pki/revoke", q, nil, &res); err != nil {
 				return err
 			}
 			fmt.Printf("%d certificate(s) revoked\n", len(res["revoked"]))
