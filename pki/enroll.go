@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,39 +75,9 @@ func Enroll(ctx context.Context, apiURL, tok string) (*ClientMaterial, error) {
 	if err != nil {
 		return nil, err
 	}
-	insecure := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, //nolint:gosec // pinned below
-	}}
-	defer insecure.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/root/"+info.Fingerprint, nil)
+	root, err := fetchPinnedRoot(ctx, base, info.Fingerprint)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := insecure.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch root from %s: %w", base, err)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch root from %s: HTTP %d (is this the token's cluster?)", base, resp.StatusCode)
-	}
-	var rr struct {
-		CA string `json:"ca"`
-	}
-	if err := json.Unmarshal(body, &rr); err != nil {
-		return nil, fmt.Errorf("fetch root: %w", err)
-	}
-	root, err := firstCert([]byte(rr.CA))
-	if err != nil {
-		return nil, fmt.Errorf("fetch root: %w", err)
-	}
-	sum := sha256.Sum256(root.Raw)
-	if hex.EncodeToString(sum[:]) != info.Fingerprint {
-		return nil, errors.New("the server's root does not match the token's fingerprint")
 	}
 
 	key, err := newKey()
@@ -125,16 +94,16 @@ func Enroll(ctx context.Context, apiURL, tok string) (*ClientMaterial, error) {
 	}
 	pinned := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: pinnedTLS(root)}}
 	defer pinned.CloseIdleConnections()
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+"/sign", bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/sign", bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err = pinned.Do(req)
+	resp, err := pinned.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("sign at %s: %w", base, err)
 	}
-	body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	if err != nil {
 		return nil, err
@@ -154,7 +123,7 @@ func Enroll(ctx context.Context, apiURL, tok string) (*ClientMaterial, error) {
 	if len(chain) == 0 {
 		chain = []api.Certificate{sr.ServerPEM, sr.CaPEM}
 	}
-	m := &ClientMaterial{CAPEM: []byte(rr.CA)}
+	m := &ClientMaterial{CAPEM: chainPEM([]*x509.Certificate{root})}
 	for _, c := range chain {
 		if c.Certificate == nil {
 			continue

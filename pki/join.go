@@ -258,42 +258,12 @@ func Join(ctx context.Context, apiAddr, token, nodeID string, sans []string) (*J
 	}
 	// 1. The root, over TLS not yet verified: trusted only if its
 	// fingerprint is the token's.
-	insecure := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, //nolint:gosec // pinned below
-	}}
-	defer insecure.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/root/"+fp, nil)
+	root, err := fetchPinnedRoot(ctx, base, fp)
+	if errors.Is(err, errRootUnknown) || errors.Is(err, errRootMismatch) {
+		return nil, fmt.Errorf("%w: %v", ErrJoinRefused, err)
+	}
 	if err != nil {
 		return nil, err
-	}
-	resp, err := insecure.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch root from %s: %w", base, err)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, fmt.Errorf("%w: %s does not know the token's CA", ErrJoinRefused, base)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch root from %s: HTTP %d", base, resp.StatusCode)
-	}
-	var rr struct {
-		CA string `json:"ca"`
-	}
-	if err := json.Unmarshal(body, &rr); err != nil {
-		return nil, fmt.Errorf("fetch root: %w", err)
-	}
-	root, err := firstCert([]byte(rr.CA))
-	if err != nil {
-		return nil, fmt.Errorf("fetch root: %w", err)
-	}
-	sum := sha256.Sum256(root.Raw)
-	if hex.EncodeToString(sum[:]) != fp {
-		return nil, fmt.Errorf("%w: the server's root does not match the token's fingerprint", ErrJoinRefused)
 	}
 
 	// 2. Redeem over a connection whose chain ends at that root.
@@ -303,16 +273,16 @@ func Join(ctx context.Context, apiAddr, token, nodeID string, sans []string) (*J
 	if err != nil {
 		return nil, err
 	}
-	req, err = http.NewRequestWithContext(ctx, http.MethodPost, base+JoinPath, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+JoinPath, bytes.NewReader(payload))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err = pinned.Do(req)
+	resp, err := pinned.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("join %s: %w", base, err)
 	}
-	body, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	if err != nil {
 		return nil, err
@@ -355,3 +325,53 @@ func Join(ctx context.Context, apiAddr, token, nodeID string, sans []string) (*J
 	}
 	return res, nil
 }
+
+// errRootUnknown: the server does not know the CA the token names.
+var errRootUnknown = errors.New("the server does not know the token's CA")
+
+// fetchPinnedRoot fetches a CA root over TLS that is not verified yet and
+// accepts it only if its SHA-256 fingerprint is fp (from a token). Both
+// join and enrollment start this way.
+func fetchPinnedRoot(ctx context.Context, base, fp string) (*x509.Certificate, error) {
+	insecure := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true}, //nolint:gosec // pinned below
+	}}
+	defer insecure.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/root/"+fp, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := insecure.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch root from %s: %w", base, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%w (%s)", errRootUnknown, base)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch root from %s: HTTP %d", base, resp.StatusCode)
+	}
+	var rr struct {
+		CA string `json:"ca"`
+	}
+	if err := json.Unmarshal(body, &rr); err != nil {
+		return nil, fmt.Errorf("fetch root: %w", err)
+	}
+	root, err := firstCert([]byte(rr.CA))
+	if err != nil {
+		return nil, fmt.Errorf("fetch root: %w", err)
+	}
+	sum := sha256.Sum256(root.Raw)
+	if hex.EncodeToString(sum[:]) != fp {
+		return nil, errRootMismatch
+	}
+	return root, nil
+}
+
+// errRootMismatch: the server's root is not the one the token names.
+var errRootMismatch = errors.New("the server's root does not match the token's fingerprint")
