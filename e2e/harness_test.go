@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,7 +126,12 @@ type Server struct {
 	Profiles string // optional --profiles file
 	// ExtraArgs are appended to the serve command line (cluster flags).
 	ExtraArgs []string
-	logPath   string
+	// TLS, when set, starts the server without --plain-http (HTTPS API
+	// with the built-in PKI's node certificate) and polls /health with the
+	// client configuration it returns; an error means "not yet" (e.g. the
+	// CA certificate is not on disk yet). URL must then be https://.
+	TLS     func() (*tls.Config, error)
+	logPath string
 
 	starts int
 	cmd    *exec.Cmd
@@ -227,9 +233,11 @@ func (s *Server) Launch() {
 		s.t.Fatalf("Start: server already running")
 	}
 
-	// Plain HTTP on loopback: these tests exercise the LAPI, the PKI has
-	// its own tests.
-	args := []string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr, "--plain-http"}
+	// Plain HTTP on loopback unless the test asked for TLS (pki_test.go).
+	args := []string{"serve", "--data-dir", s.DataDir, "--listen", s.Addr}
+	if s.TLS == nil {
+		args = append(args, "--plain-http")
+	}
 	if s.Profiles != "" {
 		args = append(args, "--profiles", s.Profiles)
 	}
@@ -289,7 +297,19 @@ func (s *Server) waitHealthy() {
 
 	last := "no answer yet"
 	for {
-		code, body, err := httpGet(client, s.URL+"health")
+		var code int
+		var body []byte
+		var err error
+		if s.TLS != nil {
+			var cfg *tls.Config
+			if cfg, err = s.TLS(); err == nil {
+				tc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+				code, body, err = httpGet(tc, s.URL+"health")
+				tc.CloseIdleConnections()
+			}
+		} else {
+			code, body, err = httpGet(client, s.URL+"health")
+		}
 		switch {
 		case err != nil:
 			last = err.Error()

@@ -222,6 +222,11 @@ func (s *Server) authBouncer(r *http.Request) (*fsm.Bouncer, error) {
 	nb := fsm.Bouncer{Name: name, KeyHash: h, IP: ip, AuthType: fsm.AuthAPIKey, AutoCreated: true}
 	nb.Type, nb.Version = splitUA(r.UserAgent())
 	if _, err := s.apply(r.Context(), fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: nb}); err != nil {
+		// a concurrent first request from the same host may have created
+		// the same row meanwhile
+		if b := s.fsm.Bouncer(name); b != nil && b.KeyHash == h && b.IP == ip && b.AuthType == fsm.AuthAPIKey {
+			return b, nil
+		}
 		s.log.Warn("cannot create bouncer row for shared key", "bouncer", name, "err", err)
 		return nil, errForbidden
 	}

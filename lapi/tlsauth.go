@@ -53,7 +53,9 @@ func (s *Server) loginWithCert(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		nm := fsm.Machine{ID: id, PasswordHash: hash, Validated: true, AuthType: fsm.AuthTLS}
-		if _, err := s.apply(r.Context(), fsm.CmdMachineCreate, fsm.MachineCreate{Machine: nm}); err != nil {
+		// A concurrent first use (on this node or another) may have created
+		// it meanwhile: that is fine, the row is read again below.
+		if _, err := s.apply(r.Context(), fsm.CmdMachineCreate, fsm.MachineCreate{Machine: nm}); err != nil && s.fsm.Machine(id) == nil {
 			jwtErr(w, http.StatusUnauthorized, "cannot create machine "+id+": "+err.Error())
 			return
 		}
@@ -85,7 +87,8 @@ func (s *Server) bouncerWithCert(r *http.Request) (*fsm.Bouncer, error) {
 		_, _ = rand.Read(key)
 		nb := fsm.Bouncer{Name: name, KeyHash: HashKey(fmt.Sprintf("%x", key)), IP: ip, AuthType: fsm.AuthTLS, AutoCreated: true}
 		nb.Type, nb.Version = splitUA(r.UserAgent())
-		if _, err := s.apply(r.Context(), fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: nb}); err != nil {
+		// a concurrent first use may have created it meanwhile: read again
+		if _, err := s.apply(r.Context(), fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: nb}); err != nil && s.fsm.Bouncer(name) == nil {
 			s.log.Warn("cannot create bouncer for certificate", "bouncer", name, "err", err)
 			return nil, errForbidden
 		}

@@ -353,10 +353,9 @@ func New(store Store, ap Applier, opts Options) (*CA, error) {
 	if opts.NodeCertTTL > maxTTL {
 		maxTTL = opts.NodeCertTTL
 	}
-	minTTL := 5 * time.Minute
-	if minTTL > maxTTL {
-		minTTL = maxTTL
-	}
+	// The shortest certificate the provisioner signs: 5 minutes, or less
+	// when the operator asked for shorter node or client certificates.
+	minTTL := min(5*time.Minute, opts.ClientCertTTL, opts.NodeCertTTL)
 	no := false
 	c.prov = &provisioner.JWK{
 		Type: "JWK",
