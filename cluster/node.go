@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -476,6 +478,14 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 // follows), waits until this node has applied it, and returns its result.
 func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	start := time.Now()
+	// One request ID for every attempt: an attempt whose answer was lost
+	// (leader killed after committing, forwarding connection cut) is not
+	// applied twice when it is retried, and the retry gets its result.
+	if c.ID == "" {
+		var id [16]byte
+		_, _ = rand.Read(id[:])
+		c.ID = hex.EncodeToString(id[:])
+	}
 	data, err := c.Encode()
 	if err != nil {
 		return nil, err

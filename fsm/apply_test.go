@@ -857,7 +857,7 @@ func TestEncodeDecodeStampTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if data[0] != formatVersion || CmdType(data[1]) != CmdAlertsCreate {
+	if data[0] != formatV1 || CmdType(data[1]) != CmdAlertsCreate {
 		t.Errorf("header = %v", data[:2])
 	}
 	StampTime(data, T0)
@@ -884,5 +884,43 @@ func TestEncodeDecodeStampTime(t *testing.T) {
 	}
 	if _, err := bodyFor(CmdTouch); err != nil {
 		t.Error("no body for touch")
+	}
+}
+
+// A command carrying a request ID is applied once: a retry (lost answer,
+// leader change) gets the first result back, also after a snapshot.
+func TestIdempotentCommands(t *testing.T) {
+	h := newHarness(t)
+	body := AlertsCreate{MachineID: "m", Alerts: []NewAlert{{Alert: Alert{Scenario: "s"}, Decisions: []Decision{ban("1.2.3.4", 9)}}}}
+	data, err := Command{Type: CmdAlertsCreate, Time: T0, ID: "req-1", Body: body}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data[0] != formatV2 {
+		t.Fatalf("format %d, want %d", data[0], formatV2)
+	}
+	c, err := Decode(data)
+	if err != nil || c.ID != "req-1" || c.Type != CmdAlertsCreate {
+		t.Fatalf("decode: %+v %v", c, err)
+	}
+	first := h.raw(data).(*Result)
+	again := h.raw(data).(*Result)
+	if len(first.IDs) != 1 || len(again.IDs) != 1 || first.IDs[0] != again.IDs[0] {
+		t.Fatalf("retry applied again: first %v, retry %v", first.IDs, again.IDs)
+	}
+	if n := len(h.f.Alerts(&AlertFilter{}, time.Unix(0, T0))); n != 1 {
+		t.Fatalf("%d alerts, want 1", n)
+	}
+	// the memory survives a snapshot
+	g := roundTrip(t, h.f)
+	gh := &harness{t: t, f: g, idx: h.idx}
+	if r := gh.raw(data).(*Result); r.IDs[0] != first.IDs[0] {
+		t.Fatalf("after restore the retry was applied again: %v", r.IDs)
+	}
+	// without an ID, the same command is applied twice
+	plain, _ := Command{Type: CmdAlertsCreate, Time: T0, Body: body}.Encode()
+	a, b := h.raw(plain).(*Result), h.raw(plain).(*Result)
+	if a.IDs[0] == b.IDs[0] {
+		t.Fatal("commands without an ID must not be deduplicated")
 	}
 }

@@ -41,13 +41,22 @@ const (
 	CmdTouch = IgnorableFlag | 1
 )
 
-const formatVersion = 1
+// Entry formats: 1 = [1][type][time:8][JSON]; 2 adds a request ID:
+// [2][type][time:8][idlen:1][id][JSON]. Both are decoded.
+const (
+	formatV1 = 1
+	formatV2 = 2
+)
 
 // Command is a typed state change. Time is stamped by the leader (unix
 // nanoseconds) and is the only clock the FSM ever reads.
 type Command struct {
 	Type CmdType
 	Time int64
+	// ID, when set, makes the command idempotent: an entry whose ID was
+	// applied recently is not applied again, its first result is returned
+	// (a write retried after a lost answer or a leader change).
+	ID   string
 	Body any
 }
 
@@ -57,10 +66,22 @@ func (c Command) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 10, 10+len(body))
-	buf[0] = formatVersion
+	if len(c.ID) > 255 {
+		return nil, errors.New("command ID longer than 255 bytes")
+	}
+	if c.ID == "" {
+		buf := make([]byte, 10, 10+len(body))
+		buf[0] = formatV1
+		buf[1] = byte(c.Type)
+		binary.BigEndian.PutUint64(buf[2:], uint64(c.Time))
+		return append(buf, body...), nil
+	}
+	buf := make([]byte, 11, 11+len(c.ID)+len(body))
+	buf[0] = formatV2
 	buf[1] = byte(c.Type)
 	binary.BigEndian.PutUint64(buf[2:], uint64(c.Time))
+	buf[10] = byte(len(c.ID))
+	buf = append(buf, c.ID...)
 	return append(buf, body...), nil
 }
 
@@ -308,15 +329,24 @@ func Decode(entry []byte) (Command, error) {
 	if len(entry) < 10 {
 		return Command{}, errors.New("short command")
 	}
-	if entry[0] != formatVersion {
+	c := Command{Type: CmdType(entry[1]), Time: int64(binary.BigEndian.Uint64(entry[2:10]))}
+	rest := entry[10:]
+	switch entry[0] {
+	case formatV1:
+	case formatV2:
+		if len(rest) < 1 || len(rest) < 1+int(rest[0]) {
+			return c, errors.New("short command ID")
+		}
+		c.ID = string(rest[1 : 1+int(rest[0])])
+		rest = rest[1+int(rest[0]):]
+	default:
 		return Command{}, fmt.Errorf("unsupported command format %d", entry[0])
 	}
-	c := Command{Type: CmdType(entry[1]), Time: int64(binary.BigEndian.Uint64(entry[2:10]))}
 	body, err := bodyFor(c.Type)
 	if err != nil {
 		return c, err
 	}
-	if err := json.Unmarshal(entry[10:], body); err != nil {
+	if err := json.Unmarshal(rest, body); err != nil {
 		return c, fmt.Errorf("decode command %d: %w", c.Type, err)
 	}
 	c.Body = body

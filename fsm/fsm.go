@@ -74,7 +74,11 @@ func (f *FSM) applyEntry(index uint64, data []byte) *Result {
 		panic(fmt.Sprintf("fsm: cannot apply log entry %d: %v", index, err))
 	}
 	f.mu.Lock()
-	res := f.s.apply(index, cmd)
+	res, dup := f.s.seen(cmd.ID)
+	if !dup {
+		res = f.s.apply(index, cmd)
+		f.s.remember(cmd.ID, res)
+	}
 	f.s.lastIndex = index
 	f.mu.Unlock()
 	if f.OnApply != nil {

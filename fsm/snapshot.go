@@ -3,6 +3,7 @@ package fsm
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -19,9 +20,31 @@ type snapMeta struct {
 	Version        int               `json:"version"`
 	JWTKey         []byte            `json:"jwt_key,omitempty"`
 	Config         map[string][]byte `json:"config,omitempty"`
+	Done           []doneRec         `json:"done,omitempty"`
 	NextAlertID    int64             `json:"next_alert_id"`
 	NextDecisionID int64             `json:"next_decision_id"`
 	LastIndex      uint64            `json:"last_index"`
+}
+
+// doneRec is one remembered idempotent command result.
+type doneRec struct {
+	ID  string  `json:"id"`
+	IDs []int64 `json:"ids,omitempty"`
+	N   int     `json:"n,omitempty"`
+	Err string  `json:"err,omitempty"`
+}
+
+func doneRecs(s *state) []doneRec {
+	out := make([]doneRec, 0, len(s.doneOrder))
+	for _, id := range s.doneOrder {
+		r := s.done[id]
+		d := doneRec{ID: id, IDs: r.IDs, N: r.N}
+		if r.Err != nil {
+			d.Err = r.Err.Error()
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 type snapRecord struct {
@@ -51,7 +74,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	defer f.mu.Unlock()
 	s := f.s
 	snap := &fsmSnapshot{
-		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: copyConfig(s.config), NextAlertID: s.nextAlertID,
+		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: copyConfig(s.config), Done: doneRecs(s), NextAlertID: s.nextAlertID,
 			NextDecisionID: s.nextDecisionID, LastIndex: s.lastIndex},
 		alerts:     s.alerts.Clone(),
 		decisions:  s.decisions.Clone(),
@@ -147,6 +170,15 @@ func readSnapshot(r io.Reader) (*state, error) {
 			s.jwtKey = rec.Meta.JWTKey
 			if rec.Meta.Config != nil {
 				s.config = rec.Meta.Config
+			}
+			for _, d := range rec.Meta.Done {
+				r := &Result{IDs: d.IDs, N: d.N}
+				if d.Err == ErrNotFound.Error() {
+					r.Err = ErrNotFound
+				} else if d.Err != "" {
+					r.Err = errors.New(d.Err)
+				}
+				s.remember(d.ID, r)
 			}
 			s.nextAlertID = rec.Meta.NextAlertID
 			s.nextDecisionID = rec.Meta.NextDecisionID

@@ -33,6 +33,11 @@ type state struct {
 
 	jwtKey []byte
 	config map[string][]byte
+	// done remembers the results of the last idempotent commands (by
+	// request ID), so a retried write is applied once (dedupCap entries,
+	// oldest dropped first).
+	done      map[string]*Result
+	doneOrder []string
 	// strs interns the few distinct origins, types, scopes and scenarios
 	// so a million decisions share their strings (memory target: 1M
 	// decisions well under 1 GiB).
@@ -80,6 +85,7 @@ func newState() *state {
 		allowlists:     map[string]*Allowlist{},
 		config:         map[string][]byte{},
 		strs:           map[string]string{},
+		done:           map[string]*Result{},
 		alerts:         btree.NewG(32, func(a, b *Alert) bool { return a.ID < b.ID }),
 		decisions:      btree.NewG(32, byID),
 		byValue:        map[string][]*Decision{},
@@ -125,6 +131,30 @@ func (s *state) deleteBouncer(name string) bool {
 		s.byKey[b.KeyHash] = names
 	}
 	return true
+}
+
+// dedupCap bounds the remembered request IDs: far more than the writes
+// that can be in flight while a leader changes.
+const dedupCap = 1 << 16
+
+func (s *state) seen(id string) (*Result, bool) {
+	if id == "" {
+		return nil, false
+	}
+	r, ok := s.done[id]
+	return r, ok
+}
+
+func (s *state) remember(id string, r *Result) {
+	if id == "" {
+		return
+	}
+	if len(s.doneOrder) >= dedupCap {
+		delete(s.done, s.doneOrder[0])
+		s.doneOrder = s.doneOrder[1:]
+	}
+	s.done[id] = r
+	s.doneOrder = append(s.doneOrder, id)
 }
 
 func (s *state) intern(v string) string {
