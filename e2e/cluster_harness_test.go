@@ -494,6 +494,9 @@ func freePortOn(t testing.TB, host string, udp bool) int {
 			p.Close()
 		}
 		l.Close()
+		if !claimPort(port) {
+			continue
+		}
 		return port
 	}
 	t.Fatalf("no free port on %s: %v", host, last)

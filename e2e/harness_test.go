@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -200,19 +201,36 @@ func NewServer(t testing.TB, opts ...ServerOption) *Server {
 	return s
 }
 
+// handedOut remembers every port given to a test in this process: a port
+// is released before the server binds it, so the kernel may offer it again
+// to the next lookup (a gossip port equal to an API port, seen in CI).
+var handedOut sync.Map
+
+// claimPort reports whether port was not handed out before, and claims it.
+func claimPort(port int) bool {
+	_, taken := handedOut.LoadOrStore(port, true)
+	return !taken
+}
+
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("reserve a port: %v", err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("reserve a port: %v", err)
+		}
+		addr := l.Addr().String()
+		port := l.Addr().(*net.TCPAddr).Port
+		if err := l.Close(); err != nil {
+			t.Fatalf("release port: %v", err)
+		}
+		if claimPort(port) {
+			return addr
+		}
 	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("release port: %v", err)
-	}
-
-	return addr
+	t.Fatal("no unclaimed loopback port")
+	return ""
 }
 
 // Start (re)starts the process on the same data dir and port and waits for

@@ -67,7 +67,37 @@ type pkiRuntime struct {
 	mu      sync.Mutex
 	ca      *pki.CA
 	renewer *pki.Renewer
+	node    *cluster.Node
+	store   *fsm.FSM
 	ready   chan struct{}
+}
+
+// waitReplicated waits (bounded by ctx) until every reachable member has
+// applied what this node has applied: a revocation acknowledged to the
+// operator is then enforced by every node, not only by this one.
+func (rt *pkiRuntime) waitReplicated(ctx context.Context) {
+	rt.mu.Lock()
+	node, store := rt.node, rt.store
+	rt.mu.Unlock()
+	if node == nil {
+		return
+	}
+	target := store.AppliedIndex()
+	for ctx.Err() == nil {
+		done := true
+		for _, m := range node.Status(ctx).Members {
+			if m.State == "alive" && m.Error == "" && m.AppliedIndex < target {
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 func isLoopbackHost(hostport string) bool {
@@ -203,6 +233,9 @@ func (rt *pkiRuntime) opts(logger *slog.Logger) pki.Options {
 // local CA from the replicated state, obtains this node's certificate if it
 // has none, and keeps it renewed.
 func (rt *pkiRuntime) run(ctx context.Context, store *fsm.FSM, node *cluster.Node) {
+	rt.mu.Lock()
+	rt.node, rt.store = node, store
+	rt.mu.Unlock()
 	node.OnLeadership(func(isLeader bool) {
 		if !isLeader {
 			return
@@ -398,6 +431,9 @@ func (rt *pkiRuntime) adminRoutes(r *mux.Router) {
 			writeAdminErr(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		wctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		rt.waitReplicated(wctx)
+		cancel()
 		writeAdminJSON(w, map[string]any{"revoked": serials})
 	})).Methods("POST")
 }
