@@ -209,7 +209,15 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 		return nil, err
 	}
 	n.hasState.Store(hasState)
-	r, err := raft.NewRaft(rc, f, store, store, snaps, n.transport)
+	// The leader reads the entry before each batch it sends (to name the
+	// previous entry); without a cache every heartbeat to every follower
+	// re-read and decoded the last entry from bolt, and an idle leader whose
+	// last entry was a big import burnt a core on it.
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, f, logs, store, snaps, n.transport)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}

@@ -32,11 +32,12 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// TestQuickBenchmark builds halapi and runs the whole benchmark in -quick
-// mode with 1 s runs: every metric must come out with a non-zero figure.
+// TestQuickBenchmark builds halapi and runs the whole benchmark (every
+// phase, 3-node clusters included) in -quick mode with 1 s runs: every
+// metric must come out with a non-zero figure.
 func TestQuickBenchmark(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts real servers and loads them for ~30 s")
+		t.Skip("starts real servers and clusters and loads them for ~50 s")
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("reads memory and CPU figures from /proc")
@@ -77,12 +78,23 @@ func TestQuickBenchmark(t *testing.T) {
 		"stream_ms", "stream_mb",
 		"ingest_alerts_per_s", "ingest_p50_ms",
 		"rss_small_mib", "rss_large_mib", "import_decisions_per_s",
+		"cluster_failover_s", "cluster_lag_p99_ms", "cluster_lag_p50_ms",
+		"cluster_query_rps", "cluster_query_p50_ms", "cluster_ingest_alerts_per_s", "cluster_ingest_p50_ms",
+		"tls_query_rps", "tls_query_p50_ms", "tls_handshake_rps", "tls_handshake_p50_ms",
+		"capi_pull_s", "capi_query_p99_ms",
 	}
 	// Figures that have a bare-handler counterpart.
 	withBare := map[string]bool{"query_rps": true, "query_p50_ms": true, "query_p99_ms": true,
 		"stream_ms": true, "ingest_alerts_per_s": true, "ingest_p50_ms": true}
+	// Figures compared with another halapi setup (leader, plain HTTP...).
+	withRef := map[string]bool{"cluster_query_rps": true, "cluster_query_p50_ms": true,
+		"cluster_ingest_alerts_per_s": true, "cluster_ingest_p50_ms": true,
+		"tls_query_rps": true, "tls_query_p50_ms": true, "tls_handshake_rps": true, "tls_handshake_p50_ms": true,
+		"capi_query_p99_ms": true}
 	// Figures judged against a target.
-	judged := map[string]bool{"query_rps": true, "stream_ms": true, "ingest_alerts_per_s": true, "rss_large_mib": true}
+	judged := map[string]bool{"query_rps": true, "stream_ms": true, "ingest_alerts_per_s": true, "rss_large_mib": true,
+		"cluster_failover_s": true, "cluster_lag_p99_ms": true, "cluster_query_rps": true, "cluster_ingest_alerts_per_s": true,
+		"tls_query_rps": true}
 
 	got := map[string]*metric{}
 	for _, m := range rep.Metrics {
@@ -99,6 +111,9 @@ func TestQuickBenchmark(t *testing.T) {
 		}
 		if withBare[k] && (m.Bare <= 0 || m.Ratio <= 0) {
 			t.Errorf("metric %s (%s): bare %v, ratio %v, want both > 0", k, m.Name, m.Bare, m.Ratio)
+		}
+		if withRef[k] && (m.Ref <= 0 || m.RefName == "" || m.Ratio <= 0) {
+			t.Errorf("metric %s (%s): %s %v, ratio %v, want a named reference and both > 0", k, m.Name, m.RefName, m.Ref, m.Ratio)
 		}
 		if judged[k] && m.Pass == nil {
 			t.Errorf("metric %s (%s): not judged against its target", k, m.Name)

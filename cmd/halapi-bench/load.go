@@ -29,6 +29,12 @@ type loadSpec struct {
 	build func(w *worker) (*http.Request, error)
 	// tls is the client TLS configuration for an HTTPS target.
 	tls *tls.Config
+	// noKeepAlive opens a new connection (and over HTTPS does a full TLS
+	// handshake) for every request.
+	noKeepAlive bool
+	// peers are further processes of the measured system (the other nodes
+	// of a cluster): their CPU time is not counted as other processes'.
+	peers []int
 }
 
 // worker is the per-goroutine state handed to loadSpec.build.
@@ -52,6 +58,8 @@ type loadResult struct {
 	// ServerCPU is the CPU time the measured server process used during the
 	// measured window (0 for the in-process bare handler).
 	ServerCPU time.Duration `json:"server_cpu_ns,omitempty"`
+	// PeersCPU is the CPU time of loadSpec.peers during the window.
+	PeersCPU time.Duration `json:"peers_cpu_ns,omitempty"`
 	// OtherCores is the CPU the rest of the machine (neither this process
 	// nor the server) used during the window, in cores: anything much above
 	// zero means the figures are disturbed.
@@ -61,11 +69,11 @@ type loadResult struct {
 // cpuSample is the machine's, this process's and the server's CPU time at
 // one instant.
 type cpuSample struct {
-	machine, self, server time.Duration
-	err                   error
+	machine, self, server, peers time.Duration
+	err                          error
 }
 
-func sampleCPU(serverPID int) cpuSample {
+func sampleCPU(serverPID int, peers ...int) cpuSample {
 	var c cpuSample
 	var err error
 	if c.machine, err = machineBusy(); err != nil {
@@ -77,7 +85,17 @@ func sampleCPU(serverPID int) cpuSample {
 		return c
 	}
 	if serverPID != 0 {
-		c.server, c.err = cpuTime(serverPID)
+		if c.server, c.err = cpuTime(serverPID); c.err != nil {
+			return c
+		}
+	}
+	for _, pid := range peers {
+		t, err := cpuTime(pid)
+		if err != nil {
+			c.err = err
+			return c
+		}
+		c.peers += t
 	}
 	return c
 }
@@ -108,6 +126,7 @@ func newClient(conns int, timeout time.Duration, tlsCfg *tls.Config) *http.Clien
 func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error) {
 	client := newClient(spec.conns, 60*time.Second, spec.tls)
 	defer client.CloseIdleConnections()
+	client.Transport.(*http.Transport).DisableKeepAlives = spec.noKeepAlive
 
 	start := time.Now()
 	mStart := start.Add(spec.warmup)
@@ -174,9 +193,9 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 
 	// Sample CPU times at the window's edges.
 	sleepUntil(ctx, mStart)
-	cpu0 := sampleCPU(cpuPID)
+	cpu0 := sampleCPU(cpuPID, spec.peers...)
 	sleepUntil(ctx, end)
-	cpu1 := sampleCPU(cpuPID)
+	cpu1 := sampleCPU(cpuPID, spec.peers...)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return loadResult{}, err
@@ -205,7 +224,8 @@ func runLoad(ctx context.Context, spec loadSpec, cpuPID int) (loadResult, error)
 	}
 	if cpu0.err == nil && cpu1.err == nil {
 		res.ServerCPU = cpu1.server - cpu0.server
-		other := (cpu1.machine - cpu0.machine) - (cpu1.self - cpu0.self) - res.ServerCPU
+		res.PeersCPU = cpu1.peers - cpu0.peers
+		other := (cpu1.machine - cpu0.machine) - (cpu1.self - cpu0.self) - res.ServerCPU - res.PeersCPU
 		res.OtherCores = max(0, other.Seconds()/spec.duration.Seconds())
 	}
 	return res, nil

@@ -21,14 +21,31 @@
 //     (--flush-max-items raised so retention does not interfere).
 //  3. memory: 1,000,000 decisions loaded into a fresh server; VmRSS right
 //     after loading and after an idle pause, the larger reported.
+//  4. cluster: 3 nodes on loopback (plain HTTP, --insecure-cluster): the
+//     leader SIGKILLed 5 times, each time timing the first acknowledged
+//     write through a survivor (the killed node is started again with the
+//     same command line in between); replication lag of single writes
+//     (acknowledged on the leader or a follower, polled on the other
+//     follower); point queries and alert ingestion on a follower beside the
+//     same on the leader, runs alternating.
+//  5. tls: a node with its default HTTPS (built-in CA) beside one with
+//     --plain-http: point queries over keep-alive connections, and over
+//     HTTPS with a new connection (full TLS handshake) per request.
+//  6. capi: a 3-node cluster whose leader pulls a 100,000-decision
+//     blocklist from a fake Central API (capi/capitest, in this process):
+//     time from the stream call to the whole list on a follower, and the
+//     follower's query latency meanwhile beside the same load when idle.
 //
 // The machine's CPU use by other processes is sampled during every load run
-// (/proc/stat minus this process and the server); a bare/halapi pair that
-// was disturbed is run again, and one still disturbed is flagged.
+// (/proc/stat minus this process and the servers); a bare/halapi pair (or
+// a round of a comparison) that was disturbed is run again while the
+// -retry-budget lasts, and one still disturbed is flagged.
 //
-// By default everything is plain HTTP (halapi gets --plain-http when it has
-// it), like CrowdSec's reference figures; -tls measures halapi's default
-// HTTPS against a bare handler with a self-signed certificate.
+// By default the query, ingest and memory phases use plain HTTP (halapi
+// gets --plain-http when it has it), like CrowdSec's reference figures;
+// -tls measures them over halapi's default HTTPS against a bare handler
+// with a self-signed certificate. The cluster and capi phases always use
+// plain HTTP, the tls phase both.
 package main
 
 import (
@@ -60,9 +77,16 @@ type config struct {
 	Idle         time.Duration   `json:"-"`
 	Phases       map[string]bool `json:"phases"`
 	TLS          bool            `json:"tls"`
+	// Cluster phase: leader kills timed, single writes for the lag.
+	Failovers int `json:"failovers"`
+	LagWrites int `json:"lag_writes"`
+	// CAPI phase: size of the blocklist the fake CAPI serves.
+	CAPIDecisions int `json:"capi_decisions"`
+	// RetryBudget bounds the time spent redoing disturbed load runs.
+	RetryBudget time.Duration `json:"-"`
 }
 
-var allPhases = []string{"query", "ingest", "memory"}
+var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -76,9 +100,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	var cfg config
 	fs.StringVar(&cfg.Bin, "bin", "", "path of the halapi binary to measure (required)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured load run (-quick: 2s)")
-	fs.BoolVar(&cfg.Quick, "quick", false, "smaller run for smoke tests: 10,000 decisions, 100,000 for memory, 2s runs, 1 run per load phase")
+	fs.BoolVar(&cfg.Quick, "quick", false, "smaller run for smoke tests: 10,000 decisions, 100,000 for memory, 10,000 for capi, 2s runs, 1 run per load phase, 1 failover, 40 lag writes")
 	fs.StringVar(&cfg.JSONPath, "json", "", "also write the results as JSON to this file")
-	fs.BoolVar(&cfg.TLS, "tls", false, "measure over HTTPS: halapi with its built-in CA (its default), the bare handler with a self-signed certificate (default: plain HTTP, as CrowdSec's reference figures)")
+	fs.BoolVar(&cfg.TLS, "tls", false, "run the query, ingest and memory phases over HTTPS: halapi with its built-in CA (its default), the bare handler with a self-signed certificate (default: plain HTTP, as CrowdSec's reference figures; the tls phase measures both anyway)")
 	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections for the query load")
 	fs.IntVar(&cfg.IngestConns, "ingest-conns", 8, "concurrent connections pushing alert batches")
 	fs.IntVar(&cfg.Runs, "runs", 3, "runs per load phase (the median is reported; -quick: 1)")
@@ -86,7 +110,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Decisions, "decisions", 50000, "decisions loaded for the query and stream phases (-quick: 10,000)")
 	fs.IntVar(&cfg.MemDecisions, "memory-decisions", 1000000, "decisions loaded for the memory phase (-quick: 100,000)")
 	fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "idle pause before the second RSS reading (-quick: 2s)")
-	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory")
+	fs.DurationVar(&cfg.RetryBudget, "retry-budget", 60*time.Second, "total time the whole run may spend redoing load runs disturbed by other processes (-quick: 0)")
+	fs.IntVar(&cfg.Failovers, "failovers", 5, "cluster phase: times the leader is killed (the median failover time is reported; -quick: 1)")
+	fs.IntVar(&cfg.LagWrites, "lag-writes", 400, "cluster phase: single writes timed until visible on another node (-quick: 40)")
+	fs.IntVar(&cfg.CAPIDecisions, "capi-decisions", 100000, "capi phase: decisions in the blocklist the fake CAPI serves (-quick: 10,000)")
+	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
+		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
 		fs.PrintDefaults()
@@ -110,6 +139,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			"decisions":        func() { cfg.Decisions = 10000 },
 			"memory-decisions": func() { cfg.MemDecisions = 100000 },
 			"idle":             func() { cfg.Idle = 2 * time.Second },
+			"failovers":        func() { cfg.Failovers = 1 },
+			"retry-budget":     func() { cfg.RetryBudget = 0 },
+			"lag-writes":       func() { cfg.LagWrites = 40 },
+			"capi-decisions":   func() { cfg.CAPIDecisions = 10000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -184,6 +217,12 @@ func (c *config) check() error {
 		return fmt.Errorf("at most %d decisions", ipSpace/2)
 	case c.Idle < 0:
 		return errors.New("-idle must be >= 0")
+	case c.RetryBudget < 0:
+		return errors.New("-retry-budget must be >= 0")
+	case c.Failovers <= 0 || c.LagWrites <= 0:
+		return errors.New("-failovers and -lag-writes must be > 0")
+	case c.CAPIDecisions <= 0 || c.CAPIDecisions > ipSpace/2:
+		return fmt.Errorf("-capi-decisions must be in 1..%d", ipSpace/2)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ const (
 	unitMS        = "ms"
 	unitMB        = "MB"
 	unitMiB       = "MiB"
+	unitS         = "s"
 )
 
 // metric is one line of the report.
@@ -32,8 +33,14 @@ type metric struct {
 	Target string `json:"target"`
 	// Bare is the same figure for the bare net/http handler (0: none).
 	Bare float64 `json:"bare,omitempty"`
-	// Ratio is halapi / bare: the median of the per-run ratios (bare and
-	// halapi runs alternate), or Value / Bare when not set by the phase.
+	// Ref is, instead of a bare handler, the same figure for the halapi
+	// setup this one is compared with (RefName: "leader", "plain HTTP"...);
+	// it is printed in the bare handler's column.
+	Ref     float64 `json:"ref,omitempty"`
+	RefName string  `json:"ref_name,omitempty"`
+	// Ratio is halapi / bare (or Value / Ref): the median of the per-run
+	// ratios (the runs alternate), or Value / Bare (Ref) when not set by
+	// the phase.
 	Ratio float64 `json:"ratio,omitempty"`
 	// Pass is nil for informational lines.
 	Pass   *bool  `json:"pass,omitempty"`
@@ -56,15 +63,19 @@ type report struct {
 		// skews every figure.
 		LoadAvg string `json:"loadavg,omitempty"`
 	} `json:"env"`
-	Config   config                  `json:"config"`
-	Duration string                  `json:"duration"`
-	Idle     string                  `json:"idle"`
-	Metrics  []*metric               `json:"metrics"`
-	Missed   []string                `json:"missed"`
-	Notes    []string                `json:"notes,omitempty"`
-	Errors   []string                `json:"errors,omitempty"`
-	Runs     map[string][]loadResult `json:"runs"`
-	StreamMS map[string][]float64    `json:"stream_ms,omitempty"`
+	Config   config `json:"config"`
+	Duration string `json:"duration"`
+	Idle     string `json:"idle"`
+	// RetryBudget and RetrySpent: time allowed for, and spent on, load runs
+	// redone because other processes disturbed them.
+	RetryBudget string                  `json:"retry_budget"`
+	RetrySpent  string                  `json:"retry_spent"`
+	Metrics     []*metric               `json:"metrics"`
+	Missed      []string                `json:"missed"`
+	Notes       []string                `json:"notes,omitempty"`
+	Errors      []string                `json:"errors,omitempty"`
+	Runs        map[string][]loadResult `json:"runs"`
+	StreamMS    map[string][]float64    `json:"stream_ms,omitempty"`
 	// Disturbed is set when some load run was kept although other processes
 	// used the CPU during it.
 	Disturbed bool `json:"disturbed"`
@@ -72,7 +83,7 @@ type report struct {
 
 func newReport(cfg config) *report {
 	r := &report{Started: time.Now().UTC(), Config: cfg, Duration: cfg.Duration.String(), Idle: cfg.Idle.String(),
-		Runs: map[string][]loadResult{}, Missed: []string{}}
+		RetryBudget: cfg.RetryBudget.String(), RetrySpent: "0s", Runs: map[string][]loadResult{}, Missed: []string{}}
 	r.Env.GoVersion = runtime.Version()
 	r.Env.OS, r.Env.Arch, r.Env.CPUs = runtime.GOOS, runtime.GOARCH, runtime.NumCPU()
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -86,6 +97,9 @@ func newReport(cfg config) *report {
 func (r *report) add(m *metric) *metric {
 	if m.Bare > 0 && m.Ratio == 0 {
 		m.Ratio = m.Value / m.Bare
+	}
+	if m.Ref > 0 && m.Ratio == 0 {
+		m.Ratio = m.Value / m.Ref
 	}
 	r.Metrics = append(r.Metrics, m)
 	return m
@@ -108,6 +122,8 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.2f MB", v)
 	case unitMiB:
 		return fmt.Sprintf("%.0f MiB", v)
+	case unitS:
+		return fmt.Sprintf("%.3f s", v)
 	}
 	return fmt.Sprintf("%g %s", v, unit)
 }
@@ -133,16 +149,29 @@ func (r *report) print(w io.Writer) {
 	if c.TLS {
 		transport = "HTTPS, HTTP/1.1 (halapi's built-in CA; bare handler with a self-signed P-256 certificate)"
 	}
-	fmt.Fprintf(w, "transport: %s, keep-alive connections\n", transport)
-	fmt.Fprintf(w, "bare handler = net/http on loopback in the benchmark process, same load generator, same run;\nratio = halapi / bare, the median of the per-run ratios (bare and halapi runs alternate)\n\n")
+	fmt.Fprintf(w, "transport: %s, keep-alive connections", transport)
+	if c.Phases["cluster"] || c.Phases["capi"] || c.Phases["tls"] {
+		fmt.Fprint(w, "; the cluster and capi phases use plain HTTP, the tls phase both")
+	}
+	fmt.Fprintln(w)
+	if r.Finished.IsZero() {
+		fmt.Fprintf(w, "disturbed load runs redone: %s of a %s budget\n", r.RetrySpent, r.RetryBudget)
+	} else {
+		fmt.Fprintf(w, "took %s; disturbed load runs redone: %s of a %s budget\n", r.Finished.Sub(r.Started).Round(time.Second), r.RetrySpent, r.RetryBudget)
+	}
+	fmt.Fprintf(w, "bare handler = net/http on loopback in the benchmark process, same load generator, same run;\nratio = halapi / bare, the median of the per-run ratios (bare and halapi runs alternate);\n"+
+		"\"NAME: figure\" in that column is another halapi setup measured the same way instead (leader, plain HTTP...)\n\n")
 
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\thalapi\ttarget\tbare handler / ratio\tresult")
 	fmt.Fprintln(tw, "------\t------\t------\t-------------------\t------")
 	for _, m := range r.Metrics {
 		bare := "-"
-		if m.Bare > 0 {
+		switch {
+		case m.Bare > 0:
 			bare = fmt.Sprintf("%s / %.2fx", formatValue(m.Bare, m.Unit), m.Ratio)
+		case m.Ref > 0:
+			bare = fmt.Sprintf("%s: %s / %.2fx", m.RefName, formatValue(m.Ref, m.Unit), m.Ratio)
 		}
 		result := "info"
 		if m.Pass != nil {

@@ -41,6 +41,10 @@ type bench struct {
 
 	mu      sync.Mutex
 	servers []*server
+
+	// retrySpent is the time load runs redone because other processes
+	// disturbed them have taken so far (bounded by cfg.RetryBudget).
+	retrySpent time.Duration
 }
 
 // run executes every phase and returns the report (also when a phase
@@ -81,11 +85,15 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		{"query", b.phaseQuery},
 		{"ingest", b.phaseIngest},
 		{"memory", b.phaseMemory},
+		{"cluster", b.phaseCluster},
+		{"tls", b.phaseTLS},
+		{"capi", b.phaseCAPI},
 	} {
 		if !cfg.Phases[p.name] {
 			continue
 		}
 		if err := p.f(ctx); err != nil {
+			b.rep.RetrySpent = b.retrySpent.Round(time.Second).String()
 			if ctx.Err() != nil {
 				b.rep.Errors = append(b.rep.Errors, "interrupted")
 				return b.rep, fmt.Errorf("interrupted during the %s phase", p.name)
@@ -96,6 +104,7 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		b.stopAll()
 	}
 	b.rep.Finished = time.Now().UTC()
+	b.rep.RetrySpent = b.retrySpent.Round(time.Second).String()
 	return b.rep, errors.Join(errs...)
 }
 
@@ -164,30 +173,8 @@ func (b *bench) phaseQuery(ctx context.Context) error {
 	g, gerr := s.goMem(ctx)
 
 	// Query load, interleaved with the bare handler.
-	paths := make([]string, queryPaths)
-	for i := range paths {
-		var ip uint32
-		if i%2 == 0 {
-			ip = benchIP(importNet, (i*7919)%n) // loaded
-		} else {
-			ip = benchIP(importNet, n+(i*104729)%(ipSpace-n)) // not loaded
-		}
-		paths[i] = "/v1/decisions?ip=" + ipString(ip)
-	}
-	querySpec := func(base string, tc *tls.Config) loadSpec {
-		return loadSpec{
-			conns: b.cfg.Conns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, expect: http.StatusOK, tls: tc,
-			build: func(w *worker) (*http.Request, error) {
-				req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, base+paths[w.rng.IntN(len(paths))], nil)
-				if err != nil {
-					return nil, err
-				}
-				req.Header.Set("X-Api-Key", key)
-				req.Header.Set("User-Agent", bouncerUA)
-				return req, nil
-			},
-		}
-	}
+	paths := queryPathList(importNet, n)
+	querySpec := func(base string, tc *tls.Config) loadSpec { return b.querySpec(base, tc, key, paths) }
 	bareRuns, halRuns, err := b.pairs(ctx, "query",
 		func(ctx context.Context) (loadResult, error) {
 			return runLoad(ctx, querySpec(b.bare.url, b.bare.tls), 0)
@@ -285,48 +272,75 @@ func (b *bench) phaseQuery(ctx context.Context) error {
 	return nil
 }
 
+// queryPathList is the query URLs of the point-query load: half of them
+// ask for addresses of decisions [0, n) of the data set in net, half for
+// addresses that have none.
+func queryPathList(net byte, n int) []string {
+	paths := make([]string, queryPaths)
+	for i := range paths {
+		var ip uint32
+		if i%2 == 0 {
+			ip = benchIP(net, (i*7919)%n) // loaded
+		} else {
+			ip = benchIP(net, n+(i*104729)%(ipSpace-n)) // not loaded
+		}
+		paths[i] = "/v1/decisions?ip=" + ipString(ip)
+	}
+	return paths
+}
+
+// querySpec is the point-query load (b.cfg.Conns keep-alive connections)
+// against base as the bouncer with API key key.
+func (b *bench) querySpec(base string, tc *tls.Config, key string, paths []string) loadSpec {
+	return loadSpec{
+		conns: b.cfg.Conns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, expect: http.StatusOK, tls: tc,
+		build: func(w *worker) (*http.Request, error) {
+			req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, base+paths[w.rng.IntN(len(paths))], nil)
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("X-Api-Key", key)
+			req.Header.Set("User-Agent", bouncerUA)
+			return req, nil
+		},
+	}
+}
+
+// ingestSpec is the alert ingestion load (b.cfg.IngestConns connections
+// posting batches of alertsPerBatch agent alerts); seq numbers the alerts
+// so that every one has its own source address.
+func (b *bench) ingestSpec(base string, tc *tls.Config, token string, seq *atomic.Int64) loadSpec {
+	now := time.Now().UTC().Format(time.RFC3339)
+	return loadSpec{
+		conns: b.cfg.IngestConns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, tls: tc,
+		expect: http.StatusCreated, units: alertsPerBatch,
+		build: func(w *worker) (*http.Request, error) {
+			first := int(seq.Add(alertsPerBatch)) - alertsPerBatch
+			return newAlertsRequest(w.ctx, base, token, agentBatch(first, alertsPerBatch, now))
+		},
+	}
+}
+
 const (
 	// disturbedCores: a run during which the rest of the machine used more
 	// CPU than this is disturbed (this box has 2 cores, shared).
 	disturbedCores = 0.25
-	// pairAttempts bounds how often a disturbed bare/halapi pair is redone.
+	// pairAttempts bounds how often a disturbed bare/halapi pair (or round
+	// of a comparison) is redone; -retry-budget bounds the time all redone
+	// runs may take.
 	pairAttempts = 3
 )
 
 // pairs runs cfg.Runs pairs of load runs, bare handler first then halapi,
 // so that each pair sees about the same machine. A pair during which other
-// processes used the CPU is run again (up to pairAttempts times); if it is
-// still disturbed it is kept and flagged in the notes.
+// processes used the CPU is run again (see rounds); if it is still
+// disturbed it is kept and flagged in the notes.
 func (b *bench) pairs(ctx context.Context, name string, bareRun, halRun func(context.Context) (loadResult, error), show func(loadResult) string) (bare, hal []loadResult, err error) {
-	disturbed := 0
-	for r := 0; r < b.cfg.Runs; r++ {
-		var br, hr loadResult
-		for attempt := 1; ; attempt++ {
-			if br, err = bareRun(ctx); err != nil {
-				return nil, nil, err
-			}
-			if hr, err = halRun(ctx); err != nil {
-				return nil, nil, err
-			}
-			other := max(br.OtherCores, hr.OtherCores)
-			b.progress("%s run %d/%d: bare %s; halapi %s; other processes %.2f cores", name, r+1, b.cfg.Runs, show(br), show(hr), other)
-			if other <= disturbedCores {
-				break
-			}
-			if attempt == pairAttempts {
-				disturbed++
-				break
-			}
-			b.progress("%s run %d/%d: disturbed by other processes, running the pair again", name, r+1, b.cfg.Runs)
-		}
-		bare, hal = append(bare, br), append(hal, hr)
+	res, err := b.rounds(ctx, name, false, []contender{{"bare", bareRun}, {"halapi", halRun}}, show)
+	if err != nil {
+		return nil, nil, err
 	}
-	if disturbed > 0 {
-		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("%s: %d of %d run pairs were disturbed by other processes (> %.2f cores) even after %d attempts: those figures are low",
-			name, disturbed, b.cfg.Runs, disturbedCores, pairAttempts))
-		b.rep.Disturbed = true
-	}
-	return bare, hal, nil
+	return res[0], res[1], nil
 }
 
 // fetchStream GETs the startup stream and returns its body and the time to
@@ -463,18 +477,8 @@ func newAlertsRequest(ctx context.Context, base, token string, body []byte) (*ht
 // Phase 2: alert ingestion.
 
 func (b *bench) phaseIngest(ctx context.Context) error {
-	now := time.Now().UTC().Format(time.RFC3339)
 	// Distinct source addresses for every alert of a run.
-	ingestSpec := func(base string, tc *tls.Config, token string, seq *atomic.Int64) loadSpec {
-		return loadSpec{
-			conns: b.cfg.IngestConns, warmup: b.cfg.warmup(), duration: b.cfg.Duration, tls: tc,
-			expect: http.StatusCreated, units: alertsPerBatch,
-			build: func(w *worker) (*http.Request, error) {
-				first := int(seq.Add(alertsPerBatch)) - alertsPerBatch
-				return newAlertsRequest(w.ctx, base, token, agentBatch(first, alertsPerBatch, now))
-			},
-		}
-	}
+	ingestSpec := b.ingestSpec
 	var bareSeq atomic.Int64
 	bareRun := func(ctx context.Context) (loadResult, error) {
 		bareSeq.Store(0)

@@ -57,6 +57,7 @@ type server struct {
 	// tls trusts the node's CA (nil for plain HTTP).
 	tls *tls.Config
 
+	args []string // command line of the running process (without the binary)
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
 	exit error         // cmd.Wait result, valid once done is closed
@@ -85,26 +86,9 @@ func startServer(ctx context.Context, kind serverKind, parent, name string, extr
 		args = append(args, "--plain-http")
 	}
 	args = append(args, extra...)
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := s.spawn(args); err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "==== halapi-bench: %s %s\n", bin, strings.Join(args, " "))
-
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
-	}
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	go func() {
-		s.exit = cmd.Wait()
-		close(s.done)
-	}()
 	if err := s.waitHealthy(ctx); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("server %s: %w%s", name, err, s.logTail())
@@ -123,6 +107,32 @@ func freeLoopbackAddr() (string, error) {
 	}
 	addr := l.Addr().String()
 	return addr, l.Close()
+}
+
+// spawn starts `halapi ARGS` with its output appended to the server's log
+// (also to start a killed node again with the same command line).
+func (s *server) spawn(args []string) error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "==== halapi-bench: %s %s\n", s.bin, strings.Join(args, " "))
+
+	cmd := exec.Command(s.bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	setProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	s.args, s.cmd, s.done = args, cmd, done
+	go func() {
+		s.exit = cmd.Wait()
+		close(done)
+	}()
+	return nil
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
@@ -351,7 +361,13 @@ func (s *server) addMachine(ctx context.Context, name string) (string, error) {
 	if _, err := s.cliWrite(ctx, "machines", "add", name, "--password", password); err != nil {
 		return "", err
 	}
-	body, _ := json.Marshal(map[string]any{"machine_id": name, "password": password, "scenarios": []string{}})
+	return s.login(ctx, name, password, []string{})
+}
+
+// login logs a machine in with POST /v1/watchers/login (announcing its
+// scenarios, as an agent does) and returns the JWT.
+func (s *server) login(ctx context.Context, name, password string, scenarios []string) (string, error) {
+	body, _ := json.Marshal(map[string]any{"machine_id": name, "password": password, "scenarios": scenarios})
 	client := s.client(1, 10*time.Second)
 	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(loginTimeout)

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	clusterSize = 3
+	// clusterReadyTimeout bounds the formation of a cluster and the return
+	// of a restarted node.
+	clusterReadyTimeout = 60 * time.Second
+)
+
+// cluster is a 3-node halapi cluster on loopback: plain HTTP, plain TCP
+// between the nodes (--insecure-cluster, no join tokens), every node
+// joining the first one's gossip address.
+type cluster struct {
+	b     *bench
+	name  string
+	nodes []*server
+}
+
+// startCluster starts the nodes (`halapi serve --node-id nI --data-dir DI
+// --listen 127.0.0.1:AI --plain-http --cluster-listen 127.0.0.1:CI
+// --gossip-listen 127.0.0.1:GI --join 127.0.0.1:G1 --bootstrap-expect 3
+// --insecure-cluster`, plus extra) and waits until they have formed a
+// cluster: one leader, every node applied up to its commit index.
+func (b *bench) startCluster(ctx context.Context, name string, extra ...string) (*cluster, error) {
+	if !b.kind.plainFlag {
+		return nil, errors.New("this halapi binary has no --plain-http")
+	}
+	c := &cluster{b: b, name: name}
+	type ports struct{ api, raft, gossip string }
+	ps := make([]ports, clusterSize)
+	for i := range ps {
+		var err error
+		if ps[i].api, err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+		if ps[i].raft, err = freeLoopbackAddr(); err != nil {
+			return nil, err
+		}
+		if ps[i].gossip, err = freeGossipAddr(); err != nil {
+			return nil, err
+		}
+	}
+	for i := range ps {
+		id := fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(b.tmp, name+"-"+id)
+		s := &server{name: name + "/" + id, bin: b.kind.bin, dir: dir, dataDir: filepath.Join(dir, "data"),
+			logPath: filepath.Join(dir, "halapi.log"), addr: ps[i].api, url: "http://" + ps[i].api}
+		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+			return nil, err
+		}
+		args := []string{"serve", "--node-id", id, "--data-dir", s.dataDir, "--listen", s.addr, "--plain-http",
+			"--cluster-listen", ps[i].raft, "--gossip-listen", ps[i].gossip, "--join", ps[0].gossip,
+			"--bootstrap-expect", strconv.Itoa(clusterSize), "--insecure-cluster", "--log-level", "warn"}
+		args = append(args, extra...)
+		if err := s.spawn(args); err != nil {
+			return nil, err
+		}
+		b.mu.Lock()
+		b.servers = append(b.servers, s)
+		b.mu.Unlock()
+		c.nodes = append(c.nodes, s)
+	}
+	for _, s := range c.nodes {
+		if err := s.waitHealthy(ctx); err != nil {
+			return nil, fmt.Errorf("node %s: %w%s", s.name, err, s.logTail())
+		}
+	}
+	if err := c.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// freeGossipAddr is a loopback port free for both TCP and UDP (memberlist
+// uses both).
+func freeGossipAddr() (string, error) {
+	for range 20 {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return "", err
+		}
+		if u, err := net.ListenPacket("udp", addr); err == nil {
+			u.Close()
+			return addr, nil
+		}
+	}
+	return "", errors.New("no loopback port free for both TCP and UDP")
+}
+
+func (c *cluster) pids() []int {
+	var out []int
+	for _, s := range c.nodes {
+		if s.running() {
+			out = append(out, s.pid())
+		}
+	}
+	return out
+}
+
+// peersOf is the pids of the running nodes other than s.
+func (c *cluster) peersOf(s *server) []int {
+	var out []int
+	for _, o := range c.nodes {
+		if o != s && o.running() {
+			out = append(out, o.pid())
+		}
+	}
+	return out
+}
+
+// index is a raft index as `cluster status -o json` prints it (a number,
+// or a string holding one).
+type index uint64
+
+func (x *index) UnmarshalJSON(b []byte) error {
+	v, err := strconv.ParseUint(string(bytes.Trim(b, `"`)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("index %s: %w", b, err)
+	}
+	*x = index(v)
+	return nil
+}
+
+// clusterStatus is `halapi cluster status -o json`.
+type clusterStatus struct {
+	NodeID       string `json:"node_id"`
+	State        string `json:"state"`
+	Leader       string `json:"leader"`
+	CommitIndex  index  `json:"commit_index"`
+	AppliedIndex index  `json:"applied_index"`
+	LastLogIndex index  `json:"last_log_index"`
+	Members      []struct {
+		ID     string `json:"id"`
+		Role   string `json:"role"`
+		State  string `json:"state"`
+		APIURL string `json:"api_url"`
+	} `json:"members"`
+}
+
+func (s *server) clusterStatus(ctx context.Context) (clusterStatus, error) {
+	var st clusterStatus
+	out, err := s.cli(ctx, "cluster", "status", "-o", "json")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("cluster status: %w: %.300s", err, out)
+	}
+	return st, nil
+}
+
+// ready checks the cluster once: every node up and answering, all agreeing
+// on one leader that says it leads, every node applied up to its commit
+// index, and the leader seeing all members alive.
+func (c *cluster) ready(ctx context.Context) (leader int, why string) {
+	sts := make([]clusterStatus, len(c.nodes))
+	for i, s := range c.nodes {
+		if !s.running() {
+			return -1, s.name + " is not running"
+		}
+		st, err := s.clusterStatus(ctx)
+		if err != nil {
+			return -1, err.Error()
+		}
+		sts[i] = st
+	}
+	leader = -1
+	for i, st := range sts {
+		switch {
+		case st.Leader == "" || st.Leader != sts[0].Leader:
+			return -1, fmt.Sprintf("no common leader (%s says %q, %s says %q)", sts[0].NodeID, sts[0].Leader, st.NodeID, st.Leader)
+		case st.AppliedIndex < st.CommitIndex:
+			return -1, fmt.Sprintf("%s applied %d of %d", st.NodeID, st.AppliedIndex, st.CommitIndex)
+		case strings.EqualFold(st.State, "leader"):
+			if st.NodeID != st.Leader {
+				return -1, fmt.Sprintf("%s leads but says %s leads", st.NodeID, st.Leader)
+			}
+			leader = i
+		case !strings.EqualFold(st.State, "follower"):
+			return -1, fmt.Sprintf("%s is %s", st.NodeID, st.State)
+		}
+	}
+	if leader < 0 {
+		return -1, "no node leads yet"
+	}
+	alive := 0
+	for _, m := range sts[leader].Members {
+		if strings.EqualFold(m.State, "alive") {
+			alive++
+		}
+	}
+	if alive != len(c.nodes) {
+		return -1, fmt.Sprintf("the leader sees %d of %d members alive", alive, len(c.nodes))
+	}
+	return leader, ""
+}
+
+// waitReady polls ready until it holds.
+func (c *cluster) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(clusterReadyTimeout)
+	for {
+		_, why := c.ready(ctx)
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			var tails string
+			for _, s := range c.nodes {
+				tails += s.logTail()
+			}
+			return fmt.Errorf("cluster %s not ready within %s: %s%s", c.name, clusterReadyTimeout, why, tails)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// roles returns the leader and the followers (waiting until the cluster
+// is ready).
+func (c *cluster) roles(ctx context.Context) (leader *server, followers []*server, err error) {
+	if err := c.waitReady(ctx); err != nil {
+		return nil, nil, err
+	}
+	l, why := c.ready(ctx)
+	if why != "" {
+		return nil, nil, errors.New(why)
+	}
+	for i, s := range c.nodes {
+		if i != l {
+			followers = append(followers, s)
+		}
+	}
+	return c.nodes[l], followers, nil
+}
+
+// kill SIGKILLs a node and waits for the process to be gone.
+func (c *cluster) kill(s *server) error {
+	if err := s.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	select {
+	case <-s.done:
+		return nil
+	case <-time.After(stopTimeout):
+		return fmt.Errorf("%s still running %s after SIGKILL", s.name, stopTimeout)
+	}
+}
+
+// restart starts a stopped node again with the same command line and waits
+// until the cluster is whole again.
+func (c *cluster) restart(ctx context.Context, s *server) error {
+	if err := s.spawn(s.args); err != nil {
+		return err
+	}
+	if err := s.waitHealthy(ctx); err != nil {
+		return fmt.Errorf("restarted node %s: %w%s", s.name, err, s.logTail())
+	}
+	return c.waitReady(ctx)
+}
+
+func (c *cluster) stop() {
+	for _, s := range c.nodes {
+		s.stop()
+	}
+}
