@@ -2,6 +2,7 @@ package lapi
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -20,6 +21,9 @@ type Metrics struct {
 	bouncer  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	alerts   *prometheus.CounterVec
+	// bouncerCounters caches the per-bouncer counters (a label lookup
+	// per poll otherwise).
+	bouncerCounters sync.Map
 }
 
 func newMetrics(f *fsm.FSM) *Metrics {
@@ -90,8 +94,17 @@ func (m *Metrics) machineRequest(id string, r *http.Request) {
 }
 
 func (m *Metrics) bouncerRequest(name string, r *http.Request) {
-	m.bouncer.WithLabelValues(name, routeOf(r), r.Method).Inc()
+	key := bouncerKey{name, routeOf(r), r.Method}
+	if c, ok := m.bouncerCounters.Load(key); ok {
+		c.(prometheus.Counter).Inc()
+		return
+	}
+	c := m.bouncer.WithLabelValues(key.name, key.route, key.method)
+	m.bouncerCounters.Store(key, c)
+	c.Inc()
 }
+
+type bouncerKey struct{ name, route, method string }
 
 func (m *Metrics) alertsReceived(machine string, n int) {
 	m.alerts.WithLabelValues(machine).Add(float64(n))
