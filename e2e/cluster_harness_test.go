@@ -789,40 +789,7 @@ func startTrackedStream(t testing.TB, name, url, key string) *streamTracker {
 	if err := b.Init(); err != nil {
 		t.Fatalf("StreamBouncer.Init: %v", err)
 	}
-	st := &streamTracker{name: name, b: b, live: map[int64]string{}, deleted: map[int64]bool{}}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	runErr := make(chan error, 1)
-	consumed := make(chan struct{})
-	go func() { runErr <- b.Run(ctx) }()
-	go func() {
-		defer close(consumed)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case resp, open := <-b.Stream:
-				if !open {
-					return
-				}
-				st.apply(resp)
-			}
-		}
-	}()
-
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-runErr:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				t.Errorf("%s: StreamBouncer.Run: %v", name, err)
-			}
-		case <-time.After(callTimeout + callGrace):
-			t.Errorf("%s: StreamBouncer.Run did not return %s after cancel", name, callTimeout+callGrace)
-		}
-		<-consumed
-	})
-
+	st, _ := runTrackedStream(t, name, b)
 	return st
 }
 

@@ -371,6 +371,20 @@ func agentTLS(t testing.TB, creds agentCredentials) (*x509.CertPool, tls.Certifi
 	return pool, cert
 }
 
+// withAgentTLS sets apiclient's TLS globals (CA pool, client cert) for
+// creds while a client is built; call the returned func to reset them.
+func withAgentTLS(t testing.TB, creds agentCredentials) func() {
+	pool, cert := agentTLS(t, creds)
+	apiclientTLS.Lock()
+	apiclient.InsecureSkipVerify = false
+	apiclient.CaCertPool = pool
+	apiclient.Cert = &cert
+	return func() {
+		apiclient.CaCertPool, apiclient.Cert = nil, nil
+		apiclientTLS.Unlock()
+	}
+}
+
 // newCertAgent builds the crowdsec agent's LAPI client for creds on lapiURL
 // ("" keeps creds.URL): like csconfig.LocalApiClientCfg.Load it sets
 // apiclient.InsecureSkipVerify (false), apiclient.CaCertPool (system pool
@@ -385,14 +399,7 @@ func newCertAgent(t testing.TB, creds agentCredentials, lapiURL string) *apiclie
 	if !strings.HasSuffix(lapiURL, "/") {
 		lapiURL += "/"
 	}
-	pool, cert := agentTLS(t, creds)
-
-	apiclientTLS.Lock()
-	defer apiclientTLS.Unlock()
-	apiclient.InsecureSkipVerify = false
-	apiclient.CaCertPool = pool
-	apiclient.Cert = &cert
-	defer func() { apiclient.CaCertPool, apiclient.Cert = nil, nil }()
+	defer withAgentTLS(t, creds)()
 
 	return apiclient.NewClient(&apiclient.Config{
 		MachineID:     creds.Login,
@@ -414,14 +421,7 @@ func newCertDefaultClient(t testing.TB, creds agentCredentials, lapiURL string) 
 	if !strings.HasSuffix(lapiURL, "/") {
 		lapiURL += "/"
 	}
-	pool, cert := agentTLS(t, creds)
-
-	apiclientTLS.Lock()
-	defer apiclientTLS.Unlock()
-	apiclient.InsecureSkipVerify = false
-	apiclient.CaCertPool = pool
-	apiclient.Cert = &cert
-	defer func() { apiclient.CaCertPool, apiclient.Cert = nil, nil }()
+	defer withAgentTLS(t, creds)()
 
 	c, err := apiclient.NewDefaultClient(mustURL(t, lapiURL), "v1", watcherUA, nil)
 	if err != nil {
