@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,13 +44,13 @@ func (f *DecisionFilter) match(d *Decision) bool {
 	if f.Scenario != "" && d.Scenario != f.Scenario {
 		return false
 	}
-	if len(f.Scopes) > 0 && !contains(f.Scopes, d.Scope) {
+	if len(f.Scopes) > 0 && !slices.Contains(f.Scopes, d.Scope) {
 		return false
 	}
-	if len(f.Origins) > 0 && !contains(f.Origins, d.Origin) {
+	if len(f.Origins) > 0 && !slices.Contains(f.Origins, d.Origin) {
 		return false
 	}
-	if len(f.UUIDs) > 0 && !contains(f.UUIDs, d.UUID) {
+	if len(f.UUIDs) > 0 && !slices.Contains(f.UUIDs, d.UUID) {
 		return false
 	}
 	if len(f.ScenariosContaining) > 0 || len(f.ScenariosNot) > 0 {
@@ -79,15 +80,6 @@ func (f *DecisionFilter) match(d *Decision) bool {
 		return f.IP.Contains(d.Range)
 	}
 	return true
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // candidates returns decisions that may match f, in ID order.

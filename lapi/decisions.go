@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -98,7 +99,7 @@ func bouncerFilter(q url.Values, stream bool) (*fsm.DecisionFilter, error) {
 		for _, l := range scopeLists[1:] {
 			var keep []string
 			for _, s := range f.Scopes {
-				if contains(l, s) {
+				if slices.Contains(l, s) {
 					keep = append(keep, s)
 				}
 			}
@@ -109,15 +110,6 @@ func bouncerFilter(q url.Values, stream bool) (*fsm.DecisionFilter, error) {
 		}
 	}
 	return f, nil
-}
-
-func contains(l []string, v string) bool {
-	for _, x := range l {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
