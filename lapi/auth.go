@@ -240,8 +240,12 @@ func (s *Server) authBouncer(r *http.Request) (*fsm.Bouncer, error) {
 // rare; they are written at once. A failed write (no leader) does not
 // refuse the bouncer: reads must keep working without a quorum.
 func (s *Server) bouncerSeen(r *http.Request, b *fsm.Bouncer) *fsm.Bouncer {
+	ua := r.UserAgent()
+	if b.IP != "" && uaIs(ua, b.Type, b.Version) {
+		return b // the common case of every poll: nothing to record, nothing to allocate
+	}
 	ip := clientIP(r)
-	typ, ver := splitUA(r.UserAgent())
+	typ, ver := splitUA(ua)
 	upd := fsm.BouncerUpdate{Name: b.Name}
 	changed := false
 	if b.IP == "" {
@@ -263,6 +267,15 @@ func (s *Server) bouncerSeen(r *http.Request, b *fsm.Bouncer) *fsm.Bouncer {
 		return nb
 	}
 	return b
+}
+
+// uaIs reports whether splitUA(ua) would give typ, ver, without allocating.
+func uaIs(ua, typ, ver string) bool {
+	if ver == "N/A" && ua == typ && strings.Count(ua, "/") != 1 {
+		return true
+	}
+	return len(ua) == len(typ)+1+len(ver) && strings.HasPrefix(ua, typ) && ua[len(typ)] == '/' &&
+		strings.HasSuffix(ua, ver) && strings.Count(ua, "/") == 1
 }
 
 func splitUA(ua string) (string, string) {

@@ -441,3 +441,15 @@ func TestHeadOnlyWhereCrowdSecHasIt(t *testing.T) {
 	e.expect(e.do("HEAD", "/v1/allowlists", nil, withToken(tok)), 405)
 	e.expect(e.do("HEAD", "/v1/alerts/1", nil, withToken(tok)), 404)
 }
+
+func TestUAIsAgreesWithSplitUA(t *testing.T) {
+	for _, ua := range []string{"crowdsec-firewall-bouncer/v0.0.31", "curl/7.88.1", "noslash", "a/b/c", "/x", "x/", "", "crowdsec/"} {
+		typ, ver := splitUA(ua)
+		if !uaIs(ua, typ, ver) {
+			t.Errorf("uaIs(%q, %q, %q) = false", ua, typ, ver)
+		}
+		if uaIs(ua, typ+"z", ver) || uaIs(ua, typ, ver+"z") {
+			t.Errorf("uaIs(%q) matched a different type or version", ua)
+		}
+	}
+}
