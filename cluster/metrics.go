@@ -9,6 +9,7 @@ type nodeMetrics struct {
 	leader                                          prometheus.Gauge
 	forwardedOut                                    prometheus.Counter
 	forwardedIn                                     prometheus.Counter
+	freshChecks, freshRPCs                          prometheus.Counter
 	applyLatency                                    prometheus.Histogram
 	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
 }
@@ -21,6 +22,10 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 			Help: "Writes this node forwarded to the leader."}),
 		forwardedIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwarded_writes_received_total",
 			Help: "Writes forwarded to this node by followers."}),
+		freshChecks: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_freshness_checks_total",
+			Help: "Refusals this node confirmed against the leader's commit index before answering."}),
+		freshRPCs: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_freshness_leader_rpcs_total",
+			Help: "Commit-index round trips to the leader for those confirmations (coalesced)."}),
 		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "halapi_apply_duration_seconds",
 			Help:    "Time from submitting a write to having it applied on this node.",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5}}),
@@ -46,6 +51,8 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.leader.Describe(ch)
 	m.forwardedOut.Describe(ch)
 	m.forwardedIn.Describe(ch)
+	m.freshChecks.Describe(ch)
+	m.freshRPCs.Describe(ch)
 	m.applyLatency.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
 		ch <- d
@@ -57,6 +64,8 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.leader.Collect(ch)
 	m.forwardedOut.Collect(ch)
 	m.forwardedIn.Collect(ch)
+	m.freshChecks.Collect(ch)
+	m.freshRPCs.Collect(ch)
 	m.applyLatency.Collect(ch)
 	st := m.n.raft.Stats()
 	g := func(d *prometheus.Desc, v uint64) {

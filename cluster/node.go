@@ -86,6 +86,7 @@ type Node struct {
 	// reconciles counts the leader's membership rounds (tests wait on it).
 	reconciles atomic.Int64
 	metrics    *nodeMetrics
+	fresh      freshness
 	stop       chan struct{}
 	wg         sync.WaitGroup
 

@@ -25,6 +25,7 @@ const (
 	rpcRemove byte = 2 // payload: JSON {"id": ...}
 	rpcStatus byte = 3 // payload: none
 	rpcLeave  byte = 4 // payload: none; sent by the leader to a node it removed
+	// rpcCommitIndex = 5: see freshness.go
 )
 
 const maxFrame = 256 << 20
@@ -136,6 +137,8 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 	case rpcLeave:
 		go n.leaveAsRemoved()
 		return &rpcResponse{}
+	case rpcCommitIndex:
+		return n.commitIndexRPC()
 	}
 	return &rpcResponse{Fail: fmt.Sprintf("unknown rpc %d", kind)}
 }

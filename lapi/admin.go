@@ -176,6 +176,7 @@ func (s *Server) adminAddMachine(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	writeJSON(w, http.StatusCreated, req)
 }
 
@@ -190,6 +191,7 @@ func (s *Server) adminValidateMachine(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -203,6 +205,7 @@ func (s *Server) adminDeleteMachine(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -247,6 +250,7 @@ func (s *Server) adminAddBouncer(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	writeJSON(w, http.StatusCreated, req)
 }
 
@@ -271,6 +275,7 @@ func (s *Server) adminDeleteBouncer(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -409,6 +414,7 @@ func (s *Server) adminAllowlistCreate(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusConflict, err.Error())
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusCreated)
 }
 
@@ -417,6 +423,7 @@ func (s *Server) adminAllowlistDelete(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, err.Error())
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -455,6 +462,7 @@ func (s *Server) adminAllowlistAdd(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	s.waitReplicated(r.Context())
 	writeJSON(w, http.StatusOK, map[string]int{"added": res.N})
 }
 
@@ -469,5 +477,6 @@ func (s *Server) adminAllowlistRemove(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	s.waitReplicated(r.Context())
 	writeJSON(w, http.StatusOK, map[string]int{"removed": res.N})
 }

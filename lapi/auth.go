@@ -25,7 +25,6 @@ const (
 )
 
 const (
-	tokenTTL     = time.Hour
 	realmHeader  = "JWT realm=Crowdsec API local"
 	maxGzipLayer = 4
 )
@@ -36,19 +35,39 @@ func jwtErr(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]any{"code": status, "message": msg})
 }
 
-// issueToken signs a token for machine id.
-func (s *Server) issueToken(id string) (string, time.Time, error) {
+// issueToken signs a token for machine m. Claims: id, exp, orig_iat (the
+// login time, kept across refreshes), gen (credGen) and, for a certificate
+// login, cnf.x5t#S256 (the certificate it is bound to). A token never
+// outlives orig_iat + TokenMaxAge.
+func (s *Server) issueToken(m *fsm.Machine, origIat time.Time, thumb string) (string, time.Time, error) {
 	key := s.fsm.JWTKey()
 	if len(key) == 0 {
 		return "", time.Time{}, errors.New("cluster secrets are not initialised yet")
 	}
-	now := s.now()
-	exp := now.Add(tokenTTL)
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"id": id, "exp": exp.Unix(), "orig_iat": now.Unix(),
-	})
-	signed, err := tok.SignedString(key)
+	exp := s.now().Add(s.tokenTTL())
+	if limit := origIat.Add(s.tokenMaxAge()); exp.After(limit) {
+		exp = limit
+	}
+	claims := jwt.MapClaims{"id": m.ID, "exp": exp.Unix(), "orig_iat": origIat.Unix(), "gen": credGen(m)}
+	if thumb != "" {
+		claims["cnf"] = map[string]any{"x5t#S256": thumb}
+	}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(key)
 	return signed, exp, err
+}
+
+func (s *Server) tokenTTL() time.Duration {
+	if s.cfg.TokenTTL > 0 {
+		return s.cfg.TokenTTL
+	}
+	return time.Hour
+}
+
+func (s *Server) tokenMaxAge() time.Duration {
+	if s.cfg.TokenMaxAge > 0 {
+		return s.cfg.TokenMaxAge
+	}
+	return 2 * time.Hour
 }
 
 // tokenFromRequest follows CrowdSec's lookup order: header, query, cookie.
@@ -97,8 +116,9 @@ func (s *Server) parseToken(raw string, allowExpired bool) (jwt.MapClaims, int, 
 	return claims, 0, nil
 }
 
-// jwt protects machine routes. Like the reference it trusts the id claim
-// and does not look the machine up on every request.
+// jwt protects machine routes. Unlike the reference, which trusts the id
+// claim, every request checks the token against the machine's current
+// credentials (tokenRefusal), confirmed against the leader before a 401.
 func (s *Server) jwt(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		raw, msg := tokenFromRequest(r)
@@ -112,6 +132,15 @@ func (s *Server) jwt(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		id := claims["id"].(string)
+		if msg := s.tokenRefusal(r, claims, id); msg != "" {
+			if s.confirmRefusal(r.Context()) {
+				msg = s.tokenRefusal(r, claims, id)
+			}
+			if msg != "" {
+				jwtErr(w, http.StatusUnauthorized, msg)
+				return
+			}
+		}
 		s.metrics.machineRequest(id, r)
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxMachine, id)))
 	}
@@ -166,6 +195,9 @@ var errForbidden = errors.New("access forbidden")
 func (s *Server) bouncer(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		b, err := s.authBouncer(r)
+		if err != nil && s.confirmRefusal(r.Context()) {
+			b, err = s.authBouncer(r) // the key may be newer than this node's copy
+		}
 		if err != nil {
 			writeErr(w, http.StatusForbidden, err.Error())
 			return

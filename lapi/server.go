@@ -44,6 +44,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// BcryptCost for machine passwords (CrowdSec: 10).
 	BcryptCost int
+	// TokenTTL is a machine token's lifetime (default 1h, CrowdSec's);
+	// TokenMaxAge caps a login's tokens, refreshes included (default 2h).
+	TokenTTL, TokenMaxAge time.Duration
 }
 
 // DefaultConfig returns CrowdSec's defaults.
@@ -55,6 +58,8 @@ func DefaultConfig() Config {
 		TouchEvery:    time.Second,
 		MaxBodyBytes:  64 << 20,
 		BcryptCost:    10,
+		TokenTTL:      time.Hour,
+		TokenMaxAge:   2 * time.Hour,
 	}
 }
 

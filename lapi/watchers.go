@@ -112,22 +112,35 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	id := *req.MachineID
 	m := s.fsm.Machine(id)
-	switch {
-	case m == nil:
-		jwtErr(w, http.StatusUnauthorized, "ent: machine not found")
-		return
-	case m.AuthType != fsm.AuthPassword:
-		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s attempted to auth with password but it is configured to use tls", id))
-		return
-	case !m.Validated:
-		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s not validated", id))
-		return
+	msg := loginRefusal(m, id, *req.Password)
+	if msg != "" && s.confirmRefusal(r.Context()) {
+		// this node's copy may predate an acknowledged add/validate
+		if m2 := s.fsm.Machine(id); m2 != m {
+			m, msg = m2, loginRefusal(m2, id, *req.Password)
+		}
 	}
-	if bcrypt.CompareHashAndPassword(m.PasswordHash, []byte(*req.Password)) != nil {
-		jwtErr(w, http.StatusUnauthorized, "incorrect Username or Password")
+	if msg != "" {
+		jwtErr(w, http.StatusUnauthorized, msg)
 		return
 	}
 	s.loginPostSteps(w, r, m, req.Scenarios)
+}
+
+// loginRefusal is why a password login of machine id (record m, nil when
+// unknown) is refused, or "".
+func loginRefusal(m *fsm.Machine, id, password string) string {
+	switch {
+	case m == nil:
+		return "ent: machine not found"
+	case m.AuthType != fsm.AuthPassword:
+		return fmt.Sprintf("machine %s attempted to auth with password but it is configured to use tls", id)
+	case !m.Validated:
+		return fmt.Sprintf("machine %s not validated", id)
+	}
+	if bcrypt.CompareHashAndPassword(m.PasswordHash, []byte(password)) != nil {
+		return "incorrect Username or Password"
+	}
+	return ""
 }
 
 // loginPostSteps records scenarios, IP and version, then answers with a token.
@@ -161,11 +174,19 @@ func (s *Server) loginPostSteps(w http.ResponseWriter, r *http.Request, m *fsm.M
 			s.log.Warn("cannot record login details", "machine", m.ID, "err", err)
 		}
 	}
-	s.writeToken(w, m.ID)
+	s.writeToken(w, m, s.now(), certThumbIf(r, m))
 }
 
-func (s *Server) writeToken(w http.ResponseWriter, id string) {
-	tok, exp, err := s.issueToken(id)
+// certThumbIf binds the tokens of certificate machines to the certificate.
+func certThumbIf(r *http.Request, m *fsm.Machine) string {
+	if m.AuthType != fsm.AuthTLS {
+		return ""
+	}
+	return certThumb(r)
+}
+
+func (s *Server) writeToken(w http.ResponseWriter, m *fsm.Machine, origIat time.Time, thumb string) {
+	tok, exp, err := s.issueToken(m, origIat, thumb)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
 		jwtErr(w, http.StatusServiceUnavailable, err.Error())
@@ -174,6 +195,10 @@ func (s *Server) writeToken(w http.ResponseWriter, id string) {
 	writeJSON(w, http.StatusOK, map[string]any{"code": 200, "expire": exp.Format(time.RFC3339), "token": tok})
 }
 
+// refreshToken renews a token (expired ones too) with its original login
+// time: refused from orig_iat + TokenMaxAge on, and for tokens that no
+// longer match the machine's credentials or predate generations. Agents
+// never call it (they log in again a minute before exp, and on a 401).
 func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 	raw, msg := tokenFromRequest(r)
 	if raw == "" {
@@ -185,12 +210,38 @@ func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 		jwtErr(w, status, err.Error())
 		return
 	}
-	iat, _ := claims["orig_iat"].(float64)
-	if int64(iat) < s.now().Add(-tokenTTL).Unix() {
-		jwtErr(w, http.StatusUnauthorized, "token is expired")
+	iat, ok := claims["orig_iat"].(float64)
+	if !ok {
+		jwtErr(w, http.StatusUnauthorized, "token has no orig_iat: log in again")
 		return
 	}
-	s.writeToken(w, claims["id"].(string))
+	orig := time.Unix(int64(iat), 0)
+	if !s.now().Before(orig.Add(s.tokenMaxAge())) {
+		jwtErr(w, http.StatusUnauthorized, "token is expired: past its maximum lifetime, log in again")
+		return
+	}
+	if _, ok := claims["gen"].(string); !ok {
+		jwtErr(w, http.StatusUnauthorized, "token predates credential generations: log in again")
+		return
+	}
+	id := claims["id"].(string)
+	if msg := s.tokenRefusal(r, claims, id); msg != "" {
+		if s.confirmRefusal(r.Context()) {
+			msg = s.tokenRefusal(r, claims, id)
+		}
+		if msg != "" {
+			jwtErr(w, http.StatusUnauthorized, msg)
+			return
+		}
+	}
+	m := s.fsm.Machine(id)
+	if m == nil || credGen(m) != claims["gen"] {
+		jwtErr(w, http.StatusUnauthorized, "token was revoked: the machine's credentials changed")
+		return
+	}
+	cnf, _ := claims["cnf"].(map[string]any)
+	thumb, _ := cnf["x5t#S256"].(string)
+	s.writeToken(w, m, orig, thumb)
 }
 
 func (s *Server) deleteSelf(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,7 @@ type serveFlags struct {
 	flushMaxItems                                                   int
 	flushMaxAge                                                     string
 	logLevel                                                        string
+	jwtTTL, jwtMaxAge                                               time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -77,6 +78,8 @@ func serveCmd() *cobra.Command {
 	fl.Uint64Var(&f.snapshotThreshold, "raft-snapshot-threshold", 8192, "raft entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", 10240, "raft entries kept after a snapshot (a follower further behind gets the snapshot)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.jwtTTL, "jwt-ttl", time.Hour, "lifetime of a machine token")
+	fl.DurationVar(&f.jwtMaxAge, "jwt-max-age", 2*time.Hour, "no machine token outlives its login by more than this, refreshes included")
 	bindCAPIFlags(fl, &f.capi)
 	bindPKIFlags(fl, &f.pki)
 	return c
@@ -148,6 +151,10 @@ func serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("invalid --flush-max-age %q", f.flushMaxAge)
 	}
 	cfg.FlushMaxAge = age
+	if f.jwtTTL <= 0 || f.jwtMaxAge < f.jwtTTL {
+		return errors.New("--jwt-ttl must be > 0 and --jwt-max-age at least --jwt-ttl")
+	}
+	cfg.TokenTTL, cfg.TokenMaxAge = f.jwtTTL, f.jwtMaxAge
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}

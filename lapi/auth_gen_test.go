@@ -1,0 +1,125 @@
+package lapi
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/halapi/halapi/fsm"
+)
+
+func tokenOf(t *testing.T, r resp) string {
+	t.Helper()
+	var out struct{ Token string }
+	r.json(t, &out)
+	if out.Token == "" {
+		t.Fatalf("no token in %q", r.body)
+	}
+	return out.Token
+}
+
+func claimsOf(t *testing.T, tok string) jwt.MapClaims {
+	t.Helper()
+	c := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A machine's tokens die with its credentials: delete, delete and
+// re-create under the same id, and add --force all refuse them at once.
+func TestTokenGenerationRevokes(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("m")
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok)), 200)
+
+	// password change (machines add --force)
+	e.expect(e.doAdmin("POST", "/admin/v1/machines", AddMachineRequest{ID: "m", Password: "new-pw", Force: true}), 201)
+	r := e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok)), 401)
+	if r.hdr.Get("WWW-Authenticate") == "" {
+		t.Fatal("401 without the JWT realm")
+	}
+	e.expect(e.do("GET", "/v1/refresh_token", nil, withToken(tok)), 401)
+	tok2 := tokenOf(t, e.expect(e.do("POST", "/v1/watchers/login", map[string]any{"machine_id": "m", "password": "new-pw"}), 200))
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok2)), 200)
+
+	// delete, then re-create under the same id with the same password
+	e.expect(e.doAdmin("DELETE", "/admin/v1/machines/m", nil), 204)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok2)), 401)
+	e.expect(e.doAdmin("POST", "/admin/v1/machines", AddMachineRequest{ID: "m", Password: "new-pw"}), 201)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok2)), 401)
+	e.expect(e.do("GET", "/v1/refresh_token", nil, withToken(tok2)), 401)
+	tok3 := tokenOf(t, e.expect(e.do("POST", "/v1/watchers/login", map[string]any{"machine_id": "m", "password": "new-pw"}), 200))
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok3)), 200)
+	if claimsOf(t, tok3)["gen"] == claimsOf(t, tok2)["gen"] {
+		t.Fatal("re-created machine kept its generation")
+	}
+
+	// the machine deleting itself
+	e.expect(e.do("DELETE", "/v1/watchers/self", nil, withToken(tok3)), 204)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok3)), 401)
+}
+
+// Refresh keeps the login time and stops at TokenMaxAge; the agent's way
+// out is to log in again.
+func TestRefreshMaxAge(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("m")
+	login := claimsOf(t, tok)["orig_iat"]
+	cur := tok
+	for i := 0; i < 3; i++ {
+		e.advance(30 * time.Minute)
+		cur = tokenOf(t, e.expect(e.do("GET", "/v1/refresh_token", nil, withToken(cur)), 200))
+		c := claimsOf(t, cur)
+		if c["orig_iat"] != login {
+			t.Fatalf("refresh moved orig_iat from %v to %v", login, c["orig_iat"])
+		}
+		if exp := int64(c["exp"].(float64)); exp > int64(login.(float64))+int64((2*time.Hour).Seconds()) {
+			t.Fatalf("refreshed token expires past the maximum age: %d", exp)
+		}
+	}
+	// 1h30 after login: the last refresh is capped at 2h after login
+	e.advance(29 * time.Minute)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(cur)), 200)
+	e.advance(time.Minute)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(cur)), 401)
+	e.expect(e.do("GET", "/v1/refresh_token", nil, withToken(cur)), 401)
+	fresh := tokenOf(t, e.expect(e.do("POST", "/v1/watchers/login", map[string]any{"machine_id": "m", "password": "pw-m"}), 200))
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(fresh)), 200)
+}
+
+// Tokens from before the upgrade (no gen claim) are honoured until their
+// exp while the machine exists, never refreshed.
+func TestLegacyToken(t *testing.T) {
+	e := newEnv(t)
+	e.machine("m")
+	legacy, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"id": "m", "exp": e.now().Add(time.Hour).Unix(),
+		"orig_iat": e.now().Unix()}).SignedString(e.fsm.JWTKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(legacy)), 200)
+	e.expect(e.do("GET", "/v1/refresh_token", nil, withToken(legacy)), 401)
+	if _, err := e.srv.apply(context.Background(), fsm.CmdMachineDelete, fsm.MachineDelete{IDs: []string{"m"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(legacy)), 401)
+}
+
+func (e *env) doAdmin(method, path string, body any) resp {
+	e.t.Helper()
+	var s string
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		s = string(data)
+	}
+	w := newRecorder()
+	e.srv.AdminHandler(nil).ServeHTTP(w, mustReq(method, path, s))
+	return resp{code: w.Code, body: w.Body.String(), hdr: w.Header()}
+}
