@@ -1,0 +1,119 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func TestSyncLeaderAndWaitReplicated(t *testing.T) {
+	nodes := startCluster(t, 3, time.Hour)
+	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
+		l := leaderOf(nodes)
+		return l != nil && voters(l.n) == 3
+	})
+	leader := leaderOf(nodes)
+	var followers []*testNode
+	for _, tn := range nodes {
+		if tn != leader {
+			followers = append(followers, tn)
+		}
+	}
+	f := followers[0].n
+	ctx := context.Background()
+
+	// a write on the leader, then SyncLeader on a follower: the follower
+	// has applied at least the leader's commit index of before the call
+	createMachine(t, leader.n, "m1")
+	target := leader.n.raft.CommitIndex()
+	if err := f.SyncLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.FSM.AppliedIndex(); got < target {
+		t.Fatalf("after SyncLeader the follower applied %d < leader commit %d", got, target)
+	}
+	if f.FSM.Machine("m1") == nil {
+		t.Fatal("follower misses m1 after SyncLeader")
+	}
+
+	// concurrent callers share round trips: 200 at once cost a couple
+	rpcs0 := counterValue(f.metrics.freshRPCs)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- f.SyncLeader(ctx)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := counterValue(f.metrics.freshRPCs) - rpcs0; n < 1 || n > 3 {
+		t.Fatalf("200 concurrent SyncLeader calls made %v leader round trips, want 1..3", n)
+	}
+	// rounds are at least freshInterval apart
+	start := time.Now()
+	for range 3 {
+		if err := f.SyncLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 2*freshInterval {
+		t.Fatalf("3 sequential rounds took %v, want >= %v", d, 2*freshInterval)
+	}
+	// the leader itself needs no round trip
+	lr := counterValue(leader.n.metrics.freshRPCs)
+	if err := leader.n.SyncLeader(ctx); err != nil || counterValue(leader.n.metrics.freshRPCs) != lr {
+		t.Fatalf("SyncLeader on the leader: %v, rpcs %v -> %v", err, lr, counterValue(leader.n.metrics.freshRPCs))
+	}
+
+	// WaitReplicated: a write forwarded by a follower is applied everywhere
+	res, err := f.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m2", AuthType: fsm.AuthPassword}}})
+	if err != nil || res.Err != nil {
+		t.Fatalf("apply: %v %+v", err, res)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := f.WaitReplicated(wctx, f.FSM.AppliedIndex()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range nodes {
+		if tn.n.FSM.Machine("m2") == nil {
+			t.Fatalf("%s misses m2 after WaitReplicated", tn.id)
+		}
+	}
+
+	// a stopped member is not waited for
+	other := followers[1]
+	_ = other.n.Close()
+	other.n = nil
+	createMachine(t, leader.n, "m3")
+	start = time.Now()
+	wctx2, cancel2 := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel2()
+	if err := leader.n.WaitReplicated(wctx2, leader.n.FSM.AppliedIndex()); err != nil {
+		t.Fatalf("WaitReplicated with a stopped member: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("WaitReplicated waited %v for a stopped member", d)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
