@@ -55,6 +55,10 @@ type freshness struct {
 // or ctx's error.
 func (n *Node) SyncLeader(ctx context.Context) error {
 	n.metrics.freshChecks.Inc()
+	if n.raft.State() == raft.Leader {
+		// no round trip: wait for this node's own commit index
+		return n.FSM.WaitForIndex(ctx, n.raft.CommitIndex())
+	}
 	f := &n.fresh
 	f.mu.Lock()
 	if f.pending == nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -120,6 +121,11 @@ func mustLogin(t testing.TB, nd *ClusterNode, id, password string) string {
 // and the body's message.
 func tokenCall(t testing.TB, nd *ClusterNode, method, path, tok string) (int, string) {
 	t.Helper()
+	return tokenCallWith(t, http.DefaultClient, nd, method, path, tok)
+}
+
+func tokenCallWith(t testing.TB, hc *http.Client, nd *ClusterNode, method, path, tok string) (int, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(nd.URL, "/")+path, nil)
@@ -128,7 +134,7 @@ func tokenCall(t testing.TB, nd *ClusterNode, method, path, tok string) (int, st
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("User-Agent", watcherUA)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s on %s: %v", method, path, nd.ID, err)
 	}
@@ -432,5 +438,64 @@ func authBadKeyFlood(t *testing.T, c *Cluster) {
 	}
 	if rpcs < 1 || rpcs > limit {
 		t.Fatalf("%v leader round trips for %s of bad keys, want 1..%v", rpcs, elapsed, limit)
+	}
+}
+
+// A token from a certificate login is bound to that certificate: refused
+// without it or with another one, and on every node as soon as `cert
+// revoke` returns.
+func TestHardeningAuthCertBoundToken(t *testing.T) {
+	sc := startSecureCluster(t, 3)
+	n1, n2, n3 := sc.Node(1), sc.Node(2), sc.Node(3)
+	creds := loadAgentCredentials(t, issueCert(t, n1, "agent", "agb", n1.URL).Cfg)
+	other := loadAgentCredentials(t, issueCert(t, n1, "agent", "agc", n1.URL).Cfg)
+
+	agent := newCertAgent(t, creds, n2.URL)
+	mustCall(t, "Ping with a certificate", func(ctx context.Context) (bool, error) {
+		ok, _, err := agent.HeartBeat.Ping(ctx)
+		return ok, err
+	})
+	jt := agent.GetClient().Transport.(*apiclient.JWTTransport)
+	tok := jt.Token
+	if cl := tokenClaims(t, tok); cl["cnf"] == nil || cl["gen"] == nil {
+		t.Fatalf("certificate login token without cnf/gen claims: %v", cl)
+	}
+
+	pool, cert := agentTLS(t, creds)
+	_, otherCert := agentTLS(t, other)
+	client := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: callTimeout, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: certs, MinVersion: tls.VersionTLS12}}}
+	}
+	withCert, noCert, wrongCert := client(cert), client(), client(otherCert)
+	for _, nd := range sc.Nodes {
+		if code, msg := tokenCallWith(t, withCert, nd, "GET", "/v1/heartbeat", tok); code != 200 {
+			t.Fatalf("%s: token with its certificate: %d %s", nd.ID, code, msg)
+		}
+	}
+	if code, msg := tokenCallWith(t, noCert, n3, "GET", "/v1/heartbeat", tok); code != 401 || !strings.Contains(msg, "bound") {
+		t.Fatalf("token without its certificate: %d %q, want 401", code, msg)
+	}
+	if code, msg := tokenCallWith(t, wrongCert, n3, "GET", "/v1/heartbeat", tok); code != 401 || !strings.Contains(msg, "bound") {
+		t.Fatalf("token with another agent's certificate: %d %q, want 401", code, msg)
+	}
+
+	out := n3.MustCLI("cert", "revoke", "--name", "agb")
+	t.Logf("cert revoke --name agb on n3: %s", strings.TrimSpace(out))
+	for _, nd := range sc.Nodes {
+		code, msg := tokenCallWith(t, withCert, nd, "GET", "/v1/heartbeat", tok)
+		if code != 401 || !strings.Contains(msg, "revoked") {
+			t.Fatalf("%s: token of a revoked certificate right after revoke: %d %q, want 401 revoked", nd.ID, code, msg)
+		}
+		if code, _ := tokenCallWith(t, withCert, nd, "GET", "/v1/refresh_token", tok); code != 401 {
+			t.Fatalf("%s: refresh with a revoked certificate: %d, want 401", nd.ID, code)
+		}
+	}
+	// the agent cannot recover with a revoked certificate
+	if _, err := call("Ping after revoke", func(ctx context.Context) (bool, error) {
+		ok, _, err := agent.HeartBeat.Ping(ctx)
+		return ok, err
+	}); err == nil {
+		t.Fatal("agent with a revoked certificate still works")
 	}
 }

@@ -82,22 +82,7 @@ func (rt *pkiRuntime) waitReplicated(ctx context.Context) {
 	if node == nil {
 		return
 	}
-	target := store.AppliedIndex()
-	for ctx.Err() == nil {
-		done := true
-		for _, m := range node.Status(ctx).Members {
-			if m.State == "alive" && m.Error == "" && m.AppliedIndex < target {
-				done = false
-			}
-		}
-		if done {
-			return
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	_ = node.WaitReplicated(ctx, store.AppliedIndex())
 }
 
 func isLoopbackHost(hostport string) bool {
