@@ -342,10 +342,33 @@ func authRefreshMaxAge(t *testing.T, c *Cluster) {
 // 50 rounds, A and B rotating over the cluster (leader and followers).
 func authCrossNode(t *testing.T, c *Cluster) {
 	const rounds = 50
+	// an agent on every node, to check allowlists there
+	adminDo(t, adminClient(c.Node(1)), "POST", "/machines", map[string]any{"machine_id": "allowcheck", "password": "allowcheck-pw"}, 201)
+	adminDo(t, adminClient(c.Node(1)), "POST", "/allowlists", map[string]any{"name": "xal"}, 201)
+	agents := map[*ClusterNode]*apiclient.ApiClient{}
+	for _, nd := range c.Nodes {
+		agents[nd] = newWatcher(t, nd.Server, "allowcheck", "allowcheck-pw")
+	}
+	allowlisted := func(nd *ClusterNode, ip string) bool {
+		return mustCall(t, "CheckIfAllowlisted on "+nd.ID, func(ctx context.Context) (bool, error) {
+			ok, _, err := agents[nd].Allowlists.CheckIfAllowlisted(ctx, ip)
+			return ok, err
+		})
+	}
 	start := time.Now()
 	for i := 0; i < rounds; i++ {
 		a, b := c.Nodes[i%3], c.Nodes[(i+1+i/3%2)%3]
 		ha := adminClient(a)
+
+		ip := fmt.Sprintf("198.51.100.%d", i)
+		adminDo(t, ha, "POST", "/allowlists/xal/items", map[string]any{"values": []string{ip}}, 200)
+		if !allowlisted(b, ip) {
+			t.Fatalf("round %d: %s allowlisted on %s, not allowlisted on %s at once", i, ip, a.ID, b.ID)
+		}
+		adminDo(t, ha, "DELETE", "/allowlists/xal/items", map[string]any{"values": []string{ip}}, 200)
+		if allowlisted(b, ip) {
+			t.Fatalf("round %d: %s removed from the allowlist on %s, still allowlisted on %s", i, ip, a.ID, b.ID)
+		}
 		name, key := fmt.Sprintf("xb%d", i), randomHex(16)
 		adminDo(t, ha, "POST", "/bouncers", map[string]string{"name": name, "key": key}, 201)
 		if code := bouncerStatus(t, b, key); code != 200 {

@@ -3,11 +3,13 @@ package lapi
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/halapi/halapi/fsm"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func tokenOf(t *testing.T, r resp) string {
@@ -122,4 +124,88 @@ func (e *env) doAdmin(method, path string, body any) resp {
 	w := newRecorder()
 	e.srv.AdminHandler(nil).ServeHTTP(w, mustReq(method, path, s))
 	return resp{code: w.Code, body: w.Body.String(), hdr: w.Header()}
+}
+
+// lagging is a one-node cluster whose local copy lags: writes queued with
+// later are applied only when the node confirms with the "leader".
+type lagging struct {
+	*direct
+	mu      sync.Mutex
+	pending []fsm.Command
+	syncs   int
+}
+
+func (l *lagging) later(t fsm.CmdType, body any) {
+	l.mu.Lock()
+	l.pending = append(l.pending, fsm.Command{Type: t, Body: body})
+	l.mu.Unlock()
+}
+
+func (l *lagging) SyncLeader(ctx context.Context) error {
+	l.mu.Lock()
+	cmds := l.pending
+	l.pending = nil
+	l.syncs++
+	l.mu.Unlock()
+	for _, c := range cmds {
+		if _, err := l.direct.Apply(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *lagging) WaitReplicated(context.Context, uint64) error { return nil }
+
+func (l *lagging) syncCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.syncs
+}
+
+// A refusal is confirmed against the leader and re-checked: a bouncer key,
+// a machine and a new password this node had not applied yet are accepted.
+func TestRefusalConfirmedWithLeader(t *testing.T) {
+	e := newEnv(t)
+	l := &lagging{direct: e.srv.cluster.(*direct)}
+	e.srv.cluster = l
+
+	// bouncer key
+	l.later(fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: fsm.Bouncer{Name: "fw", KeyHash: HashKey("k1"), AuthType: fsm.AuthAPIKey}})
+	e.expect(e.do("GET", "/v1/decisions", nil, withKey("k1")), 200)
+	e.expect(e.do("GET", "/v1/decisions", nil, withKey("nope")), 403)
+	if n := l.syncCount(); n != 2 {
+		t.Fatalf("%d confirmations, want 2 (one per refusal)", n)
+	}
+
+	// machine added and validated elsewhere
+	hash, _ := bcrypt.GenerateFromPassword([]byte("pw"), 4)
+	l.later(fsm.CmdMachineCreate, fsm.MachineCreate{Machine: fsm.Machine{ID: "m", PasswordHash: hash, Validated: true, AuthType: fsm.AuthPassword}})
+	tok := tokenOf(t, e.expect(e.do("POST", "/v1/watchers/login", map[string]any{"machine_id": "m", "password": "pw"}), 200))
+	e.expect(e.do("POST", "/v1/watchers/login", map[string]any{"machine_id": "m", "password": "wrong"}), 401)
+
+	// a token from a login elsewhere after a password change this node
+	// has not applied yet
+	hash2, _ := bcrypt.GenerateFromPassword([]byte("pw2"), 4)
+	newer := fsm.Machine{ID: "m", PasswordHash: hash2, Validated: true, AuthType: fsm.AuthPassword}
+	tok2, _, err := e.srv.issueToken(&newer, e.now(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.later(fsm.CmdMachineCreate, fsm.MachineCreate{Machine: newer, Force: true})
+	before := l.syncCount()
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok2)), 200)
+	e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok)), 401)
+	if n := l.syncCount() - before; n != 2 {
+		t.Fatalf("%d confirmations, want 2", n)
+	}
+	// accepted requests never confirm
+	before = l.syncCount()
+	for range 5 {
+		e.expect(e.do("GET", "/v1/heartbeat", nil, withToken(tok2)), 200)
+		e.expect(e.do("GET", "/v1/decisions", nil, withKey("k1")), 200)
+	}
+	if n := l.syncCount() - before; n != 0 {
+		t.Fatalf("accepted requests made %d confirmations", n)
+	}
 }
