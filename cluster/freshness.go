@@ -24,7 +24,8 @@ import (
 // authenticate returns only once every reachable member has applied it.
 
 const (
-	// rpcCommitIndex asks the leader for its commit index; payload: none.
+	// rpcCommitIndex asks the leader for its commit index (precisely: the
+	// last command entry at or below it, see commandTarget); payload: none.
 	// Answer: Index, or NotLeader. An older leader answers "unknown rpc",
 	// which the caller treats like no leader (answer from local state).
 	rpcCommitIndex byte = 5
@@ -57,7 +58,7 @@ func (n *Node) SyncLeader(ctx context.Context) error {
 	n.metrics.freshChecks.Inc()
 	if n.raft.State() == raft.Leader {
 		// no round trip: wait for this node's own commit index
-		return n.FSM.WaitForIndex(ctx, n.raft.CommitIndex())
+		return n.FSM.WaitForIndex(ctx, n.commandTarget())
 	}
 	f := &n.fresh
 	f.mu.Lock()
@@ -116,7 +117,7 @@ func (n *Node) freshRound() error {
 	defer cancel()
 	var index uint64
 	if n.raft.State() == raft.Leader {
-		index = n.raft.CommitIndex()
+		index = n.commandTarget()
 	} else {
 		addr, id := n.raft.LeaderWithID()
 		if addr == "" || id == raft.ServerID(n.cfg.NodeID) || n.mux == nil {
@@ -137,12 +138,37 @@ func (n *Node) commitIndexRPC() *rpcResponse {
 	if n.raft.State() != raft.Leader {
 		return &rpcResponse{NotLeader: true}
 	}
-	return &rpcResponse{Index: n.raft.CommitIndex()}
+	return &rpcResponse{Index: n.commandTarget()}
+}
+
+// commandTarget is the index of the last command entry at or below the
+// commit index: what a node must have applied to have seen every
+// committed write. The FSM only sees command (and configuration) entries,
+// so its applied index never reaches a commit index that ends with a
+// no-op or a barrier (a new leader's first entries) until the next write.
+func (n *Node) commandTarget() uint64 {
+	idx := n.raft.CommitIndex()
+	var l raft.Log
+	for range 64 {
+		if idx == 0 {
+			return 0
+		}
+		if err := n.logs.GetLog(idx, &l); err != nil {
+			break
+		}
+		if l.Type == raft.LogCommand {
+			return idx
+		}
+		idx--
+	}
+	// not found nearby (compacted, or a long run of non-commands): what
+	// this node's FSM has applied is the best lower bound it knows
+	return n.FSM.AppliedIndex()
 }
 
 // WaitReplicated waits until every reachable member has applied index:
-// members gossip reports gone, and members whose status cannot be read,
-// are not waited for. Bounded by ctx (whose error it returns when some
+// members gossip reports gone, members whose status cannot be read, and
+// nodes not yet in the raft configuration are not waited for. Bounded by ctx (whose error it returns when some
 // member is still behind).
 func (n *Node) WaitReplicated(ctx context.Context, index uint64) error {
 	if n.mux == nil {
@@ -151,7 +177,7 @@ func (n *Node) WaitReplicated(ctx context.Context, index uint64) error {
 	for {
 		done := true
 		for _, m := range n.Status(ctx).Members {
-			if m.State == "alive" && m.Error == "" && m.AppliedIndex < index {
+			if m.State == "alive" && m.Role != "joining" && m.Error == "" && m.AppliedIndex < index {
 				done = false
 				break
 			}

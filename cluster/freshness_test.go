@@ -28,17 +28,34 @@ func TestSyncLeaderAndWaitReplicated(t *testing.T) {
 	ctx := context.Background()
 
 	// a write on the leader, then SyncLeader on a follower: the follower
-	// has applied at least the leader's commit index of before the call
+	// has applied every command the leader had committed before the call
 	createMachine(t, leader.n, "m1")
-	target := leader.n.raft.CommitIndex()
+	target := leader.n.commandTarget()
 	if err := f.SyncLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.FSM.AppliedIndex(); got < target {
-		t.Fatalf("after SyncLeader the follower applied %d < leader commit %d", got, target)
+		t.Fatalf("after SyncLeader the follower applied %d < leader's last committed command %d", got, target)
 	}
 	if f.FSM.Machine("m1") == nil {
 		t.Fatal("follower misses m1 after SyncLeader")
+	}
+	// entries the FSM never sees (a barrier, like a new leader's) at the
+	// end of the log do not make SyncLeader wait for the next write
+	if err := leader.n.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, nd := range []*Node{f, leader.n} {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := nd.SyncLeader(sctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("SyncLeader after a barrier: %v", err)
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("SyncLeader after a barrier took %v (one round is at most %v away)", d, freshInterval)
 	}
 
 	// concurrent callers share round trips: 200 at once cost a couple
@@ -63,7 +80,7 @@ func TestSyncLeaderAndWaitReplicated(t *testing.T) {
 		t.Fatalf("200 concurrent SyncLeader calls made %v leader round trips, want 1..3", n)
 	}
 	// rounds are at least freshInterval apart
-	start := time.Now()
+	start = time.Now()
 	for range 3 {
 		if err := f.SyncLeader(ctx); err != nil {
 			t.Fatal(err)
@@ -107,6 +124,17 @@ func TestSyncLeaderAndWaitReplicated(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("WaitReplicated waited %v for a stopped member", d)
+	}
+
+	// without a leader the follower is told so (it then decides locally)
+	_ = leader.n.Close()
+	leader.n = nil
+	start = time.Now()
+	if err := f.SyncLeader(ctx); err == nil {
+		t.Fatal("SyncLeader succeeded without a leader")
+	}
+	if d := time.Since(start); d > freshTimeout+time.Second {
+		t.Fatalf("SyncLeader without a leader took %v", d)
 	}
 }
 

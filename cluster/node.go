@@ -87,6 +87,7 @@ type Node struct {
 	reconciles atomic.Int64
 	metrics    *nodeMetrics
 	fresh      freshness
+	logs       raft.LogStore
 	stop       chan struct{}
 	wg         sync.WaitGroup
 
@@ -218,6 +219,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.logs = logs
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, n.transport)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)

@@ -254,6 +254,7 @@ func (s *Server) deleteSelf(w http.ResponseWriter, r *http.Request) {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.waitReplicated(r.Context())
 	w.WriteHeader(http.StatusNoContent)
 }
 
