@@ -24,7 +24,7 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req registrationRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAnonBody)).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -46,6 +46,16 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusUnprocessableEntity, "validation failure list:\n"+strings.Join(errs, "\n"))
 		return
 	}
+	if err := ValidateMachineID(*req.MachineID); err != nil {
+		s.metrics.registrationRefused("invalid")
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(*req.Password) > MaxPasswordLen {
+		s.metrics.registrationRefused("invalid")
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("password is longer than %d bytes (bcrypt limit)", MaxPasswordLen))
+		return
+	}
 	validated := false
 	if s.cfg.AutoRegToken != "" && req.RegistrationToken != "" {
 		if req.RegistrationToken != s.cfg.AutoRegToken {
@@ -61,6 +71,21 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 	if s.fsm.Machine(*req.MachineID) != nil {
 		writeErr(w, http.StatusForbidden, fmt.Sprintf("user '%s': user already exist", *req.MachineID))
 		return
+	}
+	if !validated {
+		// What an anonymous client can make every node store: a few per
+		// source address, a bounded number in total, each for a while.
+		if ok, wait := s.regLimit.allow(limitKey(ip), s.now()); !ok {
+			s.metrics.registrationRefused("rate")
+			tooMany(w, wait, "too many registrations from this address, retry later")
+			return
+		}
+		if max := s.cfg.MaxUnvalidatedMachines; max > 0 && s.countUnvalidated() >= max {
+			s.metrics.registrationRefused("pending_cap")
+			s.log.Warn("registration refused: too many machines waiting for validation", "limit", max, "ip", ip)
+			tooMany(w, time.Minute, fmt.Sprintf("registration refused: %d machines are already waiting for validation", max))
+			return
+		}
 	}
 	hash, err := bcrypt.GenerateFromPassword([]byte(*req.Password), s.cfg.BcryptCost)
 	if err != nil {
@@ -94,8 +119,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.loginWithCert(w, r)
 		return
 	}
+	ip := clientIP(r)
+	ipKey := limitKey(ip)
+	now := s.now()
+	if wait := s.loginIP.blocked(ipKey, now); wait > 0 {
+		s.metrics.loginFailed("throttled")
+		w.Header().Set("WWW-Authenticate", realmHeader)
+		tooMany(w, wait, "too many failed logins from this address, retry later")
+		return
+	}
 	var req loginRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAnonBody)).Decode(&req); err != nil {
 		jwtErr(w, http.StatusUnauthorized, "missing: "+err.Error())
 		return
 	}
@@ -111,23 +145,62 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := *req.MachineID
-	m := s.fsm.Machine(id)
-	switch {
-	case m == nil:
-		jwtErr(w, http.StatusUnauthorized, "ent: machine not found")
-		return
-	case m.AuthType != fsm.AuthPassword:
-		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s attempted to auth with password but it is configured to use tls", id))
-		return
-	case !m.Validated:
-		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s not validated", id))
+	if err := ValidateMachineID(id); err != nil {
+		s.metrics.loginFailed("invalid")
+		jwtErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if bcrypt.CompareHashAndPassword(m.PasswordHash, []byte(*req.Password)) != nil {
+	m := s.fsm.Machine(id)
+	// The per-id backoff does not apply where the machine last logged in
+	// from, so guessing from elsewhere cannot lock a working agent out.
+	if m == nil || m.IP != ip {
+		if wait := s.loginMachine.blocked(id, now); wait > 0 {
+			s.metrics.loginFailed("throttled")
+			w.Header().Set("WWW-Authenticate", realmHeader)
+			tooMany(w, wait, "too many failed logins for this machine, retry later")
+			return
+		}
+	}
+	// Unknown machine, TLS machine and wrong password cost one bcrypt
+	// comparison each and get one answer.
+	hash, reason := s.dummyHash, "unknown_machine"
+	if m != nil {
+		if m.AuthType == fsm.AuthPassword {
+			hash, reason = m.PasswordHash, "wrong_password"
+		} else {
+			reason = "tls_machine"
+		}
+	}
+	pw := []byte(*req.Password)
+	tooLong := len(pw) > MaxPasswordLen
+	if tooLong {
+		pw = pw[:MaxPasswordLen] // same cost; never a match
+	}
+	if bcrypt.CompareHashAndPassword(hash, pw) != nil || reason != "wrong_password" || tooLong {
+		s.loginIP.fail(ipKey, now)
+		s.loginMachine.fail(id, now)
+		s.metrics.loginFailed(reason)
+		s.log.Warn("login failed", "machine", id, "ip", ip, "reason", reason)
 		jwtErr(w, http.StatusUnauthorized, "incorrect Username or Password")
 		return
 	}
+	s.loginMachine.reset(id)
+	if !m.Validated {
+		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s not validated", id))
+		return
+	}
 	s.loginPostSteps(w, r, m, req.Scenarios)
+}
+
+// countUnvalidated counts the machines waiting for validation.
+func (s *Server) countUnvalidated() int {
+	n := 0
+	for _, m := range s.fsm.Machines() {
+		if !m.Validated {
+			n++
+		}
+	}
+	return n
 }
 
 // loginPostSteps records scenarios, IP and version, then answers with a token.
