@@ -226,7 +226,9 @@ func TestAnonBadMachineIDsRefused(t *testing.T) {
 
 func TestAnonRegistrationFloodLimited(t *testing.T) {
 	const pendingCap = 25
-	s := StartServer(t, func(s *Server) { s.ExtraArgs = append(s.ExtraArgs, "--max-unvalidated-machines", fmt.Sprint(pendingCap)) })
+	s := StartServer(t, func(s *Server) {
+		s.ExtraArgs = append(s.ExtraArgs, "--max-unvalidated-machines", fmt.Sprint(pendingCap))
+	})
 	reg := func(src, id string) anonResp {
 		return mustAnonDo(t, anonClient(src), "POST", s.URL+"v1/watchers", map[string]string{"machine_id": id, "password": "pw"}, nil)
 	}
