@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -110,6 +111,8 @@ type Server struct {
 	// dummyHash is compared against when a login names no password
 	// machine, so that costs what a wrong password costs.
 	dummyHash []byte
+	// bcryptSlots bounds the bcrypt work of logins and registrations.
+	bcryptSlots chan struct{}
 }
 
 // New builds a server. profs may be nil for the default profiles.
@@ -143,6 +146,7 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 		return nil, err
 	}
 	s.dummyHash = h
+	s.bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))
 	return s, nil
 }
 

@@ -1,6 +1,7 @@
 package lapi
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -87,7 +88,13 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(*req.Password), s.cfg.BcryptCost)
+	var hash []byte
+	var err error
+	if werr := s.withBcrypt(r.Context(), func() {
+		hash, err = bcrypt.GenerateFromPassword([]byte(*req.Password), s.cfg.BcryptCost)
+	}); werr != nil {
+		return // the client went away while waiting
+	}
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, "unable to hash")
 		return
@@ -176,7 +183,11 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if tooLong {
 		pw = pw[:MaxPasswordLen] // same cost; never a match
 	}
-	if bcrypt.CompareHashAndPassword(hash, pw) != nil || reason != "wrong_password" || tooLong {
+	var mismatch error
+	if err := s.withBcrypt(r.Context(), func() { mismatch = bcrypt.CompareHashAndPassword(hash, pw) }); err != nil {
+		return // the client went away while waiting
+	}
+	if mismatch != nil || reason != "wrong_password" || tooLong {
 		s.loginIP.fail(ipKey, now)
 		s.loginMachine.fail(id, now)
 		s.metrics.loginFailed(reason)
@@ -190,6 +201,21 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.loginPostSteps(w, r, m, req.Scenarios)
+}
+
+// withBcrypt runs f (a bcrypt hash or comparison, ~50 ms of CPU at cost
+// 10) once a slot is free: anonymous clients can ask for these at will,
+// and at most GOMAXPROCS-1 of them (at least 1) run at once, so the
+// remaining CPU keeps serving bouncers and /health.
+func (s *Server) withBcrypt(ctx context.Context, f func()) error {
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.bcryptSlots }()
+	f()
+	return nil
 }
 
 // countUnvalidated counts the machines waiting for validation.
