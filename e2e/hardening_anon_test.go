@@ -433,8 +433,19 @@ func TestAnonLoginBackoff(t *testing.T) {
 		machine  = "backoff-agent"
 		password = "backoff-agent-password-0123"
 	)
-	s := StartServer(t)
+	metricsAddr := freeLoopbackAddr(t)
+	s := StartServer(t, func(s *Server) { s.ExtraArgs = append(s.ExtraArgs, "--metrics-listen", metricsAddr) })
 	addMachine(t, s, machine, password)
+	throttled := func() int {
+		r := mustAnonDo(t, anonClient("127.0.0.1"), "GET", "http://"+metricsAddr+"/metrics", nil, nil)
+		for _, line := range strings.Split(r.body, "\n") {
+			if v, ok := strings.CutPrefix(line, `halapi_login_failures_total{reason="throttled"} `); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		return 0
+	}
 	login := func(src, id, pw string) anonResp {
 		return mustAnonDo(t, anonClient(src), "POST", s.URL+"v1/watchers/login", map[string]any{"machine_id": id, "password": pw}, nil)
 	}
@@ -459,23 +470,23 @@ func TestAnonLoginBackoff(t *testing.T) {
 	}
 
 	// guessing from 127.0.0.2 is throttled: 429 with Retry-After
-	var throttled anonResp
+	var blocked anonResp
 	for i := range 20 {
 		r := login("127.0.0.2", machine, fmt.Sprint("guess-", i))
 		if r.code == 429 {
-			throttled = r
+			blocked = r
 			break
 		}
 		if r.code != 401 {
 			t.Fatalf("guess %d: status %d", i, r.code)
 		}
 	}
-	if throttled.code != 429 {
+	if blocked.code != 429 {
 		t.Fatal("20 wrong passwords from one address were never throttled")
 	}
-	ra, err := strconv.Atoi(throttled.hdr.Get("Retry-After"))
+	ra, err := strconv.Atoi(blocked.hdr.Get("Retry-After"))
 	if err != nil || ra < 1 || ra > 30 {
-		t.Fatalf("Retry-After %q, want 1..30 s", throttled.hdr.Get("Retry-After"))
+		t.Fatalf("Retry-After %q, want 1..30 s", blocked.hdr.Get("Retry-After"))
 	}
 	// failures are logged with machine and address, never the password
 	waitFor(t, 5*time.Second, "failed logins in the server log", func() (bool, string) {
@@ -490,6 +501,7 @@ func TestAnonLoginBackoff(t *testing.T) {
 	// the real crowdsec client retries 429 (after ~20 s) and gets in
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	before := throttled()
 	w := newWatcher(t, s, machine, password)
 	pw := strfmt.Password(password)
 	id := machine
@@ -499,6 +511,9 @@ func TestAnonLoginBackoff(t *testing.T) {
 		t.Fatalf("legit login after the guesses: status %d, err %v", statusOf(resp), err)
 	}
 	t.Logf("legit login through apiclient took %v", time.Since(t0))
+	if throttled() <= before {
+		t.Fatal("the legit login was never throttled: the test did not exercise the client's 429 handling")
+	}
 	// and the guessing address gets in too once its block is over
 	waitFor(t, 35*time.Second, "login from the throttled address after Retry-After", func() (bool, string) {
 		r := login("127.0.0.2", machine, password)
