@@ -35,7 +35,8 @@ const (
 	// (register, login): a login carries the agent's scenario names.
 	maxAnonBody = 1 << 20
 	// maxJSONDepth bounds the nesting of every decoded body; the deepest
-	// CrowdSec shape (usage metrics) nests 7 levels.
+	// CrowdSec shape (usage metrics: payload, components, metrics, items,
+	// labels) nests 8 levels.
 	maxJSONDepth = 32
 )
 
