@@ -340,8 +340,9 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.n += int64(n)
 	if err == io.EOF && !b.eof {
-		// The server now watches the idle connection for a close: it must
-		// not time out under a handler that is still working.
+		// The body is complete: what follows on this connection (the
+		// server watching for a client close while the handler works, the
+		// next request under its own timeouts) is not body reading.
 		b.eof = true
 		_ = b.rc.SetReadDeadline(time.Time{})
 	} else if n > 0 && b.rate > 0 && !b.eof {

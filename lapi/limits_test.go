@@ -412,3 +412,35 @@ func TestBodyDeadlineCutsTrickle(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyDeadlineSparesSlowHandlers: once the body is read, a handler
+// that works past the body deadline (a raft write waiting for a leader)
+// keeps its request context and answers.
+func TestBodyDeadlineSparesSlowHandlers(t *testing.T) {
+	h := BodyDeadline(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		case <-time.After(800 * time.Millisecond): // past the 200 ms grace
+		}
+		fmt.Fprint(w, "done")
+	}), 200*time.Millisecond, 1000)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for range 2 { // the second request reuses the kept-alive connection
+		resp, err := http.Post(srv.URL, "application/json", strings.NewReader(`{"a":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "done" {
+			t.Fatalf("slow handler after the body: %d %q", resp.StatusCode, b)
+		}
+	}
+}
