@@ -5,7 +5,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // writeSecretFile writes data to path readable by the owner only, also
@@ -35,7 +34,7 @@ func writeSecretFile(path string, data []byte) error {
 // raft dir (log, snapshots) and the node's pki dir 0700/0600 — except the
 // public certificates (*.crt), which stay as they are.
 func protectDataDir(dir string) error {
-	syscall.Umask(0o077)
+	privateUmask()
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return err
 	}

@@ -368,10 +368,9 @@ func serve(ctx context.Context, f serveFlags) error {
 // autoMaxConns leaves a quarter of the file descriptor limit to raft,
 // gossip, the cluster port and the data files.
 func autoMaxConns() int {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur == 0 {
+	n := fdLimit()
+	if n == 0 {
 		return 768
 	}
-	n := lim.Cur / 4 * 3
-	return int(max(min(n, 16384), 64))
+	return int(max(min(n/4*3, 16384), 64))
 }
