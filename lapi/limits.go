@@ -1,6 +1,7 @@
 package lapi
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -259,32 +260,55 @@ func (d *depthReader) Read(p []byte) (int, error) {
 		return 0, d.err
 	}
 	n, err := d.r.Read(p)
-	for i, c := range p[:n] {
-		if d.inString {
-			switch {
-			case d.escaped:
-				d.escaped = false
-			case c == '\\':
-				d.escaped = true
-			case c == '"':
-				d.inString = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			d.inString = true
-		case '[', '{':
-			d.depth++
-			if d.depth > d.max {
-				d.err = errTooDeep
-				return i, d.err
-			}
-		case ']', '}':
-			d.depth--
-		}
+	if d.err = d.scan(p[:n]); d.err != nil {
+		return 0, d.err
 	}
 	return n, err
+}
+
+// jsonClass: 1 quote, 2 opening, 3 closing; everything else 0.
+var jsonClass = [256]uint8{'"': 1, '[': 2, '{': 2, ']': 3, '}': 3}
+
+// scan follows the nesting of b (strings skipped with IndexByte, which
+// is vectorised: the scan must stay cheap next to decoding).
+func (d *depthReader) scan(b []byte) error {
+	for i := 0; i < len(b); {
+		if d.inString {
+			if d.escaped {
+				d.escaped = false
+				i++
+				continue
+			}
+			rest := b[i:]
+			j := bytes.IndexByte(rest, '"')
+			if j < 0 {
+				j = len(rest)
+			}
+			if k := bytes.IndexByte(rest[:j], '\\'); k >= 0 {
+				d.escaped = true
+				i += k + 1
+				continue
+			}
+			if j == len(rest) {
+				return nil
+			}
+			d.inString = false
+			i += j + 1
+			continue
+		}
+		switch jsonClass[b[i]] {
+		case 1:
+			d.inString = true
+		case 2:
+			if d.depth++; d.depth > d.max {
+				return errTooDeep
+			}
+		case 3:
+			d.depth--
+		}
+		i++
+	}
+	return nil
 }
 
 func (d *depthReader) Close() error {

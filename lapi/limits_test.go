@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/halapi/halapi/fsm"
@@ -38,9 +39,15 @@ func TestValidateMachineID(t *testing.T) {
 func TestDepthReader(t *testing.T) {
 	read := func(s string) error {
 		_, err := io.ReadAll(&depthReader{r: strings.NewReader(s), max: 3})
+		// the same, one byte per read: escapes and strings across reads
+		_, err1 := io.ReadAll(&depthReader{r: iotest.OneByteReader(strings.NewReader(s)), max: 3})
+		if (err == nil) != (err1 == nil) {
+			t.Errorf("%s: whole %v, byte by byte %v", s, err, err1)
+		}
 		return err
 	}
-	for _, s := range []string{`{"a":[{"b":1}]}`, `[[["x"]]]`, `{"s":"[[[[[[[["}`, `{"s":"\"[[[[[["}`, `[1][2][3][4]`} {
+	for _, s := range []string{`{"a":[{"b":1}]}`, `[[["x"]]]`, `{"s":"[[[[[[[["}`, `{"s":"\"[[[[[["}`, `[1][2][3][4]`,
+		`{"s":"a\\","t":"[[[[[["}`, `["\\\"[[[[", "]]]]"]`} {
 		if err := read(s); err != nil {
 			t.Errorf("%s: %v, want nil", s, err)
 		}
