@@ -451,3 +451,25 @@ func TestBodyDeadlineSparesSlowHandlers(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionExpiresUnvalidated: the leader's retention job deletes
+// machines left unvalidated past the TTL.
+func TestRetentionExpiresUnvalidated(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.FlushEvery, c.UnvalidatedMachineTTL = 10*time.Millisecond, time.Hour })
+	e.expect(e.do("POST", "/v1/watchers", map[string]string{"machine_id": "pending", "password": "p"}), 201)
+	e.advance(2 * time.Hour)
+	e.expect(e.do("POST", "/v1/watchers", map[string]string{"machine_id": "fresh", "password": "p"}), 201)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.srv.Run(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.fsm.Machine("pending") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the retention job did not delete the expired unvalidated machine within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if e.fsm.Machine("fresh") == nil {
+		t.Fatal("the retention job deleted a machine younger than the TTL")
+	}
+}
