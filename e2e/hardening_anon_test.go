@@ -600,3 +600,71 @@ func TestSecretFilesPrivate(t *testing.T) {
 		t.Fatalf("after a restart, files readable by others: %v", loose)
 	}
 }
+
+// countingReader yields an endless JSON string body, counting what was
+// read from it, up to limit bytes.
+type countingReader struct {
+	mu    sync.Mutex
+	n     int64
+	limit int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n >= c.limit {
+		return 0, io.EOF
+	}
+	k := int64(len(p))
+	if k > c.limit-c.n {
+		k = c.limit - c.n
+	}
+	for i := range k {
+		p[i] = 'x'
+	}
+	c.n += k
+	return int(k), nil
+}
+
+func (c *countingReader) count() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// TestAnonStepCABodyBounded: the step-CA routes outside /v1 (anonymous:
+// the one-time token is inside the body) stop reading a body after 1 MiB
+// instead of buffering all of it.
+func TestAnonStepCABodyBounded(t *testing.T) {
+	s := StartServer(t)
+	waitFor(t, 15*time.Second, "the cluster CA answers /roots", func() (bool, string) {
+		r, err := anonDo(t, anonClient("127.0.0.1"), "GET", s.URL+"roots", nil, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.code >= 200 && r.code < 300, fmt.Sprint(r.code, " ", r.body)
+	})
+	const total = 200 << 20
+	body := &countingReader{limit: total}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", s.URL+"sign", io.MultiReader(strings.NewReader(`{"ott":"x","csr":"`), body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{}).Do(req)
+	status := 0
+	if err == nil {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		resp.Body.Close()
+		status = resp.StatusCode
+		t.Logf("/sign answered %d %s", status, msg)
+		if status < 400 {
+			t.Fatalf("200 MB body to /sign: status %d", status)
+		}
+	}
+	if n := body.count(); n > 32<<20 {
+		t.Fatalf("the server read %d MiB of a /sign body before refusing it, want a bound of about 1 MiB", n>>20)
+	}
+	t.Logf("/sign: %v, %d MiB sent before the server stopped reading", err, body.count()>>20)
+}

@@ -350,6 +350,19 @@ func BodyDeadline(next http.Handler, grace time.Duration, minRate int64) http.Ha
 	})
 }
 
+// BoundOtherBodies bounds the bodies of every request outside /v1/ (the
+// step-CA API and the join endpoint: certificate requests and tokens of a
+// few kB, decoded by code that does not bound them itself) to limit
+// bytes; /v1/ routes bound theirs (Config.MaxBodyBytes, after gunzip).
+func BoundOtherBodies(next http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil && r.Body != http.NoBody && !strings.HasPrefix(r.URL.Path, "/v1/") {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 type deadlineBody struct {
 	rc    *http.ResponseController
 	body  io.ReadCloser

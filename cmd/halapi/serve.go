@@ -324,7 +324,8 @@ func serve(ctx context.Context, f serveFlags) error {
 		Exempt: cfg.TrustedProxies, OnRefuse: srv.Metrics().ConnectionRefused})
 	// Anonymous clients hold nothing for long: headers within 10 s, bodies
 	// at a minimum rate (lapi.BodyDeadline), idle keep-alives for 2 min.
-	hs := &http.Server{Handler: lapi.BodyDeadline(mux, f.bodyTimeout, 16<<10), ReadHeaderTimeout: 10 * time.Second,
+	// The step-CA and join routes take a few kB: 1 MiB bounds them.
+	hs := &http.Server{Handler: lapi.BodyDeadline(lapi.BoundOtherBodies(mux, 1<<20), f.bodyTimeout, 16<<10), ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: lapi.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() {
