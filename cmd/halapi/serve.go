@@ -84,7 +84,7 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (CrowdSec's use_forwarded_for_headers + trusted_proxies); from any other peer the client is the TCP peer")
 	fl.IntVar(&f.maxConns, "max-connections", 0, "API connections open at once (0: three quarters of the file descriptor limit, at most 16384)")
-	fl.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 128, "API connections open at once from one address (IPv6: one /64); trusted proxies are exempt; 0: no cap")
+	fl.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 256, "API connections open at once from one address (IPv6: one /64; raise it for big fleets of bouncers behind one NAT address); trusted proxies are exempt; 0: no cap")
 	fl.DurationVar(&f.bodyTimeout, "body-timeout", 10*time.Second, "a request body must start arriving within this and then keep up 16 KiB/s, or the connection is closed (0: no deadline)")
 	fl.IntVar(&f.maxUnvalidated, "max-unvalidated-machines", 1000, "registrations are refused while this many machines wait for validation (0: no cap)")
 	fl.DurationVar(&f.unvalidatedTTL, "unvalidated-machine-ttl", 24*time.Hour, "the leader deletes machines left unvalidated this long after registering (0: never)")
