@@ -314,7 +314,9 @@ func TestAnonSlowBodyCutOff(t *testing.T) {
 			_, _ = conn.Write([]byte(" "))
 		}
 	}
-	if el := time.Since(start); el > 5*time.Second {
+	el := time.Since(start)
+	t.Logf("trickling body cut off after %v (deadline 2 s)", el.Round(time.Millisecond))
+	if el > 3500*time.Millisecond {
 		t.Fatalf("trickle cut off after %v, want about 2 s", el)
 	}
 
@@ -339,7 +341,9 @@ func TestAnonSlowBodyCutOff(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("paced honest login: status %d", resp.StatusCode)
 	}
-	if el := time.Since(t0); el < 2*time.Second {
+	el = time.Since(t0)
+	t.Logf("honest paced upload accepted after %v", el.Round(time.Millisecond))
+	if el < 2*time.Second {
 		t.Fatalf("the honest upload took only %v: it did not outlast the grace period", el)
 	}
 }

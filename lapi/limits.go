@@ -342,10 +342,12 @@ func BodyDeadline(next http.Handler, grace time.Duration, minRate int64) http.Ha
 		br := &deadlineBody{rc: rc, body: r.Body, start: start, grace: grace, rate: minRate}
 		r.Body = br
 		next.ServeHTTP(w, r)
-		if !br.eof {
-			// let the server drain what is left of a small body before
-			// reading the next request with its own deadlines
-			_ = rc.SetReadDeadline(time.Now().Add(grace))
+		if !br.eof && !br.failed {
+			// A handler that answered without reading the whole body: the
+			// server drains what is left (at most 256 kB, usually a final
+			// newline already received) before reading the next request
+			// under its own timeouts. A body cut off stays cut off.
+			_ = rc.SetReadDeadline(time.Now().Add(min(grace, time.Second)))
 		}
 	})
 }
@@ -364,18 +366,22 @@ func BoundOtherBodies(next http.Handler, limit int64) http.Handler {
 }
 
 type deadlineBody struct {
-	rc    *http.ResponseController
-	body  io.ReadCloser
-	start time.Time
-	grace time.Duration
-	rate  int64
-	n     int64
-	eof   bool
+	rc     *http.ResponseController
+	body   io.ReadCloser
+	start  time.Time
+	grace  time.Duration
+	rate   int64
+	n      int64
+	eof    bool
+	failed bool
 }
 
 func (b *deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.body.Read(p)
 	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		b.failed = true
+	}
 	if err == io.EOF && !b.eof {
 		// The body is complete: what follows on this connection (the
 		// server watching for a client close while the handler works, the
