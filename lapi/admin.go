@@ -155,10 +155,14 @@ func (s *Server) adminAddMachine(w http.ResponseWriter, r *http.Request) {
 	if req.ID == "" {
 		req.ID = randomString(48)
 	}
+	if err := ValidateMachineID(req.ID); err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if req.Password == "" {
 		req.Password = randomString(64)
 	}
-	if len(req.Password) > 72 {
+	if len(req.Password) > MaxPasswordLen {
 		writeErr(w, http.StatusBadRequest, "password is longer than 72 bytes (bcrypt limit)")
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/profiles"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Cluster is the one write path the LAPI uses: submit a command and get its
@@ -47,6 +49,24 @@ type Config struct {
 	// TokenTTL is a machine token's lifetime (default 1h, CrowdSec's);
 	// TokenMaxAge caps a login's tokens, refreshes included (default 2h).
 	TokenTTL, TokenMaxAge time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For (or X-Real-IP)
+	// names the client; from any other peer the client is the TCP peer.
+	TrustedProxies []netip.Prefix
+	// Registrations without a valid auto-registration token: a token
+	// bucket per source address (RegisterBurst, one more every
+	// RegisterEvery), at most MaxUnvalidatedMachines pending at once, and
+	// pending machines older than UnvalidatedMachineTTL are deleted by the
+	// leader's retention job (0: kept forever).
+	RegisterEvery          time.Duration
+	RegisterBurst          int
+	MaxUnvalidatedMachines int
+	UnvalidatedMachineTTL  time.Duration
+	// Login backoff: after LoginFreeFailures failed logins from one source
+	// address, or for one machine id, each further failure blocks it for
+	// LoginBackoffBase·2^k, at most LoginBackoffMax (429 + Retry-After).
+	LoginFreeFailures int
+	LoginBackoffBase  time.Duration
+	LoginBackoffMax   time.Duration
 }
 
 // DefaultConfig returns CrowdSec's defaults.
@@ -60,8 +80,19 @@ func DefaultConfig() Config {
 		BcryptCost:    10,
 		TokenTTL:      time.Hour,
 		TokenMaxAge:   2 * time.Hour,
+
+		RegisterEvery:          3 * time.Second,
+		RegisterBurst:          20,
+		MaxUnvalidatedMachines: 1000,
+		UnvalidatedMachineTTL:  24 * time.Hour,
+		LoginFreeFailures:      10,
+		LoginBackoffBase:       time.Second,
+		LoginBackoffMax:        30 * time.Second,
 	}
 }
+
+// limiterEntries bounds each per-source or per-id limiter table.
+const limiterEntries = 16384
 
 // Server is the LAPI of one node.
 type Server struct {
@@ -78,6 +109,15 @@ type Server struct {
 	adminRoutes []func(*mux.Router)
 	certs       CertVerifier
 	keyHashes   keyHashes
+
+	regLimit     *rateLimiter
+	loginIP      *failBackoff
+	loginMachine *failBackoff
+	// dummyHash is compared against when a login names no password
+	// machine, so that costs what a wrong password costs.
+	dummyHash []byte
+	// bcryptSlots bounds the bcrypt work of logins and registrations.
+	bcryptSlots chan struct{}
 }
 
 // New builds a server. profs may be nil for the default profiles.
@@ -96,6 +136,22 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 	s.engine = profiles.NewEngine(profs, f)
 	s.metrics = newMetrics(f)
 	s.touches = newToucher(s)
+	s.regLimit = newRateLimiter(cfg.RegisterEvery, cfg.RegisterBurst, limiterEntries)
+	forget := 15 * time.Minute
+	s.loginIP = newFailBackoff(cfg.LoginFreeFailures, cfg.LoginBackoffBase, cfg.LoginBackoffMax, forget, limiterEntries)
+	s.loginMachine = newFailBackoff(cfg.LoginFreeFailures, cfg.LoginBackoffBase, cfg.LoginBackoffMax, forget, limiterEntries)
+	pw := make([]byte, 32)
+	_, _ = rand.Read(pw)
+	cost := cfg.BcryptCost
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	h, err := bcrypt.GenerateFromPassword(pw, cost)
+	if err != nil {
+		return nil, err
+	}
+	s.dummyHash = h
+	s.bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))
 	return s, nil
 }
 
@@ -145,6 +201,9 @@ func (s *Server) retention(ctx context.Context) {
 		if err := s.Flush(ctx); err != nil {
 			s.log.Warn("retention flush failed", "err", err)
 		}
+		if err := s.ExpireUnvalidated(ctx); err != nil {
+			s.log.Warn("expiring unvalidated machines failed", "err", err)
+		}
 	}
 }
 
@@ -152,6 +211,29 @@ func (s *Server) retention(ctx context.Context) {
 func (s *Server) Flush(ctx context.Context) error {
 	_, err := s.apply(ctx, fsm.CmdFlush, fsm.Flush{MaxAge: int64(s.cfg.FlushMaxAge), MaxItems: s.cfg.FlushMaxItems})
 	return err
+}
+
+// ExpireUnvalidated deletes the password machines that registered more
+// than UnvalidatedMachineTTL ago and were never validated.
+func (s *Server) ExpireUnvalidated(ctx context.Context) error {
+	if s.cfg.UnvalidatedMachineTTL <= 0 {
+		return nil
+	}
+	cutoff := s.now().Add(-s.cfg.UnvalidatedMachineTTL).UnixNano()
+	var ids []string
+	for _, m := range s.fsm.Machines() {
+		if !m.Validated && m.AuthType == fsm.AuthPassword && m.CreatedAt < cutoff {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := s.apply(ctx, fsm.CmdMachineDelete, fsm.MachineDelete{IDs: ids}); err != nil {
+		return err
+	}
+	s.log.Info("deleted machines never validated", "count", len(ids), "older_than", s.cfg.UnvalidatedMachineTTL)
+	return nil
 }
 
 // apply submits a command; a command-level error is returned as error.
@@ -224,6 +306,9 @@ func (s *Server) Handler() http.Handler {
 	route("/allowlists/{allowlist_name}", "/v1/allowlists/:allowlist_name", methods{"GET": s.jwt(s.getAllowlist)})
 	route("/usage-metrics", "/v1/usage-metrics", methods{"POST": s.either(s.usageMetrics)})
 	return s.recoverer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if len(s.cfg.TrustedProxies) > 0 {
+			req = s.behindProxy(req)
+		}
 		if h, ok := exact[req.URL.Path]; ok && req.URL.RawPath == "" {
 			h.ServeHTTP(w, req)
 			return
@@ -292,6 +377,20 @@ func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
 	default:
 		writeErr(w, http.StatusInternalServerError, err.Error())
 	}
+}
+
+// behindProxy makes a request relayed by a trusted proxy carry the
+// client's address (from X-Forwarded-For) as its RemoteAddr, so every use
+// of clientIP sees the client; requests from other peers are unchanged.
+func (s *Server) behindProxy(r *http.Request) *http.Request {
+	peer := clientIP(r)
+	ip := forwardedIP(peer, r.Header, s.cfg.TrustedProxies)
+	if ip == peer {
+		return r
+	}
+	r = r.WithContext(r.Context())
+	r.RemoteAddr = net.JoinHostPort(ip, "0")
+	return r
 }
 
 // clientIP is the TCP peer address (unix socket peers are 127.0.0.1).
