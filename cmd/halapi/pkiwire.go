@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,6 +140,11 @@ func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, cluste
 	}
 	rt := &pkiRuntime{f: f, nodeID: nodeID, dir: filepath.Join(dataDir, "pki"), sans: nodeSANs(f.apiNames, listen),
 		pw: &pki.PeerWrap{}, log: logger, ready: make(chan struct{})}
+	if secure := clusterListen != "" && !f.insecureCluster; secure {
+		if err := rt.checkRemoved(dataDir); err != nil {
+			return nil, err
+		}
+	}
 	id, err := pki.LoadIdentity(rt.dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("node identity: %w", err)
@@ -204,6 +210,20 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 	}
 	cfg.WrapServer, cfg.WrapClient = rt.pw.Server, rt.pw.Client
 	cfg.GossipKey = rt.id.GossipKey
+	// The voter rule: a member becomes a voter only once it has shown a
+	// valid node certificate for its ID; a voter whose certificates are
+	// revoked is removed (members.go).
+	cfg.VerifyPeer = func(nodeID string, chain []*x509.Certificate) error {
+		ca := rt.currentCA()
+		if ca == nil {
+			return errors.New("the cluster CA is not loaded on this node yet")
+		}
+		return ca.VerifyNodePeer(nodeID, chain)
+	}
+	cfg.NodeRevoked = func(nodeID string) bool {
+		ca := rt.currentCA()
+		return ca != nil && ca.NodeRevoked(nodeID)
+	}
 	if rt.renewer != nil && len(rt.id.CAPEM) > 0 {
 		srv, cli, err := pki.PeerTLS(rt.id.CAPEM, pki.DefaultNodeOU, rt.renewer, func(serial string) bool { return pki.IsRevokedIn(store, serial) })
 		if err != nil {
@@ -304,6 +324,9 @@ func (rt *pkiRuntime) run(ctx context.Context, store *fsm.FSM, node *cluster.Nod
 		}
 	}
 	close(rt.ready)
+	if !rt.f.insecureCluster && len(rt.id.GossipKey) > 0 {
+		go rt.applyGossipKeyring(ctx, store, node)
+	}
 	r.Run(ctx)
 }
 
