@@ -170,28 +170,40 @@ func (rt *pkiRuntime) applyGossipKeyring(ctx context.Context, store *fsm.FSM, no
 }
 
 // checkRemoved handles a data dir marked by a removal: without a join
-// token the node refuses to start (its certificate is revoked, its gossip
-// key rotated away); with one, its old state is set aside and it joins
-// as a new node.
-func (rt *pkiRuntime) checkRemoved(dataDir string) error {
+// token, or with one the cluster refuses (the old one still on the command
+// line), the node refuses to start and says why (its certificate is
+// revoked, its gossip key rotated away). With a fresh token it redeems it
+// first, then sets the old state aside and returns the new identity, saved
+// in DATA/pki: the node joins as a new member.
+func (rt *pkiRuntime) checkRemoved(ctx context.Context, dataDir string) (*pki.JoinResult, error) {
 	ri, err := cluster.ReadRemovedMarker(dataDir)
 	if err != nil || ri == nil {
-		return err
+		return nil, err
 	}
-	if rt.f.joinToken == "" {
-		return fmt.Errorf("this data dir belongs to node %q, removed from the cluster at %s (halapi cluster remove): its certificate is revoked and it stays out; to bring it back, start it with a new --join-token from `halapi cluster token`",
-			ri.NodeID, ri.At.Format(time.RFC3339))
+	out := fmt.Sprintf("this data dir belongs to node %q, removed from the cluster at %s (halapi cluster remove): its certificate is revoked and it stays out; to bring it back, start it with a new --join-token from `halapi cluster token`",
+		ri.NodeID, ri.At.Format(time.RFC3339))
+	if rt.f.joinToken == "" || rt.f.joinAPI == "" {
+		return nil, errors.New(out)
+	}
+	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	res, err := pki.Join(jctx, rt.f.joinAPI, rt.f.joinToken, rt.nodeID, rt.sans)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("%s (the --join-token given was refused: %v)", out, err)
 	}
 	aside := filepath.Join(dataDir, "removed-"+strconv.FormatInt(time.Now().Unix(), 10))
 	if err := os.MkdirAll(aside, 0o700); err != nil {
-		return err
+		return nil, err
 	}
 	for _, name := range []string{"raft", "pki", "gossip-peers.json", cluster.RemovedMarker} {
 		if err := os.Rename(filepath.Join(dataDir, name), filepath.Join(aside, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("setting the removed node's state aside: %w", err)
+			return nil, fmt.Errorf("setting the removed node's state aside: %w", err)
 		}
 	}
-	rt.log.Warn("this data dir belonged to a node removed from the cluster: its old state is set aside, joining again with the join token",
+	if err := pki.SaveIdentity(rt.dir, res); err != nil {
+		return nil, err
+	}
+	rt.log.Warn("this data dir belonged to a node removed from the cluster: rejoined with the join token, its old state is set aside",
 		"old_node", ri.NodeID, "moved_to", aside)
-	return nil
+	return res, nil
 }

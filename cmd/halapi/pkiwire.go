@@ -138,10 +138,12 @@ func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, cluste
 	if f.insecureCluster && clusterListen != "" && !isLoopbackHost(clusterListen) {
 		return nil, fmt.Errorf("--insecure-cluster is only allowed on a loopback --cluster-listen address, not %s", clusterListen)
 	}
+	var err error
 	rt := &pkiRuntime{f: f, nodeID: nodeID, dir: filepath.Join(dataDir, "pki"), sans: nodeSANs(f.apiNames, listen),
 		pw: &pki.PeerWrap{}, log: logger, ready: make(chan struct{})}
+	var rejoined *pki.JoinResult
 	if secure := clusterListen != "" && !f.insecureCluster; secure {
-		if err := rt.checkRemoved(dataDir); err != nil {
+		if rejoined, err = rt.checkRemoved(ctx, dataDir); err != nil {
 			return nil, err
 		}
 	}
@@ -154,6 +156,8 @@ func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, cluste
 	}
 	secure := clusterListen != "" && !f.insecureCluster
 	switch {
+	case rejoined != nil:
+		id = rejoined // a removed node back with a new token (checkRemoved)
 	case len(id.CertPEM) > 0:
 		// restart: identity on disk
 	case f.joinToken != "":
