@@ -189,7 +189,12 @@ func TestHardeningMembersFakeGossip(t *testing.T) {
 		return true, ""
 	})
 	// The leader tried each fake and refused it.
+	var fakeVoters string
 	waitFor(t, clusterFormTimeout, "the leader refuses each fake as a voter", func() (bool, string) {
+		if st, err := n1.Status(); err == nil && !slices.Equal(voters(st), []string{"n1", "n2", "n3"}) {
+			fakeVoters = st.String()
+			return true, ""
+		}
 		var all string
 		for _, nd := range sc.Nodes {
 			all += readLog(t, nd)
@@ -201,6 +206,9 @@ func TestHardeningMembersFakeGossip(t *testing.T) {
 		}
 		return true, ""
 	})
+	if fakeVoters != "" {
+		t.Fatalf("gossip members without a node certificate became raft voters: %s", fakeVoters)
+	}
 	for _, nd := range sc.Nodes {
 		st := nd.MustStatus()
 		if v := voters(st); !slices.Equal(v, []string{"n1", "n2", "n3"}) {
