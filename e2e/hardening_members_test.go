@@ -154,8 +154,9 @@ func TestHardeningMembersRemove(t *testing.T) {
 
 // TestHardeningMembersFakeGossip: members holding the real gossip key but
 // no node certificate never become voters (whatever cluster address they
-// gossip), the cluster keeps its leader after they leave, and after a
-// `cluster remove` the old gossip key no longer opens gossip.
+// gossip), the cluster keeps its leader after they leave; a voter whose
+// certificate is revoked is removed by the leader, and after a `cluster
+// remove` the old gossip key no longer opens gossip.
 func TestHardeningMembersFakeGossip(t *testing.T) {
 	sc := startSecureCluster(t, 3)
 	n1, n2, n3 := sc.Nodes[0], sc.Nodes[1], sc.Nodes[2]
@@ -233,7 +234,10 @@ func TestHardeningMembersFakeGossip(t *testing.T) {
 	sc.WaitStable(clusterFormTimeout, n1, n2, n3)
 	mustWrite(t, n2, "10.78.0.1")
 
-	// Remove n3: the gossip key is rotated on n1 and n2.
+	// A voter whose node certificate is revoked is taken out by the
+	// leader; `cluster remove` then rotates the gossip key on n1 and n2.
+	n2.MustCLI("cert", "revoke", "--name", n3.ID)
+	twoVoters(t, sc, n1, n2)
 	waitFor(t, clusterFormTimeout, "cluster remove n3", func() (bool, string) {
 		out, err := n1.CLI("cluster", "remove", n3.ID)
 		if err != nil {

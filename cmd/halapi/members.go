@@ -64,11 +64,12 @@ func (a clusterAdmin) Remove(ctx context.Context, id string) error {
 		if err := a.Node.Remove(ctx, id); err != nil {
 			return err
 		}
-	} else if !ca.HasNodeCert(id) {
+	} else if !ca.HasNodeCert(id) && !ca.NodeRevoked(id) {
 		return fmt.Errorf("node %q is not a member of the cluster", id)
 	}
-	// Out of raft (or already out, e.g. removed as dead, with certificates
-	// still valid): revoke, then rotate.
+	// Out of raft (or already out: removed as dead with its certificates
+	// still valid, or taken out by the leader after `cert revoke`):
+	// revoke what is left, then rotate.
 	serials, err := ca.RevokeNode(ctx, id, "cessationOfOperation")
 	if err != nil {
 		return fmt.Errorf("node %q is out of raft but revoking its certificates failed (run the command again): %w", id, err)
