@@ -36,7 +36,7 @@ type peerCheck struct {
 }
 
 const (
-	peerCheckFresh    = 10 * time.Second
+	peerCheckFresh    = 3 * time.Second
 	peerCheckTimeout  = 3 * time.Second
 	peerCheckMaxDelay = time.Minute
 )
@@ -49,6 +49,9 @@ func (n *Node) voterAllowed(id, addr string) bool {
 	if n.cfg.VerifyPeer == nil || n.cfg.WrapClient == nil {
 		return true
 	}
+	if n.cfg.NodeRevoked != nil && n.cfg.NodeRevoked(id) {
+		return false
+	}
 	g := n.gossip
 	g.checkMu.Lock()
 	defer g.checkMu.Unlock()
@@ -58,6 +61,9 @@ func (n *Node) voterAllowed(id, addr string) bool {
 		g.checks[id] = c
 	}
 	if !c.okAt.IsZero() && time.Since(c.okAt) < peerCheckFresh {
+		// One success allows one AddVoter: a later addition (after a
+		// removal) is checked again.
+		c.okAt = time.Time{}
 		return true
 	}
 	if !c.running && time.Now().After(c.next) {
