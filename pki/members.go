@@ -56,6 +56,13 @@ func recordedMeta(s Store, serial string) (certMeta, bool) {
 // default. The common case (no node revocation at all) costs one pass
 // over the revocations.
 func NodeCertStatus(s Store, nodeID, nodeOU string, now time.Time) (valid, revoked bool) {
+	return nodeCertStatus(s, nodeID, nodeOU, now, false)
+}
+
+// nodeCertStatus is NodeCertStatus; with onlyIfRevoked it skips the scan
+// of the certificates (valid stays false) when no revocation names the
+// node, which is all the leader's reconcile loop needs twice a second.
+func nodeCertStatus(s Store, nodeID, nodeOU string, now time.Time, onlyIfRevoked bool) (valid, revoked bool) {
 	if nodeOU == "" {
 		nodeOU = DefaultNodeOU
 	}
@@ -65,6 +72,9 @@ func NodeCertStatus(s Store, nodeID, nodeOU string, now time.Time) (valid, revok
 			revoked = true
 			break
 		}
+	}
+	if onlyIfRevoked && !revoked {
+		return false, false
 	}
 	for k := range s.ConfigPrefix(prefixCert) {
 		sn := strings.TrimPrefix(k, prefixCert)
@@ -79,7 +89,7 @@ func NodeCertStatus(s Store, nodeID, nodeOU string, now time.Time) (valid, revok
 // NodeRevoked reports a node that has a revoked node certificate and no
 // valid one left: the leader takes such a voter out of raft.
 func (c *CA) NodeRevoked(nodeID string) bool {
-	valid, revoked := NodeCertStatus(c.store, nodeID, c.opts.NodeOU, time.Now())
+	valid, revoked := nodeCertStatus(c.store, nodeID, c.opts.NodeOU, time.Now(), true)
 	return revoked && !valid
 }
 
