@@ -137,11 +137,12 @@ func TestHardeningMembersRemove(t *testing.T) {
 	crt = filepath.Join(n3.DataDir, "pki", "node.crt")
 	certs = map[string]string{"n3's new certificate": crt}
 	refused("after removing the stopped n3")
-	before := strings.Count(readLog(t, n3), "bad certificate")
+	const refusedLine = "the cluster refuses this node's certificate"
+	before := strings.Count(readLog(t, n3), refusedLine)
 	n3.Launch()
-	waitFor(t, clusterFormTimeout, "the restarted n3 is refused by its former peers", func() (bool, string) {
+	waitFor(t, clusterFormTimeout, "the restarted n3 is refused by its former peers and says so", func() (bool, string) {
 		log := readLog(t, n3)
-		return strings.Count(log, "bad certificate") > before, lastLine(log)
+		return strings.Count(log, refusedLine) == before+1, lastLine(log)
 	})
 	twoVoters(t, sc, n1, n2)
 	for _, nd := range []*ClusterNode{n1, n2} {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -82,6 +84,10 @@ type PeerWrap struct {
 	server, client atomic.Pointer[tls.Config]
 	// HandshakeTimeout bounds the client handshake (default 10 s).
 	HandshakeTimeout time.Duration
+	// OnRefused, if set, is called when a peer rejects this node's
+	// certificate ("bad certificate" alert): revoked, or not from the
+	// cluster's CA. In TLS 1.3 the client learns it on its first read.
+	OnRefused func(remote string)
 }
 
 // Set installs (or replaces) the configs.
@@ -121,7 +127,26 @@ func (p *PeerWrap) Client(c net.Conn) net.Conn {
 		return failedConn{Conn: c, err: fmt.Errorf("cluster TLS handshake with %s: %w", c.RemoteAddr(), err)}
 	}
 	_ = c.SetDeadline(time.Time{})
+	if p.OnRefused != nil {
+		return &refusalConn{Conn: tc, p: p}
+	}
 	return tc
+}
+
+// refusalConn reports a peer's rejection of our certificate. It embeds the
+// *tls.Conn, so ConnectionState stays available.
+type refusalConn struct {
+	*tls.Conn
+	p    *PeerWrap
+	once sync.Once
+}
+
+func (c *refusalConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && strings.Contains(err.Error(), "bad certificate") {
+		c.once.Do(func() { c.p.OnRefused(c.RemoteAddr().String()) })
+	}
+	return n, err
 }
 
 // failedConn is a closed connection that reports why.

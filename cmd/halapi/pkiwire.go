@@ -213,6 +213,13 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 		return nil
 	}
 	cfg.WrapServer, cfg.WrapClient = rt.pw.Server, rt.pw.Client
+	var refused sync.Once
+	rt.pw.OnRefused = func(remote string) {
+		refused.Do(func() {
+			rt.log.Error("the cluster refuses this node's certificate: it was most likely removed (halapi cluster remove) and its certificate revoked, so it stays out; to bring it back, start it with a new --join-token from `halapi cluster token` on an empty data dir",
+				"peer", remote)
+		})
+	}
 	cfg.GossipKey = rt.id.GossipKey
 	// The voter rule: a member becomes a voter only once it has shown a
 	// valid node certificate for its ID; a voter whose certificates are
