@@ -69,6 +69,17 @@ func TestHardeningMembersRemove(t *testing.T) {
 	}
 	certs := map[string]string{"n3's certificate": crt, "n3's renewed certificate": renewed}
 
+	// A cluster connection opened before the removal (as a removed node
+	// holds in its pools) must not outlive it.
+	held, err := dialCluster(sc.CAFile, crt, key, n1.ClusterAddr)
+	if err != nil {
+		t.Fatalf("before the removal, n3's certificate is refused on n1's cluster port: %v", err)
+	}
+	defer held.Close()
+	if err := statusRPC(held); err != nil {
+		t.Fatalf("status RPC on a held connection before the removal: %v", err)
+	}
+
 	// Remove n3 while it runs.
 	waitFor(t, clusterFormTimeout, "cluster remove n3", func() (bool, string) {
 		out, err := n1.CLI("cluster", "remove", n3.ID)
@@ -85,6 +96,10 @@ func TestHardeningMembersRemove(t *testing.T) {
 	if _, err := n3.CLI("decisions", "list"); err != nil {
 		t.Errorf("the removed n3 no longer serves reads: %v", err)
 	}
+	// ... but its writes do not reach the cluster.
+	if _, err := n3.CLI("decisions", "add", "-i", "10.77.9.9", "-d", "1h"); err == nil {
+		t.Errorf("the removed n3 still takes writes")
+	}
 	refused := func(what string) {
 		t.Helper()
 		for name, c := range certs {
@@ -99,6 +114,10 @@ func TestHardeningMembersRemove(t *testing.T) {
 		}
 	}
 	refused("after cluster remove")
+	waitFor(t, 5*time.Second, "n1 closes the connection n3 opened before its removal", func() (bool, string) {
+		err := statusRPC(held)
+		return err != nil, "status RPC still answered"
+	})
 	twoVoters(t, sc, n1, n2)
 	mustWrite(t, n2, "10.77.0.1")
 
@@ -381,13 +400,24 @@ func serveMustExit(t testing.TB, nd *ClusterNode, id string) string {
 // peer does (mTLS, service byte, one status RPC) and returns the first
 // error.
 func clusterStatusRPC(caFile, certFile, keyFile, addr string) error {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	c, err := dialCluster(caFile, certFile, keyFile, addr)
 	if err != nil {
 		return err
 	}
+	defer c.Close()
+	return statusRPC(c)
+}
+
+// dialCluster opens the RPC service of a cluster port with a node
+// certificate (mTLS, service byte).
+func dialCluster(caFile, certFile, keyFile, addr string) (net.Conn, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -395,11 +425,19 @@ func clusterStatusRPC(caFile, certFile, keyFile, addr string) error {
 	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool,
 		ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer c.Close()
+	if _, err := c.Write([]byte{2}); err != nil { // the RPC service
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// statusRPC sends one status RPC on c and reads the answer.
+func statusRPC(c net.Conn) error {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Write([]byte{2, 3, 0, 0, 0, 0}); err != nil { // RPC service, status, empty payload
+	if _, err := c.Write([]byte{3, 0, 0, 0, 0}); err != nil { // status, empty payload
 		return err
 	}
 	r := bufio.NewReader(c)

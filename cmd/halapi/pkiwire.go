@@ -213,6 +213,7 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 		return nil
 	}
 	cfg.WrapServer, cfg.WrapClient = rt.pw.Server, rt.pw.Client
+	rt.pw.Revoked = func(serial string) bool { return pki.IsRevokedIn(store, serial) }
 	var refused sync.Once
 	rt.pw.OnRefused = func(remote string) {
 		refused.Do(func() {
