@@ -170,6 +170,25 @@ func TestHardeningMembersRemove(t *testing.T) {
 		}
 	}
 	mustWrite(t, n1, "10.77.0.4")
+
+	// The same data dir under another node ID: its certificate names n3,
+	// so it cannot get one for the new ID (that needs a write, through a
+	// leader it cannot reach), its gossip key is dead: it stays out.
+	n3.Stop()
+	setArg(n3, "--node-id", "n3-renamed")
+	n3.Launch()
+	waitFor(t, clusterFormTimeout, "n3-renamed is up (without a leader)", func() (bool, string) {
+		log := readLog(t, n3)
+		return strings.Contains(log, `msg="halapi node started" node_id=n3-renamed`), lastLine(log)
+	})
+	twoVoters(t, sc, n1, n2)
+	for _, nd := range []*ClusterNode{n1, n2} {
+		st := nd.MustStatus()
+		if _, ok := st.member("n3-renamed"); ok {
+			t.Errorf("%s lists n3-renamed: %s", nd.ID, st)
+		}
+	}
+	mustWrite(t, n2, "10.77.0.5")
 }
 
 // TestHardeningMembersFakeGossip: members holding the real gossip key but
