@@ -211,6 +211,30 @@ func (n *Node) GossipKeyGens() map[string]uint64 {
 	return out
 }
 
+// RefreshGossip exchanges full gossip state (memberlist's push/pull, what
+// a join does) with the given members, so their latest metadata is seen
+// at once: a metadata broadcast is retransmitted only a few times, to
+// random members (recently dead ones included), and may miss a node until
+// the next periodic push/pull, 30 s later.
+func (n *Node) RefreshGossip(ids []string) {
+	if n.gossip == nil || len(ids) == 0 {
+		return
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var addrs []string
+	for _, m := range n.gossip.snapshot() {
+		if want[m.ID] && m.State == "alive" && m.Addr != "" {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) > 0 {
+		_, _ = n.gossip.ml.Join(addrs)
+	}
+}
+
 // Voters returns the IDs of the voters in the latest raft configuration.
 func (n *Node) Voters() []string {
 	f := n.raft.GetConfiguration()

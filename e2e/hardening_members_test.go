@@ -289,6 +289,10 @@ func TestHardeningMembersFakeGossip(t *testing.T) {
 		return len(k1) == 1 && len(k2) == 1 && bytes.Equal(k1[0], k2[0]) && !bytes.Equal(k1[0], oldKey),
 			fmt.Sprintf("n1 has %d keys, n2 %d", len(k1), len(k2))
 	})
+	// Each step was confirmed by both voters before the next one.
+	if log := readLog(t, n1); strings.Contains(log, "did not confirm") {
+		t.Errorf("the key rotation went on without a voter's confirmation (a member could lose gossip)")
+	}
 	for _, nd := range []*ClusterNode{n1, n2} {
 		fi, err := os.Stat(filepath.Join(nd.DataDir, "pki", "gossip.key"))
 		if err != nil || fi.Mode().Perm() != 0o600 {

@@ -125,7 +125,9 @@ func (a clusterAdmin) rotateGossipKey(ctx context.Context) error {
 // waitKeyGen waits until every voter alive in gossip announces keyring
 // generation gen or later, and returns the ones that did not in time.
 func (a clusterAdmin) waitKeyGen(ctx context.Context, gen uint64) []string {
-	deadline := time.Now().Add(keyStepWait)
+	start := time.Now()
+	deadline := start.Add(keyStepWait)
+	lastRefresh := start
 	for {
 		gens := a.Node.GossipKeyGens()
 		var lag []string
@@ -136,6 +138,12 @@ func (a clusterAdmin) waitKeyGen(ctx context.Context, gen uint64) []string {
 		}
 		if len(lag) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			return lag
+		}
+		if time.Since(lastRefresh) >= 500*time.Millisecond {
+			// The announcement may have missed this node: ask the
+			// laggards for their state directly.
+			lastRefresh = time.Now()
+			a.Node.RefreshGossip(lag)
 		}
 		select {
 		case <-ctx.Done():
