@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,13 @@ type Config struct {
 	WrapServer, WrapClient func(net.Conn) net.Conn
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil = clear text.
 	GossipKey []byte
+	// VerifyPeer (secure clusters) checks the certificate chain a member
+	// presents on its cluster port before the leader makes it a voter;
+	// NodeRevoked reports a node whose node certificates are revoked (the
+	// leader removes such a voter). nil: any live gossip member becomes a
+	// voter (--insecure-cluster). See members.go.
+	VerifyPeer  func(nodeID string, chain []*x509.Certificate) error
+	NodeRevoked func(nodeID string) bool
 	// Join lists gossip addresses of existing members.
 	Join []string
 	// BootstrapExpect: bootstrap once this many servers have met (and no
@@ -433,10 +441,18 @@ func (n *Node) reconcile() {
 		if s, ok := inCfg[id]; ok && string(s.Address) == m.Meta.RaftAddr {
 			continue
 		}
+		// Secure clusters: only a member that proves a valid node
+		// certificate for id at that address becomes a voter.
+		if !n.voterAllowed(id, m.Meta.RaftAddr) {
+			continue
+		}
 		n.log.Info("adding server to raft", "node", id, "addr", m.Meta.RaftAddr)
 		if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
 			n.log.Warn("add voter failed", "node", id, "err", err)
 		}
+	}
+	if n.removeRevoked(servers, members) {
+		return // one change per round
 	}
 	healthy := 0
 	for _, s := range servers {
@@ -679,7 +695,14 @@ func (n *Node) leaveAsRemoved() {
 	if !n.left.CompareAndSwap(false, true) {
 		return
 	}
-	n.log.Error("this node was removed from the cluster: it left gossip and stopped raft; it keeps serving reads from its last state; restart it to join again")
+	if n.cfg.VerifyPeer != nil {
+		// Secure cluster: its certificate is being revoked and the gossip
+		// key rotated; a restart must not try to rejoin.
+		n.writeRemovedMarker()
+		n.log.Error("this node was removed from the cluster (halapi cluster remove): it left gossip and stopped raft and keeps serving reads from its last state; its node certificate is revoked, so it stays out even after a restart: to bring it back, start it with a new --join-token from `halapi cluster token`")
+	} else {
+		n.log.Error("this node was removed from the cluster: it left gossip and stopped raft; it keeps serving reads from its last state; restart it to join again")
+	}
 	if n.gossip != nil {
 		_ = n.gossip.ml.Leave(time.Second)
 		_ = n.gossip.ml.Shutdown()

@@ -292,7 +292,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	admin := &http.Server{Handler: srv.AdminHandler(node), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: srv.AdminHandler(clusterAdmin{Node: node, rt: rt, store: machine}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = admin.Serve(aln) }()
 
 	mux := http.NewServeMux()
