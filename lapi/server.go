@@ -155,8 +155,8 @@ func (s *Server) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Resul
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return res, res.Err
+	if res.Err() != nil {
+		return res, res.Err()
 	}
 	return res, nil
 }

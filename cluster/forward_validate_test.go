@@ -1,0 +1,108 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+)
+
+// A peer holding a node certificate can send anything over the forwarding
+// RPC. The leader must refuse what does not decode or validate, commit
+// nothing, and keep working: such an entry would otherwise be applied by
+// every node after every restart.
+func TestLeaderRefusesInvalidForwardedCommands(t *testing.T) {
+	nodes := startCluster(t, 3, time.Hour)
+	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
+		l := leaderOf(nodes)
+		return l != nil && voters(l.n) == 3
+	})
+	leader := leaderOf(nodes)
+	var follower *testNode
+	for _, tn := range nodes {
+		if tn != leader {
+			follower = tn
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// a first write through the follower, so every node has applied up to
+	// a known index
+	if res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate,
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "before", AuthType: fsm.AuthPassword}}}); err != nil || res.Err() != nil {
+		t.Fatalf("valid write: %v %+v", err, res)
+	}
+	last := leader.n.raft.LastIndex()
+
+	valid, err := fsm.Command{Type: fsm.CmdMachineCreate, ID: "req-1",
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "x"}}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalidBody, err := fsm.Command{Type: fsm.CmdMachineCreate, ID: "req-2",
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "evil\nname"}}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongShape := append(append([]byte(nil), valid[:11+len("req-1")]...), []byte(`{"machine":{"id":7}}`)...)
+	cases := []struct {
+		name    string
+		payload []byte
+		msg     string
+	}{
+		{"garbage", []byte("\x01\x02garbage that is not a command"), "undecodable command"},
+		{"empty", nil, "undecodable command"},
+		{"unknown type", append([]byte{1, 0x66}, valid[2:]...), "unknown command type"},
+		{"body of the wrong shape", wrongShape, "undecodable command"},
+		{"decodable but invalid", invalidBody, "machine.id: contains a control character"},
+		{"missing required name", mustEncode(t, fsm.Command{Type: fsm.CmdAllowlistCreate, Body: fsm.AllowlistCreate{}}), "name: is required"},
+		{"unparsable IP decision", mustEncode(t, fsm.Command{Type: fsm.CmdImportDecisions, Body: fsm.ImportDecisions{
+			Decisions: []fsm.Decision{{Origin: "CAPI", Type: "ban", Scope: "Ip", Value: "1.2.3.999"}}}}), "invalid ip address"},
+	}
+	for _, c := range cases {
+		resp, err := follower.n.rpc.call(ctx, leader.raftAddr, rpcApply, c.payload)
+		if err != nil {
+			t.Fatalf("%s: rpc: %v", c.name, err)
+		}
+		if resp.Code != fsm.CodeInvalid || resp.Index != 0 || resp.Fail != "" || !strings.Contains(resp.Err, c.msg) {
+			t.Errorf("%s: response %+v, want code invalid, index 0, message containing %q", c.name, resp, c.msg)
+		}
+	}
+	// through Node.Apply on a follower the same refusal comes back as a
+	// command-level result, with its code
+	res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdBouncerCreate, Body: fsm.BouncerCreate{Bouncer: fsm.Bouncer{Name: strings.Repeat("b", fsm.MaxName+1)}}})
+	if err != nil || res.Code != fsm.CodeInvalid {
+		t.Fatalf("invalid apply on a follower: %v %+v", err, res)
+	}
+
+	// nothing was committed: the next valid write takes the next index
+	if got := leader.n.raft.LastIndex(); got != last {
+		t.Fatalf("leader log grew from %d to %d on refused commands", last, got)
+	}
+	res, err = follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate,
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "after", AuthType: fsm.AuthPassword}}})
+	if err != nil || res.Err() != nil {
+		t.Fatalf("valid write after the refusals: %v %+v", err, res)
+	}
+	if got := leader.n.raft.LastIndex(); got != last+1 {
+		t.Fatalf("valid write at index %d, want %d", got, last+1)
+	}
+	for _, tn := range nodes {
+		waitFor(t, tn.id+" applies the valid write", 10*time.Second, func() bool { return tn.n.FSM.Machine("after") != nil })
+		if tn.n.FSM.Machine("x") != nil || tn.n.FSM.Machine("evil\nname") != nil {
+			t.Errorf("%s: a refused command was applied", tn.id)
+		}
+	}
+}
+
+func mustEncode(t *testing.T, c fsm.Command) []byte {
+	t.Helper()
+	b, err := c.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
