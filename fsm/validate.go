@@ -234,17 +234,25 @@ func (k *checker) decision(field string, d *Decision) {
 	k.ipValue(field+".value", d.Scope, d.Value)
 }
 
-func (k *checker) allowItems(field string, items []AllowlistItem) {
+// allowItems checks allowlist items. strict is false for console
+// allowlists (AllowlistReplace), whose Apply skips items that do not parse
+// rather than refusing the whole list (one bad line from the console must
+// not block the others).
+func (k *checker) allowItems(field string, items []AllowlistItem, strict bool) {
 	k.count(field, len(items), MaxItemsPerEntry)
 	for i := range items {
 		if k.err != nil {
 			return
 		}
 		f := fmt.Sprintf("%s[%d]", field, i)
+		k.text(f+".value", items[i].Value)
+		k.text(f+".comment", items[i].Comment)
+		if !strict {
+			continue
+		}
 		if _, err := ParseRange(items[i].Value); err != nil {
 			k.fail(f+".value", "%v", err)
 		}
-		k.text(f+".comment", items[i].Comment)
 		k.nonNeg(f+".expiration", items[i].Expiration)
 	}
 }
@@ -448,7 +456,7 @@ func (b AllowlistDelete) Validate() error {
 func (b AllowlistAdd) Validate() error {
 	var k checker
 	k.name("name", b.Name, true)
-	k.allowItems("items", b.Items)
+	k.allowItems("items", b.Items, true)
 	return k.err
 }
 
@@ -511,7 +519,7 @@ func (b AllowlistReplace) Validate() error {
 	k.name("name", b.Name, true)
 	k.text("description", b.Description)
 	k.text("allowlist_id", b.AllowlistID)
-	k.allowItems("items", b.Items)
+	k.allowItems("items", b.Items, false)
 	return k.err
 }
 
