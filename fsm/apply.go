@@ -315,6 +315,7 @@ func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
 			d.CreatedIndex = index
 			d.DeletedIndex = 0
 			d.Simulated = a.Simulated
+			d.Until = ClampUntil(now, d.Until)
 			if IsIPScope(d.Scope) {
 				r, err := ParseRange(d.Value)
 				if err != nil {
@@ -516,6 +517,7 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 		d.CreatedAt = now
 		d.CreatedIndex = index
 		d.DeletedIndex = 0
+		d.Until = ClampUntil(now, d.Until)
 		s.addDecision(&d)
 		a.DecisionIDs = append(a.DecisionIDs, d.ID)
 		n++
