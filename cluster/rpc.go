@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -66,10 +67,26 @@ func readPayload(r *bufio.Reader) ([]byte, error) {
 	if n > maxFrame {
 		return nil, fmt.Errorf("rpc frame of %d bytes is too large", n)
 	}
-	buf := make([]byte, n)
-	_, err := io.ReadFull(r, buf)
-	return buf, err
+	if n <= frameChunk {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	// A big frame grows as its bytes arrive: a 5-byte header claiming
+	// 256 MiB must not make the node allocate 256 MiB up front.
+	var b bytes.Buffer
+	b.Grow(frameChunk)
+	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
+
+// frameChunk is the size up to which a frame is allocated at once.
+const frameChunk = 1 << 20
 
 // serveRPC answers RPCs on one connection until it closes.
 func (n *Node) serveRPC(c net.Conn) {

@@ -183,7 +183,11 @@ func readSnapshot(r io.Reader) (*state, error) {
 			s.lastIndex = rec.Meta.LastIndex
 		case rec.Machine != nil:
 			s.machines[rec.Machine.ID] = rec.Machine
+		// A record repeated in the stream (a damaged or hostile snapshot;
+		// we never write one) replaces the earlier one in every index,
+		// so the indexes stay consistent with each other.
 		case rec.Bouncer != nil:
+			s.deleteBouncer(rec.Bouncer.Name)
 			s.putBouncer(rec.Bouncer)
 		case rec.Allowlist != nil:
 			for i := range rec.Allowlist.Items {
@@ -191,12 +195,16 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			s.allowlists[rec.Allowlist.Name] = rec.Allowlist
 		case rec.Alert != nil:
-			s.alerts.ReplaceOrInsert(rec.Alert)
-			s.alertCount++
+			if _, replaced := s.alerts.ReplaceOrInsert(rec.Alert); !replaced {
+				s.alertCount++
+			}
 		case rec.Decision != nil:
 			d := rec.Decision
 			if IsIPScope(d.Scope) {
 				d.Range, _ = ParseRange(d.Value)
+			}
+			if old := s.decision(d.ID); old != nil {
+				s.removeDecision(old)
 			}
 			s.addDecision(d)
 		case rec.Tombstone != nil:
