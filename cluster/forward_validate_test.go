@@ -106,3 +106,48 @@ func mustEncode(t *testing.T, c fsm.Command) []byte {
 	}
 	return b
 }
+
+// An entry that an older leader committed without validation, of a known
+// type but undecodable, is skipped by every node the same way — at once
+// and again when a node restarts and replays its log — and the cluster
+// keeps working.
+func TestCommittedMalformedEntryIsSkippedEverywhere(t *testing.T) {
+	nodes := startCluster(t, 3, time.Hour)
+	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
+		l := leaderOf(nodes)
+		return l != nil && voters(l.n) == 3
+	})
+	leader := leaderOf(nodes)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	good := mustEncode(t, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m1"}}})
+	bad := append(append([]byte(nil), good[:10]...), []byte(`{"machine":{"id":["not","a","string"]}}`)...)
+	// what an older leader did: append without decoding
+	res, index, err := leader.n.appendLocal(ctx, bad)
+	if err != nil || index == 0 || res.Code != fsm.CodeInvalid {
+		t.Fatalf("malformed entry: %v index %d %+v, want committed and skipped (invalid)", err, index, res)
+	}
+	var follower *testNode
+	for _, tn := range nodes {
+		if tn != leader {
+			follower = tn
+		}
+	}
+	if res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m2"}}}); err != nil || res.Err() != nil {
+		t.Fatalf("write after the malformed entry: %v %+v", err, res)
+	}
+	for _, tn := range nodes {
+		waitFor(t, tn.id+" applies past the malformed entry", 10*time.Second, func() bool { return tn.n.FSM.Machine("m2") != nil })
+	}
+	// a restarted node replays the entry from its log and skips it again
+	_ = follower.n.Close()
+	follower.n = nil
+	follower.start(t, leader.gossipAddr, 3, time.Hour)
+	waitFor(t, "the restarted node to catch up", 20*time.Second, func() bool {
+		return follower.n.FSM.AppliedIndex() >= index && follower.n.FSM.Machine("m2") != nil
+	})
+	if follower.n.FSM.Machine("m1") != nil {
+		t.Fatal("the malformed entry was applied")
+	}
+}
