@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -82,13 +83,44 @@ func invalid(format string, args ...any) error {
 	return &Error{Code: CodeInvalid, Message: "invalid command: " + fmt.Sprintf(format, args...)}
 }
 
-// checker accumulates the first error, naming the field.
-type checker struct{ err error }
+// checker accumulates the first error, naming the field. Nested lists
+// push frames (in, at) instead of building field names, so validating a
+// big entry allocates nothing until something fails.
+type checker struct {
+	err  error
+	path []frame
+}
+
+type frame struct {
+	name string
+	idx  int // -1: not a list element
+}
+
+func (k *checker) in(name string)        { k.path = append(k.path, frame{name, -1}) }
+func (k *checker) at(name string, i int) { k.path = append(k.path, frame{name, i}) }
+func (k *checker) out()                  { k.path = k.path[:len(k.path)-1] }
 
 func (k *checker) fail(field, format string, args ...any) {
-	if k.err == nil {
-		k.err = invalid("%s: %s", field, fmt.Sprintf(format, args...))
+	if k.err != nil {
+		return
 	}
+	var b strings.Builder
+	for _, f := range k.path {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(f.name)
+		if f.idx >= 0 {
+			fmt.Fprintf(&b, "[%d]", f.idx)
+		}
+	}
+	if field != "" {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(field)
+	}
+	k.err = invalid("%s: %s", b.String(), fmt.Sprintf(format, args...))
 }
 
 // name: an identifier; required, bounded, valid UTF-8, no control chars.
@@ -190,48 +222,68 @@ func (k *checker) kvs(field string, kv []KV) {
 		if k.err != nil {
 			return
 		}
-		k.text(fmt.Sprintf("%s[%d].key", field, i), kv[i].Key)
-		k.text(fmt.Sprintf("%s[%d].value", field, i), kv[i].Value)
+		if len(kv[i].Key) > MaxText || len(kv[i].Value) > MaxText {
+			k.at(field, i)
+			k.text("key", kv[i].Key)
+			k.text("value", kv[i].Value)
+			k.out()
+		}
 	}
 }
 
-func (k *checker) alert(field string, a *Alert) {
-	k.text(field+".scenario", a.Scenario)
-	k.text(field+".uuid", a.UUID)
-	k.text(field+".scenario_hash", a.ScenarioHash)
-	k.text(field+".scenario_version", a.ScenarioVersion)
-	k.text(field+".message", a.Message)
-	k.text(field+".leakspeed", a.Leakspeed)
-	k.text(field+".machine_id", a.MachineID)
+// alert checks an alert; the caller has pushed its frame.
+func (k *checker) alert(a *Alert) {
+	k.text("scenario", a.Scenario)
+	k.text("uuid", a.UUID)
+	k.text("scenario_hash", a.ScenarioHash)
+	k.text("scenario_version", a.ScenarioVersion)
+	k.text("message", a.Message)
+	k.text("leakspeed", a.Leakspeed)
+	k.text("machine_id", a.MachineID)
 	s := &a.Source
-	k.text(field+".source.scope", s.Scope)
-	k.text(field+".source.value", s.Value)
-	k.text(field+".source.ip", s.IP)
-	k.text(field+".source.range", s.Range)
-	k.text(field+".source.as_number", s.AsNumber)
-	k.text(field+".source.as_name", s.AsName)
-	k.text(field+".source.cn", s.Cn)
-	k.count(field+".events", len(a.Events), MaxEventsPerAlert)
+	k.text("source.scope", s.Scope)
+	k.text("source.value", s.Value)
+	k.text("source.ip", s.IP)
+	k.text("source.range", s.Range)
+	k.text("source.as_number", s.AsNumber)
+	k.text("source.as_name", s.AsName)
+	k.text("source.cn", s.Cn)
+	k.count("events", len(a.Events), MaxEventsPerAlert)
 	for i := range a.Events {
 		if k.err != nil {
 			return
 		}
-		k.kvs(fmt.Sprintf("%s.events[%d].meta", field, i), a.Events[i].Meta)
+		k.at("events", i)
+		k.kvs("meta", a.Events[i].Meta)
+		k.out()
 	}
-	k.kvs(field+".meta", a.Meta)
-	k.count(field+".decision_ids", len(a.DecisionIDs), MaxDecisionsPerEntry)
+	k.kvs("meta", a.Meta)
+	k.count("decision_ids", len(a.DecisionIDs), MaxDecisionsPerEntry)
 }
 
-func (k *checker) decision(field string, d *Decision) {
+// decisions checks a list of decisions under field.
+func (k *checker) decisions(field string, ds []Decision) {
+	for i := range ds {
+		if k.err != nil {
+			return
+		}
+		k.at(field, i)
+		k.decision(&ds[i])
+		k.out()
+	}
+}
+
+// decision checks a decision; the caller has pushed its frame.
+func (k *checker) decision(d *Decision) {
 	// The API accepts empty strings here (present and not null is all
 	// CrowdSec's schema asks), so they are not required.
-	k.name(field+".origin", d.Origin, false)
-	k.name(field+".type", d.Type, false)
-	k.name(field+".scope", d.Scope, false)
-	k.text(field+".value", d.Value)
-	k.text(field+".scenario", d.Scenario)
-	k.text(field+".uuid", d.UUID)
-	k.ipValue(field+".value", d.Scope, d.Value)
+	k.name("origin", d.Origin, false)
+	k.name("type", d.Type, false)
+	k.name("scope", d.Scope, false)
+	k.text("value", d.Value)
+	k.text("scenario", d.Scenario)
+	k.text("uuid", d.UUID)
+	k.ipValue("value", d.Scope, d.Value)
 }
 
 // allowItems checks allowlist items. strict is false for console
@@ -244,16 +296,16 @@ func (k *checker) allowItems(field string, items []AllowlistItem, strict bool) {
 		if k.err != nil {
 			return
 		}
-		f := fmt.Sprintf("%s[%d]", field, i)
-		k.text(f+".value", items[i].Value)
-		k.text(f+".comment", items[i].Comment)
-		if !strict {
-			continue
+		k.at(field, i)
+		k.text("value", items[i].Value)
+		k.text("comment", items[i].Comment)
+		if strict {
+			if _, err := ParseRange(items[i].Value); err != nil {
+				k.fail("value", "%v", err)
+			}
+			k.nonNeg("expiration", items[i].Expiration)
 		}
-		if _, err := ParseRange(items[i].Value); err != nil {
-			k.fail(f+".value", "%v", err)
-		}
-		k.nonNeg(f+".expiration", items[i].Expiration)
+		k.out()
 	}
 }
 
@@ -266,7 +318,9 @@ func (k *checker) names(field string, v []string, required bool) {
 		if k.err != nil {
 			return
 		}
-		k.name(fmt.Sprintf("%s[%d]", field, i), v[i], true)
+		k.at(field, i)
+		k.name("", v[i], true)
+		k.out()
 	}
 }
 
@@ -367,19 +421,17 @@ func (b AlertsCreate) Validate() error {
 		if k.err != nil {
 			break
 		}
-		f := fmt.Sprintf("alerts[%d]", i)
-		k.alert(f+".alert", &b.Alerts[i].Alert)
 		total += len(b.Alerts[i].Decisions)
 		if total > MaxDecisionsPerEntry {
 			k.fail("alerts", "more than %d decisions", MaxDecisionsPerEntry)
 			break
 		}
-		for j := range b.Alerts[i].Decisions {
-			if k.err != nil {
-				break
-			}
-			k.decision(fmt.Sprintf("%s.decisions[%d]", f, j), &b.Alerts[i].Decisions[j])
-		}
+		k.at("alerts", i)
+		k.in("alert")
+		k.alert(&b.Alerts[i].Alert)
+		k.out()
+		k.decisions("decisions", b.Alerts[i].Decisions)
+		k.out()
 	}
 	return k.err
 }
@@ -405,9 +457,10 @@ func (k *checker) decisionFilter(field string, f *DecisionFilter) {
 	}
 	for name, l := range map[string][]string{"scopes": f.Scopes, "origins": f.Origins,
 		"scenarios_containing": f.ScenariosContaining, "scenarios_not": f.ScenariosNot, "uuids": f.UUIDs} {
-		k.count(field+"."+name, len(l), MaxItemsPerEntry)
+		fn := field + "." + name
+		k.count(fn, len(l), MaxItemsPerEntry)
 		for _, v := range l {
-			k.text(field+"."+name, v)
+			k.text(fn, v)
 		}
 	}
 	k.text(field+".value", f.Value)
@@ -482,14 +535,11 @@ func (b ImportDecisions) Validate() error {
 	if b.AlertID < 0 {
 		k.fail("alert_id", "is negative")
 	}
-	k.alert("alert", &b.Alert)
+	k.in("alert")
+	k.alert(&b.Alert)
+	k.out()
 	k.count("decisions", len(b.Decisions), MaxDecisionsPerEntry)
-	for i := range b.Decisions {
-		if k.err != nil {
-			break
-		}
-		k.decision(fmt.Sprintf("decisions[%d]", i), &b.Decisions[i])
-	}
+	k.decisions("decisions", b.Decisions)
 	return k.err
 }
 
@@ -501,8 +551,10 @@ func (b ExpireByValue) Validate() error {
 		if k.err != nil {
 			break
 		}
-		k.text(fmt.Sprintf("items[%d].scope", i), b.Items[i].Scope)
-		k.text(fmt.Sprintf("items[%d].value", i), b.Items[i].Value)
+		k.at("items", i)
+		k.text("scope", b.Items[i].Scope)
+		k.text("value", b.Items[i].Value)
+		k.out()
 	}
 	return k.err
 }
@@ -531,15 +583,19 @@ func (b Touch) Validate() error {
 		if k.err != nil {
 			break
 		}
-		k.name(fmt.Sprintf("machines[%d].id", i), b.Machines[i].ID, true)
-		k.nonNeg(fmt.Sprintf("machines[%d].last_heartbeat", i), b.Machines[i].LastHeartbeat)
+		k.at("machines", i)
+		k.name("id", b.Machines[i].ID, true)
+		k.nonNeg("last_heartbeat", b.Machines[i].LastHeartbeat)
+		k.out()
 	}
 	for i := range b.Bouncers {
 		if k.err != nil {
 			break
 		}
-		k.name(fmt.Sprintf("bouncers[%d].name", i), b.Bouncers[i].Name, true)
-		k.nonNeg(fmt.Sprintf("bouncers[%d].last_pull", i), b.Bouncers[i].LastPull)
+		k.at("bouncers", i)
+		k.name("name", b.Bouncers[i].Name, true)
+		k.nonNeg("last_pull", b.Bouncers[i].LastPull)
+		k.out()
 	}
 	return k.err
 }
