@@ -54,7 +54,7 @@ func (c Command) Validate() error {
 		return invalid("%v", err)
 	}
 	v, ok := c.Body.(Validator)
-	if !ok || c.Body == nil {
+	if rv := reflect.ValueOf(c.Body); !ok || c.Body == nil || (rv.Kind() == reflect.Pointer && rv.IsNil()) {
 		return invalid("command type %d has no body", c.Type)
 	}
 	if got := reflect.TypeOf(c.Body); got != reflect.TypeOf(want) && got != reflect.TypeOf(want).Elem() {

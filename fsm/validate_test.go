@@ -100,6 +100,7 @@ func TestValidateRefuses(t *testing.T) {
 		{Command{Type: CmdFlush, Body: MachineDelete{IDs: []string{"x"}}}, "does not take"},
 		{Command{Type: 0x55, Body: Flush{}}, "unknown command type"},
 		{Command{Type: CmdFlush}, "has no body"},
+		{Command{Type: CmdFlush, Body: (*Flush)(nil)}, "has no body"},
 	}
 	for _, c := range cases {
 		err := c.c.Validate()
