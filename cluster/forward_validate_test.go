@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,11 +17,30 @@ import (
 // every node after every restart.
 func TestLeaderRefusesInvalidForwardedCommands(t *testing.T) {
 	nodes := startCluster(t, 3, time.Hour)
+	// An election in the middle (possible on a loaded machine) appends a
+	// no-op entry and moves the leader: that attempt proves nothing, so
+	// it is run again.
+	for attempt := 1; ; attempt++ {
+		if refusedWithoutCommit(t, nodes, attempt) {
+			return
+		}
+		if attempt == 3 {
+			t.Fatal("leadership changed during every attempt")
+		}
+	}
+}
+
+// refusedWithoutCommit runs the checks once; false means leadership
+// changed meanwhile.
+func refusedWithoutCommit(t *testing.T, nodes []*testNode, attempt int) bool {
+	t.Helper()
 	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
 		l := leaderOf(nodes)
 		return l != nil && voters(l.n) == 3
 	})
 	leader := leaderOf(nodes)
+	term := leader.n.raft.CurrentTerm()
+	stable := func() bool { return leader.n.IsLeader() && leader.n.raft.CurrentTerm() == term }
 	var follower *testNode
 	for _, tn := range nodes {
 		if tn != leader {
@@ -32,7 +53,7 @@ func TestLeaderRefusesInvalidForwardedCommands(t *testing.T) {
 	// a first write through the follower, so every node has applied up to
 	// a known index
 	if res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate,
-		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "before", AuthType: fsm.AuthPassword}}}); err != nil || res.Err() != nil {
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: fmt.Sprintf("before-%d", attempt), AuthType: fsm.AuthPassword}}}); err != nil || res.Err() != nil {
 		t.Fatalf("valid write: %v %+v", err, res)
 	}
 	last := leader.n.raft.LastIndex()
@@ -67,6 +88,9 @@ func TestLeaderRefusesInvalidForwardedCommands(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: rpc: %v", c.name, err)
 		}
+		if resp.NotLeader {
+			return false
+		}
 		if resp.Code != fsm.CodeInvalid || resp.Index != 0 || resp.Fail != "" || !strings.Contains(resp.Err, c.msg) {
 			t.Errorf("%s: response %+v, want code invalid, index 0, message containing %q", c.name, resp, c.msg)
 		}
@@ -79,23 +103,30 @@ func TestLeaderRefusesInvalidForwardedCommands(t *testing.T) {
 	}
 
 	// nothing was committed: the next valid write takes the next index
+	if !stable() {
+		return false
+	}
 	if got := leader.n.raft.LastIndex(); got != last {
 		t.Fatalf("leader log grew from %d to %d on refused commands", last, got)
 	}
 	res, err = follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate,
-		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "after", AuthType: fsm.AuthPassword}}})
+		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: fmt.Sprintf("after-%d", attempt), AuthType: fsm.AuthPassword}}})
 	if err != nil || res.Err() != nil {
 		t.Fatalf("valid write after the refusals: %v %+v", err, res)
+	}
+	if !stable() {
+		return false
 	}
 	if got := leader.n.raft.LastIndex(); got != last+1 {
 		t.Fatalf("valid write at index %d, want %d", got, last+1)
 	}
 	for _, tn := range nodes {
-		waitFor(t, tn.id+" applies the valid write", 10*time.Second, func() bool { return tn.n.FSM.Machine("after") != nil })
+		waitFor(t, tn.id+" applies the valid write", 10*time.Second, func() bool { return tn.n.FSM.Machine(fmt.Sprintf("after-%d", attempt)) != nil })
 		if tn.n.FSM.Machine("x") != nil || tn.n.FSM.Machine("evil\nname") != nil {
 			t.Errorf("%s: a refused command was applied", tn.id)
 		}
 	}
+	return true
 }
 
 func mustEncode(t *testing.T, c fsm.Command) []byte {
@@ -117,14 +148,26 @@ func TestCommittedMalformedEntryIsSkippedEverywhere(t *testing.T) {
 		l := leaderOf(nodes)
 		return l != nil && voters(l.n) == 3
 	})
-	leader := leaderOf(nodes)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
 	good := mustEncode(t, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m1"}}})
 	bad := append(append([]byte(nil), good[:10]...), []byte(`{"machine":{"id":["not","a","string"]}}`)...)
-	// what an older leader did: append without decoding
-	res, index, err := leader.n.appendLocal(ctx, bad)
+	// what an older leader did: append without decoding (again if an
+	// election got in the way)
+	var (
+		leader *testNode
+		res    *fsm.Result
+		index  uint64
+		err    error
+	)
+	for range 3 {
+		waitFor(t, "a leader", 15*time.Second, func() bool { return leaderOf(nodes) != nil })
+		leader = leaderOf(nodes)
+		if res, index, err = leader.n.appendLocal(ctx, bad); !errors.Is(err, ErrNotLeader) {
+			break
+		}
+	}
 	if err != nil || index == 0 || res.Code != fsm.CodeInvalid {
 		t.Fatalf("malformed entry: %v index %d %+v, want committed and skipped (invalid)", err, index, res)
 	}
