@@ -513,6 +513,10 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 		_, _ = rand.Read(id[:])
 		c.ID = hex.EncodeToString(id[:])
 	}
+	// Refused here already (the leader checks again what it is sent).
+	if err := c.Validate(); err != nil {
+		return invalidResult(err), nil
+	}
 	data, err := c.Encode()
 	if err != nil {
 		return nil, err
@@ -522,7 +526,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	waitUntil := time.Now().Add(n.cfg.LeaderWait)
 	for {
 		if n.raft.State() == raft.Leader {
-			res, _, err := n.applyLocal(ctx, data)
+			res, _, err := n.appendLocal(ctx, data)
 			if err == nil {
 				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
 				return res, nil
@@ -559,9 +563,28 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	}
 }
 
-// applyLocal appends an encoded command on the leader, stamping the
-// leader's time, and waits until it is applied here.
+// applyLocal appends an encoded command a peer forwarded. The leader
+// decodes and validates it first: nothing undecodable or invalid is ever
+// committed (it would be applied by every node, after every restart). A
+// refused command gets a CodeInvalid result and index 0.
 func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, 0, ErrNotLeader
+	}
+	if _, err := fsm.DecodeValid(data); err != nil {
+		n.log.Warn("refused an invalid forwarded command", "err", err)
+		return invalidResult(err), 0, nil
+	}
+	return n.appendLocal(ctx, data)
+}
+
+func invalidResult(err error) *fsm.Result {
+	return &fsm.Result{Code: fsm.CodeOf(err), Message: err.Error()}
+}
+
+// appendLocal appends an encoded, validated command on the leader,
+// stamping the leader's time, and waits until it is applied here.
+func (n *Node) appendLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}

@@ -242,8 +242,8 @@ func (s *Server) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Resul
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return res, res.Err
+	if res.Err() != nil {
+		return res, res.Err()
 	}
 	return res, nil
 }
@@ -366,7 +366,9 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 }
 
 // writeApplyErr maps a write failure to an HTTP answer: no leader → 503
-// with Retry-After (clients retry 503), anything else 500.
+// with Retry-After (clients retry 503); a command-level failure by its
+// code (codeStatus); anything else 500. Handlers whose reference answer
+// differs check the code themselves before calling it.
 func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
@@ -375,7 +377,7 @@ func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, fsm.ErrNotFound):
 		writeErr(w, http.StatusNotFound, "object not found")
 	default:
-		writeErr(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, codeStatus(fsm.CodeOf(err)), err.Error())
 	}
 }
 
@@ -391,6 +393,34 @@ func (s *Server) behindProxy(r *http.Request) *http.Request {
 	r = r.WithContext(r.Context())
 	r.RemoteAddr = net.JoinHostPort(ip, "0")
 	return r
+}
+
+// writeCmdErr answers a command-level failure (any fsm code) with status
+// and its message, and anything else (no leader, timeout) as
+// writeApplyErr does.
+func (s *Server) writeCmdErr(w http.ResponseWriter, err error, status int) {
+	var fe *fsm.Error
+	if errors.As(err, &fe) {
+		writeErr(w, status, fe.Error())
+		return
+	}
+	s.writeApplyErr(w, err)
+}
+
+// codeStatus is the HTTP status of a command-level failure code. Only the
+// code is ever looked at, never the message.
+func codeStatus(c fsm.Code) int {
+	switch c {
+	case fsm.CodeNotFound:
+		return http.StatusNotFound
+	case fsm.CodeConflict:
+		return http.StatusConflict
+	case fsm.CodeInvalid:
+		return http.StatusBadRequest
+	case fsm.CodeForbidden:
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError
 }
 
 // clientIP is the TCP peer address (unix socket peers are 127.0.0.1).

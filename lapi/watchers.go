@@ -3,6 +3,7 @@ package lapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -101,7 +102,7 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 	}
 	m := fsm.Machine{ID: *req.MachineID, PasswordHash: hash, IP: ip, Validated: validated, AuthType: fsm.AuthPassword}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineCreate, fsm.MachineCreate{Machine: m}); err != nil {
-		if strings.Contains(err.Error(), "user already exist") {
+		if errors.Is(err, fsm.ErrConflict) {
 			writeErr(w, http.StatusForbidden, err.Error())
 			return
 		}
@@ -353,6 +354,10 @@ func (s *Server) deleteSelf(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineDelete, fsm.MachineDelete{IDs: []string{id}}); err != nil {
+		if errors.Is(err, fsm.ErrNotFound) { // deleted meanwhile: the answer above
+			writeErr(w, http.StatusInternalServerError, err.Error())
+			return
+		}
 		s.writeApplyErr(w, err)
 		return
 	}
