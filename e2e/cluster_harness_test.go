@@ -50,6 +50,7 @@ type ClusterNode struct {
 	ClusterAddr string // --cluster-listen
 	Advertise   string // --cluster-advertise ("" without proxies)
 	GossipAddr  string // --gossip-listen
+	MetricsAddr string // --metrics-listen
 
 	// up is what client goroutines look at (the Server fields are only
 	// touched by the test goroutine); epoch counts stops and starts, so a
@@ -153,6 +154,7 @@ func (c *Cluster) newNode(i int) *ClusterNode {
 		IP:          ip,
 		ClusterAddr: net.JoinHostPort(ip, strconv.Itoa(freePortOn(c.t, ip, false))),
 		GossipAddr:  net.JoinHostPort(ip, strconv.Itoa(freePortOn(c.t, ip, true))),
+		MetricsAddr: net.JoinHostPort(ip, strconv.Itoa(freePortOn(c.t, ip, false))),
 	}
 	if c.Net != nil {
 		nd.Advertise = c.Net.addProxy(i, nd.ClusterAddr)
@@ -168,6 +170,7 @@ func (c *Cluster) serveArgs(nd *ClusterNode) []string {
 		"--node-id", nd.ID,
 		"--cluster-listen", nd.ClusterAddr,
 		"--gossip-listen", nd.GossipAddr,
+		"--metrics-listen", nd.MetricsAddr,
 		"--join", c.join,
 		"--bootstrap-expect", strconv.Itoa(c.size),
 		// tokenless bootstrap-expect formation: plain TCP between nodes

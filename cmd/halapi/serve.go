@@ -45,7 +45,7 @@ type serveFlags struct {
 	logLevel                                                        string
 	jwtTTL, jwtMaxAge                                               time.Duration
 	trustedProxies                                                  []string
-	maxConns, maxConnsPerIP, maxUnvalidated                         int
+	maxConns, maxConnsPerIP, maxUnvalidated, loginFreeFailures      int
 	unvalidatedTTL, bodyTimeout                                     time.Duration
 	metricsExplicit                                                 bool
 }
@@ -89,6 +89,7 @@ func serveCmd() *cobra.Command {
 	fl.IntVar(&f.maxConns, "max-connections", 0, "API connections open at once (0: three quarters of the file descriptor limit, at most 16384)")
 	fl.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 256, "API connections open at once from one address (IPv6: one /64; raise it for big fleets of bouncers behind one NAT address); trusted proxies are exempt; 0: no cap")
 	fl.DurationVar(&f.bodyTimeout, "body-timeout", 10*time.Second, "a request body must start arriving within this and then keep up 16 KiB/s, or the connection is closed (0: no deadline)")
+	fl.IntVar(&f.loginFreeFailures, "login-free-failures", 10, "failed logins allowed per source address and per machine id before each further one is throttled (429 + Retry-After, 1 s doubling to 30 s)")
 	fl.IntVar(&f.maxUnvalidated, "max-unvalidated-machines", 1000, "registrations are refused while this many machines wait for validation (0: no cap)")
 	fl.DurationVar(&f.unvalidatedTTL, "unvalidated-machine-ttl", 24*time.Hour, "the leader deletes machines left unvalidated this long after registering (0: never)")
 	bindCAPIFlags(fl, &f.capi)
@@ -154,10 +155,11 @@ func serve(ctx context.Context, f serveFlags) error {
 	if cfg.TrustedProxies, err = parsePrefixes(f.trustedProxies); err != nil {
 		return fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if f.maxConns < 0 || f.maxConnsPerIP < 0 || f.maxUnvalidated < 0 || f.unvalidatedTTL < 0 || f.bodyTimeout < 0 {
-		return errors.New("--max-connections, --max-connections-per-ip, --max-unvalidated-machines, --unvalidated-machine-ttl and --body-timeout must not be negative")
+	if f.maxConns < 0 || f.maxConnsPerIP < 0 || f.maxUnvalidated < 0 || f.loginFreeFailures < 1 || f.unvalidatedTTL < 0 || f.bodyTimeout < 0 {
+		return errors.New("--max-connections, --max-connections-per-ip, --max-unvalidated-machines, --unvalidated-machine-ttl and --body-timeout must not be negative, --login-free-failures must be at least 1")
 	}
 	cfg.MaxUnvalidatedMachines = f.maxUnvalidated
+	cfg.LoginFreeFailures = f.loginFreeFailures
 	cfg.UnvalidatedMachineTTL = f.unvalidatedTTL
 	cfg.AutoRegToken = f.autoRegToken
 	cfg.DisableRemoteRegistration = f.disableRemoteReg
