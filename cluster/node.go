@@ -99,6 +99,8 @@ type Node struct {
 	// removed remembers members an operator removed (by the Started time
 	// they had) so the leader does not add them back until they restart.
 	removed map[string]int64
+	// leader runs the leader loop and the leader-only jobs.
+	leader *leaderRunner
 }
 
 // Open starts raft on the data dir and, in cluster mode, gossip. A fresh
@@ -132,6 +134,14 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	n := &Node{cfg: cfg, FSM: f, log: cfg.Logger, started: time.Now().UnixNano(), stop: make(chan struct{}),
 		removed: map[string]int64{}}
 	n.metrics = newNodeMetrics(n)
+	n.leader = &leaderRunner{log: n.log, barrierMin: 100 * time.Millisecond, barrierMax: 5 * time.Second,
+		barrier: func(ctx context.Context) error {
+			if n.raft.State() != raft.Leader {
+				return ErrNotLeader
+			}
+			return n.wait(ctx, n.raft.Barrier(n.cfg.ApplyTimeout))
+		},
+		gained: func() { n.setLeading(true) }, lost: func() { n.setLeading(false) }}
 	ok := false
 	defer func() {
 		if !ok {
@@ -279,34 +289,58 @@ func (n *Node) OnLeadership(fn func(isLeader bool)) {
 	}
 }
 
+// AddLeaderJob registers a job run on every leadership term of this node
+// (after the post-election barrier), see LeaderJob. Jobs may be added at
+// any time; one added while this node leads starts at once.
+func (n *Node) AddLeaderJob(j LeaderJob) { n.leader.add(j) }
+
+// watchLeadership follows raft's leadership notifications and runs the
+// leader loop (n.leader.lead) for each term, stopping it at once when
+// leadership is lost.
 func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	ch := n.raft.LeaderCh()
+	var stopTerm, termDone chan struct{}
+	endTerm := func() {
+		if stopTerm != nil {
+			close(stopTerm)
+			<-termDone
+			stopTerm = nil
+		}
+	}
 	for {
-		var isLeader bool
 		select {
 		case <-n.stop:
+			endTerm()
 			return
-		case isLeader = <-ch:
-		}
-		if isLeader {
-			if err := n.wait(context.Background(), n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
-				n.log.Warn("barrier after election failed", "err", err)
+		case isLeader := <-ch:
+			if !isLeader {
+				endTerm()
 				continue
 			}
-			n.log.Info("this node is the raft leader")
+			if stopTerm != nil {
+				continue
+			}
+			stopTerm, termDone = make(chan struct{}), make(chan struct{})
+			go func(stop, done chan struct{}) {
+				defer close(done)
+				n.leader.lead(stop)
+			}(stopTerm, termDone)
 		}
-		n.mu.Lock()
-		n.leading = isLeader
-		obs := append([]func(bool){}, n.observers...)
-		n.mu.Unlock()
-		n.metrics.setLeader(isLeader)
-		for _, fn := range obs {
-			fn(isLeader)
-		}
-		if n.gossip != nil {
-			n.gossip.kick()
-		}
+	}
+}
+
+func (n *Node) setLeading(isLeader bool) {
+	n.mu.Lock()
+	n.leading = isLeader
+	obs := append([]func(bool){}, n.observers...)
+	n.mu.Unlock()
+	n.metrics.setLeader(isLeader)
+	for _, fn := range obs {
+		fn(isLeader)
+	}
+	if n.gossip != nil {
+		n.gossip.kick()
 	}
 }
 

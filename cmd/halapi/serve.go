@@ -208,7 +208,13 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	srv.Metrics().Registry.MustRegister(node.Collector())
-	node.OnLeadership(srv.OnLeadership)
+	node.AddLeaderJob(cluster.LeaderJob{Name: "jwt-key", MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
+		Run: func(ctx context.Context) error {
+			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return srv.EnsureJWTKey(jctx)
+		}})
+	node.AddLeaderJob(cluster.LeaderJob{Name: "retention", Run: srv.Retention})
 	capiSvc, err := startCAPI(f.capi, machine, node, logger)
 	if err != nil {
 		return err
