@@ -66,7 +66,25 @@ type Config struct {
 	// LeaderWait is how long a write waits for an election to finish
 	// before it is refused.
 	LeaderWait time.Duration
+	// Raft timing (0 = the defaults below). HeartbeatTimeout is how long
+	// a follower waits without contact before it calls an election
+	// (randomised up to twice that); ElectionTimeout the same for a
+	// candidate; LeaderLeaseTimeout how long a leader keeps leading without
+	// contact with a quorum (at most HeartbeatTimeout); CommitTimeout the
+	// longest a follower waits to learn a commit when nothing else is sent.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
 }
+
+// Raft timing defaults: robust on a loaded 2-core host (the lease equals
+// the heartbeat timeout, so a leader does not step down over a scheduling
+// hiccup a follower would forgive), while a lost leader is still replaced
+// within about 1-1.6 s (pre-vote keeps a lagging node from disrupting).
+const (
+	DefaultHeartbeatTimeout   = 800 * time.Millisecond
+	DefaultElectionTimeout    = 800 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 800 * time.Millisecond
+	DefaultCommitTimeout      = 5 * time.Millisecond
+)
 
 // Node is one raft member holding the FSM.
 type Node struct {
@@ -151,11 +169,16 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
-	// LAN-tuned timeouts: a lost leader is replaced within about a second.
-	rc.HeartbeatTimeout = 500 * time.Millisecond
-	rc.ElectionTimeout = 500 * time.Millisecond
-	rc.LeaderLeaseTimeout = 250 * time.Millisecond
-	rc.CommitTimeout = 5 * time.Millisecond
+	rc.HeartbeatTimeout = orDefault(cfg.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	rc.ElectionTimeout = orDefault(cfg.ElectionTimeout, DefaultElectionTimeout)
+	rc.LeaderLeaseTimeout = orDefault(cfg.LeaderLeaseTimeout, DefaultLeaderLeaseTimeout)
+	if cfg.LeaderLeaseTimeout == 0 && rc.LeaderLeaseTimeout > rc.HeartbeatTimeout {
+		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout
+	}
+	rc.CommitTimeout = orDefault(cfg.CommitTimeout, DefaultCommitTimeout)
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("raft timing: %w", err)
+	}
 	rc.MaxAppendEntries = 256
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = 8192
@@ -255,6 +278,13 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	go n.watchLeadership()
 	go n.maintain()
 	return n, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
 }
 
 // joinTargets is --join plus the gossip addresses of peers seen in earlier
