@@ -163,3 +163,20 @@ func (lr *leaderRunner) safeRun(ctx context.Context, j LeaderJob) (err error) {
 	}()
 	return j.Run(ctx)
 }
+
+// MemberAlive reports whether id names this node or a member gossip sees
+// alive (or suspect): such an id is in use.
+func (n *Node) MemberAlive(id string) bool {
+	if id == n.cfg.NodeID {
+		return true
+	}
+	if n.gossip == nil {
+		return false
+	}
+	for _, m := range n.gossip.snapshot() {
+		if m.ID == id && (m.State == "alive" || m.State == "suspect") {
+			return true
+		}
+	}
+	return false
+}

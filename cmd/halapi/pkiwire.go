@@ -199,6 +199,14 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 	return nil
 }
 
+// memberAlive reports whether id is a live member (join refusal).
+func (rt *pkiRuntime) memberAlive(id string) bool {
+	rt.mu.Lock()
+	node := rt.node
+	rt.mu.Unlock()
+	return node != nil && node.MemberAlive(id)
+}
+
 // pruneJob (leader job) deletes expired certificates, their revocations
 // and used or expired one-time tokens, hourly, once the CA exists here.
 func (rt *pkiRuntime) pruneJob(ctx context.Context) error {
@@ -237,7 +245,7 @@ func (rt *pkiRuntime) issue(ctx context.Context) (tls.Certificate, error) {
 
 func (rt *pkiRuntime) opts(logger *slog.Logger) pki.Options {
 	return pki.Options{DNSNames: rt.sans, ClientCertTTL: rt.f.clientCertTTL, NodeCertTTL: rt.f.nodeCertTTL,
-		GossipKey: rt.id.GossipKey, Logger: logger}
+		GossipKey: rt.id.GossipKey, Logger: logger, MemberAlive: rt.memberAlive}
 }
 
 // run makes sure the CA exists (the leader creates it once), builds the

@@ -173,9 +173,19 @@ func serve(ctx context.Context, f serveFlags) error {
 			return fmt.Errorf("profiles: %w", err)
 		}
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+	if f.raftHeartbeat < 5*time.Millisecond || f.raftElection < 5*time.Millisecond || f.raftLease < 5*time.Millisecond || f.raftCommit <= 0 {
+		return errors.New("raft timeouts must be at least 5ms (--raft-commit-timeout > 0)")
+	}
+	if f.raftLease > f.raftHeartbeat {
+		return errors.New("--raft-leader-lease-timeout cannot be longer than --raft-heartbeat-timeout")
+	}
+	// Refusals (data dir in use, port in use, --join without a token on a
+	// fresh data dir) before any state is written.
+	release, err := startupChecks(f)
+	if err != nil {
 		return err
 	}
+	defer release()
 
 	scheme := "https"
 	if f.pki.plainHTTP {
