@@ -223,7 +223,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 			}
 		}
 		n.rpc.source = sourceFor(ln.Addr())
-		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: adv, source: n.rpc.source, wrap: cfg.WrapClient}
+		layer := &raftLayer{subListener: n.mux.subs[muxRaft], advertise: adv, source: n.rpc.source, wrap: cfg.WrapClient, stop: n.stop}
 		n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream: layer, MaxPool: 5, Timeout: 10 * time.Second, Logger: rc.Logger})
 		addr = raft.ServerAddress(adv.String())
