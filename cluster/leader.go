@@ -2,11 +2,18 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/halapi/halapi/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // LeaderJob is work that runs only while this node is the raft leader
@@ -179,4 +186,57 @@ func (n *Node) MemberAlive(id string) bool {
 		}
 	}
 	return false
+}
+
+// ErrUnsupportedCommand is returned by Apply for a command type that some
+// voter does not advertise yet (a rolling upgrade is not finished).
+var ErrUnsupportedCommand = errors.New("command type not supported by every voter")
+
+// checkSupported refuses a command type outside the baseline unless this
+// node and every voter in the raft configuration advertise it.
+func (n *Node) checkSupported(t fsm.CmdType) error {
+	if fsm.Baseline(t) {
+		return nil
+	}
+	if !fsm.Supported(t) {
+		return fmt.Errorf("%w: this node does not know command type %d", ErrUnsupportedCommand, t)
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	var voters []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+	}
+	metas := map[string]memberMeta{}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			metas[m.ID] = m.Meta
+		}
+	}
+	if missing := lackingVoters(t, n.cfg.NodeID, voters, metas); len(missing) > 0 {
+		return fmt.Errorf("%w: command type %d needs every voter upgraded; %s do(es) not support it yet", ErrUnsupportedCommand, t, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// lackingVoters lists the voters other than self whose advertised
+// extensions (as gossip last saw them) do not include t; a voter gossip
+// does not know is counted as lacking.
+func lackingVoters(t fsm.CmdType, self string, voters []string, metas map[string]memberMeta) []string {
+	var out []string
+	for _, id := range voters {
+		if id == self {
+			continue
+		}
+		m, ok := metas[id]
+		if !ok || !slices.Contains(m.Ext, uint8(t)) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

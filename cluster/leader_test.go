@@ -5,10 +5,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/fsm"
 )
 
 func testRunner(barrier func(context.Context) error) *leaderRunner {
@@ -175,4 +178,29 @@ func TestNodeRunsLeaderJob(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("leader job never ran")
 	}
+}
+
+// A command type outside the baseline is written only when every voter
+// advertises it; baseline types are always allowed.
+func TestApplyRefusesUnsupportedCommand(t *testing.T) {
+	const ext = fsm.CmdType(0x70)
+	metas := map[string]memberMeta{
+		"n2": {Ext: []uint8{0x70}},
+		"n3": {Ext: []uint8{0x71}},
+	}
+	if got := lackingVoters(ext, "n1", []string{"n1", "n2", "n3", "n4"}, metas); strings.Join(got, ",") != "n3,n4" {
+		t.Fatalf("lacking voters %v, want n3 (old) and n4 (unknown)", got)
+	}
+	metas["n3"] = memberMeta{Ext: []uint8{0x71, 0x70}}
+	if got := lackingVoters(ext, "n1", []string{"n1", "n2", "n3"}, metas); len(got) != 0 {
+		t.Fatalf("lacking voters %v, want none", got)
+	}
+
+	n := openNode(t, t.TempDir())
+	defer n.Close()
+	_, err := n.Apply(context.Background(), fsm.Command{Type: 0x7f, Body: map[string]string{}})
+	if !errors.Is(err, ErrUnsupportedCommand) || !strings.Contains(err.Error(), "127") {
+		t.Fatalf("unknown command type: %v, want ErrUnsupportedCommand naming the type", err)
+	}
+	createMachine(t, n, "baseline-ok")
 }

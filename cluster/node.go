@@ -303,7 +303,7 @@ func (n *Node) joinTargets() []string {
 
 func (n *Node) meta() memberMeta {
 	return memberMeta{RaftAddr: n.cfg.RaftAddr, APIURL: n.cfg.APIURL, HasState: n.hasState.Load(),
-		Expect: n.cfg.BootstrapExpect, Started: n.started}
+		Expect: n.cfg.BootstrapExpect, Started: n.started, Ext: fsm.Extensions()}
 }
 
 // OnLeadership registers fn to be called (from one goroutine, in order)
@@ -560,6 +560,9 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 		var id [16]byte
 		_, _ = rand.Read(id[:])
 		c.ID = hex.EncodeToString(id[:])
+	}
+	if err := n.checkSupported(c.Type); err != nil {
+		return nil, err
 	}
 	data, err := c.Encode()
 	if err != nil {
