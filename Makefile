@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin/halapi
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit e2e lint bench clean tools
+.PHONY: all build run test unit e2e lint bench clean tools fuzz
 
 all: build
 
@@ -39,6 +39,30 @@ tools: bin/step
 
 bin/step:
 	GOBIN=$(CURDIR)/bin $(GO) install github.com/smallstep/cli/cmd/step@v0.29.0
+
+# Fuzz targets (their seed corpora also run in `make unit`). Each one runs
+# for FUZZTIME; a failing input is written under the package's
+# testdata/fuzz/ and then runs in every `go test`.
+FUZZTIME ?= 20s
+FUZZ_TARGETS = \
+	./fsm:FuzzDecodeApply \
+	./fsm:FuzzRestore \
+	./fsm:FuzzParseRange \
+	./cluster:FuzzReadFrame \
+	./cluster:FuzzRPCResponse \
+	./lapi:FuzzPostAlerts \
+	./lapi/models:FuzzParseDuration \
+	./lapi/profiles:FuzzParse \
+	./pki:FuzzParseJoinToken \
+	./pki:FuzzInspectToken \
+	./pki:FuzzJoinHandler
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "== $$name ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 10s $$pkg; \
+	done
 
 # Benchmarks against real processes; prints each figure beside its target.
 bench: build

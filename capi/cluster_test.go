@@ -110,7 +110,7 @@ func leaderOf(nodes []*cnode) *cnode {
 func (cn *cnode) apply(t *testing.T, typ fsm.CmdType, body any) *fsm.Result {
 	t.Helper()
 	res, err := cn.n.Apply(context.Background(), fsm.Command{Type: typ, Body: body})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("apply on %s: %v %v", cn.id, err, res)
 	}
 	return res

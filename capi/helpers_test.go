@@ -83,7 +83,7 @@ func (a *localApplier) commands(t fsm.CmdType) (n int, sizes []int) {
 func (a *localApplier) mustApply(t *testing.T, typ fsm.CmdType, body any) *fsm.Result {
 	t.Helper()
 	res, err := a.Apply(context.Background(), fsm.Command{Type: typ, Body: body})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("apply %d: %v %v", typ, err, res)
 	}
 	return res

@@ -99,7 +99,7 @@ func pulledDecision(origin, scenario, typ, scope, value, duration string, now ti
 		typ = "ban"
 	}
 	return fsm.Decision{UUID: uuid.NewString(), Origin: origin, Type: typ, Scope: scope, Value: value,
-		Scenario: scenario, Until: now.Add(d).UnixNano()}, true
+		Scenario: scenario, Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(now.UnixNano(), int64(d)))}, true
 }
 
 // pullAlert is the alert owning one pulled batch.
@@ -354,10 +354,10 @@ func (s *Service) pullAllowlist(ctx context.Context, cl *Client, l AllowlistLink
 		}
 		fi := fsm.AllowlistItem{Value: strings.TrimSpace(it.Value), Comment: it.Description}
 		if it.CreatedAt != nil {
-			fi.CreatedAt = it.CreatedAt.UnixNano()
+			fi.CreatedAt = fsm.UnixNano(*it.CreatedAt)
 		}
 		if it.Expiration != nil && !it.Expiration.IsZero() {
-			fi.Expiration = it.Expiration.UnixNano()
+			fi.Expiration = fsm.UnixNano(*it.Expiration)
 		}
 		items = append(items, fi)
 	}

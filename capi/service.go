@@ -514,8 +514,8 @@ func (s *Service) RequestRegistration(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	if res.Err != nil {
-		return res.Err
+	if res.Err() != nil {
+		return res.Err()
 	}
 	select {
 	case s.kick <- struct{}{}:
@@ -536,8 +536,8 @@ func (s *Service) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Resu
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return res, res.Err
+	if res.Err() != nil {
+		return res, res.Err()
 	}
 	return res, nil
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -124,7 +125,7 @@ func TestClusterFormsForwardsAndHeals(t *testing.T) {
 	// a write on a follower is forwarded and readable there at once
 	ctx := context.Background()
 	res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m1", AuthType: fsm.AuthPassword}}})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("forwarded apply: %v %+v", err, res)
 	}
 	if follower.n.FSM.Machine("m1") == nil {
@@ -132,7 +133,7 @@ func TestClusterFormsForwardsAndHeals(t *testing.T) {
 	}
 	// command errors travel back through the forwarder
 	res, err = follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineUpdate, Body: fsm.MachineUpdate{ID: "nobody"}})
-	if err != nil || res.Err != fsm.ErrNotFound {
+	if err != nil || !errors.Is(res.Err(), fsm.ErrNotFound) {
 		t.Fatalf("forwarded error: %v %+v", err, res)
 	}
 	st := follower.n.Status(ctx)
@@ -150,7 +151,7 @@ func TestClusterFormsForwardsAndHeals(t *testing.T) {
 	leader.n = nil
 	waitFor(t, "a new leader", 10*time.Second, func() bool { return leaderOf(nodes) != nil })
 	res, err = follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m2", AuthType: fsm.AuthPassword}}})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("apply after failover: %v %+v", err, res)
 	}
 	// the dead node is removed once gone longer than the timeout

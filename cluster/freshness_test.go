@@ -97,7 +97,7 @@ func TestSyncLeaderAndWaitReplicated(t *testing.T) {
 
 	// WaitReplicated: a write forwarded by a follower is applied everywhere
 	res, err := f.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m2", AuthType: fsm.AuthPassword}}})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("apply: %v %+v", err, res)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)

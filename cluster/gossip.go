@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -30,6 +31,9 @@ type memberMeta struct {
 	// Ext lists the command types beyond the baseline this node applies
 	// (feature gating for rolling upgrades, see fsm.Baseline).
 	Ext []uint8 `json:"x,omitempty"`
+	// KeyGen is the generation of the gossip keyring this node applied
+	// (a key rotation waits for every voter between its steps).
+	KeyGen uint64 `json:"k,omitempty"`
 }
 
 // member is the local view of one gossip member.
@@ -51,6 +55,14 @@ type gossip struct {
 	// snapshot) so a restarted node can find the cluster again.
 	peersFile  string
 	savedPeers string
+
+	// keyring is memberlist's (nil with clear-text gossip); keyGen the
+	// generation last installed by SetGossipKeys.
+	keyring *memberlist.Keyring
+	keyGen  atomic.Uint64
+	// checks are the leader's peer-certificate checks (members.go).
+	checkMu sync.Mutex
+	checks  map[string]*peerCheck
 }
 
 // rememberPeers writes the alive peers' gossip addresses when they change.
@@ -94,7 +106,9 @@ func (g *gossip) kick() {
 
 // NodeMeta implements memberlist.Delegate.
 func (g *gossip) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(g.n.meta())
+	m := g.n.meta()
+	m.KeyGen = g.keyGen.Load()
+	b, _ := json.Marshal(m)
 	if len(b) > limit {
 		return nil
 	}
@@ -188,7 +202,7 @@ func startGossip(n *Node, bind string) (*gossip, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--gossip-listen port: %w", err)
 	}
-	g := &gossip{n: n, members: map[string]*member{}, events: make(chan struct{}, 1),
+	g := &gossip{n: n, members: map[string]*member{}, events: make(chan struct{}, 1), checks: map[string]*peerCheck{},
 		peersFile: filepath.Join(n.cfg.DataDir, "gossip-peers.json")}
 	cfg := memberlist.DefaultLANConfig()
 	cfg.Name = n.cfg.NodeID
@@ -206,7 +220,12 @@ func startGossip(n *Node, bind string) (*gossip, error) {
 	cfg.SuspicionMult = 2
 	cfg.Logger = log.New(io.Discard, "", 0)
 	if n.cfg.GossipKey != nil {
-		cfg.SecretKey = n.cfg.GossipKey
+		kr, err := memberlist.NewKeyring(nil, n.cfg.GossipKey)
+		if err != nil {
+			return nil, fmt.Errorf("gossip key: %w", err)
+		}
+		cfg.Keyring = kr
+		g.keyring = kr
 	}
 	ml, err := memberlist.Create(cfg)
 	if err != nil {

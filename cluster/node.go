@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,13 @@ type Config struct {
 	WrapServer, WrapClient func(net.Conn) net.Conn
 	// GossipKey encrypts gossip (16, 24 or 32 bytes); nil = clear text.
 	GossipKey []byte
+	// VerifyPeer (secure clusters) checks the certificate chain a member
+	// presents on its cluster port before the leader makes it a voter;
+	// NodeRevoked reports a node whose node certificates are revoked (the
+	// leader removes such a voter). nil: any live gossip member becomes a
+	// voter (--insecure-cluster). See members.go.
+	VerifyPeer  func(nodeID string, chain []*x509.Certificate) error
+	NodeRevoked func(nodeID string) bool
 	// Join lists gossip addresses of existing members.
 	Join []string
 	// BootstrapExpect: bootstrap once this many servers have met (and no
@@ -497,10 +505,18 @@ func (n *Node) reconcile() {
 		if s, ok := inCfg[id]; ok && string(s.Address) == m.Meta.RaftAddr {
 			continue
 		}
+		// Secure clusters: only a member that proves a valid node
+		// certificate for id at that address becomes a voter.
+		if !n.voterAllowed(id, m.Meta.RaftAddr) {
+			continue
+		}
 		n.log.Info("adding server to raft", "node", id, "addr", m.Meta.RaftAddr)
 		if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
 			n.log.Warn("add voter failed", "node", id, "err", err)
 		}
+	}
+	if n.removeRevoked(servers, members) {
+		return // one change per round
 	}
 	healthy := 0
 	for _, s := range servers {
@@ -564,6 +580,10 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	if err := n.checkSupported(c.Type); err != nil {
 		return nil, err
 	}
+	// Refused here already (the leader checks again what it is sent).
+	if err := c.Validate(); err != nil {
+		return invalidResult(err), nil
+	}
 	data, err := c.Encode()
 	if err != nil {
 		return nil, err
@@ -573,7 +593,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	waitUntil := time.Now().Add(n.cfg.LeaderWait)
 	for {
 		if n.raft.State() == raft.Leader {
-			res, _, err := n.applyLocal(ctx, data)
+			res, _, err := n.appendLocal(ctx, data)
 			if err == nil {
 				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
 				return res, nil
@@ -610,9 +630,28 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	}
 }
 
-// applyLocal appends an encoded command on the leader, stamping the
-// leader's time, and waits until it is applied here.
+// applyLocal appends an encoded command a peer forwarded. The leader
+// decodes and validates it first: nothing undecodable or invalid is ever
+// committed (it would be applied by every node, after every restart). A
+// refused command gets a CodeInvalid result and index 0.
 func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, 0, ErrNotLeader
+	}
+	if _, err := fsm.DecodeValid(data); err != nil {
+		n.log.Warn("refused an invalid forwarded command", "err", err)
+		return invalidResult(err), 0, nil
+	}
+	return n.appendLocal(ctx, data)
+}
+
+func invalidResult(err error) *fsm.Result {
+	return &fsm.Result{Code: fsm.CodeOf(err), Message: err.Error()}
+}
+
+// appendLocal appends an encoded, validated command on the leader,
+// stamping the leader's time, and waits until it is applied here.
+func (n *Node) appendLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}
@@ -746,7 +785,14 @@ func (n *Node) leaveAsRemoved() {
 	if !n.left.CompareAndSwap(false, true) {
 		return
 	}
-	n.log.Error("this node was removed from the cluster: it left gossip and stopped raft; it keeps serving reads from its last state; restart it to join again")
+	if n.cfg.VerifyPeer != nil {
+		// Secure cluster: its certificate is being revoked and the gossip
+		// key rotated; a restart must not try to rejoin.
+		n.writeRemovedMarker()
+		n.log.Error("this node was removed from the cluster (halapi cluster remove): it left gossip and stopped raft and keeps serving reads from its last state; its node certificate is revoked, so it stays out even after a restart: to bring it back, start it with a new --join-token from `halapi cluster token`")
+	} else {
+		n.log.Error("this node was removed from the cluster: it left gossip and stopped raft; it keeps serving reads from its last state; restart it to join again")
+	}
 	if n.gossip != nil {
 		_ = n.gossip.ml.Leave(time.Second)
 		_ = n.gossip.ml.Shutdown()

@@ -33,7 +33,7 @@ func createMachine(t *testing.T, n *Node, id string) {
 	t.Helper()
 	res, err := n.Apply(context.Background(), fsm.Command{Type: fsm.CmdMachineCreate,
 		Body: fsm.MachineCreate{Machine: fsm.Machine{ID: id, AuthType: fsm.AuthPassword}}})
-	if err != nil || res.Err != nil {
+	if err != nil || res.Err() != nil {
 		t.Fatalf("apply: %v %v", err, res)
 	}
 }

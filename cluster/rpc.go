@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -30,14 +31,19 @@ const (
 
 const maxFrame = 256 << 20
 
+// rpcResponse is the answer to every RPC. A command-level failure is Code
+// (fsm.Code) with its message in Err; nodes of older versions sent only
+// Err, which is still decoded (fsm.LegacyCode), and read only Err, which is
+// why the message keeps that name.
 type rpcResponse struct {
-	Index     uint64  `json:"index,omitempty"`
-	IDs       []int64 `json:"ids,omitempty"`
-	N         int     `json:"n,omitempty"`
-	Err       string  `json:"err,omitempty"`  // command-level error (Result.Err)
-	Fail      string  `json:"fail,omitempty"` // the RPC itself failed
-	NotLeader bool    `json:"not_leader,omitempty"`
-	Status    *Status `json:"status,omitempty"`
+	Index     uint64   `json:"index,omitempty"`
+	IDs       []int64  `json:"ids,omitempty"`
+	N         int      `json:"n,omitempty"`
+	Code      fsm.Code `json:"code,omitempty"`
+	Err       string   `json:"err,omitempty"`  // command-level error message
+	Fail      string   `json:"fail,omitempty"` // the RPC itself failed
+	NotLeader bool     `json:"not_leader,omitempty"`
+	Status    *Status  `json:"status,omitempty"`
 }
 
 func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
@@ -62,10 +68,26 @@ func readPayload(r *bufio.Reader) ([]byte, error) {
 	if n > maxFrame {
 		return nil, fmt.Errorf("rpc frame of %d bytes is too large", n)
 	}
-	buf := make([]byte, n)
-	_, err := io.ReadFull(r, buf)
-	return buf, err
+	if n <= frameChunk {
+		buf := make([]byte, n)
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	// A big frame grows as its bytes arrive: a 5-byte header claiming
+	// 256 MiB must not make the node allocate 256 MiB up front.
+	var b bytes.Buffer
+	b.Grow(frameChunk)
+	if _, err := io.CopyN(&b, r, int64(n)); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
+
+// frameChunk is the size up to which a frame is allocated at once.
+const frameChunk = 1 << 20
 
 // serveRPC answers RPCs on one connection until it closes.
 func (n *Node) serveRPC(c net.Conn) {
@@ -112,9 +134,9 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 			}
 			return &rpcResponse{Fail: err.Error()}
 		}
-		out := &rpcResponse{Index: index, IDs: res.IDs, N: res.N}
-		if res.Err != nil {
-			out.Err = res.Err.Error()
+		out := &rpcResponse{Index: index, IDs: res.IDs, N: res.N, Code: res.Code, Err: res.Message}
+		if res.Code != fsm.CodeOK && out.Err == "" {
+			out.Err = res.Code.String()
 		}
 		return out
 	case rpcRemove:
@@ -232,15 +254,12 @@ func roundTrip(c net.Conn, deadline time.Time, kind byte, payload []byte) (*rpcR
 	return &resp, nil
 }
 
-// resultFromRPC rebuilds an fsm.Result, keeping the sentinel errors.
+// resultFromRPC rebuilds an fsm.Result (an answer without a code comes
+// from an older leader: its message is classified the old way).
 func resultFromRPC(r *rpcResponse) *fsm.Result {
-	res := &fsm.Result{IDs: r.IDs, N: r.N}
-	switch r.Err {
-	case "":
-	case fsm.ErrNotFound.Error():
-		res.Err = fsm.ErrNotFound
-	default:
-		res.Err = errors.New(r.Err)
+	res := &fsm.Result{IDs: r.IDs, N: r.N, Code: r.Code, Message: r.Err}
+	if res.Code == fsm.CodeOK && r.Err != "" {
+		res.Code = fsm.LegacyCode(r.Err)
 	}
 	return res
 }

@@ -34,12 +34,12 @@ func (s *state) apply(index uint64, c Command) *Result {
 			}
 		}
 		if len(missing) > 0 {
-			return &Result{N: n, Err: fmt.Errorf("'%s' does not exist", missing[0])}
+			return &Result{N: n, Code: CodeNotFound, Message: fmt.Sprintf("'%s' does not exist", missing[0])}
 		}
 		return &Result{N: n}
 	case *BouncerCreate:
 		if _, ok := s.bouncers[b.Bouncer.Name]; ok {
-			return &Result{Err: fmt.Errorf("bouncer %s already exists", b.Bouncer.Name)}
+			return fail(CodeConflict, "bouncer %s already exists", b.Bouncer.Name)
 		}
 		nb := b.Bouncer
 		nb.CreatedAt, nb.UpdatedAt = now, now
@@ -69,7 +69,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 		if b.MustExist {
 			for _, id := range ids {
 				if s.alert(id) == nil {
-					return &Result{Err: ErrNotFound}
+					return notFound()
 				}
 			}
 		}
@@ -88,7 +88,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 		if b.MustExist {
 			for _, id := range ids {
 				if s.decision(id) == nil {
-					return &Result{Err: ErrNotFound}
+					return notFound()
 				}
 			}
 		}
@@ -103,13 +103,13 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return s.flush(index, b, now)
 	case *AllowlistCreate:
 		if _, ok := s.allowlists[b.Name]; ok {
-			return &Result{Err: fmt.Errorf("allowlist '%s' already exists", b.Name)}
+			return fail(CodeConflict, "allowlist '%s' already exists", b.Name)
 		}
 		s.allowlists[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: now, UpdatedAt: now}
 		return &Result{N: 1}
 	case *AllowlistDelete:
 		if _, ok := s.allowlists[b.Name]; !ok {
-			return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+			return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
 		}
 		delete(s.allowlists, b.Name)
 		return &Result{N: 1}
@@ -118,7 +118,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *AllowlistRemove:
 		al, ok := s.allowlists[b.Name]
 		if !ok {
-			return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+			return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
 		}
 		drop := map[string]bool{}
 		for _, v := range b.Values {
@@ -185,13 +185,13 @@ func (s *state) apply(index uint64, c Command) *Result {
 	case *AllowlistReplace:
 		return s.allowlistReplace(index, b, now)
 	}
-	return &Result{Err: fmt.Errorf("unhandled command %T", c.Body)}
+	return fail(CodeInternal, "unhandled command %T", c.Body)
 }
 
 func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
 	if old, ok := s.machines[b.Machine.ID]; ok {
 		if !b.Force {
-			return &Result{Err: fmt.Errorf("user '%s': user already exist", b.Machine.ID)}
+			return fail(CodeConflict, "user '%s': user already exist", b.Machine.ID)
 		}
 		m := *old
 		m.PasswordHash = b.Machine.PasswordHash
@@ -209,7 +209,7 @@ func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
 func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
 	old, ok := s.machines[b.ID]
 	if !ok {
-		return &Result{Err: ErrNotFound}
+		return notFound()
 	}
 	m := *old
 	if b.Validated != nil {
@@ -247,7 +247,7 @@ func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
 func (s *state) bouncerUpdate(b *BouncerUpdate, now int64) *Result {
 	old, ok := s.bouncers[b.Name]
 	if !ok {
-		return &Result{Err: ErrNotFound}
+		return notFound()
 	}
 	nb := *old
 	set := func(dst *string, v *string) {
@@ -315,6 +315,7 @@ func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
 			d.CreatedIndex = index
 			d.DeletedIndex = 0
 			d.Simulated = a.Simulated
+			d.Until = ClampUntil(now, d.Until)
 			if IsIPScope(d.Scope) {
 				r, err := ParseRange(d.Value)
 				if err != nil {
@@ -462,7 +463,7 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 	if b.AlertID != 0 {
 		old := s.alert(b.AlertID)
 		if old == nil {
-			return &Result{Err: ErrNotFound}
+			return notFound()
 		}
 		cp := *old
 		cp.DecisionIDs = append([]int64(nil), old.DecisionIDs...)
@@ -516,6 +517,7 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 		d.CreatedAt = now
 		d.CreatedIndex = index
 		d.DeletedIndex = 0
+		d.Until = ClampUntil(now, d.Until)
 		s.addDecision(&d)
 		a.DecisionIDs = append(a.DecisionIDs, d.ID)
 		n++
@@ -605,10 +607,10 @@ func (s *state) expireCovered(index uint64, ranges []IPRange, now int64) {
 func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
 	al, ok := s.allowlists[b.Name]
 	if !ok {
-		return &Result{Err: fmt.Errorf("allowlist '%s' not found", b.Name)}
+		return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
 	}
 	if al.ConsoleManaged {
-		return &Result{Err: fmt.Errorf("allowlist '%s' is managed by the console", b.Name)}
+		return fail(CodeForbidden, "allowlist '%s' is managed by the console", b.Name)
 	}
 	na := *al
 	na.Items = append([]AllowlistItem(nil), al.Items...)
@@ -624,7 +626,7 @@ func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
 		}
 		r, err := ParseRange(it.Value)
 		if err != nil {
-			return &Result{Err: err}
+			return fail(CodeInvalid, "%v", err)
 		}
 		it.Range = r
 		it.CreatedAt = now

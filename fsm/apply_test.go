@@ -50,8 +50,8 @@ func TestMachineCreate(t *testing.T) {
 
 	// duplicate without force
 	res := h.apply(CmdMachineCreate, T0+sec, MachineCreate{Machine: Machine{ID: "m1", PasswordHash: []byte("h2"), Validated: true}})
-	if res.Err == nil || res.Err.Error() != "user 'm1': user already exist" {
-		t.Fatalf("duplicate: err = %v, want \"user 'm1': user already exist\"", res.Err)
+	if res.Err() == nil || res.Err().Error() != "user 'm1': user already exist" {
+		t.Fatalf("duplicate: err = %v, want \"user 'm1': user already exist\"", res.Err())
 	}
 	if res.N != 0 {
 		t.Errorf("duplicate: N = %d, want 0", res.N)
@@ -132,8 +132,8 @@ func TestMachineUpdate(t *testing.T) {
 	}
 
 	res = h.apply(CmdMachineUpdate, T0+4*sec, MachineUpdate{ID: "nope", IP: ptr("3.3.3.3")})
-	if !errors.Is(res.Err, ErrNotFound) {
-		t.Errorf("update of unknown machine: err = %v, want ErrNotFound", res.Err)
+	if !errors.Is(res.Err(), ErrNotFound) {
+		t.Errorf("update of unknown machine: err = %v, want ErrNotFound", res.Err())
 	}
 	if h.f.Machine("nope") != nil {
 		t.Error("update created an unknown machine")
@@ -152,8 +152,8 @@ func TestMachineDelete(t *testing.T) {
 		t.Errorf("machines after delete: %v", h.f.Machines())
 	}
 	res := h.apply(CmdMachineDelete, T0, MachineDelete{IDs: []string{"b", "zz"}})
-	if res.Err == nil || res.Err.Error() != "'zz' does not exist" {
-		t.Errorf("delete unknown: err = %v, want \"'zz' does not exist\"", res.Err)
+	if res.Err() == nil || res.Err().Error() != "'zz' does not exist" {
+		t.Errorf("delete unknown: err = %v, want \"'zz' does not exist\"", res.Err())
 	}
 	if res.N != 1 || h.f.Machine("b") != nil {
 		t.Errorf("delete b,zz: N = %d, b still there = %v", res.N, h.f.Machine("b") != nil)
@@ -174,8 +174,8 @@ func TestBouncerCommands(t *testing.T) {
 		t.Fatalf("stored bouncer = %+v", got)
 	}
 	res := h.apply(CmdBouncerCreate, T0+sec, BouncerCreate{Bouncer: Bouncer{Name: "fw", KeyHash: "k2"}})
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "already exists") {
-		t.Errorf("duplicate bouncer: err = %v", res.Err)
+	if res.Err() == nil || !strings.Contains(res.Err().Error(), "already exists") {
+		t.Errorf("duplicate bouncer: err = %v", res.Err())
 	}
 	if h.f.Bouncer("fw").KeyHash != "k1" {
 		t.Error("duplicate create overwrote the bouncer")
@@ -214,8 +214,8 @@ func TestBouncerCommands(t *testing.T) {
 	if u := h.f.Bouncer("fw"); u.Type != "custom" || u.IP != "10.0.0.2" {
 		t.Errorf("type patch = %+v", u)
 	}
-	if res := h.apply(CmdBouncerUpdate, T0, BouncerUpdate{Name: "nope", IP: ptr("x")}); !errors.Is(res.Err, ErrNotFound) {
-		t.Errorf("update unknown bouncer: err = %v, want ErrNotFound", res.Err)
+	if res := h.apply(CmdBouncerUpdate, T0, BouncerUpdate{Name: "nope", IP: ptr("x")}); !errors.Is(res.Err(), ErrNotFound) {
+		t.Errorf("update unknown bouncer: err = %v, want ErrNotFound", res.Err())
 	}
 
 	res = h.must(CmdBouncerDelete, T0, BouncerDelete{Names: []string{"fw", "missing", "old"}})
@@ -606,11 +606,11 @@ func TestAllowlistCommands(t *testing.T) {
 	if al == nil || al.Description != "d" || al.CreatedAt != T0 || al.UpdatedAt != T0 || len(al.Items) != 0 {
 		t.Fatalf("created allowlist = %+v", al)
 	}
-	if res := h.apply(CmdAllowlistCreate, T0, AllowlistCreate{Name: "l1"}); res.Err == nil || !strings.Contains(res.Err.Error(), "already exists") {
-		t.Errorf("duplicate create: %v", res.Err)
+	if res := h.apply(CmdAllowlistCreate, T0, AllowlistCreate{Name: "l1"}); res.Err() == nil || !strings.Contains(res.Err().Error(), "already exists") {
+		t.Errorf("duplicate create: %v", res.Err())
 	}
-	if res := h.apply(CmdAllowlistAdd, T0, AllowlistAdd{Name: "nope", Items: []AllowlistItem{{Value: "1.1.1.1"}}}); res.Err == nil || !strings.Contains(res.Err.Error(), "not found") {
-		t.Errorf("add to unknown list: %v", res.Err)
+	if res := h.apply(CmdAllowlistAdd, T0, AllowlistAdd{Name: "nope", Items: []AllowlistItem{{Value: "1.1.1.1"}}}); res.Err() == nil || !strings.Contains(res.Err().Error(), "not found") {
+		t.Errorf("add to unknown list: %v", res.Err())
 	}
 
 	res := h.must(CmdAllowlistAdd, T0+sec, AllowlistAdd{Name: "l1", Items: []AllowlistItem{
@@ -630,8 +630,8 @@ func TestAllowlistCommands(t *testing.T) {
 	}
 	before := h.f.Allowlist("l1")
 	res = h.apply(CmdAllowlistAdd, T0+3*sec, AllowlistAdd{Name: "l1", Items: []AllowlistItem{{Value: "9.9.9.9"}, {Value: "bogus"}}})
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "invalid ip address 'bogus'") {
-		t.Errorf("invalid item: err = %v", res.Err)
+	if res.Err() == nil || !strings.Contains(res.Err().Error(), "invalid ip address 'bogus'") {
+		t.Errorf("invalid item: err = %v", res.Err())
 	}
 	if after := h.f.Allowlist("l1"); after != before || len(after.Items) != 3 {
 		t.Errorf("failed add changed the list: %+v", after)
@@ -658,14 +658,14 @@ func TestAllowlistCommands(t *testing.T) {
 	if len(before.Items) != 3 {
 		t.Error("remove mutated the previous record in place")
 	}
-	if res := h.apply(CmdAllowlistRemove, T0, AllowlistRemove{Name: "nope"}); res.Err == nil {
+	if res := h.apply(CmdAllowlistRemove, T0, AllowlistRemove{Name: "nope"}); res.Err() == nil {
 		t.Error("remove from unknown list: no error")
 	}
 	if res := h.must(CmdAllowlistDelete, T0, AllowlistDelete{Name: "l1"}); res.N != 1 || h.f.Allowlist("l1") != nil {
 		t.Errorf("delete: N=%d list=%v", res.N, h.f.Allowlist("l1"))
 	}
-	if res := h.apply(CmdAllowlistDelete, T0, AllowlistDelete{Name: "l1"}); res.Err == nil || !strings.Contains(res.Err.Error(), "not found") {
-		t.Errorf("delete unknown: %v", res.Err)
+	if res := h.apply(CmdAllowlistDelete, T0, AllowlistDelete{Name: "l1"}); res.Err() == nil || !strings.Contains(res.Err().Error(), "not found") {
+		t.Errorf("delete unknown: %v", res.Err())
 	}
 }
 
@@ -673,8 +673,8 @@ func TestAllowlistAddRefusesConsoleManaged(t *testing.T) {
 	h := newHarness(t)
 	h.must(CmdAllowlistReplace, T0, AllowlistReplace{Name: "console", AllowlistID: "c1"})
 	res := h.apply(CmdAllowlistAdd, T0, AllowlistAdd{Name: "console", Items: []AllowlistItem{{Value: "1.1.1.1"}}})
-	if res.Err == nil || !strings.Contains(res.Err.Error(), "managed by the console") {
-		t.Errorf("add to console list: %v", res.Err)
+	if res.Err() == nil || !strings.Contains(res.Err().Error(), "managed by the console") {
+		t.Errorf("add to console list: %v", res.Err())
 	}
 	if len(h.f.Allowlist("console").Items) != 0 {
 		t.Error("items added to a console-managed list")
@@ -810,7 +810,7 @@ func TestUnknownCommandTypes(t *testing.T) {
 	ign[1] = byte(IgnorableFlag | 0x33)
 	out := h.raw(ign)
 	res, ok := out.(*Result)
-	if !ok || res == nil || res.Err == nil {
+	if !ok || res == nil || res.Err() == nil {
 		t.Fatalf("unknown ignorable: got %v, want a Result with an error", out)
 	}
 	if got := h.f.AppliedIndex(); got != h.idx {
@@ -819,7 +819,7 @@ func TestUnknownCommandTypes(t *testing.T) {
 	// a known ignorable type with an undecodable body is skipped too
 	bad := entry(t, CmdTouch, T0, Touch{})
 	bad = append(bad[:10], []byte("{not json")...)
-	if res, _ := h.raw(bad).(*Result); res == nil || res.Err == nil {
+	if res, _ := h.raw(bad).(*Result); res == nil || res.Err() == nil {
 		t.Errorf("corrupt touch: %v", res)
 	}
 	// state untouched, FSM still works
@@ -843,12 +843,40 @@ func TestUnknownCommandTypes(t *testing.T) {
 	unk[1] = 0x55
 	mustPanic("unknown type", unk)
 	ver := entry(t, CmdMachineCreate, T0, MachineCreate{})
-	ver[0] = 2
-	mustPanic("unknown format version", ver)
-	mustPanic("short entry", []byte{1, 2, 3})
+	ver[0] = 3
+	mustPanic("newer format version", ver)
+
+	// malformed entries of a known type are skipped with an invalid result
+	mustSkip := func(name string, data []byte) {
+		t.Helper()
+		before := h.f.Machines()
+		res, _ := h.raw(data).(*Result)
+		if res == nil || res.Code != CodeInvalid {
+			t.Errorf("%s: result %+v, want CodeInvalid", name, res)
+		}
+		if got := h.f.AppliedIndex(); got != h.idx {
+			t.Errorf("%s: applied index = %d, want %d", name, got, h.idx)
+		}
+		if len(h.f.Machines()) != len(before) {
+			t.Errorf("%s: state changed", name)
+		}
+	}
+	v2bad := entry(t, CmdMachineCreate, T0, MachineCreate{})
+	v2bad[0] = 2 // the JSON's '{' is read as a 123-byte request ID
+	mustSkip("v2 entry with a short ID", v2bad)
+	mustSkip("short entry", []byte{1, 2, 3})
+	mustSkip("empty entry", nil)
+	mustSkip("format 0", append([]byte{0}, entry(t, CmdMachineCreate, T0, MachineCreate{})[1:]...))
 	corrupt := entry(t, CmdAlertsCreate, T0, AlertsCreate{})
 	corrupt = append(corrupt[:10], '[')
-	mustPanic("corrupt body", corrupt)
+	mustSkip("corrupt body", corrupt)
+	wrongShape := append(entry(t, CmdMachineDelete, T0, MachineDelete{})[:10], []byte(`{"ids":"m"}`)...)
+	mustSkip("body of the wrong shape", wrongShape)
+	// and the FSM still applies what follows
+	h.must(CmdMachineCreate, T0, MachineCreate{Machine: Machine{ID: "after"}})
+	if h.f.Machine("after") == nil {
+		t.Fatal("FSM stopped applying after a skipped entry")
+	}
 }
 
 func TestEncodeDecodeStampTime(t *testing.T) {

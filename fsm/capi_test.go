@@ -64,7 +64,7 @@ func TestSetConfig(t *testing.T) {
 		t.Errorf("config after old snapshot = %q", v)
 	}
 	data := entry(t, CmdSetConfig, T0, SetConfig{Key: "k", Value: []byte("v")})
-	if res := f.Apply(rawLog(10, data)).(*Result); res.Err != nil || string(f.Config("k")) != "v" {
+	if res := f.Apply(rawLog(10, data)).(*Result); res.Err() != nil || string(f.Config("k")) != "v" {
 		t.Errorf("SetConfig after restoring an old snapshot: %+v, %q", res, f.Config("k"))
 	}
 }
@@ -76,8 +76,8 @@ func TestImportDecisionsNewAlertAndChunks(t *testing.T) {
 	ts := T0 + sec
 	res := h.imp(ts, 0, pullAlert("crowdsecurity/community-blocklist"),
 		capiBan("1.1.1.1", ts+2*hour), capiBan("bogus", ts+2*hour), withScope(capiBan("2001:db8::/64", ts+2*hour), "Range"))
-	if res.Err != nil {
-		t.Fatal(res.Err)
+	if res.Err() != nil {
+		t.Fatal(res.Err())
 	}
 	idx := h.idx
 	if !equalIDs(res.IDs, []int64{2}) || res.N != 2 {
@@ -105,7 +105,7 @@ func TestImportDecisionsNewAlertAndChunks(t *testing.T) {
 
 	// a later chunk of the same pull attaches to the alert
 	res = h.imp(ts+sec, 2, Alert{Scenario: "ignored"}, capiBan("1.1.1.2", ts+2*hour))
-	if res.Err != nil || !equalIDs(res.IDs, []int64{2}) || res.N != 1 {
+	if res.Err() != nil || !equalIDs(res.IDs, []int64{2}) || res.N != 1 {
 		t.Fatalf("chunk result = %+v", res)
 	}
 	a2 := h.f.Alert(2)
@@ -123,8 +123,8 @@ func TestImportDecisionsNewAlertAndChunks(t *testing.T) {
 
 	// unknown alert: error, nothing stored, no ID used
 	res = h.imp(ts, 999, Alert{}, capiBan("1.1.1.3", ts+hour))
-	if !errors.Is(res.Err, ErrNotFound) {
-		t.Errorf("import into unknown alert: %v", res.Err)
+	if !errors.Is(res.Err(), ErrNotFound) {
+		t.Errorf("import into unknown alert: %v", res.Err())
 	}
 	if got := h.f.Decisions(&DecisionFilter{Value: "1.1.1.3"}, at(ts)); len(got) != 0 {
 		t.Error("decision stored for an unknown alert")
@@ -303,7 +303,7 @@ func TestAllowlistReplace(t *testing.T) {
 		}
 	}
 	// console lists refuse local edits
-	if res := h.apply(CmdAllowlistAdd, ts, AllowlistAdd{Name: "console-a", Items: []AllowlistItem{{Value: "1.1.1.1"}}}); res.Err == nil {
+	if res := h.apply(CmdAllowlistAdd, ts, AllowlistAdd{Name: "console-a", Items: []AllowlistItem{{Value: "1.1.1.1"}}}); res.Err() == nil {
 		t.Error("AllowlistAdd to a console-managed list succeeded")
 	}
 

@@ -93,16 +93,6 @@ func StampTime(entry []byte, t int64) {
 	}
 }
 
-// ErrNotFound is returned when a command names a record that does not exist.
-var ErrNotFound = errors.New("object not found")
-
-// Result is what Apply returns for every command.
-type Result struct {
-	IDs []int64 // created alert IDs
-	N   int     // affected records
-	Err error
-}
-
 // Bodies.
 
 type SetJWTKey struct {
@@ -351,4 +341,38 @@ func Decode(entry []byte) (Command, error) {
 	}
 	c.Body = body
 	return c, nil
+}
+
+// EntryClass says how Apply treats an entry that does not decode.
+type EntryClass int
+
+const (
+	// EntryMalformed: a known format and type whose body does not decode,
+	// or bytes no version ever wrote (too short, format 0). Skipped: every
+	// node decodes the same bytes the same way, so all skip it alike.
+	EntryMalformed EntryClass = iota
+	// EntryUnknownIgnorable: a type this version does not know, marked
+	// IgnorableFlag by the newer version that wrote it. Skipped.
+	EntryUnknownIgnorable
+	// EntryNewer: a type this version does not know without
+	// IgnorableFlag, or a newer entry format. The node stops: applying or
+	// skipping it could make its state diverge from upgraded nodes.
+	EntryNewer
+)
+
+// EntryKind classifies an entry that failed to decode.
+func EntryKind(entry []byte) EntryClass {
+	if len(entry) < 2 || entry[0] == 0 {
+		return EntryMalformed
+	}
+	if entry[0] > formatV2 {
+		return EntryNewer
+	}
+	if _, err := bodyFor(CmdType(entry[1])); err == nil {
+		return EntryMalformed
+	}
+	if CmdType(entry[1])&IgnorableFlag != 0 {
+		return EntryUnknownIgnorable
+	}
+	return EntryNewer
 }

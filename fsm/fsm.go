@@ -65,13 +65,11 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 func (f *FSM) applyEntry(index uint64, data []byte) *Result {
 	cmd, err := Decode(data)
 	if err != nil {
-		if len(data) > 1 && CmdType(data[1])&IgnorableFlag != 0 {
-			f.log.Warn("skipping unknown ignorable command", "type", data[1], "index", index)
-			return &Result{Err: err}
-		}
-		// An entry this node cannot apply would make its state diverge
-		// from the others: stop rather than serve wrong data.
-		panic(fmt.Sprintf("fsm: cannot apply log entry %d: %v", index, err))
+		res := f.skipOrStop(index, data, err)
+		f.mu.Lock()
+		f.s.lastIndex = index
+		f.mu.Unlock()
+		return res
 	}
 	f.mu.Lock()
 	res, dup := f.s.seen(cmd.ID)
@@ -85,6 +83,25 @@ func (f *FSM) applyEntry(index uint64, data []byte) *Result {
 		f.OnApply(cmd.Type)
 	}
 	return res
+}
+
+// skipOrStop decides what happens to an entry that does not decode (the
+// rule is in doc.go): a malformed entry of a known type, or one that no
+// version ever wrote, is skipped with an error result; an unknown type
+// with IgnorableFlag is skipped; an unknown type without it, or a newer
+// entry format, stops the node.
+func (f *FSM) skipOrStop(index uint64, data []byte, err error) *Result {
+	switch EntryKind(data) {
+	case EntryUnknownIgnorable:
+		f.log.Warn("skipping unknown ignorable command", "type", data[1], "index", index)
+		return fail(CodeInternal, "unknown ignorable command type %d", data[1])
+	case EntryNewer:
+		// An entry this node cannot apply would make its state diverge
+		// from the others: stop rather than serve wrong data.
+		panic(fmt.Sprintf("fsm: cannot apply log entry %d (written by a newer version?): %v", index, err))
+	}
+	f.log.Error("skipping malformed log entry", "index", index, "err", err)
+	return fail(CodeInvalid, "invalid command: %v", err)
 }
 
 func (f *FSM) markApplied(index uint64) {

@@ -160,10 +160,10 @@ func TestApplyBatch(t *testing.T) {
 	if len(out) != 4 || out[1] != nil {
 		t.Fatalf("results = %v", out)
 	}
-	if r := out[0].(*Result); r.Err != nil || r.N != 1 {
+	if r := out[0].(*Result); r.Err() != nil || r.N != 1 {
 		t.Errorf("entry 1 = %+v", r)
 	}
-	if r := out[2].(*Result); r.Err == nil {
+	if r := out[2].(*Result); r.Err() == nil {
 		t.Errorf("entry 3 (duplicate) = %+v", r)
 	}
 	r := out[3].(*Result)

@@ -75,8 +75,8 @@ func (h *harness) apply(typ CmdType, ts int64, body any) *Result {
 func (h *harness) must(typ CmdType, ts int64, body any) *Result {
 	h.t.Helper()
 	res := h.apply(typ, ts, body)
-	if res.Err != nil {
-		h.t.Fatalf("apply %d at index %d: unexpected error %v", typ, h.idx, res.Err)
+	if res.Err() != nil {
+		h.t.Fatalf("apply %d at index %d: unexpected error %v", typ, h.idx, res.Err())
 	}
 	return res
 }

@@ -3,7 +3,6 @@ package fsm
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -27,21 +26,22 @@ type snapMeta struct {
 }
 
 // doneRec is one remembered idempotent command result.
+// Err is the message as older versions stored it (no code): still read,
+// never written.
 type doneRec struct {
-	ID  string  `json:"id"`
-	IDs []int64 `json:"ids,omitempty"`
-	N   int     `json:"n,omitempty"`
-	Err string  `json:"err,omitempty"`
+	ID      string  `json:"id"`
+	IDs     []int64 `json:"ids,omitempty"`
+	N       int     `json:"n,omitempty"`
+	Code    Code    `json:"code,omitempty"`
+	Message string  `json:"msg,omitempty"`
+	Err     string  `json:"err,omitempty"`
 }
 
 func doneRecs(s *state) []doneRec {
 	out := make([]doneRec, 0, len(s.doneOrder))
 	for _, id := range s.doneOrder {
 		r := s.done[id]
-		d := doneRec{ID: id, IDs: r.IDs, N: r.N}
-		if r.Err != nil {
-			d.Err = r.Err.Error()
-		}
+		d := doneRec{ID: id, IDs: r.IDs, N: r.N, Code: r.Code, Message: r.Message}
 		out = append(out, d)
 	}
 	return out
@@ -172,11 +172,9 @@ func readSnapshot(r io.Reader) (*state, error) {
 				s.config = rec.Meta.Config
 			}
 			for _, d := range rec.Meta.Done {
-				r := &Result{IDs: d.IDs, N: d.N}
-				if d.Err == ErrNotFound.Error() {
-					r.Err = ErrNotFound
-				} else if d.Err != "" {
-					r.Err = errors.New(d.Err)
+				r := &Result{IDs: d.IDs, N: d.N, Code: d.Code, Message: d.Message}
+				if r.Code == CodeOK && d.Err != "" {
+					r.Code, r.Message = LegacyCode(d.Err), d.Err
 				}
 				s.remember(d.ID, r)
 			}
@@ -185,7 +183,11 @@ func readSnapshot(r io.Reader) (*state, error) {
 			s.lastIndex = rec.Meta.LastIndex
 		case rec.Machine != nil:
 			s.machines[rec.Machine.ID] = rec.Machine
+		// A record repeated in the stream (a damaged or hostile snapshot;
+		// we never write one) replaces the earlier one in every index,
+		// so the indexes stay consistent with each other.
 		case rec.Bouncer != nil:
+			s.deleteBouncer(rec.Bouncer.Name)
 			s.putBouncer(rec.Bouncer)
 		case rec.Allowlist != nil:
 			for i := range rec.Allowlist.Items {
@@ -193,12 +195,16 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 			s.allowlists[rec.Allowlist.Name] = rec.Allowlist
 		case rec.Alert != nil:
-			s.alerts.ReplaceOrInsert(rec.Alert)
-			s.alertCount++
+			if _, replaced := s.alerts.ReplaceOrInsert(rec.Alert); !replaced {
+				s.alertCount++
+			}
 		case rec.Decision != nil:
 			d := rec.Decision
 			if IsIPScope(d.Scope) {
 				d.Range, _ = ParseRange(d.Value)
+			}
+			if old := s.decision(d.ID); old != nil {
+				s.removeDecision(old)
 			}
 			s.addDecision(d)
 		case rec.Tombstone != nil:

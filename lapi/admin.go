@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -155,10 +156,14 @@ func (s *Server) adminAddMachine(w http.ResponseWriter, r *http.Request) {
 	if req.ID == "" {
 		req.ID = randomString(48)
 	}
+	if err := ValidateMachineID(req.ID); err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if req.Password == "" {
 		req.Password = randomString(64)
 	}
-	if len(req.Password) > 72 {
+	if len(req.Password) > MaxPasswordLen {
 		writeErr(w, http.StatusBadRequest, "password is longer than 72 bytes (bcrypt limit)")
 		return
 	}
@@ -169,7 +174,7 @@ func (s *Server) adminAddMachine(w http.ResponseWriter, r *http.Request) {
 	}
 	m := fsm.Machine{ID: req.ID, PasswordHash: hash, Validated: true, AuthType: fsm.AuthPassword}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineCreate, fsm.MachineCreate{Machine: m, Force: req.Force}); err != nil {
-		if strings.Contains(err.Error(), "already exist") {
+		if errors.Is(err, fsm.ErrConflict) {
 			writeErr(w, http.StatusConflict, err.Error())
 			return
 		}
@@ -184,7 +189,7 @@ func (s *Server) adminValidateMachine(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	t := true
 	if _, err := s.apply(r.Context(), fsm.CmdMachineUpdate, fsm.MachineUpdate{ID: id, Validated: &t}); err != nil {
-		if err == fsm.ErrNotFound {
+		if errors.Is(err, fsm.ErrNotFound) {
 			writeErr(w, http.StatusNotFound, fmt.Sprintf("machine '%s' not found", id))
 			return
 		}
@@ -202,6 +207,10 @@ func (s *Server) adminDeleteMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineDelete, fsm.MachineDelete{IDs: []string{id}}); err != nil {
+		if errors.Is(err, fsm.ErrNotFound) { // deleted meanwhile: the answer above
+			writeErr(w, http.StatusNotFound, fmt.Sprintf("machine '%s' not found", id))
+			return
+		}
 		s.writeApplyErr(w, err)
 		return
 	}
@@ -243,7 +252,7 @@ func (s *Server) adminAddBouncer(w http.ResponseWriter, r *http.Request) {
 	}
 	nb := fsm.Bouncer{Name: req.Name, KeyHash: HashKey(req.Key), AuthType: fsm.AuthAPIKey}
 	if _, err := s.apply(r.Context(), fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: nb}); err != nil {
-		if strings.Contains(err.Error(), "already exists") {
+		if errors.Is(err, fsm.ErrConflict) {
 			writeErr(w, http.StatusConflict, err.Error())
 			return
 		}
@@ -359,7 +368,7 @@ func (s *Server) adminAddDecision(w http.ResponseWriter, r *http.Request) {
 		Leakspeed: "0", StartAt: now, StopAt: now, Remediation: true,
 		Source: fsm.Source{Scope: req.Scope, Value: req.Value, IP: req.Value}}
 	d := fsm.Decision{UUID: uuid.NewString(), Origin: "cscli", Type: req.Type, Scope: req.Scope, Value: req.Value,
-		Scenario: req.Reason, Until: now + int64(dur)}
+		Scenario: req.Reason, Until: fsm.ClampUntil(now, fsm.AddClamped(now, int64(dur)))}
 	res, err := s.apply(r.Context(), fsm.CmdAlertsCreate, fsm.AlertsCreate{Alerts: []fsm.NewAlert{{Alert: a, Decisions: []fsm.Decision{d}}}})
 	if err != nil {
 		s.writeApplyErr(w, err)
@@ -411,7 +420,7 @@ func (s *Server) adminAllowlistCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.apply(r.Context(), fsm.CmdAllowlistCreate, req); err != nil {
-		writeErr(w, http.StatusConflict, err.Error())
+		s.writeCmdErr(w, err, http.StatusConflict)
 		return
 	}
 	s.waitReplicated(r.Context())
@@ -420,7 +429,7 @@ func (s *Server) adminAllowlistCreate(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) adminAllowlistDelete(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.apply(r.Context(), fsm.CmdAllowlistDelete, fsm.AllowlistDelete{Name: mux.Vars(r)["name"]}); err != nil {
-		writeErr(w, http.StatusNotFound, err.Error())
+		s.writeCmdErr(w, err, http.StatusNotFound)
 		return
 	}
 	s.waitReplicated(r.Context())
@@ -459,7 +468,7 @@ func (s *Server) adminAllowlistAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.apply(r.Context(), fsm.CmdAllowlistAdd, body)
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err.Error())
+		s.writeCmdErr(w, err, http.StatusBadRequest)
 		return
 	}
 	s.waitReplicated(r.Context())
@@ -474,7 +483,7 @@ func (s *Server) adminAllowlistRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.apply(r.Context(), fsm.CmdAllowlistRemove, fsm.AllowlistRemove{Name: mux.Vars(r)["name"], Values: req.Values})
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err.Error())
+		s.writeCmdErr(w, err, http.StatusBadRequest)
 		return
 	}
 	s.waitReplicated(r.Context())

@@ -87,7 +87,7 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 func parseTime(s *string, now time.Time) int64 {
 	if s != nil {
 		if t, err := time.Parse(time.RFC3339Nano, *s); err == nil {
-			return t.UnixNano()
+			return fsm.UnixNano(t) // year 9999 saturates, never wraps
 		}
 	}
 	return now.UnixNano()
@@ -159,7 +159,8 @@ func toStored(a *models.Alert, now time.Time) (fsm.NewAlert, bool, error) {
 			return na, false, fmt.Errorf("decision duration '%s': %w: unable to parse duration", deref(d.Duration), err)
 		}
 		sd := fsm.Decision{UUID: d.UUID, Origin: deref(d.Origin), Type: deref(d.Type), Scope: deref(d.Scope),
-			Value: deref(d.Value), Scenario: deref(d.Scenario), Until: st.StopAt + int64(dur)}
+			Value: deref(d.Value), Scenario: deref(d.Scenario),
+			Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(st.StopAt, int64(dur)))}
 		if fsm.IsIPScope(sd.Scope) {
 			if _, err := fsm.ParseRange(sd.Value); err != nil {
 				continue // CrowdSec discards such decisions

@@ -164,7 +164,8 @@ func HashKey(key string) string {
 
 // keyHashes caches HashKey for the keys bouncers present (a bouncer polls
 // with the same key every few seconds; hashing it each time was a tenth of
-// a query's CPU). Bounded: cleared when full.
+// a query's CPU). Only keys that matched a bouncer are kept, so what an
+// anonymous client sends is never stored; bounded: cleared when full.
 type keyHashes struct {
 	mu sync.RWMutex
 	m  map[string]string
@@ -172,21 +173,22 @@ type keyHashes struct {
 
 const maxCachedKeys = 4096
 
+// get returns the cached hash of a verified key, or "".
 func (k *keyHashes) get(key string) string {
 	k.mu.RLock()
-	h, ok := k.m[key]
+	h := k.m[key]
 	k.mu.RUnlock()
-	if ok {
-		return h
-	}
-	h = HashKey(key)
+	return h
+}
+
+// put caches the hash of a key that matched a bouncer.
+func (k *keyHashes) put(key, h string) {
 	k.mu.Lock()
 	if k.m == nil || len(k.m) >= maxCachedKeys {
 		k.m = map[string]string{}
 	}
 	k.m[key] = h
 	k.mu.Unlock()
-	return h
 }
 
 var errForbidden = errors.New("access forbidden")
@@ -216,8 +218,19 @@ func (s *Server) authBouncer(r *http.Request) (*fsm.Bouncer, error) {
 	if len(vals) == 0 {
 		return nil, errForbidden
 	}
-	h := s.keyHashes.get(vals[0])
+	key := vals[0]
+	if len(key) > MaxAPIKeyLen {
+		return nil, errForbidden
+	}
+	h := s.keyHashes.get(key)
+	cached := h != ""
+	if !cached {
+		h = HashKey(key)
+	}
 	list := s.fsm.BouncersByKey(h)
+	if !cached && len(list) > 0 {
+		s.keyHashes.put(key, h)
+	}
 	if r.Method == http.MethodHead {
 		for _, b := range list {
 			if b.AuthType == fsm.AuthAPIKey {
@@ -405,6 +418,9 @@ func (s *Server) gunzip(next http.Handler) http.Handler {
 		}
 		if s.cfg.MaxBodyBytes > 0 {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = &depthReader{r: r.Body, max: maxJSONDepth}
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -21,6 +21,11 @@ type Metrics struct {
 	bouncer  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	alerts   *prometheus.CounterVec
+	// refusals of anonymous clients, by reason (never by machine id: the
+	// client chooses it)
+	loginFailures *prometheus.CounterVec
+	regRefused    *prometheus.CounterVec
+	connRefused   *prometheus.CounterVec
 	// bouncerCounters caches the per-bouncer counters (a label lookup
 	// per poll otherwise).
 	bouncerCounters sync.Map
@@ -41,8 +46,15 @@ func newMetrics(f *fsm.FSM) *Metrics {
 			[]string{"endpoint", "method"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_alerts_received_total",
 			Help: "Alerts stored, per machine."}, []string{"machine"}),
+		loginFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_login_failures_total",
+			Help: "Refused password logins, by reason (unknown_machine, wrong_password, tls_machine, invalid, throttled)."},
+			[]string{"reason"}),
+		regRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_registrations_refused_total",
+			Help: "Refused machine registrations, by reason (invalid, rate, pending_cap)."}, []string{"reason"}),
+		connRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_connections_refused_total",
+			Help: "API connections closed at accept because a cap was reached (total, per_ip)."}, []string{"reason"}),
 	}
-	m.Registry.MustRegister(m.route, m.machine, m.bouncer, m.latency, m.alerts,
+	m.Registry.MustRegister(m.route, m.machine, m.bouncer, m.latency, m.alerts, m.loginFailures, m.regRefused, m.connRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{f: f,
 			active: prometheus.NewDesc("cs_active_decisions", "Number of active decisions.", nil, nil),
@@ -109,6 +121,13 @@ type bouncerKey struct{ name, route, method string }
 func (m *Metrics) alertsReceived(machine string, n int) {
 	m.alerts.WithLabelValues(machine).Add(float64(n))
 }
+
+func (m *Metrics) loginFailed(reason string) { m.loginFailures.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) registrationRefused(reason string) { m.regRefused.WithLabelValues(reason).Inc() }
+
+// ConnectionRefused counts a connection closed by LimitListener.
+func (m *Metrics) ConnectionRefused(reason string) { m.connRefused.WithLabelValues(reason).Inc() }
 
 type stateCollector struct {
 	f                     *fsm.FSM

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/profiles"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Cluster is the one write path the LAPI uses: submit a command and get its
@@ -48,6 +50,24 @@ type Config struct {
 	// TokenTTL is a machine token's lifetime (default 1h, CrowdSec's);
 	// TokenMaxAge caps a login's tokens, refreshes included (default 2h).
 	TokenTTL, TokenMaxAge time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For (or X-Real-IP)
+	// names the client; from any other peer the client is the TCP peer.
+	TrustedProxies []netip.Prefix
+	// Registrations without a valid auto-registration token: a token
+	// bucket per source address (RegisterBurst, one more every
+	// RegisterEvery), at most MaxUnvalidatedMachines pending at once, and
+	// pending machines older than UnvalidatedMachineTTL are deleted by the
+	// leader's retention job (0: kept forever).
+	RegisterEvery          time.Duration
+	RegisterBurst          int
+	MaxUnvalidatedMachines int
+	UnvalidatedMachineTTL  time.Duration
+	// Login backoff: after LoginFreeFailures failed logins from one source
+	// address, or for one machine id, each further failure blocks it for
+	// LoginBackoffBase·2^k, at most LoginBackoffMax (429 + Retry-After).
+	LoginFreeFailures int
+	LoginBackoffBase  time.Duration
+	LoginBackoffMax   time.Duration
 }
 
 // DefaultConfig returns CrowdSec's defaults.
@@ -61,8 +81,19 @@ func DefaultConfig() Config {
 		BcryptCost:    10,
 		TokenTTL:      time.Hour,
 		TokenMaxAge:   2 * time.Hour,
+
+		RegisterEvery:          3 * time.Second,
+		RegisterBurst:          20,
+		MaxUnvalidatedMachines: 1000,
+		UnvalidatedMachineTTL:  24 * time.Hour,
+		LoginFreeFailures:      10,
+		LoginBackoffBase:       time.Second,
+		LoginBackoffMax:        30 * time.Second,
 	}
 }
+
+// limiterEntries bounds each per-source or per-id limiter table.
+const limiterEntries = 16384
 
 // Server is the LAPI of one node.
 type Server struct {
@@ -79,6 +110,15 @@ type Server struct {
 	adminRoutes []func(*mux.Router)
 	certs       CertVerifier
 	keyHashes   keyHashes
+
+	regLimit     *rateLimiter
+	loginIP      *failBackoff
+	loginMachine *failBackoff
+	// dummyHash is compared against when a login names no password
+	// machine, so that costs what a wrong password costs.
+	dummyHash []byte
+	// bcryptSlots bounds the bcrypt work of logins and registrations.
+	bcryptSlots chan struct{}
 }
 
 // New builds a server. profs may be nil for the default profiles.
@@ -97,6 +137,22 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 	s.engine = profiles.NewEngine(profs, f)
 	s.metrics = newMetrics(f)
 	s.touches = newToucher(s)
+	s.regLimit = newRateLimiter(cfg.RegisterEvery, cfg.RegisterBurst, limiterEntries)
+	forget := 15 * time.Minute
+	s.loginIP = newFailBackoff(cfg.LoginFreeFailures, cfg.LoginBackoffBase, cfg.LoginBackoffMax, forget, limiterEntries)
+	s.loginMachine = newFailBackoff(cfg.LoginFreeFailures, cfg.LoginBackoffBase, cfg.LoginBackoffMax, forget, limiterEntries)
+	pw := make([]byte, 32)
+	_, _ = rand.Read(pw)
+	cost := cfg.BcryptCost
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	h, err := bcrypt.GenerateFromPassword(pw, cost)
+	if err != nil {
+		return nil, err
+	}
+	s.dummyHash = h
+	s.bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))
 	return s, nil
 }
 
@@ -157,6 +213,9 @@ func (s *Server) Retention(ctx context.Context) error {
 		if err := s.Flush(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("retention flush failed", "err", err)
 		}
+		if err := s.ExpireUnvalidated(ctx); err != nil {
+			s.log.Warn("expiring unvalidated machines failed", "err", err)
+		}
 	}
 }
 
@@ -166,14 +225,37 @@ func (s *Server) Flush(ctx context.Context) error {
 	return err
 }
 
+// ExpireUnvalidated deletes the password machines that registered more
+// than UnvalidatedMachineTTL ago and were never validated.
+func (s *Server) ExpireUnvalidated(ctx context.Context) error {
+	if s.cfg.UnvalidatedMachineTTL <= 0 {
+		return nil
+	}
+	cutoff := s.now().Add(-s.cfg.UnvalidatedMachineTTL).UnixNano()
+	var ids []string
+	for _, m := range s.fsm.Machines() {
+		if !m.Validated && m.AuthType == fsm.AuthPassword && m.CreatedAt < cutoff {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := s.apply(ctx, fsm.CmdMachineDelete, fsm.MachineDelete{IDs: ids}); err != nil {
+		return err
+	}
+	s.log.Info("deleted machines never validated", "count", len(ids), "older_than", s.cfg.UnvalidatedMachineTTL)
+	return nil
+}
+
 // apply submits a command; a command-level error is returned as error.
 func (s *Server) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Result, error) {
 	res, err := s.cluster.Apply(ctx, fsm.Command{Type: t, Body: body})
 	if err != nil {
 		return nil, err
 	}
-	if res.Err != nil {
-		return res, res.Err
+	if res.Err() != nil {
+		return res, res.Err()
 	}
 	return res, nil
 }
@@ -236,6 +318,9 @@ func (s *Server) Handler() http.Handler {
 	route("/allowlists/{allowlist_name}", "/v1/allowlists/:allowlist_name", methods{"GET": s.jwt(s.getAllowlist)})
 	route("/usage-metrics", "/v1/usage-metrics", methods{"POST": s.either(s.usageMetrics)})
 	return s.recoverer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if len(s.cfg.TrustedProxies) > 0 {
+			req = s.behindProxy(req)
+		}
 		if h, ok := exact[req.URL.Path]; ok && req.URL.RawPath == "" {
 			h.ServeHTTP(w, req)
 			return
@@ -293,7 +378,9 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 }
 
 // writeApplyErr maps a write failure to an HTTP answer: no leader → 503
-// with Retry-After (clients retry 503), anything else 500.
+// with Retry-After (clients retry 503); a command-level failure by its
+// code (codeStatus); anything else 500. Handlers whose reference answer
+// differs check the code themselves before calling it.
 func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
@@ -302,8 +389,50 @@ func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, fsm.ErrNotFound):
 		writeErr(w, http.StatusNotFound, "object not found")
 	default:
-		writeErr(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, codeStatus(fsm.CodeOf(err)), err.Error())
 	}
+}
+
+// behindProxy makes a request relayed by a trusted proxy carry the
+// client's address (from X-Forwarded-For) as its RemoteAddr, so every use
+// of clientIP sees the client; requests from other peers are unchanged.
+func (s *Server) behindProxy(r *http.Request) *http.Request {
+	peer := clientIP(r)
+	ip := forwardedIP(peer, r.Header, s.cfg.TrustedProxies)
+	if ip == peer {
+		return r
+	}
+	r = r.WithContext(r.Context())
+	r.RemoteAddr = net.JoinHostPort(ip, "0")
+	return r
+}
+
+// writeCmdErr answers a command-level failure (any fsm code) with status
+// and its message, and anything else (no leader, timeout) as
+// writeApplyErr does.
+func (s *Server) writeCmdErr(w http.ResponseWriter, err error, status int) {
+	var fe *fsm.Error
+	if errors.As(err, &fe) {
+		writeErr(w, status, fe.Error())
+		return
+	}
+	s.writeApplyErr(w, err)
+}
+
+// codeStatus is the HTTP status of a command-level failure code. Only the
+// code is ever looked at, never the message.
+func codeStatus(c fsm.Code) int {
+	switch c {
+	case fsm.CodeNotFound:
+		return http.StatusNotFound
+	case fsm.CodeConflict:
+		return http.StatusConflict
+	case fsm.CodeInvalid:
+		return http.StatusBadRequest
+	case fsm.CodeForbidden:
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError
 }
 
 // clientIP is the TCP peer address (unix socket peers are 127.0.0.1).

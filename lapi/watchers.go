@@ -1,7 +1,9 @@
 package lapi
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -24,7 +26,7 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req registrationRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAnonBody)).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -46,6 +48,16 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusUnprocessableEntity, "validation failure list:\n"+strings.Join(errs, "\n"))
 		return
 	}
+	if err := ValidateMachineID(*req.MachineID); err != nil {
+		s.metrics.registrationRefused("invalid")
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if len(*req.Password) > MaxPasswordLen {
+		s.metrics.registrationRefused("invalid")
+		writeErr(w, http.StatusBadRequest, fmt.Sprintf("password is longer than %d bytes (bcrypt limit)", MaxPasswordLen))
+		return
+	}
 	validated := false
 	if s.cfg.AutoRegToken != "" && req.RegistrationToken != "" {
 		if req.RegistrationToken != s.cfg.AutoRegToken {
@@ -62,14 +74,35 @@ func (s *Server) registerMachine(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusForbidden, fmt.Sprintf("user '%s': user already exist", *req.MachineID))
 		return
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(*req.Password), s.cfg.BcryptCost)
+	if !validated {
+		// What an anonymous client can make every node store: a few per
+		// source address, a bounded number in total, each for a while.
+		if ok, wait := s.regLimit.allow(limitKey(ip), s.now()); !ok {
+			s.metrics.registrationRefused("rate")
+			tooMany(w, wait, "too many registrations from this address, retry later")
+			return
+		}
+		if max := s.cfg.MaxUnvalidatedMachines; max > 0 && s.countUnvalidated() >= max {
+			s.metrics.registrationRefused("pending_cap")
+			s.log.Warn("registration refused: too many machines waiting for validation", "limit", max, "ip", ip)
+			tooMany(w, time.Minute, fmt.Sprintf("registration refused: %d machines are already waiting for validation", max))
+			return
+		}
+	}
+	var hash []byte
+	var err error
+	if werr := s.withBcrypt(r.Context(), func() {
+		hash, err = bcrypt.GenerateFromPassword([]byte(*req.Password), s.cfg.BcryptCost)
+	}); werr != nil {
+		return // the client went away while waiting
+	}
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, "unable to hash")
 		return
 	}
 	m := fsm.Machine{ID: *req.MachineID, PasswordHash: hash, IP: ip, Validated: validated, AuthType: fsm.AuthPassword}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineCreate, fsm.MachineCreate{Machine: m}); err != nil {
-		if strings.Contains(err.Error(), "user already exist") {
+		if errors.Is(err, fsm.ErrConflict) {
 			writeErr(w, http.StatusForbidden, err.Error())
 			return
 		}
@@ -94,8 +127,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.loginWithCert(w, r)
 		return
 	}
+	ip := clientIP(r)
+	ipKey := limitKey(ip)
+	now := s.now()
+	if wait := s.loginIP.blocked(ipKey, now); wait > 0 {
+		s.metrics.loginFailed("throttled")
+		w.Header().Set("WWW-Authenticate", realmHeader)
+		tooMany(w, wait, "too many failed logins from this address, retry later")
+		return
+	}
 	var req loginRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAnonBody)).Decode(&req); err != nil {
 		jwtErr(w, http.StatusUnauthorized, "missing: "+err.Error())
 		return
 	}
@@ -111,36 +153,97 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := *req.MachineID
+	if err := ValidateMachineID(id); err != nil {
+		s.metrics.loginFailed("invalid")
+		jwtErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	m := s.fsm.Machine(id)
-	msg := loginRefusal(m, id, *req.Password)
-	if msg != "" && s.confirmRefusal(r.Context()) {
-		// this node's copy may predate an acknowledged add/validate
-		if m2 := s.fsm.Machine(id); m2 != m {
-			m, msg = m2, loginRefusal(m2, id, *req.Password)
+	// The per-id backoff does not apply where the machine last logged in
+	// from, so guessing from elsewhere cannot lock a working agent out.
+	if m == nil || m.IP != ip {
+		if wait := s.loginMachine.blocked(id, now); wait > 0 {
+			s.metrics.loginFailed("throttled")
+			w.Header().Set("WWW-Authenticate", realmHeader)
+			tooMany(w, wait, "too many failed logins for this machine, retry later")
+			return
 		}
 	}
-	if msg != "" {
-		jwtErr(w, http.StatusUnauthorized, msg)
+	pw := []byte(*req.Password)
+	tooLong := len(pw) > MaxPasswordLen
+	if tooLong {
+		pw = pw[:MaxPasswordLen] // same cost; never a match
+	}
+	// Unknown machine, TLS machine and wrong password cost one bcrypt
+	// comparison each and get one answer.
+	check := func(m *fsm.Machine) (reason string, ok bool, err error) {
+		hash, reason := s.dummyHash, "unknown_machine"
+		if m != nil {
+			if m.AuthType == fsm.AuthPassword {
+				hash, reason = m.PasswordHash, "wrong_password"
+			} else {
+				reason = "tls_machine"
+			}
+		}
+		var mismatch error
+		if err := s.withBcrypt(r.Context(), func() { mismatch = bcrypt.CompareHashAndPassword(hash, pw) }); err != nil {
+			return reason, false, err
+		}
+		return reason, mismatch == nil && reason == "wrong_password" && !tooLong, nil
+	}
+	reason, ok, err := check(m)
+	if err != nil {
+		return // the client went away while waiting
+	}
+	if (!ok || !m.Validated) && s.confirmRefusal(r.Context()) {
+		// this node's copy may predate an acknowledged add/validate
+		if m2 := s.fsm.Machine(id); m2 != m {
+			m = m2
+			if reason, ok, err = check(m); err != nil {
+				return
+			}
+		}
+	}
+	if !ok {
+		s.loginIP.fail(ipKey, now)
+		s.loginMachine.fail(id, now)
+		s.metrics.loginFailed(reason)
+		s.log.Warn("login failed", "machine", id, "ip", ip, "reason", reason)
+		jwtErr(w, http.StatusUnauthorized, "incorrect Username or Password")
+		return
+	}
+	s.loginMachine.reset(id)
+	if !m.Validated {
+		jwtErr(w, http.StatusUnauthorized, fmt.Sprintf("machine %s not validated", id))
 		return
 	}
 	s.loginPostSteps(w, r, m, req.Scenarios)
 }
 
-// loginRefusal is why a password login of machine id (record m, nil when
-// unknown) is refused, or "".
-func loginRefusal(m *fsm.Machine, id, password string) string {
-	switch {
-	case m == nil:
-		return "ent: machine not found"
-	case m.AuthType != fsm.AuthPassword:
-		return fmt.Sprintf("machine %s attempted to auth with password but it is configured to use tls", id)
-	case !m.Validated:
-		return fmt.Sprintf("machine %s not validated", id)
+// withBcrypt runs f (a bcrypt hash or comparison, ~50 ms of CPU at cost
+// 10) once a slot is free: anonymous clients can ask for these at will,
+// and at most GOMAXPROCS-1 of them (at least 1) run at once, so the
+// remaining CPU keeps serving bouncers and /health.
+func (s *Server) withBcrypt(ctx context.Context, f func()) error {
+	select {
+	case s.bcryptSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	if bcrypt.CompareHashAndPassword(m.PasswordHash, []byte(password)) != nil {
-		return "incorrect Username or Password"
+	defer func() { <-s.bcryptSlots }()
+	f()
+	return nil
+}
+
+// countUnvalidated counts the machines waiting for validation.
+func (s *Server) countUnvalidated() int {
+	n := 0
+	for _, m := range s.fsm.Machines() {
+		if !m.Validated {
+			n++
+		}
 	}
-	return ""
+	return n
 }
 
 // loginPostSteps records scenarios, IP and version, then answers with a token.
@@ -251,6 +354,10 @@ func (s *Server) deleteSelf(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineDelete, fsm.MachineDelete{IDs: []string{id}}); err != nil {
+		if errors.Is(err, fsm.ErrNotFound) { // deleted meanwhile: the answer above
+			writeErr(w, http.StatusInternalServerError, err.Error())
+			return
+		}
 		s.writeApplyErr(w, err)
 		return
 	}

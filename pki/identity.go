@@ -112,7 +112,10 @@ func LoadIdentity(dir string) (*JoinResult, error) {
 		return nil, err
 	}
 	if len(gk) > 0 {
-		if id.GossipKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(string(gk))); err != nil {
+		// One key per line, the primary first (SaveGossipKeys); only the
+		// primary is needed to start.
+		first, _, _ := strings.Cut(strings.TrimSpace(string(gk)), "\n")
+		if id.GossipKey, err = base64.StdEncoding.DecodeString(strings.TrimSpace(first)); err != nil {
 			return nil, fmt.Errorf("%s: %w", GossipKeyFile, err)
 		}
 	}
@@ -120,4 +123,21 @@ func LoadIdentity(dir string) (*JoinResult, error) {
 		return nil, os.ErrNotExist
 	}
 	return id, nil
+}
+
+// SaveGossipKeys persists a node's gossip keyring in dir (0600): one
+// base64 key per line, the primary first; LoadIdentity returns the
+// primary as GossipKey.
+func SaveGossipKeys(dir string, primary []byte, keys [][]byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString(base64.StdEncoding.EncodeToString(primary) + "\n")
+	for _, k := range keys {
+		if string(k) != string(primary) {
+			b.WriteString(base64.StdEncoding.EncodeToString(k) + "\n")
+		}
+	}
+	return writeFileAtomic(filepath.Join(dir, GossipKeyFile), []byte(b.String()), 0o600)
 }

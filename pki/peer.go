@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -82,6 +84,14 @@ type PeerWrap struct {
 	server, client atomic.Pointer[tls.Config]
 	// HandshakeTimeout bounds the client handshake (default 10 s).
 	HandshakeTimeout time.Duration
+	// OnRefused, if set, is called when a peer rejects this node's
+	// certificate ("bad certificate" alert): revoked, or not from the
+	// cluster's CA. In TLS 1.3 the client learns it on its first read.
+	OnRefused func(remote string)
+	// Revoked, if set, is checked again at most every second on accepted
+	// connections, which are closed once their peer's certificate is
+	// revoked.
+	Revoked func(serial string) bool
 }
 
 // Set installs (or replaces) the configs.
@@ -98,7 +108,45 @@ func (p *PeerWrap) Server(c net.Conn) net.Conn {
 		c.Close()
 		return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
 	}
-	return tls.Server(c, cfg)
+	tc := tls.Server(c, cfg)
+	if p.Revoked != nil {
+		return &recheckConn{Conn: tc, revoked: p.Revoked}
+	}
+	return tc
+}
+
+// recheckInterval is how often an accepted cluster connection re-checks
+// that the peer's certificate is still not revoked.
+const recheckInterval = time.Second
+
+// recheckConn closes an accepted cluster connection once the certificate
+// its peer presented is revoked: the handshake check alone would let a
+// connection opened before a `cluster remove` live on.
+type recheckConn struct {
+	*tls.Conn
+	revoked func(serial string) bool
+	serial  string
+	checked time.Time
+}
+
+func (c *recheckConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b) // the first read runs the handshake
+	if err != nil {
+		return n, err
+	}
+	if now := time.Now(); now.Sub(c.checked) >= recheckInterval {
+		c.checked = now
+		if c.serial == "" {
+			if pcs := c.ConnectionState().PeerCertificates; len(pcs) > 0 {
+				c.serial = pcs[0].SerialNumber.String()
+			}
+		}
+		if c.serial != "" && c.revoked(c.serial) {
+			c.Conn.Close()
+			return 0, fmt.Errorf("pki: the peer's certificate (serial %s) was revoked", c.serial)
+		}
+	}
+	return n, err
 }
 
 // Client wraps a dialed connection and completes the handshake at once
@@ -121,7 +169,26 @@ func (p *PeerWrap) Client(c net.Conn) net.Conn {
 		return failedConn{Conn: c, err: fmt.Errorf("cluster TLS handshake with %s: %w", c.RemoteAddr(), err)}
 	}
 	_ = c.SetDeadline(time.Time{})
+	if p.OnRefused != nil {
+		return &refusalConn{Conn: tc, p: p}
+	}
 	return tc
+}
+
+// refusalConn reports a peer's rejection of our certificate. It embeds the
+// *tls.Conn, so ConnectionState stays available.
+type refusalConn struct {
+	*tls.Conn
+	p    *PeerWrap
+	once sync.Once
+}
+
+func (c *refusalConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && strings.Contains(err.Error(), "bad certificate") {
+		c.once.Do(func() { c.p.OnRefused(c.RemoteAddr().String()) })
+	}
+	return n, err
 }
 
 // failedConn is a closed connection that reports why.

@@ -59,8 +59,8 @@ func setConfig(ctx context.Context, ap Applier, key string, value []byte, ifAbse
 	if res == nil {
 		return false, errors.New("pki: empty apply result")
 	}
-	if res.Err != nil {
-		return false, res.Err
+	if res.Err() != nil {
+		return false, res.Err()
 	}
 	return res.N == 1, nil
 }

@@ -65,7 +65,8 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 	defer b.stopAll()
 
 	help, _ := exec.CommandContext(ctx, bin, "serve", "--help").CombinedOutput()
-	b.kind = serverKind{bin: bin, https: cfg.TLS, plainFlag: bytes.Contains(help, []byte("--plain-http"))}
+	b.kind = serverKind{bin: bin, https: cfg.TLS, plainFlag: bytes.Contains(help, []byte("--plain-http")),
+		metricsFlag: bytes.Contains(help, []byte("--metrics-listen"))}
 	if cfg.TLS && !b.kind.plainFlag {
 		return nil, errors.New("-tls: this halapi binary serves plain HTTP only (its serve has no --plain-http, so no HTTPS by default)")
 	}

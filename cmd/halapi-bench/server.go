@@ -43,6 +43,9 @@ type serverKind struct {
 	// otherwise plain HTTP, with --plain-http when the binary has it.
 	https     bool
 	plainFlag bool
+	// metricsFlag: the binary has --metrics-listen (/metrics is then given
+	// its own port; newer binaries no longer serve it on the API port).
+	metricsFlag bool
 }
 
 // server is one halapi process on a loopback port with its own data dir.
@@ -54,6 +57,8 @@ type server struct {
 	logPath string
 	addr    string // host:port
 	url     string // http(s)://host:port (no trailing slash)
+	// metricsURL is where /metrics is served (no trailing slash).
+	metricsURL string
 	// tls trusts the node's CA (nil for plain HTTP).
 	tls *tls.Config
 
@@ -84,6 +89,15 @@ func startServer(ctx context.Context, kind serverKind, parent, name string, extr
 		s.url = "https://" + addr
 	case kind.plainFlag:
 		args = append(args, "--plain-http")
+	}
+	s.metricsURL = s.url
+	if kind.metricsFlag {
+		maddr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--metrics-listen", maddr)
+		s.metricsURL = "http://" + maddr
 	}
 	args = append(args, extra...)
 	if err := s.spawn(args); err != nil {
@@ -489,7 +503,7 @@ type goMem struct {
 }
 
 func (s *server) goMem(ctx context.Context) (goMem, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.metricsURL+"/metrics", nil)
 	if err != nil {
 		return goMem{}, err
 	}

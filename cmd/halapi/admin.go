@@ -99,7 +99,7 @@ func machinesCmd() *cobra.Command {
 					fmt.Print(string(b))
 					return nil
 				}
-				if err := os.WriteFile(file, b, 0o600); err != nil {
+				if err := writeSecretFile(file, b); err != nil {
 					return err
 				}
 			}

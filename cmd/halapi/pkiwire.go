@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,8 +123,15 @@ func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, cluste
 	if f.insecureCluster && clusterListen != "" && !isLoopbackHost(clusterListen) {
 		return nil, fmt.Errorf("--insecure-cluster is only allowed on a loopback --cluster-listen address, not %s", clusterListen)
 	}
+	var err error
 	rt := &pkiRuntime{f: f, nodeID: nodeID, dir: filepath.Join(dataDir, "pki"), sans: nodeSANs(f.apiNames, listen),
 		pw: &pki.PeerWrap{}, log: logger, ready: make(chan struct{})}
+	var rejoined *pki.JoinResult
+	if secure := clusterListen != "" && !f.insecureCluster; secure {
+		if rejoined, err = rt.checkRemoved(ctx, dataDir); err != nil {
+			return nil, err
+		}
+	}
 	id, err := pki.LoadIdentity(rt.dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("node identity: %w", err)
@@ -133,6 +141,8 @@ func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, cluste
 	}
 	secure := clusterListen != "" && !f.insecureCluster
 	switch {
+	case rejoined != nil:
+		id = rejoined // a removed node back with a new token (checkRemoved)
 	case len(id.CertPEM) > 0:
 		// restart: identity on disk
 	case f.joinToken != "":
@@ -188,7 +198,29 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 		return nil
 	}
 	cfg.WrapServer, cfg.WrapClient = rt.pw.Server, rt.pw.Client
+	rt.pw.Revoked = func(serial string) bool { return pki.IsRevokedIn(store, serial) }
+	var refused sync.Once
+	rt.pw.OnRefused = func(remote string) {
+		refused.Do(func() {
+			rt.log.Error("the cluster refuses this node's certificate: it was most likely removed (halapi cluster remove) and its certificate revoked, so it stays out; to bring it back, start it with a new --join-token from `halapi cluster token` on an empty data dir",
+				"peer", remote)
+		})
+	}
 	cfg.GossipKey = rt.id.GossipKey
+	// The voter rule: a member becomes a voter only once it has shown a
+	// valid node certificate for its ID; a voter whose certificates are
+	// revoked is removed (members.go).
+	cfg.VerifyPeer = func(nodeID string, chain []*x509.Certificate) error {
+		ca := rt.currentCA()
+		if ca == nil {
+			return errors.New("the cluster CA is not loaded on this node yet")
+		}
+		return ca.VerifyNodePeer(nodeID, chain)
+	}
+	cfg.NodeRevoked = func(nodeID string) bool {
+		ca := rt.currentCA()
+		return ca != nil && ca.NodeRevoked(nodeID)
+	}
 	if rt.renewer != nil && len(rt.id.CAPEM) > 0 {
 		srv, cli, err := pki.PeerTLS(rt.id.CAPEM, pki.DefaultNodeOU, rt.renewer, func(serial string) bool { return pki.IsRevokedIn(store, serial) })
 		if err != nil {
@@ -311,6 +343,9 @@ func (rt *pkiRuntime) run(ctx context.Context, store *fsm.FSM, node *cluster.Nod
 		}
 	}
 	close(rt.ready)
+	if !rt.f.insecureCluster && len(rt.id.GossipKey) > 0 {
+		go rt.applyGossipKeyring(ctx, store, node)
+	}
 	r.Run(ctx)
 }
 

@@ -45,6 +45,10 @@ type serveFlags struct {
 	logLevel                                                        string
 	jwtTTL, jwtMaxAge                                               time.Duration
 	raftHeartbeat, raftElection, raftLease, raftCommit              time.Duration
+	trustedProxies                                                  []string
+	maxConns, maxConnsPerIP, maxUnvalidated                         int
+	unvalidatedTTL, bodyTimeout                                     time.Duration
+	metricsExplicit                                                 bool
 }
 
 func serveCmd() *cobra.Command {
@@ -53,6 +57,7 @@ func serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run a halapi node (a one-node cluster on a fresh data dir)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.metricsExplicit = cmd.Flags().Changed("metrics-listen")
 			return serve(cmd.Context(), f)
 		},
 	}
@@ -67,7 +72,7 @@ func serveCmd() *cobra.Command {
 	fl.StringArrayVar(&f.join, "join", nil, "gossip address of an existing member (repeatable)")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many servers have met")
 	fl.DurationVar(&f.deadNodeTimeout, "dead-node-timeout", 10*time.Minute, "remove a member from raft after it has been gone this long (only while a quorum remains)")
-	fl.StringVar(&f.metricsListen, "metrics-listen", "", "serve /metrics on this address instead of the LAPI listener")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:6060", "serve Prometheus /metrics on this address (never on the LAPI listener); empty: no metrics")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for HTTPS on --listen, instead of the one the built-in CA issues")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fl.StringSliceVar(&f.trustedIPs, "trusted-ips", nil, "IPs or CIDRs allowed to delete alerts (loopback always is)")
@@ -85,6 +90,12 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&f.jwtTTL, "jwt-ttl", time.Hour, "lifetime of a machine token")
 	fl.DurationVar(&f.jwtMaxAge, "jwt-max-age", 2*time.Hour, "no machine token outlives its login by more than this, refreshes included")
+	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "IPs or CIDRs of reverse proxies whose X-Forwarded-For names the client (CrowdSec's use_forwarded_for_headers + trusted_proxies); from any other peer the client is the TCP peer")
+	fl.IntVar(&f.maxConns, "max-connections", 0, "API connections open at once (0: three quarters of the file descriptor limit, at most 16384)")
+	fl.IntVar(&f.maxConnsPerIP, "max-connections-per-ip", 256, "API connections open at once from one address (IPv6: one /64; raise it for big fleets of bouncers behind one NAT address); trusted proxies are exempt; 0: no cap")
+	fl.DurationVar(&f.bodyTimeout, "body-timeout", 10*time.Second, "a request body must start arriving within this and then keep up 16 KiB/s, or the connection is closed (0: no deadline)")
+	fl.IntVar(&f.maxUnvalidated, "max-unvalidated-machines", 1000, "registrations are refused while this many machines wait for validation (0: no cap)")
+	fl.DurationVar(&f.unvalidatedTTL, "unvalidated-machine-ttl", 24*time.Hour, "the leader deletes machines left unvalidated this long after registering (0: never)")
 	bindCAPIFlags(fl, &f.capi)
 	bindPKIFlags(fl, &f.pki)
 	return c
@@ -145,6 +156,14 @@ func serve(ctx context.Context, f serveFlags) error {
 			return errors.New("--auto-registration-token needs --auto-registration-ranges")
 		}
 	}
+	if cfg.TrustedProxies, err = parsePrefixes(f.trustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if f.maxConns < 0 || f.maxConnsPerIP < 0 || f.maxUnvalidated < 0 || f.unvalidatedTTL < 0 || f.bodyTimeout < 0 {
+		return errors.New("--max-connections, --max-connections-per-ip, --max-unvalidated-machines, --unvalidated-machine-ttl and --body-timeout must not be negative")
+	}
+	cfg.MaxUnvalidatedMachines = f.maxUnvalidated
+	cfg.UnvalidatedMachineTTL = f.unvalidatedTTL
 	cfg.AutoRegToken = f.autoRegToken
 	cfg.DisableRemoteRegistration = f.disableRemoteReg
 	if f.flushMaxItems <= 0 {
@@ -186,6 +205,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer release()
+	if err := protectDataDir(f.dataDir); err != nil {
+		return fmt.Errorf("data dir permissions: %w", err)
+	}
 
 	scheme := "https"
 	if f.pki.plainHTTP {
@@ -292,30 +314,48 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	admin := &http.Server{Handler: srv.AdminHandler(node), ReadHeaderTimeout: 10 * time.Second}
+	admin := &http.Server{Handler: srv.AdminHandler(clusterAdmin{Node: node, rt: rt, store: machine}), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = admin.Serve(aln) }()
 
 	mux := http.NewServeMux()
 	api := srv.Handler()
-	if f.metricsListen == "" {
-		mux.Handle("/metrics", srv.Metrics().Handler())
-	} else {
+	if f.metricsListen != "" {
+		// /metrics is for the operator's scraper only (CrowdSec's prometheus
+		// listener defaults to 127.0.0.1:6060), never on the API port.
 		mln, err := net.Listen("tcp", f.metricsListen)
-		if err != nil {
+		switch {
+		case err != nil && f.metricsExplicit:
 			return fmt.Errorf("metrics listener: %w", err)
+		case err != nil:
+			// the default port is taken (another node on this host)
+			logger.Warn("no /metrics: cannot listen on the default --metrics-listen", "addr", f.metricsListen, "err", err)
+		default:
+			mh := http.NewServeMux()
+			mh.Handle("/metrics", srv.Metrics().Handler())
+			ms := &http.Server{Handler: mh, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+				WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: lapi.MaxHeaderBytes}
+			go func() { _ = ms.Serve(mln) }()
+			defer ms.Close()
 		}
-		ms := &http.Server{Handler: srv.Metrics().Handler(), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = ms.Serve(mln) }()
-		defer ms.Close()
 	}
 	rt.mount(mux)
 	mux.Handle("/", api)
 
-	ln, err := net.Listen("tcp", f.listen)
+	rawLn, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	maxConns := f.maxConns
+	if maxConns == 0 {
+		maxConns = autoMaxConns()
+	}
+	ln := lapi.LimitListener(rawLn, lapi.ConnLimits{Total: maxConns, PerIP: f.maxConnsPerIP,
+		Exempt: cfg.TrustedProxies, OnRefuse: srv.Metrics().ConnectionRefused})
+	// Anonymous clients hold nothing for long: headers within 10 s, bodies
+	// at a minimum rate (lapi.BodyDeadline), idle keep-alives for 2 min.
+	// The step-CA and join routes take a few kB: 1 MiB bounds them.
+	hs := &http.Server{Handler: lapi.BodyDeadline(lapi.BoundOtherBodies(mux, 1<<20), f.bodyTimeout, 16<<10), ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout: 120 * time.Second, MaxHeaderBytes: lapi.MaxHeaderBytes}
 	errc := make(chan error, 1)
 	go func() {
 		if f.pki.plainHTTP {
@@ -334,7 +374,8 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 		errc <- hs.Serve(tls.NewListener(ln, verifier.ServerTLS(base)))
 	}()
-	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir)
+	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir,
+		"max_connections", maxConns, "max_connections_per_ip", f.maxConnsPerIP)
 
 	select {
 	case <-ctx.Done():
@@ -352,4 +393,14 @@ func serve(ctx context.Context, f serveFlags) error {
 	cancelRun()
 	_ = os.Remove(sock)
 	return nil
+}
+
+// autoMaxConns leaves a quarter of the file descriptor limit to raft,
+// gossip, the cluster port and the data files.
+func autoMaxConns() int {
+	n := fdLimit()
+	if n == 0 {
+		return 768
+	}
+	return int(max(min(n/4*3, 16384), 64))
 }

@@ -71,7 +71,12 @@ func checkJoin(f serveFlags) error {
 // in use is reported before anything is initialised.
 func probeListen(f serveFlags) error {
 	tcp := []struct{ flag, addr string }{{"--listen", f.listen}, {"--cluster-listen", f.clusterListen},
-		{"--gossip-listen", f.gossipListen}, {"--metrics-listen", f.metricsListen}}
+		{"--gossip-listen", f.gossipListen}}
+	if f.metricsExplicit {
+		// the default metrics address may be taken (serve then runs
+		// without /metrics); an explicit one must be free
+		tcp = append(tcp, struct{ flag, addr string }{"--metrics-listen", f.metricsListen})
+	}
 	for _, a := range tcp {
 		if a.addr == "" {
 			continue
