@@ -111,6 +111,15 @@ func (s *Service) OnLeadership(isLeader bool) {
 	}()
 }
 
+// RunLeader is the CAPI sync as a cluster leader job: the loops run until
+// ctx ends (leadership lost), and are cancelled then.
+func (s *Service) RunLeader(ctx context.Context) error {
+	s.OnLeadership(true)
+	<-ctx.Done()
+	s.OnLeadership(false)
+	return nil
+}
+
 // Close stops the loops for good and waits (bounded) for them to return.
 func (s *Service) Close() {
 	s.mu.Lock()

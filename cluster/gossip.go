@@ -28,6 +28,9 @@ type memberMeta struct {
 	// Started is the process start time; a member removed by an operator
 	// is re-added only once it restarts (a newer Started).
 	Started int64 `json:"t"`
+	// Ext lists the command types beyond the baseline this node applies
+	// (feature gating for rolling upgrades, see fsm.Baseline).
+	Ext []uint8 `json:"x,omitempty"`
 	// KeyGen is the generation of the gossip keyring this node applied
 	// (a key rotation waits for every voter between its steps).
 	KeyGen uint64 `json:"k,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -140,10 +141,35 @@ type raftLayer struct {
 	advertise net.Addr
 	source    *net.TCPAddr
 	wrap      func(net.Conn) net.Conn
+	// stop ends Dial's retries (node closing).
+	stop <-chan struct{}
 }
 
 func (r *raftLayer) Addr() net.Addr { return r.advertise }
 
+// dialRetry is the pause between two dials of a peer that refused the
+// connection.
+const dialRetry = 50 * time.Millisecond
+
+// Dial connects to a peer's raft service. A refused connection (the peer's
+// process is down, its host is up) is retried every 50 ms until timeout:
+// raft counts each failed RPC and backs off exponentially per follower (up
+// to ~10 s), so a follower restarted after a few seconds would otherwise
+// wait that long for the leader's next attempt. Blocking here instead keeps
+// the failure count low and reconnects within 50 ms of the restart.
 func (r *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialService(string(address), muxRaft, timeout, r.source, r.wrap)
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := dialService(string(address), muxRaft, time.Until(deadline), r.source, r.wrap)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Until(deadline) < dialRetry {
+			return c, err
+		}
+		select {
+		case <-r.stop:
+			return nil, err
+		case <-r.parent.done:
+			return nil, err
+		case <-time.After(dialRetry):
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -158,47 +159,58 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 // Metrics returns the server's Prometheus collectors.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Run starts the background jobs (coalesced writes, leader-only retention)
-// until ctx ends.
+// Run starts the background jobs that run on every node (coalesced
+// writes) until ctx ends. The leader-only jobs (EnsureJWTKey, Retention)
+// are run by the cluster's leader loop.
 func (s *Server) Run(ctx context.Context) {
 	go s.touches.run(ctx)
-	go s.retention(ctx)
 }
 
-// OnLeadership is called by the cluster when this node gains leadership
-// (after a barrier): make sure cluster secrets exist.
+// OnLeadership makes sure the cluster secrets exist (tests; a node runs
+// EnsureJWTKey as a leader job).
 func (s *Server) OnLeadership(isLeader bool) {
-	if !isLeader || len(s.fsm.JWTKey()) > 0 {
-		return
-	}
-	key := make([]byte, 64)
-	if _, err := rand.Read(key); err != nil {
-		s.log.Error("cannot generate JWT key", "err", err)
+	if !isLeader {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := s.cluster.Apply(ctx, fsm.Command{Type: fsm.CmdSetJWTKey, Body: fsm.SetJWTKey{Key: key}}); err != nil {
+	if err := s.EnsureJWTKey(ctx); err != nil {
 		s.log.Error("cannot store JWT key", "err", err)
 	}
 }
 
-func (s *Server) retention(ctx context.Context) {
+// EnsureJWTKey (leader job) creates the cluster's JWT signing key if the
+// replicated state has none. Done once it exists; an error is retried by
+// the caller.
+func (s *Server) EnsureJWTKey(ctx context.Context) error {
+	if len(s.fsm.JWTKey()) > 0 {
+		return nil
+	}
+	key := make([]byte, 64)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("generate JWT key: %w", err)
+	}
+	if _, err := s.cluster.Apply(ctx, fsm.Command{Type: fsm.CmdSetJWTKey, Body: fsm.SetJWTKey{Key: key}}); err != nil {
+		return fmt.Errorf("store JWT key: %w", err)
+	}
+	return nil
+}
+
+// Retention (leader job) flushes old alerts every FlushEvery until ctx
+// ends. A failed flush is logged and tried again on the next tick.
+func (s *Server) Retention(ctx context.Context) error {
 	if s.cfg.FlushEvery <= 0 {
-		return
+		return nil
 	}
 	t := time.NewTicker(s.cfg.FlushEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-t.C:
 		}
-		if !s.cluster.IsLeader() {
-			continue
-		}
-		if err := s.Flush(ctx); err != nil {
+		if err := s.Flush(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("retention flush failed", "err", err)
 		}
 		if err := s.ExpireUnvalidated(ctx); err != nil {

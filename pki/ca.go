@@ -77,6 +77,10 @@ const (
 
 // Options configure Bootstrap and New. The zero value is usable.
 type Options struct {
+	// MemberAlive, if set, reports whether a node id is already a live
+	// cluster member: a join token redeemed for such an id is refused
+	// before it is spent.
+	MemberAlive func(nodeID string) bool
 	// Name prefixes the CA subjects ("<Name> Root CA") and names the
 	// provisioner. It must be the same on every node. Default "halapi".
 	Name string

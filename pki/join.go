@@ -92,6 +92,9 @@ func (c *CA) RedeemJoin(ctx context.Context, token, nodeID string, sans []string
 	if err := validName(nodeID); err != nil {
 		return nil, nil, nil, nil, err
 	}
+	if c.opts.MemberAlive != nil && c.opts.MemberAlive(nodeID) {
+		return nil, nil, nil, nil, fmt.Errorf("%w: node id %q is already a live member of the cluster (choose another --node-id; the token was not spent)", ErrJoinRefused, nodeID)
+	}
 	h := joinHash(secret)
 	raw := c.store.Config(prefixJoin + h)
 	var rec joinRecord

@@ -116,7 +116,9 @@ func startCAPI(f capiFlags, machine *fsm.FSM, node *cluster.Node, logger *slog.L
 		return st.NodeID, st.Leader, leaderAPI
 	}
 	svc := capi.New(cfg, machine, node, logger)
-	node.OnLeadership(svc.OnLeadership)
+	if !cfg.Disabled {
+		node.AddLeaderJob(cluster.LeaderJob{Name: "capi-sync", Run: svc.RunLeader})
+	}
 	if cfg.Disabled {
 		logger.Info("CAPI disabled (--capi-disable)")
 	}

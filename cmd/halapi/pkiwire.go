@@ -231,6 +231,40 @@ func (rt *pkiRuntime) clusterTLS(cfg *cluster.Config, store *fsm.FSM) error {
 	return nil
 }
 
+// memberAlive reports whether id is a live member (join refusal).
+func (rt *pkiRuntime) memberAlive(id string) bool {
+	rt.mu.Lock()
+	node := rt.node
+	rt.mu.Unlock()
+	return node != nil && node.MemberAlive(id)
+}
+
+// pruneJob (leader job) deletes expired certificates, their revocations
+// and used or expired one-time tokens, hourly, once the CA exists here.
+func (rt *pkiRuntime) pruneJob(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		rt.mu.Lock()
+		ca := rt.ca
+		rt.mu.Unlock()
+		if ca != nil {
+			n, err := ca.Prune(ctx, 24*time.Hour)
+			if err != nil {
+				return fmt.Errorf("prune CA records: %w", err)
+			}
+			if n > 0 {
+				rt.log.Info("pruned expired CA records", "records", n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 func (rt *pkiRuntime) issue(ctx context.Context) (tls.Certificate, error) {
 	rt.mu.Lock()
 	ca := rt.ca
@@ -243,7 +277,7 @@ func (rt *pkiRuntime) issue(ctx context.Context) (tls.Certificate, error) {
 
 func (rt *pkiRuntime) opts(logger *slog.Logger) pki.Options {
 	return pki.Options{DNSNames: rt.sans, ClientCertTTL: rt.f.clientCertTTL, NodeCertTTL: rt.f.nodeCertTTL,
-		GossipKey: rt.id.GossipKey, Logger: logger}
+		GossipKey: rt.id.GossipKey, Logger: logger, MemberAlive: rt.memberAlive}
 }
 
 // run makes sure the CA exists (the leader creates it once), builds the
@@ -253,26 +287,14 @@ func (rt *pkiRuntime) run(ctx context.Context, store *fsm.FSM, node *cluster.Nod
 	rt.mu.Lock()
 	rt.node, rt.store = node, store
 	rt.mu.Unlock()
-	node.OnLeadership(func(isLeader bool) {
-		if !isLeader {
-			return
-		}
-		go func() {
-			for ctx.Err() == nil {
-				bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-				err := pki.Bootstrap(bctx, store, node, rt.opts(rt.log))
-				cancel()
-				if err == nil {
-					return
-				}
-				rt.log.Warn("creating the cluster CA failed, retrying", "err", err)
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-			}
-		}()
-	})
+	node.AddLeaderJob(cluster.LeaderJob{Name: "ca-bootstrap", MinBackoff: time.Second, MaxBackoff: 15 * time.Second,
+		Run: func(jctx context.Context) error {
+			bctx, cancel := context.WithTimeout(jctx, 15*time.Second)
+			defer cancel()
+			return pki.Bootstrap(bctx, store, node, rt.opts(rt.log))
+		}})
+	node.AddLeaderJob(cluster.LeaderJob{Name: "ca-prune", MinBackoff: time.Minute, MaxBackoff: time.Hour,
+		Run: rt.pruneJob})
 	for !pki.Ready(store) {
 		select {
 		case <-ctx.Done():

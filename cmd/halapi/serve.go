@@ -44,6 +44,7 @@ type serveFlags struct {
 	flushMaxAge                                                     string
 	logLevel                                                        string
 	jwtTTL, jwtMaxAge                                               time.Duration
+	raftHeartbeat, raftElection, raftLease, raftCommit              time.Duration
 	trustedProxies                                                  []string
 	maxConns, maxConnsPerIP, maxUnvalidated, loginFreeFailures      int
 	unvalidatedTTL, bodyTimeout                                     time.Duration
@@ -82,6 +83,10 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.flushMaxAge, "flush-max-age", "7d", "retention: delete alerts older than this")
 	fl.Uint64Var(&f.snapshotThreshold, "raft-snapshot-threshold", 8192, "raft entries between snapshots")
 	fl.Uint64Var(&f.trailingLogs, "raft-trailing-logs", 10240, "raft entries kept after a snapshot (a follower further behind gets the snapshot)")
+	fl.DurationVar(&f.raftHeartbeat, "raft-heartbeat-timeout", cluster.DefaultHeartbeatTimeout, "raft: a follower without contact from the leader this long (randomised up to twice) calls an election")
+	fl.DurationVar(&f.raftElection, "raft-election-timeout", cluster.DefaultElectionTimeout, "raft: a candidate without a result this long (randomised up to twice) starts a new election")
+	fl.DurationVar(&f.raftLease, "raft-leader-lease-timeout", cluster.DefaultLeaderLeaseTimeout, "raft: a leader without contact with a quorum this long steps down (at most --raft-heartbeat-timeout)")
+	fl.DurationVar(&f.raftCommit, "raft-commit-timeout", cluster.DefaultCommitTimeout, "raft: longest a follower waits to learn that an entry is committed when nothing else is sent")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&f.jwtTTL, "jwt-ttl", time.Hour, "lifetime of a machine token")
 	fl.DurationVar(&f.jwtMaxAge, "jwt-max-age", 2*time.Hour, "no machine token outlives its login by more than this, refreshes included")
@@ -189,9 +194,19 @@ func serve(ctx context.Context, f serveFlags) error {
 			return fmt.Errorf("profiles: %w", err)
 		}
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+	if f.raftHeartbeat < 5*time.Millisecond || f.raftElection < 5*time.Millisecond || f.raftLease < 5*time.Millisecond || f.raftCommit <= 0 {
+		return errors.New("raft timeouts must be at least 5ms (--raft-commit-timeout > 0)")
+	}
+	if f.raftLease > f.raftHeartbeat {
+		return errors.New("--raft-leader-lease-timeout cannot be longer than --raft-heartbeat-timeout")
+	}
+	// Refusals (data dir in use, port in use, --join without a token on a
+	// fresh data dir) before any state is written.
+	release, err := startupChecks(f)
+	if err != nil {
 		return err
 	}
+	defer release()
 	if err := protectDataDir(f.dataDir); err != nil {
 		return fmt.Errorf("data dir permissions: %w", err)
 	}
@@ -217,7 +232,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	ccfg := cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: join, BootstrapExpect: expect,
 		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
-		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs}
+		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
+		HeartbeatTimeout: f.raftHeartbeat, ElectionTimeout: f.raftElection, LeaderLeaseTimeout: f.raftLease, CommitTimeout: f.raftCommit}
 	if err := rt.clusterTLS(&ccfg, machine); err != nil {
 		return err
 	}
@@ -232,7 +248,13 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	srv.Metrics().Registry.MustRegister(node.Collector())
-	node.OnLeadership(srv.OnLeadership)
+	node.AddLeaderJob(cluster.LeaderJob{Name: "jwt-key", MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
+		Run: func(ctx context.Context) error {
+			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return srv.EnsureJWTKey(jctx)
+		}})
+	node.AddLeaderJob(cluster.LeaderJob{Name: "retention", Run: srv.Retention})
 	capiSvc, err := startCAPI(f.capi, machine, node, logger)
 	if err != nil {
 		return err

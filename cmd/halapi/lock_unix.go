@@ -1,0 +1,32 @@
+//go:build unix
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// lockDataDir takes an exclusive, non-blocking flock on the data dir's lock
+// file, held until the returned release is called or the process exits.
+func lockDataDir(dir string) (func(), error) {
+	p := filepath.Join(dir, LockFile)
+	fh, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir lock: %w", err)
+	}
+	if err := syscall.Flock(int(fh.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = fh.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir %s is in use by another halapi process (%s is locked)", dir, p)
+		}
+		return nil, fmt.Errorf("data dir lock %s: %w", p, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(fh.Fd()), syscall.LOCK_UN)
+		_ = fh.Close()
+	}, nil
+}
