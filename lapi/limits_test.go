@@ -452,7 +452,7 @@ func TestBodyDeadlineSparesSlowHandlers(t *testing.T) {
 	}
 }
 
-// TestRetentionExpiresUnvalidated: the leader's retention job deletes
+// TestRetentionExpiresUnvalidated: the leader's retention job (Retention) deletes
 // machines left unvalidated past the TTL.
 func TestRetentionExpiresUnvalidated(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.FlushEvery, c.UnvalidatedMachineTTL = 10*time.Millisecond, time.Hour })
@@ -461,7 +461,7 @@ func TestRetentionExpiresUnvalidated(t *testing.T) {
 	e.expect(e.do("POST", "/v1/watchers", map[string]string{"machine_id": "fresh", "password": "p"}), 201)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	e.srv.Run(ctx)
+	go func() { _ = e.srv.Retention(ctx) }() // the leader job
 	deadline := time.Now().Add(5 * time.Second)
 	for e.fsm.Machine("pending") != nil {
 		if time.Now().After(deadline) {
