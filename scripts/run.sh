@@ -32,7 +32,7 @@ start() { # node number, extra args...
   local i=$1; shift
   "$BIN" serve --node-id "n$i" --data-dir "$DATA/n$i" --listen "$(api "$i")" \
     --cluster-listen "127.0.0.1:$((8180 + i))" --gossip-listen "127.0.0.1:$((8280 + i))" \
-    "$@" 2>>"$DATA/n$i.log" &
+    --metrics-listen "127.0.0.1:$((6060 + i))" "$@" 2>>"$DATA/n$i.log" &
   pids+=($!)
 }
 
@@ -75,6 +75,7 @@ halapi: a $NODES-node cluster is running (HTTPS, mTLS between nodes).
   agent (cert auth):  $DATA/agent/local_api_credentials.yaml   (crowdsec's credentials file)
   admin (any node):   $BIN machines list --data-dir $DATA/n2
   try:                curl --cacert $CA -H "X-Api-Key: $(cat "$KEY_FILE")" "https://$(api 2)/v1/decisions/stream?startup=true"
+  metrics:            http://127.0.0.1:6061/metrics (n2: 6062, n3: 6063)
   logs:               $DATA/n*.log
 
 Ctrl-C stops the cluster; the data stays in $DATA (make run again restarts it).
