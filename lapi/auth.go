@@ -132,14 +132,9 @@ func (s *Server) jwt(next http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		id := claims["id"].(string)
-		if msg := s.tokenRefusal(r, claims, id); msg != "" {
-			if s.confirmRefusal(r.Context()) {
-				msg = s.tokenRefusal(r, claims, id)
-			}
-			if msg != "" {
-				jwtErr(w, http.StatusUnauthorized, msg)
-				return
-			}
+		if msg := s.confirmedTokenRefusal(r, claims, id); msg != "" {
+			jwtErr(w, http.StatusUnauthorized, msg)
+			return
 		}
 		s.metrics.machineRequest(id, r)
 		next(w, r.WithContext(context.WithValue(r.Context(), ctxMachine, id)))

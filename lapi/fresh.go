@@ -87,6 +87,17 @@ func certThumb(r *http.Request) string {
 // token from a certificate login must come with that certificate, still
 // valid (not revoked). Tokens without "gen" predate the check: they are
 // honoured until their exp while the machine exists, but not refreshed.
+// confirmedTokenRefusal is tokenRefusal, confirmed against the leader's
+// commit index before it is believed (this node's copy may predate an
+// acknowledged machine add or password change).
+func (s *Server) confirmedTokenRefusal(r *http.Request, claims map[string]any, id string) string {
+	msg := s.tokenRefusal(r, claims, id)
+	if msg != "" && s.confirmRefusal(r.Context()) {
+		msg = s.tokenRefusal(r, claims, id)
+	}
+	return msg
+}
+
 func (s *Server) tokenRefusal(r *http.Request, claims map[string]any, id string) string {
 	m := s.fsm.Machine(id)
 	if m == nil {

@@ -328,14 +328,9 @@ func (s *Server) refreshToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := claims["id"].(string)
-	if msg := s.tokenRefusal(r, claims, id); msg != "" {
-		if s.confirmRefusal(r.Context()) {
-			msg = s.tokenRefusal(r, claims, id)
-		}
-		if msg != "" {
-			jwtErr(w, http.StatusUnauthorized, msg)
-			return
-		}
+	if msg := s.confirmedTokenRefusal(r, claims, id); msg != "" {
+		jwtErr(w, http.StatusUnauthorized, msg)
+		return
 	}
 	m := s.fsm.Machine(id)
 	if m == nil || credGen(m) != claims["gen"] {
