@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -403,20 +401,14 @@ func serveMustExit(t testing.TB, nd *ClusterNode, id string) string {
 		}
 	}
 	args := append([]string{"serve", "--data-dir", nd.DataDir, "--listen", nd.Addr}, extra...)
-	ctx, cancel := context.WithTimeout(context.Background(), joinRefusedTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, halapiBin, args...)
-	setProcAttr(cmd)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
+	out, timedOut, err := runUntilExit(joinRefusedTimeout, args...)
 	switch {
-	case ctx.Err() != nil:
-		t.Fatalf("the removed node restarted as %s kept running for %s:\n%s", id, joinRefusedTimeout, out.String())
+	case timedOut:
+		t.Fatalf("the removed node restarted as %s kept running for %s:\n%s", id, joinRefusedTimeout, out)
 	case err == nil:
-		t.Fatalf("the removed node restarted as %s exited 0:\n%s", id, out.String())
+		t.Fatalf("the removed node restarted as %s exited 0:\n%s", id, out)
 	}
-	return out.String()
+	return out
 }
 
 // clusterStatusRPC opens nd's cluster port with a node certificate, as a

@@ -190,24 +190,31 @@ func (sc *secureCluster) RefusedJoin(what, token string, via *ClusterNode) strin
 		"--join", sc.Nodes[0].GossipAddr, "--join-token", token, "--join-api", via.Addr}
 	args = append(args, sc.extra...)
 
-	ctx, cancel := context.WithTimeout(context.Background(), joinRefusedTimeout)
+	out, timedOut, err := runUntilExit(joinRefusedTimeout, args...)
+	switch {
+	case timedOut:
+		sc.t.Fatalf("%s: serve with that token still running after %s (token accepted?); output:\n%s",
+			what, joinRefusedTimeout, out)
+	case err == nil:
+		sc.t.Fatalf("%s: serve exited 0; output:\n%s", what, out)
+	case !strings.Contains(strings.ToLower(out), "join"):
+		sc.t.Fatalf("%s: serve failed (%v) without mentioning the join; output:\n%s", what, err, out)
+	}
+
+	return out
+}
+
+// runUntilExit runs the halapi binary with args until it exits, or kills
+// it after timeout (timedOut); out holds stdout and stderr together.
+func runUntilExit(timeout time.Duration, args ...string) (out string, timedOut bool, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, halapiBin, args...)
 	setProcAttr(cmd)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	switch {
-	case ctx.Err() != nil:
-		sc.t.Fatalf("%s: serve with that token still running after %s (token accepted?); output:\n%s",
-			what, joinRefusedTimeout, out.String())
-	case err == nil:
-		sc.t.Fatalf("%s: serve exited 0; output:\n%s", what, out.String())
-	case !strings.Contains(strings.ToLower(out.String()), "join"):
-		sc.t.Fatalf("%s: serve failed (%v) without mentioning the join; output:\n%s", what, err, out.String())
-	}
-
-	return out.String()
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err = cmd.Run()
+	return buf.String(), ctx.Err() != nil, err
 }
 
 // tamperJoinToken returns a well-formed join token with the same CA
