@@ -164,7 +164,7 @@ func TestCommittedMalformedEntryIsSkippedEverywhere(t *testing.T) {
 	for range 3 {
 		waitFor(t, "a leader", 15*time.Second, func() bool { return leaderOf(nodes) != nil })
 		leader = leaderOf(nodes)
-		if res, index, err = leader.n.appendLocal(ctx, bad); !errors.Is(err, ErrNotLeader) {
+		if res, index, err = leader.n.appendLocal(ctx, bad, nil); !errors.Is(err, ErrNotLeader) {
 			break
 		}
 	}

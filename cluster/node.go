@@ -599,7 +599,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	waitUntil := time.Now().Add(n.cfg.LeaderWait)
 	for {
 		if n.raft.State() == raft.Leader {
-			res, _, err := n.appendLocal(ctx, data)
+			res, _, err := n.appendLocal(ctx, data, nil)
 			if err == nil {
 				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
 				return res, nil
@@ -644,11 +644,12 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64
 	if n.raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}
-	if _, err := fsm.DecodeValid(data); err != nil {
+	cmd, err := fsm.DecodeValid(data)
+	if err != nil {
 		n.log.Warn("refused an invalid forwarded command", "err", err)
 		return invalidResult(err), 0, nil
 	}
-	return n.appendLocal(ctx, data)
+	return n.appendLocal(ctx, data, &cmd)
 }
 
 func invalidResult(err error) *fsm.Result {
@@ -656,13 +657,19 @@ func invalidResult(err error) *fsm.Result {
 }
 
 // appendLocal appends an encoded, validated command on the leader,
-// stamping the leader's time, and waits until it is applied here.
-func (n *Node) appendLocal(ctx context.Context, data []byte) (*fsm.Result, uint64, error) {
+// stamping the leader's time, and waits until it is applied here. decoded,
+// when the caller already decoded data (forwarded writes), spares the
+// local FSM decoding the same bytes again.
+func (n *Node) appendLocal(ctx context.Context, data []byte, decoded *fsm.Command) (*fsm.Result, uint64, error) {
 	if n.raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}
 	entry := append([]byte(nil), data...)
 	fsm.StampTime(entry, time.Now().UnixNano())
+	if decoded != nil {
+		n.FSM.Predecoded(entry, *decoded)
+		defer n.FSM.Forget(entry)
+	}
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		if d := time.Until(dl); d < timeout {

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -19,6 +20,13 @@ type FSM struct {
 	waitMu  sync.Mutex
 	applied uint64
 	notify  chan struct{}
+
+	// hints are entries the leader already decoded (forwarded writes it
+	// validated), keyed by the first byte of the exact slice handed to
+	// raft.Apply: Apply takes the decoded command instead of decoding the
+	// same bytes a second time.
+	hintMu sync.Mutex
+	hints  map[*byte]Command
 
 	// OnApply, if set, is called after each entry with its type and
 	// duration (metrics). It must not block.
@@ -62,8 +70,52 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	return out
 }
 
+// Predecoded tells Apply that entry — the very slice about to be handed to
+// raft.Apply on this node — decodes to c (as Decode would return it), so it
+// is not decoded again when applied here. Forget must follow once the
+// entry was applied or abandoned.
+func (f *FSM) Predecoded(entry []byte, c Command) {
+	if len(entry) < 10 {
+		return
+	}
+	f.hintMu.Lock()
+	if f.hints == nil {
+		f.hints = map[*byte]Command{}
+	}
+	f.hints[&entry[0]] = c
+	f.hintMu.Unlock()
+}
+
+// Forget drops a Predecoded hint that was not used.
+func (f *FSM) Forget(entry []byte) {
+	if len(entry) == 0 {
+		return
+	}
+	f.hintMu.Lock()
+	delete(f.hints, &entry[0])
+	f.hintMu.Unlock()
+}
+
+// decode is Decode, or the command the leader already decoded from these
+// very bytes (Predecoded), with the time stamped in the entry.
+func (f *FSM) decode(data []byte) (Command, error) {
+	if len(data) >= 10 {
+		f.hintMu.Lock()
+		c, ok := f.hints[&data[0]]
+		if ok {
+			delete(f.hints, &data[0])
+		}
+		f.hintMu.Unlock()
+		if ok {
+			c.Time = int64(binary.BigEndian.Uint64(data[2:10]))
+			return c, nil
+		}
+	}
+	return Decode(data)
+}
+
 func (f *FSM) applyEntry(index uint64, data []byte) *Result {
-	cmd, err := Decode(data)
+	cmd, err := f.decode(data)
 	if err != nil {
 		res := f.skipOrStop(index, data, err)
 		f.mu.Lock()

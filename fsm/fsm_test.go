@@ -184,3 +184,50 @@ func TestApplyBatch(t *testing.T) {
 		t.Errorf("stream index = %d", idx)
 	}
 }
+
+// TestPredecodedEntryNotDecodedAgain: a leader that already decoded a
+// forwarded entry hands the command to Apply, which uses it (with the time
+// stamped in the bytes) instead of decoding the same bytes again; a hint
+// for other bytes, or one forgotten, changes nothing.
+func TestPredecodedEntryNotDecodedAgain(t *testing.T) {
+	h := newHarness(t)
+	data := entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "from-bytes"}})
+	c, err := DecodeValid(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Make the hint tell apart from the bytes: Apply must take the hint.
+	c.Body.(*BouncerCreate).Bouncer.Name = "from-hint"
+	c.Time = 0
+	h.f.Predecoded(data, c)
+	if res := h.f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: data}).(*Result); res.Code != CodeOK {
+		t.Fatalf("apply: %+v", res)
+	}
+	b := h.f.Bouncer("from-hint")
+	if b == nil || h.f.Bouncer("from-bytes") != nil {
+		t.Fatal("Apply decoded the bytes instead of taking the predecoded command")
+	}
+	if b.CreatedAt != T0 {
+		t.Fatalf("created at %d, want the entry's time %d", b.CreatedAt, T0)
+	}
+	if len(h.f.hints) != 0 {
+		t.Fatalf("%d hints left after use", len(h.f.hints))
+	}
+
+	// a forgotten hint is not used: the bytes decide
+	data2 := entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "second"}})
+	h.f.Predecoded(data2, c)
+	h.f.Forget(data2)
+	h.f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data2})
+	if h.f.Bouncer("second") == nil {
+		t.Fatal("a forgotten hint was used")
+	}
+	// a copy of the bytes (another node's log entry) is decoded as usual
+	data3 := entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "third"}})
+	h.f.Predecoded(data3, c)
+	h.f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: append([]byte(nil), data3...)})
+	if h.f.Bouncer("third") == nil {
+		t.Fatal("a hint for other bytes was used")
+	}
+	h.f.Forget(data3)
+}
