@@ -2,8 +2,12 @@
 // routes of ../shared/spec/lapi.md, authentication (JWT for machines,
 // API keys for bouncers), request decoding and validation, profile
 // evaluation (lapi/profiles), the wire shapes (lapi/models), Prometheus
-// metrics, the admin API served on the node's unix socket, the leader-only
-// retention job and the coalescing of "last seen" writes.
+// metrics, the admin API served on the node's unix socket, the leader jobs
+// it registers (JWT key, retention and expiry of unvalidated machines), the
+// coalescing of "last seen" writes, and the bounds on anonymous clients
+// (limits.go: connections, body deadlines, JSON depth, registration and
+// login throttling, trusted proxies). A refusal (401/403) is confirmed
+// against the leader's commit index before it is sent (fresh.go).
 //
 // Reads (bouncer queries, streams, alert lists) are answered from the local
 // FSM; writes are built into fsm.Commands and submitted through the

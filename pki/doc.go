@@ -13,7 +13,7 @@
 //   - step's database (db.AuthDB, db.CertificateStorer,
 //     db.CertificateRevocationListDB) on the FSM: reads from the local
 //     replica, writes through raft. Keys, all under "pki:":
-//     pki:ca, pki:gossip-key, pki:cert:<serial> (every issued certificate),
+//     pki:ca, pki:gossip-key, pki:gossip-keyring, pki:cert:<serial> (every issued certificate),
 //     pki:revoked:<serial>, pki:token:<jti> (a used one-time token, claimed
 //     with IfAbsent: a token works once cluster-wide), pki:join:<sha256 of
 //     secret> and pki:join-used:<same> (join tokens). Serials are decimal.
@@ -32,8 +32,15 @@
 //   - Join tokens: base64url(root fingerprint ‖ 32-byte secret). Join
 //     pins the CA by fingerprint, RedeemJoin spends the token once and
 //     hands out a node certificate, the root and the gossip key.
+//   - Membership material: VerifyNodePeer (the voter rule: a node
+//     certificate recorded in the FSM, CN = node ID, not revoked),
+//     RevokeNode (every node certificate of a removed node) and the
+//     replicated gossip keyring (pki:gossip-keyring, rotated on removal).
+//   - Prune (a leader job): used and expired tokens, long-expired
+//     certificates and their revocations.
 //   - TLS policy: PeerTLS (mTLS between nodes, node-ou required, revoked
-//     peers refused) and ClientVerifier (CrowdSec's client-certificate
+//     peers refused, connections closed once the peer is revoked) and
+//     ClientVerifier (CrowdSec's client-certificate
 //     rules, lapi.md §2.4, with revocation checked against the FSM on every
 //     request and against an optional CRL file for external CAs).
 //
