@@ -2,13 +2,17 @@
 GO        ?= go
 BIN       ?= bin/halapi
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# `halapi version` prints these (without them: the VCS stamp, if any).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS   ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: all build run test unit e2e lint bench clean tools fuzz
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/halapi
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/halapi
 
 # Starts a local halapi on 127.0.0.1:8080 (data in ./data) and prints a
 # ready bouncer key and machine credentials file. Ctrl-C stops it.

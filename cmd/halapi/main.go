@@ -14,8 +14,11 @@ func main() {
 		Short:         "A highly available, Raft-replicated CrowdSec Local API",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       currentBuild().short(),
 	}
+	root.SetVersionTemplate(currentBuild().String())
 	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd(), capiCmd(), certCmd(), agentCmd())
+	root.AddCommand(versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)

@@ -1,0 +1,19 @@
+package fsm
+
+// EntryFormat is the newest raft log entry format this build writes and
+// reads (older formats are still read; a newer one stops the node). Shown
+// by `halapi version`.
+const EntryFormat = formatV2
+
+// CommandTypes lists every command type this build applies, baseline and
+// extensions (`halapi version`; the extensions are what a node advertises
+// for feature gating, see Extensions).
+func CommandTypes() []uint8 {
+	var out []uint8
+	for t := 1; t < 256; t++ {
+		if Supported(CmdType(t)) {
+			out = append(out, uint8(t))
+		}
+	}
+	return out
+}
