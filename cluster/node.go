@@ -117,6 +117,7 @@ type Node struct {
 	metrics    *nodeMetrics
 	fresh      freshness
 	logs       raft.LogStore
+	snaps      raft.SnapshotStore // backups (backup.go)
 	stop       chan struct{}
 	wg         sync.WaitGroup
 
@@ -212,6 +213,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+	n.snaps = snaps
 
 	var addr raft.ServerAddress
 	if cfg.RaftAddr == "" {

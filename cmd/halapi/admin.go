@@ -532,7 +532,7 @@ func clusterCmd() *cobra.Command {
 		},
 	}
 	snapshot := &cobra.Command{
-		Use: "snapshot", Short: "Take a raft snapshot on this node now", Args: cobra.NoArgs,
+		Use: "snapshot", Short: "Take a raft snapshot on this node now (compacts its log); save: a backup", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if err := o.call("POST", "/snapshot", nil, nil, nil); err != nil {
 				return err
@@ -541,6 +541,7 @@ func clusterCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(status, remove, snapshot, clusterTokenCmd(o))
+	snapshot.AddCommand(snapshotSaveCmd(o), snapshotInspectCmd(o))
+	c.AddCommand(status, remove, snapshot, clusterTokenCmd(o), restoreCmd(o), recoverCmd(o))
 	return c
 }
