@@ -14,8 +14,10 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/halapi
 
-# Starts a local halapi on 127.0.0.1:8080 (data in ./data) and prints a
-# ready bouncer key and machine credentials file. Ctrl-C stops it.
+# Starts a 3-node cluster on https://127.0.0.1:8081-8083 (data in ./data,
+# nodes joined with tokens) and prints the API URLs, the CA file, a ready
+# bouncer key and an agent certificate with its credentials file (absolute
+# paths). Ctrl-C stops it; `make run` again restarts it on the same data.
 run: build
 	./scripts/run.sh $(BIN)
 

@@ -9,6 +9,9 @@ BIN=${1:-bin/halapi}
 DATA=${HALAPI_DATA:-data}
 NODES=${HALAPI_NODES:-3}
 mkdir -p "$DATA"
+# absolute paths: the banner's commands work from any directory
+DATA=$(cd "$DATA" && pwd)
+case "$BIN" in /*) ;; *) BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")" ;; esac
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -90,6 +90,9 @@ func machinesCmd() *cobra.Command {
 			}
 			var out lapi.AddMachineRequest
 			if err := o.call("POST", "/machines", nil, req, &out); err != nil {
+				if !force && strings.Contains(err.Error(), "already exist") {
+					return fmt.Errorf("%w (use --force to overwrite its password)", err)
+				}
 				return err
 			}
 			if file != "" {
@@ -210,14 +213,18 @@ func bouncersCmd() *cobra.Command {
 			if err := o.call("GET", "/bouncers", nil, nil, &bs); err != nil {
 				return err
 			}
+			revoked := o.revokedCertBouncers(bs)
 			if o.output == "json" {
-				return printJSON(bs)
+				return printJSON(withCertRevoked(bs, revoked))
 			}
 			var rows [][]string
 			for _, b := range bs {
 				valid := "✔️"
 				if b.Revoked {
 					valid = "🚫"
+				}
+				if revoked[b.Name] {
+					valid = "🚫 certificate revoked"
 				}
 				rows = append(rows, []string{b.Name, b.IP, valid, fmtTime(b.LastPull), b.Type, b.Version, b.AuthType})
 			}
@@ -478,11 +485,21 @@ func allowlistsCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List allowlists with their values", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var out []map[string]any
+			if err := o.checkOutput(); err != nil {
+				return err
+			}
+			var out []allowlistView
 			if err := o.call("GET", "/allowlists", nil, nil, &out); err != nil {
 				return err
 			}
-			return printJSON(out)
+			if o.output == "json" {
+				if out == nil {
+					out = []allowlistView{}
+				}
+				return printJSON(out)
+			}
+			printAllowlists(out)
+			return nil
 		},
 	}
 	c.AddCommand(create, addItems, remove, del, list)

@@ -131,6 +131,9 @@ func certCmd() *cobra.Command {
 			if err := o.call("POST", "/pki/revoke", q, nil, &res); err != nil {
 				return err
 			}
+			if name != "" && len(res["revoked"]) == 0 {
+				return fmt.Errorf("no valid certificate issued to %q (see halapi cert list)", name)
+			}
 			fmt.Printf("%d certificate(s) revoked\n", len(res["revoked"]))
 			return nil
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 type secureNode struct {
 	id, dir, api, cluster, gossip string
 	cmd                           *exec.Cmd
+	cmdStdin                      io.Reader
 }
 
 func (n *secureNode) start(t *testing.T, extra ...string) {
@@ -24,6 +26,7 @@ func (n *secureNode) start(t *testing.T, extra ...string) {
 	n.cmd = exec.Command(binPath, args...)
 	logf, _ := os.OpenFile(filepath.Join(n.dir+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	n.cmd.Stdin = n.cmdStdin
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ type pkiFlags struct {
 	insecureCluster bool
 	apiNames        []string
 	joinToken       string
+	joinTokenFile   string
 	joinAPI         string
 	agentOUs        []string
 	bouncerOUs      []string
@@ -44,6 +45,7 @@ func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
 	fl.BoolVar(&f.insecureCluster, "insecure-cluster", false, "plain TCP and clear-text gossip between nodes, no join tokens (only on loopback cluster addresses; tests)")
 	fl.StringArrayVar(&f.apiNames, "api-name", nil, "extra DNS name or IP for this node's certificate, e.g. one name for all nodes (repeatable)")
 	fl.StringVar(&f.joinToken, "join-token", "", "join token from `halapi cluster token` (a new node fetches its certificate and the gossip key with it)")
+	fl.StringVar(&f.joinTokenFile, "join-token-file", "", "read --join-token from this file (- for stdin), so it does not show in ps")
 	fl.StringVar(&f.joinAPI, "join-api", "", "HTTPS API address (host:port) of a member, to redeem --join-token")
 	fl.StringSliceVar(&f.agentOUs, "agents-allowed-ou", []string{pki.DefaultAgentOU}, "OUs accepted in agent client certificates")
 	fl.StringSliceVar(&f.bouncerOUs, "bouncers-allowed-ou", []string{pki.DefaultBouncerOU}, "OUs accepted in bouncer client certificates")

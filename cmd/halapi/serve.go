@@ -200,6 +200,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.raftLease > f.raftHeartbeat {
 		return errors.New("--raft-leader-lease-timeout cannot be longer than --raft-heartbeat-timeout")
 	}
+	if err := f.pki.readJoinTokenFile(os.Stdin); err != nil {
+		return err
+	}
 	// Refusals (data dir in use, port in use, --join without a token on a
 	// fresh data dir) before any state is written.
 	release, err := startupChecks(f)
