@@ -3,8 +3,6 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"os"
 	"path/filepath"
@@ -218,7 +216,7 @@ func startGossip(n *Node, bind string) (*gossip, error) {
 	cfg.ProbeTimeout = 250 * time.Millisecond
 	cfg.GossipInterval = 100 * time.Millisecond
 	cfg.SuspicionMult = 2
-	cfg.Logger = log.New(io.Discard, "", 0)
+	cfg.Logger = newMemberlistLogger(n.log) // through slog, repeats limited (logging.go)
 	if n.cfg.GossipKey != nil {
 		kr, err := memberlist.NewKeyring(nil, n.cfg.GossipKey)
 		if err != nil {

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/fsm"
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -202,7 +201,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	if cfg.TrailingLogs > 0 {
 		rc.TrailingLogs = cfg.TrailingLogs
 	}
-	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
+	rc.Logger = newRaftLogger(cfg.Logger) // through slog, repeats limited (logging.go)
 
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
 	if err != nil {

@@ -48,10 +48,13 @@ else
   wait_healthy 1
   for i in $(seq 2 "$NODES"); do
     tok=$("$BIN" cluster token --data-dir "$DATA/n1")
-    start "$i" --join 127.0.0.1:8281 --join-token "$tok" --join-api "$(api 1)"
+    # the token in a private file: on the command line, ps would show it
+    (umask 077; printf '%s\n' "$tok" > "$DATA/n$i.join-token")
+    start "$i" --join 127.0.0.1:8281 --join-token-file "$DATA/n$i.join-token" --join-api "$(api 1)"
   done
 fi
 for i in $(seq 1 "$NODES"); do wait_healthy "$i"; done
+rm -f "$DATA"/n*.join-token # redeemed: one-time tokens
 # writes below need a leader
 for _ in $(seq 1 300); do
   if "$BIN" cluster status --data-dir "$DATA/n1" -o json 2>/dev/null | grep -q '"leader": "n'; then break; fi
