@@ -264,6 +264,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
+	registerOpsMetrics(srv.Metrics().Registry, rt)
 	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
