@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS   ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run test unit e2e lint bench clean tools fuzz
+.PHONY: all build run test unit e2e lint bench clean tools fuzz install package image
 
 all: build
 
@@ -73,6 +73,38 @@ fuzz:
 # Benchmarks against real processes; prints each figure beside its target.
 bench: build
 	$(GO) run ./cmd/halapi-bench -bin $(BIN) -json bench-results.json
+
+# Install the binary and the systemd unit (its ExecStart pointed at
+# $(PREFIX)/bin). `DESTDIR=/tmp/root make install` stages it.
+PREFIX     ?= /usr/local
+SYSTEMDDIR ?= /etc/systemd/system
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(SYSTEMDDIR) $(DESTDIR)/etc/halapi
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/halapi
+	sed 's#/usr/bin/halapi#$(PREFIX)/bin/halapi#' dist/systemd/halapi.service > $(DESTDIR)$(SYSTEMDDIR)/halapi.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/halapi.service
+	@for u in dist/systemd/*.service; do [ "$$u" = dist/systemd/halapi.service ] && continue; \
+	  sed 's#/usr/bin/halapi#$(PREFIX)/bin/halapi#' $$u > $(DESTDIR)$(SYSTEMDDIR)/$$(basename $$u); \
+	  chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/$$(basename $$u); done
+	[ -e $(DESTDIR)/etc/halapi/halapi.env ] || install -m 0644 dist/package/halapi.env $(DESTDIR)/etc/halapi/halapi.env
+	@echo "installed; as root: useradd --system --home-dir /var/lib/halapi --shell /usr/sbin/nologin halapi;"
+	@echo "edit /etc/halapi/halapi.env, then: systemctl daemon-reload && systemctl enable --now halapi"
+
+# .deb and .rpm in bin/package/ (nfpm through the Go module proxy; a
+# static linux binary). PKG_VERSION must be a semantic version.
+GOARCH      ?= $(shell $(GO) env GOARCH)
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//;s/-/+/'); echo $${v:-0.0.0+git$(COMMIT)})
+NFPM         = $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+package:
+	mkdir -p bin/package
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/package/halapi ./cmd/halapi
+	for p in deb rpm; do \
+	  GOARCH=$(GOARCH) PKG_VERSION=$(PKG_VERSION) $(NFPM) package -f dist/nfpm.yaml -p $$p -t bin/package/ || exit 1; \
+	done
+
+# The container image (needs a docker daemon): halapi:$(VERSION).
+image:
+	docker build -f dist/docker/Dockerfile -t halapi:$(VERSION) -t halapi:latest .
 
 clean:
 	rm -rf bin data bench-results.json
