@@ -121,7 +121,7 @@ func machinesCmd() *cobra.Command {
 	add.Flags().BoolVar(&auto, "auto", false, "generate the machine name")
 	add.Flags().BoolVar(&force, "force", false, "overwrite the password of an existing machine")
 	add.Flags().StringVarP(&file, "file", "f", "", "write a local_api_credentials.yaml here (- for stdout)")
-	add.Flags().StringVarP(&apiURL, "url", "u", "http://127.0.0.1:8080", "LAPI URL written in the credentials file")
+	add.Flags().StringVarP(&apiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the credentials file")
 
 	list := &cobra.Command{
 		Use:   "list",
