@@ -336,3 +336,29 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("the image runs as root: %v %s", err, uid)
 	}
 }
+
+// nfpm itself checks the config when it is on PATH (`make package` runs it
+// through the module proxy instead: minutes on a cold cache, not in make
+// test) and bin/package/halapi exists.
+func TestNFPMPackages(t *testing.T) {
+	nfpm, err := exec.LookPath("nfpm")
+	if err != nil {
+		t.Log("nfpm not on PATH: packages not built here (make package builds them)")
+		return
+	}
+	if _, err := os.Stat("../bin/package/halapi"); err != nil {
+		t.Log("no bin/package/halapi (make package builds it): packages not built here")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := t.TempDir()
+	for _, p := range []string{"deb", "rpm"} {
+		cmd := exec.CommandContext(ctx, nfpm, "package", "-f", "dist/nfpm.yaml", "-p", p, "-t", out)
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "GOARCH=amd64", "PKG_VERSION=0.0.0+test")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nfpm %s: %v\n%s", p, err, b)
+		}
+	}
+}
