@@ -62,20 +62,28 @@ type BackupMeta struct {
 	Servers []BackupServer `json:"servers"`
 	// Version is the halapi version that wrote the backup (informative).
 	Version string `json:"halapi_version,omitempty"`
+	// LeaderSynced: the node had applied everything the leader had
+	// committed when the backup was asked for (false: no leader answered
+	// within 5 s; the backup holds what this node had applied).
+	LeaderSynced bool `json:"leader_synced"`
 }
 
 // WriteBackup takes a raft snapshot of this node's FSM now (or reuses the
 // newest one when nothing was applied since) and writes it to w as a
-// backup archive. Any node can do it: a follower's backup holds what it
-// has applied.
+// backup archive. Any node can do it: it first catches up with the
+// leader's commit index (bounded by 5 s), so a backup holds every write
+// acknowledged anywhere before it was asked for.
 func (n *Node) WriteBackup(ctx context.Context, w io.Writer, version string) (BackupMeta, error) {
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	synced := n.SyncLeader(sctx) == nil
+	cancel()
 	meta, rc, err := n.openSnapshot()
 	if err != nil {
 		return BackupMeta{}, err
 	}
 	defer rc.Close()
 	bm := BackupMeta{Format: BackupFormat, NodeID: n.cfg.NodeID, Index: meta.Index, Term: meta.Term,
-		Size: meta.Size, Created: time.Now().UTC(), Version: version}
+		Size: meta.Size, Created: time.Now().UTC(), Version: version, LeaderSynced: synced}
 	for _, s := range meta.Configuration.Servers {
 		bm.Servers = append(bm.Servers, BackupServer{ID: string(s.ID), Address: string(s.Address), Voter: s.Suffrage == raft.Voter})
 	}

@@ -37,7 +37,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bm.Index == 0 || bm.Term == 0 || bm.Size == 0 || len(bm.Servers) != 1 || bm.Servers[0].ID != "n1" {
+	if bm.Index == 0 || bm.Term == 0 || bm.Size == 0 || len(bm.Servers) != 1 || bm.Servers[0].ID != "n1" || !bm.LeaderSynced {
 		t.Fatalf("meta %+v", bm)
 	}
 	var again bytes.Buffer

@@ -105,6 +105,9 @@ func TestOpsBackupRestore(t *testing.T) {
 	n1.MustCLI("machines", "add", "agent1", "--password", "ops-pw-1")
 	n1.MustCLI("decisions", "add", "-i", "192.0.2.10", "-d", "4h")
 	sc.WaitCaughtUp(n1, n2)
+	// acknowledged on n1 just before the backup on n2: the backup catches
+	// up with the leader first, so it holds it
+	n1.MustCLI("decisions", "add", "-i", "192.0.2.12", "-d", "4h")
 
 	backup := filepath.Join(t.TempDir(), "halapi.backup")
 	out := n2.MustCLI("cluster", "snapshot", "save", backup)
@@ -170,6 +173,7 @@ func TestOpsBackupRestore(t *testing.T) {
 		t.Fatalf("the restored cluster has another CA (%v)", err)
 	}
 	opsBanned(t, r1, key, rc.CAFile, "192.0.2.10")
+	opsBanned(t, r1, key, rc.CAFile, "192.0.2.12")
 	if got, err := tryLiveGet(opsLiveBouncer(t, r1, key, rc.CAFile), "192.0.2.99"); err != nil || opsHasBan(got, "192.0.2.99") {
 		t.Fatalf("a decision added after the backup came back: %v %v", got, err)
 	}

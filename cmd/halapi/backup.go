@@ -124,6 +124,9 @@ credentials): it is written 0600, keep it like key material. Restore it with
 				return printJSON(bm)
 			}
 			fmt.Printf("Backup written to %s: raft index %d, term %d, %d bytes of state, taken on %s\n", dst, bm.Index, bm.Term, bm.Size, bm.NodeID)
+			if !bm.LeaderSynced {
+				fmt.Fprintln(os.Stderr, "warning: no leader answered: the backup holds what this node had applied, maybe not the newest writes")
+			}
 			return nil
 		},
 	}
