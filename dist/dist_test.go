@@ -291,8 +291,10 @@ func toStrings(v any) []string {
 }
 
 // The Dockerfile runs as a non-root user with the data dir a volume; the
-// image is built when a docker daemon answers (slow: minutes without a
-// layer cache; skipped with -short).
+// image is built only when HALAPI_TEST_IMAGE=1 and a docker daemon
+// answers: the build pulls base images from a registry (minutes, and
+// impossible on a machine that reaches only the Go module proxy), so an
+// installed daemon alone must not turn make test into a network test.
 func TestDockerfile(t *testing.T) {
 	b, err := os.ReadFile("docker/Dockerfile")
 	if err != nil {
@@ -304,7 +306,8 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
-	if testing.Short() {
+	if testing.Short() || os.Getenv("HALAPI_TEST_IMAGE") != "1" {
+		t.Log("HALAPI_TEST_IMAGE=1 not set: image not built")
 		return
 	}
 	if _, err := exec.LookPath("docker"); err != nil {
