@@ -178,6 +178,6 @@ func agentCmd() *cobra.Command {
 	enroll.Flags().StringVar(&token, "token", "", "one-time token from `halapi cert token`")
 	enroll.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
 	enroll.Flags().StringVar(&lapiURL, "lapi-url", "", "LAPI URL written in the config (default: --url)")
-	c.AddCommand(enroll)
+	c.AddCommand(enroll, agentRunCmd(), agentStatusCmd())
 	return c
 }

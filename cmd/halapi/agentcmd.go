@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/halapi/halapi/agent"
+	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
+)
+
+// agentRunConfig is `halapi agent run`'s configuration file
+// (`halapi agent enroll --agent-config` writes one); flags override it.
+type agentRunConfig struct {
+	Listen        string   `yaml:"listen"`
+	Servers       []string `yaml:"servers"`
+	CACertPath    string   `yaml:"ca_cert_path,omitempty"`
+	CertPath      string   `yaml:"cert_path,omitempty"`
+	KeyPath       string   `yaml:"key_path,omitempty"`
+	APIKeyFile    string   `yaml:"api_key_file,omitempty"`
+	MetricsListen string   `yaml:"metrics_listen,omitempty"`
+	TLSListen     string   `yaml:"tls_listen,omitempty"`
+	TLSCertPath   string   `yaml:"tls_cert_path,omitempty"`
+	TLSKeyPath    string   `yaml:"tls_key_path,omitempty"`
+	LogLevel      string   `yaml:"log_level,omitempty"`
+}
+
+const (
+	defaultAgentListen  = "127.0.0.1:8081"
+	defaultAgentMetrics = "127.0.0.1:6061"
+)
+
+func agentRunCmd() *cobra.Command {
+	var cfgPath string
+	var f agentRunConfig
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run the local failover proxy: clients on this host point their LAPI URL at it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := agentRunConfig{Listen: defaultAgentListen, MetricsListen: defaultAgentMetrics, LogLevel: "info"}
+			if cfgPath != "" {
+				b, err := os.ReadFile(cfgPath)
+				if err != nil {
+					return fmt.Errorf("--config: %w", err)
+				}
+				dec := yaml.NewDecoder(strings.NewReader(string(b)))
+				dec.KnownFields(true)
+				if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+					return fmt.Errorf("--config %s: %w", cfgPath, err)
+				}
+			}
+			fl := cmd.Flags()
+			set := func(name string, dst *string, v string) {
+				if fl.Changed(name) {
+					*dst = v
+				}
+			}
+			set("listen", &cfg.Listen, f.Listen)
+			set("ca", &cfg.CACertPath, f.CACertPath)
+			set("cert", &cfg.CertPath, f.CertPath)
+			set("key", &cfg.KeyPath, f.KeyPath)
+			set("api-key-file", &cfg.APIKeyFile, f.APIKeyFile)
+			set("metrics-listen", &cfg.MetricsListen, f.MetricsListen)
+			set("tls-listen", &cfg.TLSListen, f.TLSListen)
+			set("tls-cert", &cfg.TLSCertPath, f.TLSCertPath)
+			set("tls-key", &cfg.TLSKeyPath, f.TLSKeyPath)
+			set("log-level", &cfg.LogLevel, f.LogLevel)
+			if fl.Changed("server") {
+				cfg.Servers = f.Servers
+			}
+			return runAgent(cmd.Context(), cfg)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&cfgPath, "config", "", "YAML configuration (written by `halapi agent enroll --agent-config`); flags override it")
+	fl.StringVar(&f.Listen, "listen", defaultAgentListen, "local listener (plain HTTP; keep it on loopback)")
+	fl.StringSliceVar(&f.Servers, "server", nil, "API URL of a halapi node (repeatable); the others are learned from the member list")
+	fl.StringVar(&f.CACertPath, "ca", "", "cluster CA (PEM) to verify HTTPS nodes")
+	fl.StringVar(&f.CertPath, "cert", "", "this host's enrolled client certificate (PEM): reads the member list, and is presented for local clients that use it on --tls-listen")
+	fl.StringVar(&f.KeyPath, "key", "", "key of --cert")
+	fl.StringVar(&f.APIKeyFile, "api-key-file", "", "file holding a bouncer API key to read the member list with (when there is no --cert)")
+	fl.StringVar(&f.MetricsListen, "metrics-listen", defaultAgentMetrics, "Prometheus /metrics and /status (empty: none)")
+	fl.StringVar(&f.TLSListen, "tls-listen", "", "optional HTTPS local listener for certificate-authenticated clients")
+	fl.StringVar(&f.TLSCertPath, "tls-cert", "", "certificate of --tls-listen")
+	fl.StringVar(&f.TLSKeyPath, "tls-key", "", "key of --tls-cert")
+	fl.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+	return c
+}
+
+func runAgent(ctx context.Context, c agentRunConfig) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("invalid log level %q", c.LogLevel)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if len(c.Servers) == 0 {
+		return errors.New("at least one --server URL is needed")
+	}
+	if c.Listen == "" {
+		return errors.New("--listen must not be empty")
+	}
+	cfg := agent.Config{Servers: c.Servers, Logger: logger}
+	var pool *x509.CertPool
+	if c.CACertPath != "" {
+		pem, err := os.ReadFile(c.CACertPath)
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--ca %s: no PEM certificate", c.CACertPath)
+		}
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	if (c.CertPath == "") != (c.KeyPath == "") {
+		return errors.New("--cert and --key go together")
+	}
+	if c.CertPath != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertPath, c.KeyPath)
+		if err != nil {
+			return fmt.Errorf("--cert: %w", err)
+		}
+		cfg.Identity = &cert
+	}
+	if c.APIKeyFile != "" {
+		b, err := os.ReadFile(c.APIKeyFile)
+		if err != nil {
+			return fmt.Errorf("--api-key-file: %w", err)
+		}
+		cfg.APIKey = strings.TrimSpace(string(b))
+		if cfg.APIKey == "" || len(cfg.APIKey) > 512 {
+			return fmt.Errorf("--api-key-file %s: want one API key", c.APIKeyFile)
+		}
+	}
+	if c.TLSListen != "" && (c.TLSCertPath == "" || c.TLSKeyPath == "" || pool == nil) {
+		return errors.New("--tls-listen needs --tls-cert, --tls-key and --ca (client certificates are checked against the cluster CA)")
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	// Bind every listener first: a port in use is one clear error.
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	var tln, mln net.Listener
+	if c.TLSListen != "" {
+		lc, err := tls.LoadX509KeyPair(c.TLSCertPath, c.TLSKeyPath)
+		if err != nil {
+			return fmt.Errorf("--tls-cert: %w", err)
+		}
+		raw, err := net.Listen("tcp", c.TLSListen)
+		if err != nil {
+			return fmt.Errorf("--tls-listen: %w", err)
+		}
+		tln = tls.NewListener(raw, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{lc},
+			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool})
+	}
+	if c.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go a.Run(ctx)
+	h := a.Handler()
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	}
+	servers := []*http.Server{newServer(h)}
+	errc := make(chan error, 3)
+	go func() { errc <- servers[0].Serve(ln) }()
+	if tln != nil {
+		s := newServer(h)
+		servers = append(servers, s)
+		go func() { errc <- s.Serve(tln) }()
+	}
+	if mln != nil {
+		s := newServer(a.MetricsHandler())
+		servers = append(servers, s)
+		go func() { errc <- s.Serve(mln) }()
+	}
+	logger.Info("halapi agent started", "listen", ln.Addr().String(), "servers", strings.Join(c.Servers, ","),
+		"metrics", c.MetricsListen, "tls_listen", c.TLSListen)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("listener failed", "err", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(sctx)
+	}
+	return nil
+}
+
+func agentStatusCmd() *cobra.Command {
+	var addr, output string
+	c := &cobra.Command{
+		Use: "status", Short: "Show which node the local agent uses, its failovers, retries and last requests", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "human" && output != "json" {
+				return fmt.Errorf("invalid -o %q: human or json", output)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+agent.StatusPath, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return fmt.Errorf("no halapi agent answering on %s: %w", addr, err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("agent on %s answered %s", addr, resp.Status)
+			}
+			var st agent.Status
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&st); err != nil {
+				return fmt.Errorf("agent status: %w", err)
+			}
+			if output == "json" {
+				return printJSON(st)
+			}
+			printAgentStatus(os.Stdout, st)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "metrics-listen", defaultAgentMetrics, "the agent's --metrics-listen address")
+	c.Flags().StringVarP(&output, "output", "o", "human", "human or json")
+	return c
+}
+
+func printAgentStatus(w io.Writer, st agent.Status) {
+	pref := st.Preferred
+	if pref == "" {
+		pref = "(none healthy)"
+	}
+	fmt.Fprintf(w, "Preferred node: %s\nFailovers: %d   Retries: %d\n\n", pref, st.Failovers, st.Retries)
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tID\tHEALTHY\tRTT\tREQUESTS\tERRORS\tRETRIES\tSINCE\tLAST ERROR")
+	for _, n := range st.Nodes {
+		mark := ""
+		if n.Preferred {
+			mark = " *"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%v\t%.1fms\t%d\t%d\t%d\t%s\t%s\n", n.URL, mark, n.ID, n.Healthy, n.RTTMillis, n.Requests,
+			n.Errors, n.Retries, n.Since.Format(time.RFC3339), n.LastError)
+	}
+	_ = tw.Flush()
+	if len(st.Recent) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nLast requests:")
+	tw = tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tMETHOD\tPATH\tNODE\tSTATUS\tATTEMPTS\tMS")
+	for _, r := range st.Recent {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Time.Format("15:04:05.000"), r.Method, r.Path, r.Node, r.Status, r.Attempts, r.Millis)
+	}
+	_ = tw.Flush()
+}
