@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -132,6 +133,8 @@ type Agent struct {
 	memberRefreshes atomic.Int64
 
 	recent recentLog
+	// identitySPKI is the public key of Config.Identity.
+	identitySPKI []byte
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -148,6 +151,18 @@ func New(cfg Config) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{cfg: cfg, log: cfg.Logger, met: newMetrics(), nodes: map[string]*node{}, ctx: ctx, cancel: cancel}
+	if id := cfg.Identity; id != nil {
+		if len(id.Certificate) == 0 {
+			cancel()
+			return nil, errors.New("agent: identity without a certificate")
+		}
+		leaf, err := x509.ParseCertificate(id.Certificate[0])
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("agent: identity certificate: %w", err)
+		}
+		a.identitySPKI = leaf.RawSubjectPublicKeyInfo
+	}
 	for _, s := range cfg.Servers {
 		u, err := parseNodeURL(s)
 		if err != nil {
@@ -580,7 +595,9 @@ func (a *Agent) Handler() http.Handler {
 		start := time.Now()
 		useID := false
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			if a.cfg.Identity == nil || len(a.cfg.Identity.Certificate) == 0 || !bytes.Equal(r.TLS.PeerCertificates[0].Raw, a.cfg.Identity.Certificate[0]) {
+			// The same key as the agent's identity: the same certificate
+			// or a renewal of it (renewals keep the key).
+			if a.identitySPKI == nil || !bytes.Equal(r.TLS.PeerCertificates[0].RawSubjectPublicKeyInfo, a.identitySPKI) {
 				writeErr(w, http.StatusForbidden, "halapi agent: this client certificate is not the one the agent holds; it cannot be presented to the cluster")
 				return
 			}

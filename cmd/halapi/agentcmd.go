@@ -13,35 +13,25 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 )
 
 // agentRunConfig is `halapi agent run`'s configuration file
-// (`halapi agent enroll --agent-config` writes one); flags override it.
-type agentRunConfig struct {
-	Listen        string   `yaml:"listen"`
-	Servers       []string `yaml:"servers"`
-	CACertPath    string   `yaml:"ca_cert_path,omitempty"`
-	CertPath      string   `yaml:"cert_path,omitempty"`
-	KeyPath       string   `yaml:"key_path,omitempty"`
-	APIKeyFile    string   `yaml:"api_key_file,omitempty"`
-	MetricsListen string   `yaml:"metrics_listen,omitempty"`
-	TLSListen     string   `yaml:"tls_listen,omitempty"`
-	TLSCertPath   string   `yaml:"tls_cert_path,omitempty"`
-	TLSKeyPath    string   `yaml:"tls_key_path,omitempty"`
-	LogLevel      string   `yaml:"log_level,omitempty"`
-}
+// (`halapi agent enroll` writes one); flags override it.
+type agentRunConfig = agent.FileConfig
 
 const (
-	defaultAgentListen  = "127.0.0.1:8081"
-	defaultAgentMetrics = "127.0.0.1:6061"
+	defaultAgentListen  = agent.DefaultListen
+	defaultAgentMetrics = agent.DefaultMetrics
 )
 
 func agentRunCmd() *cobra.Command {
@@ -282,4 +272,55 @@ func printAgentStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\n", r.Time.Format("15:04:05.000"), r.Method, r.Path, r.Node, r.Status, r.Attempts, r.Millis)
 	}
 	_ = tw.Flush()
+}
+
+// setupLocalAgent writes the agent's files next to an enrolled
+// certificate (agent.Setup) and points the client config written by
+// pki.WriteClientFiles at the agent's TLS listener, trusting its
+// certificate (unless lapiURL says otherwise).
+func setupLocalAgent(out string, role pki.Role, name, apiURL, lapiURL string, servers []string, listen, tlsListen string) ([]string, error) {
+	dir, err := filepath.Abs(out)
+	if err != nil {
+		return nil, err
+	}
+	if len(servers) == 0 {
+		servers = []string{apiURL}
+	}
+	written, clientURL, bundle, err := agent.Setup(agent.SetupParams{Dir: dir, CertPath: filepath.Join(dir, name+".crt"),
+		KeyPath: filepath.Join(dir, name+".key"), CAPath: filepath.Join(dir, pki.ClientCAFile), Servers: servers,
+		Listen: listen, TLSListen: tlsListen})
+	if err != nil {
+		return written, err
+	}
+	if lapiURL != "" {
+		return written, nil // the operator chose the client's URL
+	}
+	cfgFile := pki.AgentConfigFile
+	urlKey := "url"
+	if role == pki.RoleBouncer {
+		cfgFile, urlKey = pki.BouncerConfigFile, "api_url"
+	}
+	path := filepath.Join(dir, cfgFile)
+	var node yaml.Node
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return written, err
+	}
+	if err := yaml.Unmarshal(b, &node); err != nil || len(node.Content) == 0 || node.Content[0].Kind != yaml.MappingNode {
+		return written, fmt.Errorf("%s: unexpected content", path)
+	}
+	m := node.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		switch m.Content[i].Value {
+		case urlKey:
+			m.Content[i+1].Value = clientURL
+		case "ca_cert_path":
+			m.Content[i+1].Value = bundle
+		}
+	}
+	nb, err := yaml.Marshal(&node)
+	if err != nil {
+		return written, err
+	}
+	return written, os.WriteFile(path, nb, 0o600)
 }

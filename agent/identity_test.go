@@ -1,0 +1,174 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return &testCA{cert: c, key: key, pool: pool}
+}
+
+// client issues a client certificate; the same key with a new serial is a
+// renewal.
+func (ca *testCA) client(t *testing.T, cn string, key *ecdsa.PrivateKey, serial int64) tls.Certificate {
+	if key == nil {
+		key, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// A local client that presents the agent's own certificate (or a renewal
+// with the same key) is sent upstream with it; another certificate is
+// refused; a client without one passes through without a certificate.
+func TestIdentityCertificatePresentedUpstream(t *testing.T) {
+	ca := newTestCA(t)
+	idKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	identity := ca.client(t, "fw1", idKey, 10)
+	renewed := ca.client(t, "fw1", idKey, 11)
+	stranger := ca.client(t, "fw2", nil, 12)
+
+	upstream := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn := "none"
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			cn = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		_, _ = io.WriteString(w, cn)
+	}))
+	upstream.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
+	upstream.StartTLS()
+	t.Cleanup(upstream.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(upstream.Certificate())
+
+	a, err := New(Config{Servers: []string{upstream.URL}, TLS: &tls.Config{RootCAs: roots}, Identity: &identity,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	local := httptest.NewUnstartedServer(a.Handler())
+	local.TLS = &tls.Config{ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.pool}
+	local.StartTLS()
+	t.Cleanup(local.Close)
+	waitUntil(t, "upstream healthy", func() bool { return a.Preferred() != "" })
+
+	localRoots := x509.NewCertPool()
+	localRoots.AddCert(local.Certificate())
+	get := func(cert *tls.Certificate) (int, string) {
+		tc := &tls.Config{RootCAs: localRoots}
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+		resp, err := c.Get(local.URL + "/v1/decisions/stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(&identity); code != 200 || body != "fw1" {
+		t.Fatalf("identity client: %d %q, want the node to see fw1", code, body)
+	}
+	if code, body := get(&renewed); code != 200 || body != "fw1" {
+		t.Fatalf("renewed identity: %d %q, want the node to see fw1", code, body)
+	}
+	if code, body := get(&stranger); code != http.StatusForbidden || !strings.Contains(body, "not the one the agent holds") {
+		t.Fatalf("stranger: %d %q, want 403", code, body)
+	}
+	if code, body := get(nil); code != 200 || body != "none" {
+		t.Fatalf("no certificate: %d %q, want passthrough without one", code, body)
+	}
+}
+
+func TestSetupWritesAgentFiles(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	caPath := filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(caPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := Setup(SetupParams{Dir: dir, CAPath: caPath, Servers: []string{"https://10.0.0.1:8080/"}, TLSListen: "0.0.0.0:8443"}); err == nil {
+		t.Fatal("a TLS listener off loopback was accepted")
+	}
+	files, url, bundle, err := Setup(SetupParams{Dir: dir, CertPath: filepath.Join(dir, "fw.crt"), KeyPath: filepath.Join(dir, "fw.key"),
+		CAPath: caPath, Servers: []string{"https://10.0.0.1:8080/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if url != "https://"+DefaultTLSListen+"/" || len(files) != 4 {
+		t.Fatalf("url %s, files %v", url, files)
+	}
+	var cfg FileConfig
+	b, _ := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err := yaml.Unmarshal(b, &cfg); err != nil || cfg.TLSListen != DefaultTLSListen || cfg.Servers[0] != "https://10.0.0.1:8080/" || cfg.CertPath == "" {
+		t.Fatalf("config %+v, err %v", cfg, err)
+	}
+	if fi, _ := os.Stat(cfg.TLSKeyPath); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("listener key mode %v", fi.Mode())
+	}
+	// The bundle lets a client verify the listener on 127.0.0.1.
+	pair, err := tls.LoadX509KeyPair(cfg.TLSCertPath, cfg.TLSKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBundle, _ := os.ReadFile(bundle)
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBundle) {
+		t.Fatal("bundle has no certificates")
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "127.0.0.1"}); err != nil {
+		t.Fatalf("listener certificate does not verify for 127.0.0.1: %v", err)
+	}
+	if leaf.IsCA {
+		t.Fatal("the listener certificate is a CA")
+	}
+}
