@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAgentEnrollCertBouncer sets a host up the way an operator does:
+// `halapi agent enroll` with a one-time bouncer token, `halapi agent run
+// --config` with the file it wrote, and the bouncer's own config (written
+// by enroll) pointing at the agent's TLS listener. The bouncer
+// authenticates with its certificate through the agent (which presents
+// the same certificate upstream), keeps working when the agent's node is
+// SIGKILLed, and stays one bouncer row.
+func TestAgentEnrollCertBouncer(t *testing.T) {
+	sc := startSecureCluster(t, 3)
+	n1 := sc.Node(1)
+	tok := strings.TrimSpace(n1.MustCLI("cert", "token", "bouncer", "fw-agent"))
+	dir := filepath.Join(t.TempDir(), "fw")
+	tlsListen := freeLoopbackAddr(t)
+	if out, err := halapiCmd("agent", "enroll", "--url", n1.URL, "--token", tok, "--out", dir,
+		"--agent-tls-listen", tlsListen); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(out, "halapi-agent.yaml") {
+		t.Fatalf("enroll output does not name the agent config:\n%s", out)
+	}
+	files := bouncerFiles(t, filepath.Join(dir, "bouncer-tls.yaml"))
+	if files.URL != "https://"+tlsListen+"/" {
+		t.Fatalf("bouncer config points at %s, want the agent's TLS listener %s", files.URL, tlsListen)
+	}
+
+	ag := startAgent(t, "--config", filepath.Join(dir, "halapi-agent.yaml"))
+	waitFor(t, 20*time.Second, "the agent to learn every node with its certificate", func() (bool, string) {
+		st, err := ag.status()
+		healthy := 0
+		for _, n := range st.Nodes {
+			if n.Healthy {
+				healthy++
+			}
+		}
+		return err == nil && healthy == 3, fmt.Sprintf("%+v %v", st, err)
+	})
+
+	n1.MustCLI("decisions", "add", "--ip", "192.0.2.77", "--duration", "1h")
+	lb := certLiveBouncer(t, files, "")
+	check := func(what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, what, func() (bool, string) {
+			code, ds, err := liveStatus(lb, "192.0.2.77")
+			return code == http.StatusOK && valueSet(ds)["192.0.2.77"], fmt.Sprintf("status %d, %v, err %v", code, valueSet(ds), err)
+		})
+	}
+	check("the certificate bouncer to see the ban through the agent")
+
+	st, err := ag.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *ClusterNode
+	for _, nd := range sc.Nodes {
+		if nodeURLKey(nd.URL) == st.Preferred {
+			victim = nd
+		}
+	}
+	if victim == nil {
+		t.Fatalf("the agent prefers %q, no node of the cluster", st.Preferred)
+	}
+	victim.Kill()
+	victim.setUp(false)
+	start := time.Now()
+	code, ds, err := liveStatus(lb, "192.0.2.77")
+	if code != http.StatusOK || !valueSet(ds)["192.0.2.77"] {
+		t.Fatalf("first query after killing %s: status %d, %v, err %v", victim.ID, code, valueSet(ds), err)
+	}
+	t.Logf("first certificate-bouncer query after killing %s answered in %v", victim.ID, time.Since(start).Round(time.Millisecond))
+
+	out := sc.Others(victim)[0].MustCLI("bouncers", "list", "-o", "json")
+	if n := countBouncerRows(t, out, "fw-agent"); n != 1 {
+		t.Errorf("bouncers list has %d rows for fw-agent, want 1:\n%s", n, out)
+	}
+}
