@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,8 @@ type metrics struct {
 	healthy   *prometheus.GaugeVec
 	rttG      *prometheus.GaugeVec
 	latency   prometheus.Histogram
+	// reqCounters caches requests' children by (node, code).
+	reqCounters sync.Map
 }
 
 func newMetrics() *metrics {
@@ -66,8 +69,18 @@ func (m *metrics) retry(n *node, reason string) {
 	m.retries.WithLabelValues(n.key, reason).Inc()
 }
 
+type reqKey struct {
+	node string
+	code int
+}
+
 func (m *metrics) request(node string, code int, d time.Duration) {
-	m.requests.WithLabelValues(node, strconv.Itoa(code)).Inc()
+	k := reqKey{node, code}
+	c, ok := m.reqCounters.Load(k)
+	if !ok {
+		c, _ = m.reqCounters.LoadOrStore(k, m.requests.WithLabelValues(node, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
 	m.latency.Observe(d.Seconds())
 }
 

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"sort"
 	"strings"
@@ -551,124 +550,110 @@ func (a *Agent) fetchMembers(ctx context.Context, n *node, out any) error {
 	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
 }
 
-// ctx keys of a proxied request.
-type ctxKey int
-
-const (
-	ctxBody ctxKey = iota
-	ctxIdentity
-	ctxTrace
-)
-
 // trace records where one client request went.
 type trace struct {
 	node     *node
 	attempts int
 }
 
+// hopHeaders are connection-level headers a proxy must not forward
+// (RFC 9110 §7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // Handler is the local listener's handler: every request is buffered
 // (bounded), sent to the preferred node and moved to another one on a
 // connection failure, a node going down, or a 502/503/504.
 //
 // A request that arrives on a TLS connection whose client presented the
-// agent's own Identity certificate is sent upstream with that
-// certificate; a client certificate the agent does not hold is refused
-// (the agent cannot present it). Anything else passes through with the
-// client's own credential (API key, token) and no certificate.
+// agent's own Identity certificate (the same key) is sent upstream with
+// that certificate; a client certificate the agent does not hold is
+// refused (the agent cannot present it). Anything else passes through
+// with the client's own credential (API key, token) and no certificate.
 func (a *Agent) Handler() http.Handler {
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", "halapi-cluster"
-			pr.Out.Host = ""
-		},
-		Transport:     roundTripper{a},
-		FlushInterval: -1,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(r.Context().Err(), context.Canceled) {
-				return // the client went away
-			}
-			writeErr(w, http.StatusBadGateway, "halapi agent: no node answered: "+err.Error())
-		},
-		ErrorLog: nil,
+	return http.HandlerFunc(a.serve)
+}
+
+func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	useID := false
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		// The same key as the agent's identity: the same certificate
+		// or a renewal of it (renewals keep the key).
+		if a.identitySPKI == nil || !bytes.Equal(r.TLS.PeerCertificates[0].RawSubjectPublicKeyInfo, a.identitySPKI) {
+			writeErr(w, http.StatusForbidden, "halapi agent: this client certificate is not the one the agent holds; it cannot be presented to the cluster")
+			return
+		}
+		useID = true
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		useID := false
-		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-			// The same key as the agent's identity: the same certificate
-			// or a renewal of it (renewals keep the key).
-			if a.identitySPKI == nil || !bytes.Equal(r.TLS.PeerCertificates[0].RawSubjectPublicKeyInfo, a.identitySPKI) {
-				writeErr(w, http.StatusForbidden, "halapi agent: this client certificate is not the one the agent holds; it cannot be presented to the cluster")
-				return
-			}
-			useID = true
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		b, err := io.ReadAll(io.LimitReader(r.Body, a.cfg.MaxBody+1))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, "halapi agent: reading the request body: "+err.Error())
+			return
 		}
-		var body []byte
-		if r.Body != nil && r.Body != http.NoBody {
-			b, err := io.ReadAll(io.LimitReader(r.Body, a.cfg.MaxBody+1))
-			if err != nil {
-				writeErr(w, http.StatusBadRequest, "halapi agent: reading the request body: "+err.Error())
-				return
-			}
-			if int64(len(b)) > a.cfg.MaxBody {
-				writeErr(w, http.StatusRequestEntityTooLarge, "http: request body too large")
-				return
-			}
-			body = b
+		if int64(len(b)) > a.cfg.MaxBody {
+			writeErr(w, http.StatusRequestEntityTooLarge, "http: request body too large")
+			return
 		}
-		if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Header.Get(IdempotencyHeader) == "" {
-			r.Header.Set(IdempotencyHeader, newKey())
+		body = b
+	}
+	hdr := r.Header.Clone()
+	removeHop(hdr)
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		hdr.Del(k) // the node sees this host, as without the agent
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && hdr.Get(IdempotencyHeader) == "" {
+		hdr.Set(IdempotencyHeader, newKey())
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
+	defer cancel()
+	tmpl := &http.Request{Method: r.Method, URL: &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: hdr}
+	tmpl = tmpl.WithContext(ctx)
+	tr := &trace{}
+	resp, err := a.forward(tmpl, body, useID, tr)
+	code := http.StatusBadGateway
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeErr(w, code, "halapi agent: no node answered: "+err.Error())
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
-		defer cancel()
-		tr := &trace{}
-		ctx = context.WithValue(ctx, ctxBody, body)
-		ctx = context.WithValue(ctx, ctxIdentity, useID)
-		ctx = context.WithValue(ctx, ctxTrace, tr)
-		sw := &statusWriter{ResponseWriter: w}
-		rp.ServeHTTP(sw, r.WithContext(ctx))
-		a.finish(r, tr, sw.status(), time.Since(start))
-	})
+	} else {
+		code = resp.StatusCode
+		removeHop(resp.Header)
+		dst := w.Header()
+		for k, v := range resp.Header {
+			dst[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		bp := copyBufs.Get().(*[]byte)
+		_, _ = io.CopyBuffer(w, resp.Body, *bp)
+		copyBufs.Put(bp)
+		resp.Body.Close()
+	}
+	a.finish(r, tr, code, time.Since(start))
 }
 
 func newKey() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return "agent-" + hex.EncodeToString(b[:])
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (s *statusWriter) WriteHeader(c int) {
-	if s.code == 0 {
-		s.code = c
-	}
-	s.ResponseWriter.WriteHeader(c)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-func (s *statusWriter) status() int {
-	if s.code == 0 {
-		return http.StatusOK
-	}
-	return s.code
 }
 
 func writeErr(w http.ResponseWriter, code int, msg string) {
@@ -688,8 +673,6 @@ func (a *Agent) finish(r *http.Request, tr *trace, code int, d time.Duration) {
 		Status: code, Attempts: tr.attempts, Millis: float64(d.Microseconds()) / 1000})
 }
 
-type roundTripper struct{ a *Agent }
-
 // retryable statuses: the node is up but cannot serve (no leader, a
 // proxy in front of it failing); another node may.
 func retryStatus(code int) bool {
@@ -700,25 +683,36 @@ func retryStatus(code int) bool {
 // no other node does better).
 const maxRetryBody = 64 << 10
 
-func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
-	a := rt.a
-	ctx := req.Context()
-	body, _ := ctx.Value(ctxBody).([]byte)
-	useID, _ := ctx.Value(ctxIdentity).(bool)
-	tr, _ := ctx.Value(ctxTrace).(*trace)
-	if tr == nil {
-		tr = &trace{}
+// next picks the node for the next attempt: the preferred one first (no
+// allocation on the common path), then the others in candidates order.
+func (a *Agent) next(tried map[*node]bool) *node {
+	if len(tried) == 0 {
+		a.mu.RLock()
+		p := a.preferred
+		a.mu.RUnlock()
+		if p != nil && p.healthy.Load() {
+			return p
+		}
 	}
+	for _, c := range a.candidates() {
+		if !tried[c] {
+			return c
+		}
+	}
+	return nil
+}
+
+// forward sends tmpl (header, URL path and query, context) to the nodes
+// until one answers: the preferred node, then the others.
+func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) (*http.Response, error) {
+	ctx := tmpl.Context()
 	var lastErr error
 	var last *http.Response
-	tried := map[*node]bool{}
-	for round := 0; ; round++ {
-		var n *node
-		for _, c := range a.candidates() {
-			if !tried[c] {
-				n = c
-				break
-			}
+	var tried map[*node]bool
+	for {
+		n := a.next(tried)
+		if tried == nil {
+			tried = make(map[*node]bool, 4)
 		}
 		if n == nil {
 			// Every node was tried once: start over after a pause, while
@@ -744,7 +738,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		tr.attempts++
 		tr.node = n
-		resp, err := a.attempt(req, n, body, useID)
+		resp, err := a.attempt(tmpl, n, body, useID)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, err
@@ -805,26 +799,25 @@ func failReason(err error) string {
 
 var errNodeDown = errors.New("node marked down by its health check")
 
-// attempt sends one copy of req to n. The attempt is aborted when n is
+// attempt sends one copy of tmpl to n. The attempt is aborted when n is
 // marked down (a hung node: its health check times out) — also while the
 // answer's body is being read.
-func (a *Agent) attempt(req *http.Request, n *node, body []byte, useID bool) (*http.Response, error) {
+func (a *Agent) attempt(tmpl *http.Request, n *node, body []byte, useID bool) (*http.Response, error) {
 	down := n.downCtx()
-	actx, cancel := context.WithCancelCause(req.Context())
+	actx, cancel := context.WithCancelCause(tmpl.Context())
 	var stop func() bool
 	if down.Err() == nil {
 		stop = context.AfterFunc(down, func() { cancel(errNodeDown) })
 	}
-	out := req.Clone(actx)
-	out.URL.Scheme, out.URL.Host = n.base.Scheme, n.base.Host
+	out := tmpl.WithContext(actx)
+	u := *tmpl.URL
+	u.Scheme, u.Host = n.base.Scheme, n.base.Host
+	out.URL = &u
 	out.Host = ""
 	if body != nil {
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.ContentLength = int64(len(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	} else {
-		out.Body = nil
-		out.ContentLength = 0
 	}
 	t := n.tr
 	if useID {
