@@ -51,7 +51,7 @@ func agentRunCmd() *cobra.Command {
 				dec := yaml.NewDecoder(strings.NewReader(string(b)))
 				dec.KnownFields(true)
 				if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-					return fmt.Errorf("--config %s: %w", cfgPath, err)
+					return fmt.Errorf("--config %s: %s", cfgPath, strings.Join(strings.Fields(err.Error()), " "))
 				}
 			}
 			fl := cmd.Flags()
@@ -103,6 +103,21 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 	}
 	if c.Listen == "" {
 		return errors.New("--listen must not be empty")
+	}
+	// A node sees every request the agent relays as coming from this
+	// host: off loopback, the agent would let other hosts speak as it
+	// (and, on a node's own host, as a trusted loopback client).
+	for _, l := range []struct{ flag, addr string }{{"--listen", c.Listen}, {"--tls-listen", c.TLSListen}, {"--metrics-listen", c.MetricsListen}} {
+		if l.addr == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(l.addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", l.flag, l.addr, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("%s %q: the agent listens on loopback only (127.0.0.0/8, ::1)", l.flag, l.addr)
+		}
 	}
 	cfg := agent.Config{Servers: c.Servers, Logger: logger}
 	var pool *x509.CertPool
