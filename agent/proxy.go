@@ -110,13 +110,6 @@ func (n *node) downCtx() context.Context {
 	return n.down
 }
 
-func (n *node) name() string {
-	if id := n.id.Load(); id != nil && *id != "" {
-		return *id
-	}
-	return n.base.Host
-}
-
 // Agent is the local failover proxy in front of a halapi cluster.
 type Agent struct {
 	cfg Config

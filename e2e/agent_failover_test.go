@@ -115,8 +115,8 @@ func nodeURLKey(u string) string { return strings.TrimSuffix(u, "/") }
 
 // TestAgentFailoverKeepsAlertsAndBans drives the real crowdsec apiclient
 // (alerts) and go-cs-bouncer (1 s stream poll) through `halapi agent`,
-// bootstrapped with one node's URL, and SIGKILLs the node the agent uses
-// in the middle of a stream of alerts: every alert is stored exactly once,
+// bootstrapped with the leader's URL, and SIGKILLs the node the agent uses
+// (the leader) in the middle of a stream of alerts: every alert is stored exactly once,
 // the bouncer sees every ban, and alert-to-bouncer latency stays under
 // 3 s at p99.
 func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
@@ -136,7 +136,12 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ag := startAgent(t, "--server", n1.URL, "--api-key-file", keyFile)
+	// Bootstrapped with the leader's URL only: the agent prefers it (it is
+	// the first healthy node it knows and the preference is sticky), so
+	// the kill below is the worst case, the leader, and the other nodes
+	// come from the member list.
+	leader := c.Leader(n1)
+	ag := startAgent(t, "--server", leader.URL, "--api-key-file", keyFile)
 	waitFor(t, 20*time.Second, "the agent to learn and check every node", func() (bool, string) {
 		st, err := ag.status()
 		healthy := 0
@@ -251,8 +256,7 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 	if victim == nil {
 		t.Fatalf("the agent prefers %q, which is no node of the cluster", st.Preferred)
 	}
-	leader := c.Leader(victim)
-	t.Logf("killing %s (the agent's node; leader %s)", victim.ID, leader.ID)
+	t.Logf("killing %s (the agent's node; leader %s)", victim.ID, c.Leader(victim).ID)
 	victim.Kill()
 	victim.setUp(false)
 	killedAt, _ := counts()
