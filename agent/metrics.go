@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"sort"
@@ -101,16 +102,32 @@ type NodeStatus struct {
 
 // Status is what the agent's /status answers.
 type Status struct {
-	Preferred string          `json:"preferred"`
-	Failovers int64           `json:"failovers"`
-	Retries   int64           `json:"retries"`
-	Nodes     []NodeStatus    `json:"nodes"`
-	Recent    []RequestRecord `json:"recent"`
+	Preferred string       `json:"preferred"`
+	Failovers int64        `json:"failovers"`
+	Retries   int64        `json:"retries"`
+	Nodes     []NodeStatus `json:"nodes"`
+	// Identity is the certificate presented for certificate clients.
+	Identity *IdentityStatus `json:"identity,omitempty"`
+	Recent   []RequestRecord `json:"recent"`
+}
+
+// IdentityStatus describes the agent's identity certificate.
+type IdentityStatus struct {
+	Subject  string    `json:"subject"`
+	Serial   string    `json:"serial"`
+	NotAfter time.Time `json:"not_after"`
+	Renewals int64     `json:"renewals"`
 }
 
 // Status returns a snapshot of the agent's view.
 func (a *Agent) Status() Status {
 	st := Status{Preferred: a.Preferred(), Failovers: a.failovers.Load(), Retries: a.retries.Load(), Recent: a.recent.list()}
+	if c := a.identity(); c != nil && len(c.Certificate) > 0 {
+		if leaf, err := x509.ParseCertificate(c.Certificate[0]); err == nil {
+			st.Identity = &IdentityStatus{Subject: leaf.Subject.CommonName, Serial: leaf.SerialNumber.String(),
+				NotAfter: leaf.NotAfter.UTC(), Renewals: a.identityRenewals.Load()}
+		}
+	}
 	a.mu.RLock()
 	for _, n := range a.nodes {
 		ns := NodeStatus{URL: n.key, Healthy: n.healthy.Load(), Preferred: n == a.preferred, Static: n.static,

@@ -47,6 +47,9 @@ type Config struct {
 	// members route and for local clients that present this same
 	// certificate to the agent's TLS listener (see Handler).
 	Identity *tls.Certificate
+	// IdentityFiles, instead of Identity, loads the identity from disk,
+	// reloads it when the files change and renews it before it expires.
+	IdentityFiles *IdentityFiles
 	// APIKey (a bouncer key) authenticates the members route when there
 	// is no Identity. Without either, the agent keeps to Servers.
 	APIKey string
@@ -56,6 +59,7 @@ type Config struct {
 	MembersEvery   time.Duration // default 10s
 	RequestTimeout time.Duration // default 60s: one client request, every attempt
 	MaxBody        int64         // default 64 MiB (the nodes' own bound)
+	IdentityEvery  time.Duration // default 30s: identity files checked, renewal due?
 	Logger         *slog.Logger
 }
 
@@ -71,6 +75,9 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 60 * time.Second
+	}
+	if c.IdentityEvery <= 0 {
+		c.IdentityEvery = 30 * time.Second
 	}
 	if c.MaxBody <= 0 {
 		c.MaxBody = 64 << 20
@@ -125,8 +132,12 @@ type Agent struct {
 	memberRefreshes atomic.Int64
 
 	recent recentLog
-	// identitySPKI is the public key of Config.Identity.
-	identitySPKI []byte
+	// ident is the certificate presented upstream for identity requests;
+	// identitySPKI its public key (fixed: renewals keep the key).
+	ident            atomic.Pointer[tls.Certificate]
+	identitySPKI     []byte
+	identMod         time.Time // identityLoop only
+	identityRenewals atomic.Int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -143,6 +154,15 @@ func New(cfg Config) (*Agent, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{cfg: cfg, log: cfg.Logger, met: newMetrics(), nodes: map[string]*node{}, ctx: ctx, cancel: cancel}
+	if f := cfg.IdentityFiles; f != nil {
+		c, mod, err := loadIdentity(f)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("agent: identity certificate: %w", err)
+		}
+		cfg.Identity, a.identMod = c, mod
+		a.cfg.Identity = c
+	}
 	if id := cfg.Identity; id != nil {
 		if len(id.Certificate) == 0 {
 			cancel()
@@ -154,6 +174,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, fmt.Errorf("agent: identity certificate: %w", err)
 		}
 		a.identitySPKI = leaf.RawSubjectPublicKeyInfo
+		a.ident.Store(id)
 	}
 	for _, s := range cfg.Servers {
 		u, err := parseNodeURL(s)
@@ -209,8 +230,7 @@ func (a *Agent) transport(identity bool) *http.Transport {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	if identity {
-		cert := a.cfg.Identity
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return a.identity(), nil }
 	}
 	tr.TLSClientConfig = tc
 	return tr
@@ -269,6 +289,9 @@ func (a *Agent) Run(ctx context.Context) {
 		a.startHealth(n)
 	}
 	a.mu.RUnlock()
+	if a.cfg.IdentityFiles != nil {
+		go a.identityLoop(ctx)
+	}
 	t := time.NewTicker(a.cfg.MembersEvery)
 	defer t.Stop()
 	a.refreshMembers(ctx)

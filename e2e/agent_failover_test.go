@@ -91,6 +91,10 @@ type agentNodeStatus struct {
 }
 
 type agentStatus struct {
+	Identity *struct {
+		Serial   string `json:"serial"`
+		Renewals int64  `json:"renewals"`
+	} `json:"identity"`
 	Preferred string            `json:"preferred"`
 	Failovers int64             `json:"failovers"`
 	Retries   int64             `json:"retries"`

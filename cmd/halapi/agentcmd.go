@@ -136,11 +136,7 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 		return errors.New("--cert and --key go together")
 	}
 	if c.CertPath != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertPath, c.KeyPath)
-		if err != nil {
-			return fmt.Errorf("--cert: %w", err)
-		}
-		cfg.Identity = &cert
+		cfg.IdentityFiles = &agent.IdentityFiles{CertPath: c.CertPath, KeyPath: c.KeyPath}
 	}
 	if c.APIKeyFile != "" {
 		b, err := os.ReadFile(c.APIKeyFile)
@@ -152,8 +148,8 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 			return fmt.Errorf("--api-key-file %s: want one API key", c.APIKeyFile)
 		}
 	}
-	if c.TLSListen != "" && (c.TLSCertPath == "" || c.TLSKeyPath == "" || pool == nil) {
-		return errors.New("--tls-listen needs --tls-cert, --tls-key and --ca (client certificates are checked against the cluster CA)")
+	if c.TLSListen != "" && (c.TLSCertPath == "" || c.TLSKeyPath == "") {
+		return errors.New("--tls-listen needs --tls-cert and --tls-key")
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -175,8 +171,12 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 		if err != nil {
 			return fmt.Errorf("--tls-listen: %w", err)
 		}
+		// A client certificate is only asked for, not verified: the
+		// handshake proves the client holds its key, and the agent acts
+		// only for the key of its own identity (agent.Handler); the
+		// cluster verifies the identity upstream.
 		tln = tls.NewListener(raw, &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{lc},
-			ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool})
+			ClientAuth: tls.RequestClientCert})
 	}
 	if c.MetricsListen != "" {
 		if mln, err = net.Listen("tcp", c.MetricsListen); err != nil {
@@ -265,7 +265,11 @@ func printAgentStatus(w io.Writer, st agent.Status) {
 	if pref == "" {
 		pref = "(none healthy)"
 	}
-	fmt.Fprintf(w, "Preferred node: %s\nFailovers: %d   Retries: %d\n\n", pref, st.Failovers, st.Retries)
+	fmt.Fprintf(w, "Preferred node: %s\nFailovers: %d   Retries: %d\n", pref, st.Failovers, st.Retries)
+	if id := st.Identity; id != nil {
+		fmt.Fprintf(w, "Identity: %s (serial %s, expires %s, renewed %d times)\n", id.Subject, id.Serial, id.NotAfter.Format(time.RFC3339), id.Renewals)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tID\tHEALTHY\tRTT\tREQUESTS\tERRORS\tRETRIES\tSINCE\tLAST ERROR")
 	for _, n := range st.Nodes {
