@@ -58,6 +58,7 @@ type Config struct {
 	HealthTimeout  time.Duration // default 600ms
 	MembersEvery   time.Duration // default 10s
 	RequestTimeout time.Duration // default 60s: one client request, every attempt
+	HedgeAfter     time.Duration // default 1s: a hedgeable request also goes to the next node
 	MaxBody        int64         // default 64 MiB (the nodes' own bound)
 	IdentityEvery  time.Duration // default 30s: identity files checked, renewal due?
 	Logger         *slog.Logger
@@ -75,6 +76,9 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 60 * time.Second
+	}
+	if c.HedgeAfter <= 0 {
+		c.HedgeAfter = time.Second
 	}
 	if c.IdentityEvery <= 0 {
 		c.IdentityEvery = 30 * time.Second
@@ -718,78 +722,171 @@ func (a *Agent) next(tried map[*node]bool) *node {
 	return nil
 }
 
+// hedgeable reports whether a request may be in flight on two nodes at
+// once: reads, and the writes the nodes deduplicate by Idempotency-Key
+// (lapi/idempotency.go). Other writes (login, registration, heartbeat)
+// are only ever sent again after their attempt failed.
+func hedgeable(method, path string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead:
+		return true
+	case http.MethodPost:
+		return path == "/v1/alerts"
+	case http.MethodDelete:
+		return path == "/v1/decisions" || path == "/v1/alerts" ||
+			strings.HasPrefix(path, "/v1/decisions/") || strings.HasPrefix(path, "/v1/alerts/")
+	}
+	return false
+}
+
+type attemptResult struct {
+	n      *node
+	resp   *http.Response
+	err    error
+	cancel context.CancelFunc
+}
+
 // forward sends tmpl (header, URL path and query, context) to the nodes
-// until one answers: the preferred node, then the others.
+// until one answers: the preferred node, then the others. A hedgeable
+// request still unanswered after HedgeAfter is also sent to the next
+// node (a live node can be stuck behind a hung leader: a follower
+// forwarding a write to it waits for its own timeout); the first answer
+// wins, the others are cancelled.
 func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) (*http.Response, error) {
 	ctx := tmpl.Context()
-	var lastErr error
-	var last *http.Response
-	var tried map[*node]bool
-	for {
-		n := a.next(tried)
+	hedge := hedgeable(tmpl.Method, tmpl.URL.Path)
+	var (
+		lastErr  error
+		last     *http.Response
+		tried    map[*node]bool
+		inflight []*attemptResult
+		results  = make(chan *attemptResult, 2*maxNodes)
+		hedgeC   <-chan time.Time
+	)
+	// losers are cancelled and their answers discarded in the background
+	finish := func(winner *attemptResult) {
+		n := 0
+		for _, r := range inflight {
+			if r != winner {
+				r.cancel()
+				n++
+			}
+		}
+		if n > 0 {
+			go func() {
+				for range n {
+					if r := <-results; r.resp != nil {
+						r.resp.Body.Close()
+					}
+				}
+			}()
+		}
+	}
+	launch := func(n *node) {
 		if tried == nil {
 			tried = make(map[*node]bool, 4)
-		}
-		if n == nil {
-			// Every node was tried once: start over after a pause, while
-			// the request's time lasts (a leader election, every node
-			// restarting), unless a node already gave a real answer.
-			if last != nil {
-				return last, nil
-			}
-			select {
-			case <-ctx.Done():
-				if lastErr == nil {
-					lastErr = ctx.Err()
-				}
-				return nil, lastErr
-			case <-time.After(200 * time.Millisecond):
-			}
-			clear(tried)
-			continue
 		}
 		tried[n] = true
 		if tr.attempts > 0 {
 			a.retries.Add(1)
 		}
 		tr.attempts++
-		tr.node = n
-		resp, err := a.attempt(tmpl, n, body, useID)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, err
+		r := &attemptResult{n: n}
+		actx, cancel := context.WithCancel(ctx)
+		r.cancel = cancel
+		inflight = append(inflight, r)
+		go func() {
+			r.resp, r.err = a.attempt(tmpl.WithContext(actx), n, body, useID)
+			results <- r
+		}()
+		if hedge {
+			hedgeC = time.After(a.cfg.HedgeAfter)
+		}
+	}
+	remove := func(r *attemptResult) {
+		for i, x := range inflight {
+			if x == r {
+				inflight = append(inflight[:i], inflight[i+1:]...)
+				return
 			}
-			lastErr = fmt.Errorf("%s: %w", n.key, err)
-			n.errors.Add(1)
-			reason := failReason(err)
-			a.met.retry(n, reason)
-			n.retries.Add(1)
-			if reason != "timeout" {
-				// a refused or reset connection: out of rotation at once,
-				// the health loop brings it back
-				a.markDown(n, err)
+		}
+	}
+	for {
+		if len(inflight) == 0 {
+			n := a.next(tried)
+			if n == nil {
+				// Every node was tried once: start over after a pause,
+				// while the request's time lasts (a leader election, every
+				// node restarting), unless a node already gave a real
+				// answer.
+				if last != nil {
+					return last, nil
+				}
+				select {
+				case <-ctx.Done():
+					if lastErr == nil {
+						lastErr = ctx.Err()
+					}
+					return nil, lastErr
+				case <-time.After(200 * time.Millisecond):
+				}
+				clear(tried)
+				continue
+			}
+			launch(n)
+		}
+		select {
+		case <-hedgeC:
+			hedgeC = nil
+			if n := a.next(tried); n != nil && n.healthy.Load() {
+				a.met.retry(inflight[len(inflight)-1].n, "hedge")
+				launch(n)
 			}
 			continue
-		}
-		if retryStatus(resp.StatusCode) && len(tried) < a.nodeCount() {
+		case r := <-results:
+			remove(r)
+			n := r.n
+			tr.node = n
+			if r.err != nil {
+				r.cancel()
+				if ctx.Err() != nil {
+					finish(nil)
+					return nil, r.err
+				}
+				lastErr = fmt.Errorf("%s: %w", n.key, r.err)
+				n.errors.Add(1)
+				reason := failReason(r.err)
+				a.met.retry(n, reason)
+				n.retries.Add(1)
+				if reason != "timeout" && reason != "canceled" {
+					// a refused or reset connection: out of rotation at
+					// once, the health loop brings it back
+					a.markDown(n, r.err)
+				}
+				continue
+			}
+			resp := r.resp
+			if retryStatus(resp.StatusCode) && (len(tried) < a.nodeCount() || len(inflight) > 0) {
+				if last != nil {
+					last.Body.Close()
+				}
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRetryBody))
+				resp.Body.Close()
+				resp.Body = io.NopCloser(bytes.NewReader(b))
+				resp.ContentLength = int64(len(b))
+				resp.Header.Del("Content-Length")
+				last = resp
+				a.met.retry(n, fmt.Sprintf("status_%d", resp.StatusCode))
+				n.retries.Add(1)
+				continue
+			}
 			if last != nil {
 				last.Body.Close()
 			}
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRetryBody))
-			resp.Body.Close()
-			resp.Body = io.NopCloser(bytes.NewReader(b))
-			resp.ContentLength = int64(len(b))
-			resp.Header.Del("Content-Length")
-			last = resp
-			a.met.retry(n, fmt.Sprintf("status_%d", resp.StatusCode))
-			n.retries.Add(1)
-			continue
+			finish(r)
+			n.requests.Add(1)
+			return resp, nil
 		}
-		if last != nil {
-			last.Body.Close()
-		}
-		n.requests.Add(1)
-		return resp, nil
 	}
 }
 
@@ -804,6 +901,8 @@ func failReason(err error) string {
 	switch {
 	case errors.Is(err, errNodeDown):
 		return "node_down"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
 	case errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case strings.Contains(err.Error(), "connection refused"):

@@ -24,6 +24,7 @@ type backend struct {
 	srv     *httptest.Server
 	healthy atomic.Bool
 	hang    atomic.Bool // every handler blocks until the test ends
+	stall   atomic.Bool // every request but /health blocks (alive but stuck)
 	status  atomic.Int32
 	// dieOnWrite: a POST is read in full, then the connection is cut
 	// without an answer (the node died after receiving it).
@@ -66,6 +67,16 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		_, _ = io.WriteString(w, `{"status":"up"}`)
+		return
+	}
+	if b.stall.Load() {
+		b.mu.Lock()
+		b.got = append(b.got, received{r.Method, r.URL.Path, r.Header.Get(IdempotencyHeader), r.Header.Get("X-Api-Key"), nil})
+		b.mu.Unlock()
+		select {
+		case <-b.done:
+		case <-r.Context().Done():
+		}
 		return
 	}
 	if r.URL.Path == MembersPath {
@@ -357,5 +368,37 @@ func TestNewRefusesBadServers(t *testing.T) {
 	}
 	if _, err := New(Config{}); err == nil {
 		t.Error("no server accepted")
+	}
+}
+
+// A node that is alive (health checks pass) but stuck on a request — a
+// follower forwarding a write to a hung leader — gets a second copy of a
+// deduplicated write sent to another node after HedgeAfter; the first
+// answer wins. A write the nodes do not deduplicate is never hedged.
+func TestHedgedWriteOnStuckNode(t *testing.T) {
+	x, y := newBackend(t, "x"), newBackend(t, "y")
+	a, front := startAgent(t, Config{HedgeAfter: 200 * time.Millisecond, RequestTimeout: 1500 * time.Millisecond}, x, y)
+	preferOnly(t, a, x, y)
+	x.stall.Store(true)
+	start := time.Now()
+	code, body, _ := do(t, "POST", front.URL+"/v1/alerts", `[{"scenario":"a"}]`)
+	if code != 200 || !strings.Contains(body, `"y"`) {
+		t.Fatalf("got %d %s, want node y's answer", code, body)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("hedged write answered after %v", d)
+	}
+	gx, gy := x.requests(), y.requests()
+	if len(gx) != 1 || len(gy) != 1 || gx[0].key == "" || gx[0].key != gy[0].key {
+		t.Fatalf("x got %+v, y got %+v: want one copy each with the same key", gx, gy)
+	}
+	code, _, _ = do(t, "POST", front.URL+"/v1/watchers/login", `{"machine_id":"m"}`)
+	if code != http.StatusBadGateway {
+		t.Fatalf("login on a stuck node: %d, want 502 after the request timeout", code)
+	}
+	for _, g := range y.requests() {
+		if g.path == "/v1/watchers/login" {
+			t.Fatal("a login (not deduplicated by the nodes) was hedged")
+		}
 	}
 }

@@ -124,6 +124,38 @@ func nodeURLKey(u string) string { return strings.TrimSuffix(u, "/") }
 // the bouncer sees every ban, and alert-to-bouncer latency stays under
 // 3 s at p99.
 func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
+	agentFaultRun(t, 70, "SIGKILL", func(victim *ClusterNode) {
+		victim.Kill()
+		victim.setUp(false)
+	}, nil)
+}
+
+// TestAgentHungNodeKeepsAlertsAndBans is the same with the agent's node
+// (the leader) SIGSTOPped instead: its kernel still accepts connections
+// and requests, nothing answers. The agent's health check moves the
+// requests in flight; a DNS name with every node's address would leave
+// crowdsec's clients waiting (they set no timeout). The node is resumed
+// (SIGCONT) after the stream: requests it had read while stopped may then
+// reach raft, and the idempotency keys keep them from being stored twice.
+func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
+	agentFaultRun(t, 80, "SIGSTOP", func(victim *ClusterNode) {
+		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("SIGSTOP: %v", err)
+		}
+		t.Cleanup(func() { _ = victim.cmd.Process.Signal(syscall.SIGCONT) })
+	}, func(c *Cluster, victim *ClusterNode) {
+		if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatalf("SIGCONT: %v", err)
+		}
+		c.WaitCaughtUp(c.Nodes...)
+	})
+}
+
+// agentFaultRun streams alerts and a bouncer through the agent, applies
+// fault to the agent's node after beforeKill alerts, runs afterKill more,
+// calls after (may be nil), and checks: no push failed, every alert stored
+// once, every ban seen, alert-to-bouncer p99 < 3 s.
+func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode), after func(*Cluster, *ClusterNode)) {
 	const (
 		password   = "e2e-agent-failover-password-0123456789"
 		bouncerKey = "e2e-agent-failover-bouncer-key-012345678"
@@ -131,7 +163,7 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 		beforeKill = 30 // alerts pushed before the kill
 		afterKill  = 60 // and after it
 	)
-	c := StartCluster(t, 3, 70)
+	c := StartCluster(t, 3, base)
 	n1 := c.Node(1)
 	addBouncer(t, n1.Server, "fw", bouncerKey)
 	n1.MustCLI("machines", "add", "agent-host", "--password", password)
@@ -260,9 +292,8 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 	if victim == nil {
 		t.Fatalf("the agent prefers %q, which is no node of the cluster", st.Preferred)
 	}
-	t.Logf("killing %s (the agent's node; leader %s)", victim.ID, c.Leader(victim).ID)
-	victim.Kill()
-	victim.setUp(false)
+	t.Logf("%s of %s (the agent's node; leader %s)", what, victim.ID, c.Leader(victim).ID)
+	fault(victim)
 	killedAt, _ := counts()
 	waitFor(t, 30*time.Second, "the alert stream to run on through the failover", func() (bool, string) {
 		p, _ := counts()
@@ -270,6 +301,9 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 	})
 	close(stop)
 	pwg.Wait()
+	if after != nil {
+		after(c, victim)
+	}
 
 	mu.Lock()
 	total := len(pushed)
