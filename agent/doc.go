@@ -9,10 +9,16 @@
 //     (bounded, 64 MiB), sends it to the preferred node and moves it to
 //     another node on a refused or reset connection, on a node whose
 //     health check fails while the request is in flight (a hung node), or
-//     on a 502/503/504. Every write (not GET/HEAD) carries an
+//     on a 502/503/504. Reads and the writes the nodes deduplicate still
+//     unanswered after 1 s are also sent to the next node (hedging: a live
+//     follower can be stuck forwarding to a hung leader); the first answer
+//     wins. Every write (not GET/HEAD) carries an
 //     Idempotency-Key, kept across attempts; the nodes turn it into the
 //     raft request ID bound to the client's identity, so a write replayed
 //     on another node is applied once (lapi/idempotency.go, fsm dedup).
+//   - The identity (identity.go): the host's enrolled certificate, reloaded
+//     when its files change and renewed through the cluster's step-CA
+//     /renew at two thirds of its lifetime (same key, file rewritten).
 //   - Node knowledge: the --server URLs (never forgotten) plus the
 //     cluster's member list (GET /halapi/v1/members, read with the host's
 //     enrolled certificate or a bouncer API key), refreshed every 10 s;
@@ -41,7 +47,8 @@
 //     for a client that did not prove it holds the key.
 //   - Retry after any byte of an answer went to the client; retry a
 //     4xx or a 500 (they are answers, and CrowdSec's 500s are client
-//     errors); keep request bodies beyond the request.
+//     errors); hedge a write the nodes do not deduplicate (login,
+//     registration, heartbeat); keep request bodies beyond the request.
 //   - Listen off loopback (the command refuses it): a node sees relayed
 //     requests as coming from this host.
 //   - Log or record secrets: /status shows paths without their query.
