@@ -365,4 +365,8 @@ func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode)
 	if st.Preferred == nodeURLKey(victim.URL) || st.Failovers < 1 {
 		t.Errorf("agent status after the kill: %+v", st)
 	}
+	out, err := halapiCmd("agent", "status", "--metrics-listen", ag.MetricsAddr)
+	if err != nil || !strings.Contains(out, "Preferred node: "+st.Preferred) || !strings.Contains(out, "/v1/alerts") {
+		t.Errorf("halapi agent status: %v\n%s", err, out)
+	}
 }
