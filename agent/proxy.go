@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -207,11 +208,41 @@ func parseNodeURL(s string) (*url.URL, error) {
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		return nil, errors.New("unspecified address (0.0.0.0 or ::): give the node's reachable address")
 	}
+	if host == "" {
+		return nil, errors.New("no host")
+	}
+	if net.ParseIP(host) == nil && !validDNSName(host) {
+		return nil, fmt.Errorf("invalid host %q", host)
+	}
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return nil, fmt.Errorf("invalid port %q", port)
+	}
 	return &url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}, nil
+}
+
+// validDNSName: letters, digits, '-' and '.', labels of 1–63 characters
+// that neither start nor end with '-', at most 253 characters.
+func validDNSName(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (a *Agent) transport(identity bool) *http.Transport {
@@ -636,6 +667,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	hdr := r.Header.Clone()
 	removeHop(hdr)
+	hdr.Del("Expect") // the body is already here
 	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		hdr.Del(k) // the node sees this host, as without the agent
 	}
