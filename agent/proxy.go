@@ -60,6 +60,7 @@ type Config struct {
 	MembersEvery   time.Duration // default 10s
 	RequestTimeout time.Duration // default 60s: one client request, every attempt
 	HedgeAfter     time.Duration // default 1s: a hedgeable request also goes to the next node
+	RetryFor       time.Duration // default 20s: rounds over the nodes while they answer 502/503/504
 	MaxBody        int64         // default 64 MiB (the nodes' own bound)
 	IdentityEvery  time.Duration // default 30s: identity files checked, renewal due?
 	Logger         *slog.Logger
@@ -77,6 +78,9 @@ func (c *Config) defaults() {
 	}
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 60 * time.Second
+	}
+	if c.RetryFor <= 0 {
+		c.RetryFor = 20 * time.Second
 	}
 	if c.HedgeAfter <= 0 {
 		c.HedgeAfter = time.Second
@@ -786,6 +790,7 @@ type attemptResult struct {
 // wins, the others are cancelled.
 func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) (*http.Response, error) {
 	ctx := tmpl.Context()
+	started := time.Now()
 	hedge := hedgeable(tmpl.Method, tmpl.URL.Path)
 	var (
 		lastErr  error
@@ -848,14 +853,17 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 			n := a.next(tried)
 			if n == nil {
 				// Every node was tried once: start over after a pause,
-				// while the request's time lasts (a leader election, every
-				// node restarting), unless a node already gave a real
-				// answer.
-				if last != nil {
+				// while the request's time lasts (every node restarting),
+				// or, when they answered 5xx (no leader yet: a slow
+				// election), for RetryFor.
+				if last != nil && time.Since(started) >= a.cfg.RetryFor {
 					return last, nil
 				}
 				select {
 				case <-ctx.Done():
+					if last != nil {
+						return last, nil
+					}
 					if lastErr == nil {
 						lastErr = ctx.Err()
 					}
@@ -898,7 +906,7 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 				continue
 			}
 			resp := r.resp
-			if retryStatus(resp.StatusCode) && (len(tried) < a.nodeCount() || len(inflight) > 0) {
+			if retryStatus(resp.StatusCode) {
 				if last != nil {
 					last.Body.Close()
 				}

@@ -280,7 +280,7 @@ func TestWriteReplayedWithSameKey(t *testing.T) {
 
 func TestUnavailableMovesThenPassesThrough(t *testing.T) {
 	x, y := newBackend(t, "x"), newBackend(t, "y")
-	a, front := startAgent(t, Config{}, x, y)
+	a, front := startAgent(t, Config{RetryFor: 300 * time.Millisecond}, x, y)
 	preferOnly(t, a, x, y)
 	x.status.Store(http.StatusServiceUnavailable)
 	code, body, _ := do(t, "DELETE", front.URL+"/v1/decisions?ip=1.2.3.4", "")
@@ -288,9 +288,21 @@ func TestUnavailableMovesThenPassesThrough(t *testing.T) {
 		t.Fatalf("got %d %s, want node y's answer", code, body)
 	}
 	y.status.Store(http.StatusServiceUnavailable)
+	start := time.Now()
 	code, body, _ = do(t, "DELETE", front.URL+"/v1/decisions?ip=1.2.3.4", "")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "refuses") {
 		t.Fatalf("every node 503: got %d %s, want a node's 503", code, body)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("every node 503: answered after %v, want rounds for RetryFor (300ms)", d)
+	}
+	// a node that gets its leader back during the rounds answers
+	go func() {
+		time.Sleep(100 * time.Millisecond) // y "elects" a leader while the agent goes round
+		y.status.Store(0)
+	}()
+	if code, body, _ = do(t, "DELETE", front.URL+"/v1/decisions?ip=1.2.3.4", ""); code != 200 {
+		t.Fatalf("a node recovering during the rounds: %d %s, want its 200", code, body)
 	}
 	// A 4xx or 500 is an answer: not retried.
 	x.status.Store(http.StatusInternalServerError)

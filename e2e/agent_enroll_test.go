@@ -18,9 +18,12 @@ import (
 // by enroll) pointing at the agent's TLS listener. The bouncer
 // authenticates with its certificate through the agent (which presents
 // the same certificate upstream), keeps working when the agent's node is
-// SIGKILLed, and stays one bouncer row. Client certificates live 20 s
-// here: the agent renews its identity from the cluster CA before expiry,
-// and the bouncer, still holding its expired copy, keeps working.
+// SIGKILLed, and stays one bouncer row. A certificate crowdsec agent set
+// up the same way pushes alerts through its own halapi agent. Client
+// certificates live 20 s here: the agents renew their identities from the
+// cluster CA before expiry, the crowdsec agent's pushes keep working (its
+// certificate-bound token is refused once, it logs in again), and the
+// bouncer, still holding its expired copy, keeps working.
 func TestAgentEnrollCertBouncer(t *testing.T) {
 	const certTTL = 20 * time.Second
 	sc := startSecureCluster(t, 3, "--client-cert-ttl", certTTL.String())
@@ -46,6 +49,23 @@ func TestAgentEnrollCertBouncer(t *testing.T) {
 	}
 
 	ag := startAgent(t, "--config", filepath.Join(dir, "halapi-agent.yaml"))
+
+	// A crowdsec agent enrolled the same way, on its own host (its own
+	// halapi agent): it logs in with its certificate through the agent
+	// and pushes alerts.
+	aTok := strings.TrimSpace(n1.MustCLI("cert", "token", "agent", "web-agent"))
+	aDir := filepath.Join(t.TempDir(), "web")
+	aTLS := freeLoopbackAddr(t)
+	if _, err := halapiCmd("agent", "enroll", "--url", n1.URL, "--token", aTok, "--out", aDir, "--agent-tls-listen", aTLS); err != nil {
+		t.Fatal(err)
+	}
+	creds := loadAgentCredentials(t, filepath.Join(aDir, "local_api_credentials.yaml"))
+	if creds.URL != "https://"+aTLS+"/" {
+		t.Fatalf("agent credentials point at %s, want the agent's TLS listener %s", creds.URL, aTLS)
+	}
+	ag2 := startAgent(t, "--config", filepath.Join(aDir, "halapi-agent.yaml"))
+	web := newCertAgent(t, creds, "")
+	pushAlerts(t, web, agentAlert("192.0.2.91", "crowdsecurity/ssh-bf", 6))
 	waitFor(t, 20*time.Second, "the agent to learn every node with its certificate", func() (bool, string) {
 		st, err := ag.status()
 		healthy := 0
@@ -90,11 +110,19 @@ func TestAgentEnrollCertBouncer(t *testing.T) {
 	}
 	t.Logf("first certificate-bouncer query after killing %s answered in %v", victim.ID, time.Since(start).Round(time.Millisecond))
 
+	pushAlerts(t, web, agentAlert("192.0.2.92", "crowdsecurity/ssh-bf", 6))
+
 	// Renewal before expiry, from a surviving node's CA.
-	waitFor(t, certTTL+10*time.Second, "the agent to renew its identity", func() (bool, string) {
-		st, err := ag.status()
-		return err == nil && st.Identity != nil && st.Identity.Renewals >= 1, fmt.Sprintf("%+v %v", st.Identity, err)
-	})
+	for _, a := range []*agentProc{ag, ag2} {
+		waitFor(t, certTTL+10*time.Second, "the agent to renew its identity", func() (bool, string) {
+			st, err := a.status()
+			return err == nil && st.Identity != nil && st.Identity.Renewals >= 1, fmt.Sprintf("%+v %v", st.Identity, err)
+		})
+	}
+	// The crowdsec agent's token is bound to the certificate it logged in
+	// with; the agent now presents the renewal: the client's JWT transport
+	// logs in again by itself and the push goes through.
+	pushAlerts(t, web, agentAlert("192.0.2.93", "crowdsecurity/ssh-bf", 6))
 	if renewed := leafOf(t, files.Cert); renewed.SerialNumber.Cmp(enrolled.SerialNumber) == 0 || !renewed.NotAfter.After(enrolled.NotAfter) {
 		t.Fatalf("certificate file after the renewal: serial %v until %v; enrolled serial %v until %v",
 			renewed.SerialNumber, renewed.NotAfter, enrolled.SerialNumber, enrolled.NotAfter)
@@ -123,7 +151,17 @@ func TestAgentEnrollCertBouncer(t *testing.T) {
 	}
 	check("the bouncer to keep working through the agent after its certificate's expiry")
 
-	out := sc.Others(victim)[0].MustCLI("bouncers", "list", "-o", "json")
+	survivor := sc.Others(victim)[0]
+	out, err := survivor.CLI("alerts", "list", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []string{"192.0.2.91", "192.0.2.92", "192.0.2.93"} {
+		if n := strings.Count(out, `"`+ip+`"`); n < 1 {
+			t.Errorf("alert for %s pushed through the agent not listed:\n%s", ip, out)
+		}
+	}
+	out = survivor.MustCLI("bouncers", "list", "-o", "json")
 	if n := countBouncerRows(t, out, "fw-agent"); n != 1 {
 		t.Errorf("bouncers list has %d rows for fw-agent, want 1:\n%s", n, out)
 	}
