@@ -669,7 +669,7 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		body = b
 	}
-	hdr := r.Header.Clone()
+	hdr := r.Header // the handler owns the request: forwarded as is, minus what follows
 	removeHop(hdr)
 	hdr.Del("Expect") // the body is already here
 	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
@@ -797,9 +797,15 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 		last     *http.Response
 		tried    map[*node]bool
 		inflight []*attemptResult
-		results  = make(chan *attemptResult, 2*maxNodes)
+		results  = make(chan *attemptResult, 4) // every result is read, here or by the drain in finish
+		hedgeT   *time.Timer
 		hedgeC   <-chan time.Time
 	)
+	defer func() {
+		if hedgeT != nil {
+			hedgeT.Stop()
+		}
+	}()
 	// losers are cancelled and their answers discarded in the background
 	finish := func(winner *attemptResult) {
 		n := 0
@@ -837,7 +843,12 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 			results <- r
 		}()
 		if hedge {
-			hedgeC = time.After(a.cfg.HedgeAfter)
+			if hedgeT == nil {
+				hedgeT = time.NewTimer(a.cfg.HedgeAfter)
+			} else {
+				hedgeT.Reset(a.cfg.HedgeAfter)
+			}
+			hedgeC = hedgeT.C
 		}
 	}
 	remove := func(r *attemptResult) {
