@@ -48,13 +48,24 @@ func loadIdentity(f *IdentityFiles) (*tls.Certificate, time.Time, error) {
 	return &c, st.ModTime(), nil
 }
 
-// renewDue reports whether c has lived two thirds of its lifetime.
-func renewDue(c *tls.Certificate, now time.Time) bool {
+// renewAt returns when c is due for renewal: two thirds into its
+// lifetime, counted from when the agent got it (since) if that is later
+// than NotBefore — step-CA backdates NotBefore (1 min by default), which
+// for short certificates would make a fresh renewal due at once.
+func renewTime(c *tls.Certificate, since time.Time) time.Time {
+	start := c.Leaf.NotBefore
+	if since.After(start) {
+		start = since
+	}
+	return start.Add(c.Leaf.NotAfter.Sub(start) * 2 / 3)
+}
+
+// renewDue reports whether c, obtained at since, is due for renewal.
+func renewDue(c *tls.Certificate, since, now time.Time) bool {
 	if c == nil || c.Leaf == nil {
 		return false
 	}
-	life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
-	return !now.Before(c.Leaf.NotBefore.Add(life * 2 / 3))
+	return !now.Before(renewTime(c, since))
 }
 
 // identityLoop reloads changed files and renews when due: every
@@ -64,8 +75,7 @@ func (a *Agent) identityLoop(ctx context.Context) {
 	for {
 		wait := a.cfg.IdentityEvery
 		if c := a.identity(); c != nil && c.Leaf != nil {
-			life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
-			if d := time.Until(c.Leaf.NotBefore.Add(life * 2 / 3)); d < wait {
+			if d := time.Until(renewTime(c, a.identMod)); d < wait {
 				wait = max(d, 100*time.Millisecond)
 			}
 		}
@@ -78,7 +88,7 @@ func (a *Agent) identityLoop(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		a.reloadIdentity()
-		if !renewDue(a.identity(), time.Now()) {
+		if !renewDue(a.identity(), a.identMod, time.Now()) {
 			backoff = 0
 			continue
 		}

@@ -205,7 +205,9 @@ func TestIdentityRenewedBeforeExpiry(t *testing.T) {
 				return
 			}
 			renewals.Add(1)
-			n := ca.client(t, "fw1", key, 21)
+			// backdated like step-CA's (1 min) on a short lifetime: not
+			// due again before two thirds of what is left
+			n := ca.clientValid(t, "fw1", key, 21, time.Now().Add(-time.Minute), time.Now().Add(20*time.Second))
 			_ = json.NewEncoder(w).Encode(map[string]any{
 				"crt":       string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: n.Certificate[0]})),
 				"ca":        string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})),
@@ -228,6 +230,11 @@ func TestIdentityRenewedBeforeExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(files.CertPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: old.Certificate[0]}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// written when it was issued, 90 min ago
+	issued := time.Now().Add(-90 * time.Minute)
+	if err := os.Chtimes(files.CertPath, issued, issued); err != nil {
 		t.Fatal(err)
 	}
 	a, err := New(Config{Servers: []string{upstream.URL}, TLS: &tls.Config{RootCAs: roots}, IdentityFiles: files,
@@ -268,6 +275,8 @@ func TestIdentityRenewedBeforeExpiry(t *testing.T) {
 	if string(b) != "21" {
 		t.Fatalf("upstream saw serial %q, want the renewal 21", b)
 	}
+	// several identity rounds later, still one renewal
+	time.Sleep(200 * time.Millisecond) // ten rounds of IdentityEvery: nothing may happen
 	if n := renewals.Load(); n != 1 {
 		t.Fatalf("%d renewals, want 1 (the renewal is not due again)", n)
 	}

@@ -331,9 +331,18 @@ func (a *Agent) Run(ctx context.Context) {
 	if a.cfg.IdentityFiles != nil {
 		go a.identityLoop(ctx)
 	}
+	// The first member list as soon as a node answers, then every
+	// MembersEvery: an agent that knows one node only until its first
+	// refresh would have nowhere to go if that node died meanwhile.
+	for !a.refreshMembers(ctx) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	t := time.NewTicker(a.cfg.MembersEvery)
 	defer t.Stop()
-	a.refreshMembers(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -516,10 +525,11 @@ func (a *Agent) Preferred() string {
 	return a.preferred.key
 }
 
-// refreshMembers learns the cluster's nodes from the members route.
-func (a *Agent) refreshMembers(ctx context.Context) {
+// refreshMembers learns the cluster's nodes from the members route; it
+// reports false when no node gave a list it could use.
+func (a *Agent) refreshMembers(ctx context.Context) bool {
 	if a.cfg.Identity == nil && a.cfg.APIKey == "" {
-		return
+		return true // nothing to learn with: the --server list it is
 	}
 	var view struct {
 		Members []struct {
@@ -541,7 +551,7 @@ func (a *Agent) refreshMembers(ctx context.Context) {
 		break
 	}
 	if !got {
-		return
+		return false
 	}
 	listed := map[string]bool{}
 	for _, m := range view.Members {
@@ -573,6 +583,7 @@ func (a *Agent) refreshMembers(ctx context.Context) {
 		a.removeNode(n)
 	}
 	a.memberRefreshes.Add(1)
+	return true
 }
 
 func (a *Agent) startHealthLocked(n *node) {

@@ -64,18 +64,10 @@ func TestAgentEnrollCertBouncer(t *testing.T) {
 		t.Fatalf("agent credentials point at %s, want the agent's TLS listener %s", creds.URL, aTLS)
 	}
 	ag2 := startAgent(t, "--config", filepath.Join(aDir, "halapi-agent.yaml"))
+	ag2.waitHealthyNodes(t, 3)
 	web := newCertAgent(t, creds, "")
 	pushAlerts(t, web, agentAlert("192.0.2.91", "crowdsecurity/ssh-bf", 6))
-	waitFor(t, 20*time.Second, "the agent to learn every node with its certificate", func() (bool, string) {
-		st, err := ag.status()
-		healthy := 0
-		for _, n := range st.Nodes {
-			if n.Healthy {
-				healthy++
-			}
-		}
-		return err == nil && healthy == 3, fmt.Sprintf("%+v %v", st, err)
-	})
+	ag.waitHealthyNodes(t, 3) // learned with its certificate
 
 	n1.MustCLI("decisions", "add", "--ip", "192.0.2.77", "--duration", "1h")
 	lb := certLiveBouncer(t, files, "")

@@ -101,6 +101,23 @@ type agentStatus struct {
 	Nodes     []agentNodeStatus `json:"nodes"`
 }
 
+// waitHealthyNodes waits until the agent knows n healthy nodes (learned
+// from the member list).
+func (a *agentProc) waitHealthyNodes(t testing.TB, n int) {
+	t.Helper()
+
+	waitFor(t, 20*time.Second, "the agent to learn and check every node", func() (bool, string) {
+		st, err := a.status()
+		healthy := 0
+		for _, nd := range st.Nodes {
+			if nd.Healthy {
+				healthy++
+			}
+		}
+		return err == nil && healthy == n, fmt.Sprintf("%+v %v", st, err)
+	})
+}
+
 func (a *agentProc) status() (agentStatus, error) {
 	var st agentStatus
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -178,16 +195,7 @@ func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode)
 	// come from the member list.
 	leader := c.Leader(n1)
 	ag := startAgent(t, "--server", leader.URL, "--api-key-file", keyFile)
-	waitFor(t, 20*time.Second, "the agent to learn and check every node", func() (bool, string) {
-		st, err := ag.status()
-		healthy := 0
-		for _, n := range st.Nodes {
-			if n.Healthy {
-				healthy++
-			}
-		}
-		return err == nil && healthy == 3, fmt.Sprintf("%+v %v", st, err)
-	})
+	ag.waitHealthyNodes(t, 3)
 
 	w := apiclient.NewClient(&apiclient.Config{
 		MachineID: "agent-host", Password: strfmt.Password(password), URL: mustURL(t, ag.URL),
