@@ -803,6 +803,9 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 	ctx := tmpl.Context()
 	started := time.Now()
 	hedge := hedgeable(tmpl.Method, tmpl.URL.Path)
+	// Reads are hedged once (a big answer may just be slow to compute);
+	// deduplicated writes in rounds (a slow write is a stuck one).
+	isWrite := tmpl.Method != http.MethodGet && tmpl.Method != http.MethodHead
 	var (
 		lastErr  error
 		last     *http.Response
@@ -900,7 +903,19 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 		select {
 		case <-hedgeC:
 			hedgeC = nil
-			if n := a.next(tried); n != nil && n.healthy.Load() {
+			n := a.next(tried)
+			if (n == nil || !n.healthy.Load()) && isWrite {
+				// every node has a copy: send another round (a node
+				// stuck forwarding to a hung leader takes a new copy to
+				// the new leader once it knows it); at most two copies
+				// per node in flight, the oldest is given up
+				clear(tried)
+				n = a.next(tried)
+				if len(inflight) >= 2*a.nodeCount() {
+					inflight[0].cancel()
+				}
+			}
+			if n != nil && n.healthy.Load() {
 				a.met.retry(inflight[len(inflight)-1].n, "hedge")
 				launch(n)
 			}

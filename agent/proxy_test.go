@@ -414,3 +414,38 @@ func TestHedgedWriteOnStuckNode(t *testing.T) {
 		}
 	}
 }
+
+// Every node stuck at first (followers forwarding to a hung leader): a
+// deduplicated write keeps being hedged in rounds, and the first node to
+// come unstuck answers a fresh copy. Reads are hedged once only.
+func TestHedgeRoundsForWrites(t *testing.T) {
+	x, y := newBackend(t, "x"), newBackend(t, "y")
+	a, front := startAgent(t, Config{HedgeAfter: 100 * time.Millisecond, RequestTimeout: 3 * time.Second}, x, y)
+	preferOnly(t, a, x, y)
+	x.stall.Store(true)
+	y.stall.Store(true)
+	go func() {
+		time.Sleep(350 * time.Millisecond) // y learns the new leader
+		y.stall.Store(false)
+	}()
+	code, body, _ := do(t, "DELETE", front.URL+"/v1/decisions?ip=192.0.2.1", "")
+	if code != 200 || !strings.Contains(body, `"y"`) {
+		t.Fatalf("got %d %s, want y's answer to a later copy", code, body)
+	}
+	keys := map[string]bool{}
+	for _, g := range append(x.requests(), y.requests()...) {
+		keys[g.key] = true
+	}
+	if len(keys) != 1 || len(y.requests()) < 2 {
+		t.Fatalf("copies: x %d, y %d, keys %v; want several copies, one key", len(x.requests()), len(y.requests()), keys)
+	}
+
+	y.stall.Store(true)
+	nx, ny := len(x.requests()), len(y.requests())
+	if code, _, _ := do(t, "GET", front.URL+"/v1/decisions", ""); code != http.StatusBadGateway {
+		t.Fatalf("read on stuck nodes: %d, want 502 after the request timeout", code)
+	}
+	if dx, dy := len(x.requests())-nx, len(y.requests())-ny; dx+dy != 2 {
+		t.Fatalf("a read was sent %d+%d times, want the attempt and one hedge", dx, dy)
+	}
+}
