@@ -12,7 +12,9 @@
 //     on a 502/503/504. Reads and the writes the nodes deduplicate still
 //     unanswered after 1 s are also sent to the next node (hedging: a live
 //     follower can be stuck forwarding to a hung leader); the first answer
-//     wins. Every write (not GET/HEAD) carries an
+//     wins; deduplicated writes are hedged in rounds, reads once. While
+//     every node answers 5xx (no leader yet) it goes round for up to 20 s
+//     before passing the last answer on. Every write (not GET/HEAD) carries an
 //     Idempotency-Key, kept across attempts; the nodes turn it into the
 //     raft request ID bound to the client's identity, so a write replayed
 //     on another node is applied once (lapi/idempotency.go, fsm dedup).
