@@ -1,11 +1,57 @@
-// Package agent owns the client side of halapi's own tooling: the admin
-// client the CLI uses to reach a node over its unix socket. Enrollment of
-// agents and bouncers (certificate from a one-time token, ready config
-// files) is in pki (Enroll, WriteClientFiles) and exposed as
-// `halapi agent enroll`. A failover-aware LAPI client is not built yet:
-// CrowdSec's own clients take one URL, and a shared DNS name over the
-// nodes (--api-name) covers failover for them.
+// Package agent is the client side of halapi: `halapi agent run`, the
+// local failover proxy that lets unmodified CrowdSec clients (crowdsec's
+// agent, cscli, go-cs-bouncer based bouncers) survive the loss of the
+// node they use, plus the admin-socket client the CLI uses (admin.go).
 //
-// It must not import the server packages' internals (fsm, cluster): it
-// speaks HTTP like any other client.
+// # What it owns
+//
+//   - The proxy (proxy.go): a loopback listener that buffers each request
+//     (bounded, 64 MiB), sends it to the preferred node and moves it to
+//     another node on a refused or reset connection, on a node whose
+//     health check fails while the request is in flight (a hung node), or
+//     on a 502/503/504. Reads and the writes the nodes deduplicate still
+//     unanswered after 1 s are also sent to the next node (hedging: a live
+//     follower can be stuck forwarding to a hung leader); the first answer
+//     wins; deduplicated writes are hedged in rounds, reads once. While
+//     every node answers 5xx (no leader yet) it goes round for up to 20 s
+//     before passing the last answer on. Every write (not GET/HEAD) carries an
+//     Idempotency-Key, kept across attempts; the nodes turn it into the
+//     raft request ID bound to the client's identity, so a write replayed
+//     on another node is applied once (lapi/idempotency.go, fsm dedup).
+//   - The identity (identity.go): the host's enrolled certificate, reloaded
+//     when its files change and renewed through the cluster's step-CA
+//     /renew at two thirds of its lifetime (same key, file rewritten).
+//   - Node knowledge: the --server URLs (never forgotten) plus the
+//     cluster's member list (GET /halapi/v1/members, read with the host's
+//     enrolled certificate or a bouncer API key), refreshed every 10 s;
+//     at most 64 nodes; only http(s)://host:port URLs with a routable host.
+//   - Health: GET /health on every node every 250 ms (600 ms timeout) over
+//     the same keep-alive pool the clients' requests use. The preferred
+//     node is kept while healthy (warm connections, the bouncer's cursor
+//     on that node) and otherwise replaced by the healthy node with the
+//     lowest round trip.
+//   - Credentials pass through untouched (X-Api-Key, Authorization, the
+//     token query parameter). A client that presents, on the agent's TLS
+//     listener, a certificate with the key of the agent's identity is sent
+//     upstream with that identity; any other client certificate is
+//     refused, since the agent cannot present it.
+//   - Setup (setup.go): the local TLS listener's certificate, the clients'
+//     CA bundle and the agent's config file, for `halapi agent enroll`.
+//   - Metrics (halapi_agent_*) and /status on its own loopback listener.
+//
+// # What it must not do
+//
+//   - Import the server packages (fsm, cluster, lapi, pki): it speaks
+//     HTTP like any client. Route names and the header are duplicated
+//     here on purpose (MembersPath, IdempotencyHeader).
+//   - Present the host's certificate for a request that carries its own
+//     credential (a certificate decides over an API key on the node), or
+//     for a client that did not prove it holds the key.
+//   - Retry after any byte of an answer went to the client; retry a
+//     4xx or a 500 (they are answers, and CrowdSec's 500s are client
+//     errors); hedge a write the nodes do not deduplicate (login,
+//     registration, heartbeat); keep request bodies beyond the request.
+//   - Listen off loopback (the command refuses it): a node sees relayed
+//     requests as coming from this host.
+//   - Log or record secrets: /status shows paths without their query.
 package agent

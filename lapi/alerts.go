@@ -21,6 +21,11 @@ import (
 const alertsPerCommand = 500
 
 func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
+	key, err := idemKey(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	var in []*models.Alert
 	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
@@ -68,9 +73,9 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ids := make([]string, 0, len(batch))
-	for len(batch) > 0 {
+	for part := 0; len(batch) > 0; part++ {
 		n := min(len(batch), alertsPerCommand)
-		res, err := s.apply(r.Context(), fsm.CmdAlertsCreate, fsm.AlertsCreate{MachineID: mid, Alerts: batch[:n]})
+		res, err := s.applyKeyed(r.Context(), commandID(r, key, "alerts", part), fsm.CmdAlertsCreate, fsm.AlertsCreate{MachineID: mid, Alerts: batch[:n]})
 		if err != nil {
 			s.writeApplyErr(w, err)
 			return
@@ -330,8 +335,13 @@ func (s *Server) deleteAlerts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Limit = 0
+	key, err := idemKey(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	// evaluated on the replicated state when applied (see deleteDecisions)
-	res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{Filter: f})
+	res, err := s.applyKeyed(r.Context(), commandID(r, key, "alerts-delete", 0), fsm.CmdAlertsDelete, fsm.AlertsDelete{Filter: f})
 	if err != nil {
 		s.writeApplyErr(w, err)
 		return
@@ -345,7 +355,12 @@ func (s *Server) deleteAlert(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "alert_id must be valid integer")
 		return
 	}
-	res, err := s.apply(r.Context(), fsm.CmdAlertsDelete, fsm.AlertsDelete{IDs: []int64{id}, MustExist: true})
+	key, err := idemKey(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := s.applyKeyed(r.Context(), commandID(r, key, "alert-delete", 0), fsm.CmdAlertsDelete, fsm.AlertsDelete{IDs: []int64{id}, MustExist: true})
 	if errors.Is(err, fsm.ErrNotFound) {
 		writeErr(w, http.StatusInternalServerError, "ent: alert not found")
 		return

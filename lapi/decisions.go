@@ -302,7 +302,12 @@ func (s *Server) deleteDecisions(w http.ResponseWriter, r *http.Request) {
 	// The filter is evaluated by the FSM when the entry is applied: a
 	// node's local copy may lag, and deciding "nothing to delete" on it
 	// would lose the delete.
-	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{Filter: f})
+	key, err := idemKey(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := s.applyKeyed(r.Context(), commandID(r, key, "decisions-delete", 0), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{Filter: f})
 	if err != nil {
 		s.writeApplyErr(w, err)
 		return
@@ -317,7 +322,12 @@ func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "decision_id must be valid integer")
 		return
 	}
-	res, err := s.apply(r.Context(), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: []int64{id}, MustExist: true})
+	key, err := idemKey(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	res, err := s.applyKeyed(r.Context(), commandID(r, key, "decision-delete", 0), fsm.CmdDecisionsExpire, fsm.DecisionsExpire{IDs: []int64{id}, MustExist: true})
 	if errors.Is(err, fsm.ErrNotFound) {
 		writeErr(w, http.StatusInternalServerError, fmt.Sprintf("decision with id '%d' doesn't exist: unable to delete", id))
 		return

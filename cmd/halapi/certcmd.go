@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"time"
 
+	"github.com/halapi/halapi/agent"
 	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
 )
@@ -146,7 +148,9 @@ func certCmd() *cobra.Command {
 
 func agentCmd() *cobra.Command {
 	c := &cobra.Command{Use: "agent", Short: "Client-side helpers for agents and bouncers"}
-	var apiURL, token, out, lapiURL string
+	var apiURL, token, out, lapiURL, agentListen, agentTLSListen string
+	var servers []string
+	var noAgent bool
 	enroll := &cobra.Command{
 		Use: "enroll", Short: "Obtain a client certificate with a one-time token and write a ready config", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -163,16 +167,27 @@ func agentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if lapiURL == "" {
+			if noAgent && lapiURL == "" {
 				lapiURL = apiURL
 			}
 			files, err := pki.WriteClientFiles(out, info.Role, info.Subject, lapiURL, m)
 			if err != nil {
 				return err
 			}
+			if !noAgent {
+				more, err := setupLocalAgent(out, info.Role, info.Subject, apiURL, lapiURL, servers, agentListen, agentTLSListen)
+				if err != nil {
+					return err
+				}
+				files = append(files, more...)
+			}
 			fmt.Printf("Enrolled %s '%s'; wrote:\n", info.Role, info.Subject)
 			for _, f := range files {
 				fmt.Println("  " + f)
+			}
+			if !noAgent {
+				fmt.Printf("Run the local agent with `halapi agent run --config %s` (dist/systemd/halapi-agent.service); the client config points at it.\n",
+					filepath.Join(out, agent.ConfigFile))
 			}
 			return nil
 		},
@@ -180,7 +195,11 @@ func agentCmd() *cobra.Command {
 	enroll.Flags().StringVar(&apiURL, "url", "", "HTTPS URL of any halapi node")
 	enroll.Flags().StringVar(&token, "token", "", "one-time token from `halapi cert token`")
 	enroll.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
-	enroll.Flags().StringVar(&lapiURL, "lapi-url", "", "LAPI URL written in the config (default: --url)")
-	c.AddCommand(enroll)
+	enroll.Flags().StringVar(&lapiURL, "lapi-url", "", "LAPI URL written in the client config (default: the local agent's TLS listener; with --no-agent, --url)")
+	enroll.Flags().BoolVar(&noAgent, "no-agent", false, "do not set up `halapi agent run`: the client config points at --url")
+	enroll.Flags().StringSliceVar(&servers, "server", nil, "node API URLs the agent starts from (default: --url; the others are learned from the member list)")
+	enroll.Flags().StringVar(&agentListen, "agent-listen", agent.DefaultListen, "the agent's plain local listener (API-key and password clients)")
+	enroll.Flags().StringVar(&agentTLSListen, "agent-tls-listen", agent.DefaultTLSListen, "the agent's TLS local listener (certificate clients)")
+	c.AddCommand(enroll, agentRunCmd(), agentStatusCmd())
 	return c
 }

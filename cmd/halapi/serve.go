@@ -346,6 +346,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 	rt.mount(mux)
+	mux.Handle(lapi.MembersPath, srv.MembersHandler(node))
 	mux.Handle("/", api)
 
 	rawLn, err := net.Listen("tcp", f.listen)
