@@ -202,3 +202,36 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+// TestPortsNeverRepeat: the allocator hands out distinct ports, each one
+// bindable at the time (for UDP too when asked), even when the kernel
+// would give back a port just released.
+func TestPortsNeverRepeat(t *testing.T) {
+	seen := map[string]bool{}
+	for i := range 300 {
+		addr, err := ports.addr(i%3 == 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[addr] {
+			t.Fatalf("port %s handed out twice", addr)
+		}
+		seen[addr] = true
+		if !free(addr, i%3 == 0) {
+			t.Fatalf("port %s handed out but not free", addr)
+		}
+	}
+	// The kernel fallback (port 0) must not repeat either.
+	k := &portAllocator{given: map[int]bool{}}
+	kseen := map[string]bool{}
+	for range 100 {
+		addr, err := k.addr(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kseen[addr] {
+			t.Fatalf("kernel fallback: port %s handed out twice", addr)
+		}
+		kseen[addr] = true
+	}
+}

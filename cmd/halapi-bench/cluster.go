@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,22 +82,6 @@ func (b *bench) startCluster(ctx context.Context, name string, extra ...string) 
 		return nil, err
 	}
 	return c, nil
-}
-
-// freeGossipAddr is a loopback port free for both TCP and UDP (memberlist
-// uses both).
-func freeGossipAddr() (string, error) {
-	for range 20 {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return "", err
-		}
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("no loopback port free for both TCP and UDP")
 }
 
 func (c *cluster) pids() []int {
