@@ -676,6 +676,7 @@ func (n *Node) appendLocal(ctx context.Context, data []byte, decoded *fsm.Comman
 			timeout = d
 		}
 	}
+	n.metrics.appended(entry)
 	fut := n.raft.Apply(entry, timeout)
 	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
