@@ -13,6 +13,7 @@ type nodeMetrics struct {
 	freshChecks, freshRPCs                          prometheus.Counter
 	applyLatency                                    prometheus.Histogram
 	entries, entryBytes                             *prometheus.CounterVec
+	touchesRelayed                                  prometheus.Counter
 	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
 }
 
@@ -35,6 +36,8 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 			Help: "Raft log entries this node appended as the leader, by command (summed over the nodes: the cluster's entries)."}, []string{"command"}),
 		entryBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_raft_entry_bytes_appended_total",
 			Help: "Bytes of the raft log entries this node appended as the leader, by command."}, []string{"command"}),
+		touchesRelayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_touches_relayed_total",
+			Help: "Batches of touches (cursors, last pulls, heartbeats) this node relayed to the leader instead of writing them."}),
 		term:     prometheus.NewDesc("halapi_raft_term", "Current raft term.", nil, nil),
 		commit:   prometheus.NewDesc("halapi_raft_commit_index", "Raft commit index.", nil, nil),
 		applied:  prometheus.NewDesc("halapi_raft_applied_index", "Index applied to this node's state.", nil, nil),
@@ -62,6 +65,7 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.applyLatency.Describe(ch)
 	m.entries.Describe(ch)
 	m.entryBytes.Describe(ch)
+	m.touchesRelayed.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
 		ch <- d
 	}
@@ -77,6 +81,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.applyLatency.Collect(ch)
 	m.entries.Collect(ch)
 	m.entryBytes.Collect(ch)
+	m.touchesRelayed.Collect(ch)
 	st := m.n.raft.Stats()
 	g := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))

@@ -130,6 +130,8 @@ type Node struct {
 	removed map[string]int64
 	// leader runs the leader loop and the leader-only jobs.
 	leader *leaderRunner
+	// touchSink receives relayed touches on the leader (touchrelay.go).
+	touchSink func(fsm.Touch)
 }
 
 // Open starts raft on the data dir and, in cluster mode, gossip. A fresh

@@ -27,6 +27,7 @@ const (
 	rpcStatus byte = 3 // payload: none
 	rpcLeave  byte = 4 // payload: none; sent by the leader to a node it removed
 	// rpcCommitIndex = 5: see freshness.go
+	// rpcTouch = 6: see touchrelay.go
 )
 
 const maxFrame = 256 << 20
@@ -161,6 +162,8 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 		return &rpcResponse{}
 	case rpcCommitIndex:
 		return n.commitIndexRPC()
+	case rpcTouch:
+		return n.touchRPC(payload)
 	}
 	return &rpcResponse{Fail: fmt.Sprintf("unknown rpc %d", kind)}
 }
