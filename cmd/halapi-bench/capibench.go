@@ -24,8 +24,10 @@ const (
 	// saturating the 2 cores.
 	capiQueryConns = 8
 	capiQueryRate  = 2000 // requests per second, all connections together
-	// capiPullTimeout bounds the wait for the whole list on the follower.
-	capiPullTimeout = 3 * time.Minute
+	// capiPullTimeout bounds the wait for the whole list on the follower,
+	// plus capiPullPerDecision for every decision of the list.
+	capiPullTimeout     = 3 * time.Minute
+	capiPullPerDecision = 300 * time.Microsecond
 	// capiPollEvery paces the polls that detect the last decision.
 	capiPollEvery = time.Millisecond
 )
@@ -261,16 +263,17 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	leaderDone := make(chan struct{})
 	go func() {
 		defer close(leaderDone)
-		leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, capiPullTimeout)
+		leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, capiPullTimeout+time.Duration(n)*capiPullPerDecision)
 	}()
 	sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
+	timeout := capiPullTimeout + time.Duration(n)*capiPullPerDecision
 
 	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
 	cpu0, tLogin := sampleCPU(0, c.pids()...), time.Now()
 	if _, err := leader.login(ctx, agent, agentPW, []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"}); err != nil {
 		return res, err // the deferred cancel stops the load and the poller
 	}
-	seen, err := waitVisible(pctx, fol, key, last, capiPullTimeout)
+	seen, err := waitVisible(pctx, fol, key, last, timeout)
 	if err != nil {
 		return res, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
 	}

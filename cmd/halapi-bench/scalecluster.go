@@ -43,11 +43,15 @@ func (b *bench) scaleCluster(ctx context.Context) error {
 	if err := b.clusterIngest(ctx, c, token, "scale_ingest", 0.95); err != nil {
 		return fmt.Errorf("ingestion: %w", err)
 	}
+	nd := thousands(float64(fake.n))
 	res, err := b.capiPull(ctx, c, fake, keys[0])
 	if err != nil {
+		// The new node still catches up from what the cluster holds.
+		if cerr := b.scaleCatchUp(ctx, c, keys[0], "", "the pull failed: fewer than "+nd); cerr != nil {
+			err = fmt.Errorf("%w; catch-up: %v", err, cerr)
+		}
 		return fmt.Errorf("blocklist pull: %w", err)
 	}
-	nd := thousands(float64(fake.n))
 	pm := b.rep.add(&metric{Key: "scale_capi_pull_s", Name: fmt.Sprintf("CAPI pull, %s-decision blocklist: stream call -> all on a follower", nd),
 		Unit: unitS, Value: res.pull.Seconds(), Target: "< 10 s (main before: 100k in 4.0 s)"})
 	pm.judge(res.pull < 10*time.Second)
@@ -56,7 +60,7 @@ func (b *bench) scaleCluster(ctx context.Context) error {
 	qm.judge(res.during.P99 < 10)
 	qm.Errors = int64(res.errs)
 	b.rep.Notes = append(b.rep.Notes, res.notes...)
-	return b.scaleCatchUp(ctx, c, keys[0], ipString(benchIP(capiNet, fake.n-1)))
+	return b.scaleCatchUp(ctx, c, keys[0], ipString(benchIP(capiNet, fake.n-1)), nd)
 }
 
 // pollSample is one poll of the load generator.
@@ -296,8 +300,10 @@ dispatch:
 
 // scaleCatchUp snapshots the leader (raft then keeps only
 // scaleTrailingLogs entries) and starts a fresh fourth node: the time until
-// it serves the last decision of the blocklist.
-func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP string) error {
+// it has applied the snapshot's index and serves lastIP (the last decision
+// of the blocklist; "": not checked). held says how many decisions the
+// snapshot holds.
+func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP, held string) error {
 	leader, _, err := c.roles(ctx)
 	if err != nil {
 		return err
@@ -323,9 +329,16 @@ func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP string
 	deadline := t0.Add(catchupTimeout)
 	var last error
 	for {
-		ok, err := lookup(ctx, hc, s.url, key, lastIP)
+		ok, err := true, error(nil)
+		if lastIP != "" {
+			ok, err = lookup(ctx, hc, s.url, key, lastIP)
+		}
 		if ok {
-			break
+			applied, aerr := s.scrape(ctx, "halapi_raft_applied_index", "")
+			if aerr == nil && applied >= snapIndex {
+				break
+			}
+			ok, err = false, aerr
 		}
 		if err != nil {
 			last = err
@@ -334,7 +347,7 @@ func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP string
 			return fmt.Errorf("%s exited: %v%s", s.name, s.exit, s.logTail())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s does not serve %s after %s (last error: %v)%s", s.name, lastIP, catchupTimeout, last, s.logTail())
+			return fmt.Errorf("%s has not caught up (index %.0f, decision %q) after %s (last error: %v)%s", s.name, snapIndex, lastIP, catchupTimeout, last, s.logTail())
 		}
 		sleepUntil(ctx, time.Now().Add(20*time.Millisecond))
 		if err := ctx.Err(); err != nil {
@@ -344,10 +357,10 @@ func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP string
 	took := time.Since(t0)
 	restored, _ := s.scrape(ctx, "halapi_raft_last_snapshot_index", "")
 	m, _ := readMem(s.pid())
-	cm := b.rep.add(&metric{Key: "scale_catchup_s", Name: fmt.Sprintf("a new node catching up from a snapshot of %s decisions: start -> serving them",
-		thousands(float64(b.cfg.ScaleCAPIDecisions))), Unit: unitS, Value: took.Seconds(), Target: "< 10 s"})
+	cm := b.rep.add(&metric{Key: "scale_catchup_s", Name: fmt.Sprintf("a new node catching up from a snapshot (%s decisions): start -> serving them",
+		held), Unit: unitS, Value: took.Seconds(), Target: "< 10 s"})
 	cm.judge(took < 10*time.Second)
-	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale catch-up: leader %s snapshotted at index %.0f (--raft-trailing-logs %d); %s served the list's last decision %s after it was started, "+
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale catch-up: leader %s snapshotted at index %.0f (--raft-trailing-logs %d); %s had applied it and served the list's last decision %s after it was started, "+
 		"its last snapshot index then %.0f (a snapshot was installed when > 0), RSS %.0f MiB",
 		leader.name, snapIndex, scaleTrailingLogs, s.name, took.Round(time.Millisecond), restored, mib(m.RSS)))
 	return nil
