@@ -3,7 +3,7 @@ GO        ?= go
 BIN       ?= bin/halapi
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test unit e2e lint bench clean tools fuzz
+.PHONY: all build run test unit e2e lint bench clean tools fuzz bench-scale
 
 all: build
 
@@ -68,5 +68,9 @@ fuzz:
 bench: build
 	$(GO) run ./cmd/halapi-bench -bin $(BIN) -json bench-results.json
 
+# Only the scale phase (storms, a million decisions, 10,000 bouncers...).
+bench-scale: build
+	$(GO) run ./cmd/halapi-bench -bin $(BIN) -phases scale -json bench-scale-results.json
+
 clean:
-	rm -rf bin data bench-results.json
+	rm -rf bin data bench-results.json bench-scale-results.json
