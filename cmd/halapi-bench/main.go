@@ -130,13 +130,13 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.CAPIDecisions, "capi-decisions", 100000, "capi phase: decisions in the blocklist the fake CAPI serves (-quick: 10,000)")
 	fs.IntVar(&cfg.StormDecisions, "storm-decisions", 300000, "scale phase: decisions held when the storm of startups hits (-quick: 10,000)")
 	fs.IntVar(&cfg.StormBouncers, "storm-bouncers", 100, "scale phase: bouncers asking for the startup stream at once (-quick: 10)")
-	fs.IntVar(&cfg.ScaleDecisions, "scale-decisions", 1000000, "scale phase: decisions for the idle RSS, the startup stream and the RSS after a storm (-quick: 30,000)")
+	fs.IntVar(&cfg.ScaleDecisions, "scale-decisions", 1000000, "scale phase: decisions for the idle RSS, the startup stream and the RSS after a storm (-quick: 20,000)")
 	fs.IntVar(&cfg.SettleBouncers, "settle-bouncers", 20, "scale phase: startups at once on -scale-decisions before the -settle pause (-quick: 5)")
-	fs.DurationVar(&cfg.Settle, "settle", time.Minute, "scale phase: pause after the storm on -scale-decisions before RSS is read (-quick: 2s)")
+	fs.DurationVar(&cfg.Settle, "settle", time.Minute, "scale phase: pause after the storm on -scale-decisions before RSS is read (-quick: 1s)")
 	fs.IntVar(&cfg.ScaleBouncers, "scale-bouncers", 10000, "scale phase: bouncers polling the stream on a 3-node cluster (-quick: 150)")
 	fs.DurationVar(&cfg.PollEvery, "poll-every", 10*time.Second, "scale phase: interval of each bouncer's polls (-quick: 1s)")
 	fs.IntVar(&cfg.PollRounds, "poll-rounds", 3, "scale phase: measured polling rounds after the startup round (-quick: 2)")
-	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 20,000)")
+	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
 		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
 		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up)")
@@ -169,13 +169,13 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			"capi-decisions":       func() { cfg.CAPIDecisions = 10000 },
 			"storm-decisions":      func() { cfg.StormDecisions = 10000 },
 			"storm-bouncers":       func() { cfg.StormBouncers = 10 },
-			"scale-decisions":      func() { cfg.ScaleDecisions = 30000 },
+			"scale-decisions":      func() { cfg.ScaleDecisions = 20000 },
 			"settle-bouncers":      func() { cfg.SettleBouncers = 5 },
-			"settle":               func() { cfg.Settle = 2 * time.Second },
+			"settle":               func() { cfg.Settle = time.Second },
 			"scale-bouncers":       func() { cfg.ScaleBouncers = 150 },
 			"poll-every":           func() { cfg.PollEvery = time.Second },
 			"poll-rounds":          func() { cfg.PollRounds = 2 },
-			"scale-capi-decisions": func() { cfg.ScaleCAPIDecisions = 20000 },
+			"scale-capi-decisions": func() { cfg.ScaleCAPIDecisions = 10000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
