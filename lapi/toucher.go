@@ -104,7 +104,7 @@ func (t *toucher) run(ctx context.Context) {
 	}
 	tk := time.NewTicker(every)
 	defer tk.Stop()
-	for {
+	for ticks := 1; ; ticks++ {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -113,8 +113,49 @@ func (t *toucher) run(ctx context.Context) {
 			return
 		case <-tk.C:
 			t.flush(ctx)
+			if ticks%pruneEvery == 0 {
+				t.prune()
+			}
 		}
 	}
+}
+
+// pruneEvery: served is pruned every that many intervals.
+const pruneEvery = 10
+
+// prune forgets the served cursors the replicated state has caught up
+// with, and those of bouncers that no longer exist: served then holds the
+// bouncers that polled this node in the last few intervals, not every
+// bouncer that ever did (shared keys seen from new addresses keep creating
+// bouncers).
+func (t *toucher) prune() {
+	type entry struct {
+		name string
+		c    fsm.StreamCursor
+	}
+	t.mu.Lock()
+	all := make([]entry, 0, len(t.served))
+	for name, c := range t.served {
+		all = append(all, entry{name, c})
+	}
+	t.mu.Unlock()
+	var drop []entry
+	for _, e := range all {
+		b := t.s.fsm.Bouncer(e.name)
+		if b == nil || (b.Cursor >= e.c.Index && b.LastPull >= e.c.LastPull) {
+			drop = append(drop, e)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	t.mu.Lock()
+	for _, e := range drop {
+		if t.served[e.name] == e.c { // not served again meanwhile
+			delete(t.served, e.name)
+		}
+	}
+	t.mu.Unlock()
 }
 
 // flush writes pending touches (the leader) or relays them to the leader

@@ -206,3 +206,40 @@ func TestFollowerRelaysTouches(t *testing.T) {
 		t.Fatalf("with a leader that does not gather touches the follower wrote %v, want one Touch", w)
 	}
 }
+
+// TestServedCursorsPruned: once the replicated cursor has caught up with
+// the one a node served, the node forgets its own copy (the bouncer is
+// still served from the replicated one, never going back); a deleted
+// bouncer's copy goes too. One not yet written is kept.
+func TestServedCursorsPruned(t *testing.T) {
+	e, _ := newRelayEnv(t, true)
+	token := e.machine("agent")
+	e.bouncer("fw", "key")
+	e.bouncer("gone", "key2")
+	pollEverything(e, "key", token, 2)
+	pollEverything(e, "key2", token, 2)
+	tc := e.srv.touches
+	tc.prune() // nothing written yet: both kept
+	if n := len(tc.served); n != 2 {
+		t.Fatalf("served has %d entries before any flush, want 2", n)
+	}
+	tc.flush(context.Background())
+	want := tc.cursor(e.fsm.Bouncer("fw"))
+	if _, err := e.srv.apply(context.Background(), fsm.CmdBouncerDelete, fsm.BouncerDelete{Names: []string{"gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.bouncer("late", "key3")
+	pollEverything(e, "key3", token, 1) // served, not flushed
+	tc.prune()
+	tc.mu.Lock()
+	_, fw := tc.served["fw"]
+	_, gone := tc.served["gone"]
+	_, late := tc.served["late"]
+	tc.mu.Unlock()
+	if fw || gone || !late {
+		t.Fatalf("after prune: fw kept %v, gone kept %v, late kept %v; want false, false, true", fw, gone, late)
+	}
+	if got := tc.cursor(e.fsm.Bouncer("fw")); got != want {
+		t.Fatalf("fw's cursor after pruning: %+v, want %+v", got, want)
+	}
+}
