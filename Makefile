@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 COMMIT    ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS   ?= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: all build run test unit e2e lint bench clean tools fuzz install package image
+.PHONY: all build run test unit e2e lint bench clean tools fuzz install package image bench-scale
 
 all: build
 
@@ -106,5 +106,9 @@ package:
 image:
 	docker build -f dist/docker/Dockerfile -t halapi:$(VERSION) -t halapi:latest .
 
+# Only the scale phase (storms, a million decisions, 10,000 bouncers...).
+bench-scale: build
+	$(GO) run ./cmd/halapi-bench -bin $(BIN) -phases scale -json bench-scale-results.json
+
 clean:
-	rm -rf bin data bench-results.json
+	rm -rf bin data bench-results.json bench-scale-results.json

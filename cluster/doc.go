@@ -2,7 +2,8 @@
 // raft-boltdb/v2 log and stable store, the file snapshot store, one TCP
 // cluster port multiplexing raft and an internal RPC service (write
 // forwarding, removal, status, the leader's commit index for freshness
-// checks), memberlist gossip for discovery (with a replaceable keyring),
+// checks, followers' coalesced touches relayed to the leader's sink so the
+// cluster writes one Touch entry per interval), memberlist gossip for discovery (with a replaceable keyring),
 // join and --bootstrap-expect, the leader's reconcile loop (add alive
 // members that pass Config.VerifyPeer — in a secure cluster, a recorded,
 // unrevoked node certificate presented on the address they gossip; remove
@@ -11,7 +12,8 @@
 // command, gate types some voter does not advertise, stamp the leader's
 // time, apply it — on a follower, forward it, and the leader decodes and
 // validates what it is sent before raft.Apply — and wait until the local
-// FSM has applied it), the leader loop (a barrier retried until it
+// FSM has applied it; entries appended are counted per command), the
+// leader loop (a barrier retried until it
 // succeeds, then registered leader jobs with a per-term context and
 // backoff restarts), and raft metrics. Securing the port (mTLS) is
 // injected by the caller through Config.WrapServer/WrapClient.

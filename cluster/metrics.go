@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"github.com/halapi/halapi/fsm"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -11,6 +12,8 @@ type nodeMetrics struct {
 	forwardedIn                                     prometheus.Counter
 	freshChecks, freshRPCs                          prometheus.Counter
 	applyLatency                                    prometheus.Histogram
+	entries, entryBytes                             *prometheus.CounterVec
+	touchesRelayed                                  prometheus.Counter
 	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
 }
 
@@ -29,6 +32,12 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "halapi_apply_duration_seconds",
 			Help:    "Time from submitting a write to having it applied on this node.",
 			Buckets: []float64{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 5}}),
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_raft_entries_appended_total",
+			Help: "Raft log entries this node appended as the leader, by command (summed over the nodes: the cluster's entries)."}, []string{"command"}),
+		entryBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "halapi_raft_entry_bytes_appended_total",
+			Help: "Bytes of the raft log entries this node appended as the leader, by command."}, []string{"command"}),
+		touchesRelayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_touches_relayed_total",
+			Help: "Batches of touches (cursors, last pulls, heartbeats) this node relayed to the leader instead of writing them."}),
 		term:     prometheus.NewDesc("halapi_raft_term", "Current raft term.", nil, nil),
 		commit:   prometheus.NewDesc("halapi_raft_commit_index", "Raft commit index.", nil, nil),
 		applied:  prometheus.NewDesc("halapi_raft_applied_index", "Index applied to this node's state.", nil, nil),
@@ -54,6 +63,9 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.freshChecks.Describe(ch)
 	m.freshRPCs.Describe(ch)
 	m.applyLatency.Describe(ch)
+	m.entries.Describe(ch)
+	m.entryBytes.Describe(ch)
+	m.touchesRelayed.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
 		ch <- d
 	}
@@ -67,6 +79,9 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.freshChecks.Collect(ch)
 	m.freshRPCs.Collect(ch)
 	m.applyLatency.Collect(ch)
+	m.entries.Collect(ch)
+	m.entryBytes.Collect(ch)
+	m.touchesRelayed.Collect(ch)
 	st := m.n.raft.Stats()
 	g := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
@@ -81,3 +96,32 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 
 // Collector exposes the node's raft and forwarding metrics.
 func (n *Node) Collector() prometheus.Collector { return n.metrics }
+
+// appended counts one entry the leader appends.
+func (m *nodeMetrics) appended(entry []byte) {
+	kind := "unknown"
+	if len(entry) > 1 {
+		kind = commandName(fsm.CmdType(entry[1]))
+	}
+	m.entries.WithLabelValues(kind).Inc()
+	m.entryBytes.WithLabelValues(kind).Add(float64(len(entry)))
+}
+
+// commandName is the metric label of a command type.
+func commandName(t fsm.CmdType) string {
+	switch t {
+	case fsm.CmdTouch:
+		return "touch"
+	case fsm.CmdAlertsCreate:
+		return "alerts_create"
+	case fsm.CmdImportDecisions:
+		return "import_decisions"
+	case fsm.CmdDecisionsExpire, fsm.CmdExpireByValue, fsm.CmdExpireSet:
+		return "expire"
+	case fsm.CmdMachineCreate, fsm.CmdMachineUpdate, fsm.CmdMachineDelete:
+		return "machine"
+	case fsm.CmdBouncerCreate, fsm.CmdBouncerUpdate, fsm.CmdBouncerDelete:
+		return "bouncer"
+	}
+	return "other"
+}

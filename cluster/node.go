@@ -130,6 +130,8 @@ type Node struct {
 	removed map[string]int64
 	// leader runs the leader loop and the leader-only jobs.
 	leader *leaderRunner
+	// touchSink receives relayed touches on the leader (touchrelay.go).
+	touchSink func(fsm.Touch)
 }
 
 // Open starts raft on the data dir and, in cluster mode, gossip. A fresh
@@ -677,6 +679,7 @@ func (n *Node) appendLocal(ctx context.Context, data []byte, decoded *fsm.Comman
 			timeout = d
 		}
 	}
+	n.metrics.appended(entry)
 	fut := n.raft.Apply(entry, timeout)
 	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {

@@ -19,7 +19,8 @@ import (
 // Internal RPC on the cluster port: a follower forwards writes to the
 // leader, asks it to change membership, or asks any node for its status.
 // Frames: request = [kind][uint32 length][payload]; response = [uint32
-// length][JSON rpcResponse]. Connections are pooled and reused.
+// length][JSON rpcResponse]. Connections are pooled and reused (with
+// their buffers).
 
 const (
 	rpcApply  byte = 1 // payload: encoded fsm command
@@ -27,6 +28,7 @@ const (
 	rpcStatus byte = 3 // payload: none
 	rpcLeave  byte = 4 // payload: none; sent by the leader to a node it removed
 	// rpcCommitIndex = 5: see freshness.go
+	// rpcTouch = 6: see touchrelay.go
 )
 
 const maxFrame = 256 << 20
@@ -161,38 +163,59 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 		return &rpcResponse{}
 	case rpcCommitIndex:
 		return n.commitIndexRPC()
+	case rpcTouch:
+		return n.touchRPC(payload)
 	}
 	return &rpcResponse{Fail: fmt.Sprintf("unknown rpc %d", kind)}
 }
 
-// rpcClient keeps a small pool of connections per peer.
+// rpcClient keeps a pool of connections per peer. Every forwarded write
+// holds a connection for its whole round trip, so the pool keeps as many
+// idle connections as writes usually run at once: a forward beyond the
+// pool dials (and, in a secure cluster, does a TLS handshake) and its
+// connection is closed afterwards.
 type rpcClient struct {
 	mu     sync.Mutex
-	idle   map[string][]net.Conn
+	idle   map[string][]*rpcConn
 	source *net.TCPAddr
 	wrap   func(net.Conn) net.Conn
 }
 
-const maxIdlePerPeer = 8
+const maxIdlePerPeer = 64
 
-func (p *rpcClient) get(addr string, timeout time.Duration) (net.Conn, bool, error) {
+// rpcConn is a pooled connection with its buffers (kept across calls).
+type rpcConn struct {
+	net.Conn
+	r *bufio.Reader
+	w *bufio.Writer
+}
+
+func newRPCConn(c net.Conn) *rpcConn {
+	return &rpcConn{Conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
+}
+
+func (p *rpcClient) get(addr string, timeout time.Duration) (*rpcConn, bool, error) {
 	p.mu.Lock()
 	if l := p.idle[addr]; len(l) > 0 {
 		c := l[len(l)-1]
+		l[len(l)-1] = nil
 		p.idle[addr] = l[:len(l)-1]
 		p.mu.Unlock()
 		return c, true, nil
 	}
 	p.mu.Unlock()
 	c, err := dialService(addr, muxRPC, timeout, p.source, p.wrap)
-	return c, false, err
+	if err != nil {
+		return nil, false, err
+	}
+	return newRPCConn(c), false, nil
 }
 
-func (p *rpcClient) put(addr string, c net.Conn) {
+func (p *rpcClient) put(addr string, c *rpcConn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.idle == nil {
-		p.idle = map[string][]net.Conn{}
+		p.idle = map[string][]*rpcConn{}
 	}
 	if len(p.idle[addr]) >= maxIdlePerPeer {
 		c.Close()
@@ -224,7 +247,7 @@ func (p *rpcClient) call(ctx context.Context, addr string, kind byte, payload []
 		if err != nil {
 			return nil, err
 		}
-		resp, err := roundTrip(c, deadline, kind, payload)
+		resp, err := c.roundTrip(deadline, kind, payload)
 		if err == nil {
 			p.put(addr, c)
 			return resp, nil
@@ -236,14 +259,18 @@ func (p *rpcClient) call(ctx context.Context, addr string, kind byte, payload []
 	}
 }
 
+// roundTrip sends one RPC on a connection of its own.
 func roundTrip(c net.Conn, deadline time.Time, kind byte, payload []byte) (*rpcResponse, error) {
+	return newRPCConn(c).roundTrip(deadline, kind, payload)
+}
+
+func (c *rpcConn) roundTrip(deadline time.Time, kind byte, payload []byte) (*rpcResponse, error) {
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
-	w := bufio.NewWriter(c)
-	if err := writeFrame(w, kind, payload); err != nil {
+	if err := writeFrame(c.w, kind, payload); err != nil {
 		return nil, err
 	}
-	data, err := readPayload(bufio.NewReader(c))
+	data, err := readPayload(c.r)
 	if err != nil {
 		return nil, err
 	}

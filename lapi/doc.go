@@ -4,7 +4,9 @@
 // evaluation (lapi/profiles), the wire shapes (lapi/models), Prometheus
 // metrics, the admin API served on the node's unix socket, the leader jobs
 // it registers (JWT key, retention and expiry of unvalidated machines), the
-// coalescing of "last seen" writes, and the bounds on anonymous clients
+// coalescing of "last seen" writes (toucher.go: gathered per node, relayed
+// by followers to the leader, one Touch command per interval for the
+// cluster), and the bounds on anonymous clients
 // (limits.go: connections, body deadlines, JSON depth, registration and
 // login throttling, trusted proxies). A refusal (401/403) is confirmed
 // against the leader's commit index before it is sent (fresh.go).

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -25,8 +24,10 @@ const (
 	// saturating the 2 cores.
 	capiQueryConns = 8
 	capiQueryRate  = 2000 // requests per second, all connections together
-	// capiPullTimeout bounds the wait for the whole list on the follower.
-	capiPullTimeout = 3 * time.Minute
+	// capiPullTimeout bounds the wait for the whole list on the follower,
+	// plus capiPullPerDecision for every decision of the list.
+	capiPullTimeout     = 3 * time.Minute
+	capiPullPerDecision = 300 * time.Microsecond
 	// capiPollEvery paces the polls that detect the last decision.
 	capiPollEvery = time.Millisecond
 )
@@ -145,15 +146,22 @@ func waitVisible(ctx context.Context, s *server, key, ip string, timeout time.Du
 // Phase: the leader pulls a big blocklist from a fake CAPI; how long until
 // a follower serves all of it, and what the apply does to its queries.
 
-func (b *bench) phaseCAPI(ctx context.Context) error {
-	n := b.cfg.CAPIDecisions
+// fakeCAPI is a fake Central API serving an n-decision blocklist, and the
+// credentials file that points a node at it.
+type fakeCAPI struct {
+	*capitest.Server
+	creds string
+	n     int
+}
+
+func (b *bench) newFakeCAPI(name string, n int) (*fakeCAPI, error) {
 	fake := capitest.New()
-	defer fake.Close()
 	login, password := "bench-"+randomHex(8), randomHex(16)
 	fake.AddWatcher(login, password)
-	creds := filepath.Join(b.tmp, "online_api_credentials.yaml")
+	creds := filepath.Join(b.tmp, name+"-online_api_credentials.yaml")
 	if err := os.WriteFile(creds, fmt.Appendf(nil, "url: %s\nlogin: %s\npassword: %s\n", fake.BaseURL(), login, password), 0o600); err != nil {
-		return err
+		fake.Close()
+		return nil, err
 	}
 	values := make([]string, n)
 	for i := range values {
@@ -162,29 +170,79 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	fake.SetBlocklist(capiList, values)
 	fake.SetStream(capitest.StreamResponse{Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{
 		fake.BlocklistLink(capiList, "ban", "Ip", "24h")}}})
+	return &fakeCAPI{Server: fake, creds: creds, n: n}, nil
+}
 
+// capiArgs are the serve arguments of the nodes of a cluster pulling from
+// f: one pull, when a machine with scenarios logs in, and no other CAPI
+// traffic during the run.
+func (f *fakeCAPI) capiArgs() []string {
+	return []string{"--capi-credentials", f.creds, "--capi-pull-interval", "1h",
+		"--capi-push-interval", "1h", "--capi-metrics-interval", "1h"}
+}
+
+// capiResult is what one blocklist pull measured.
+type capiResult struct {
+	pull         time.Duration // stream call -> whole list on the follower
+	during, idle durationStats // follower query latency
+	errs         int
+	notes        []string
+}
+
+func (b *bench) phaseCAPI(ctx context.Context) error {
+	n := b.cfg.CAPIDecisions
+	fake, err := b.newFakeCAPI("capi", n)
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
 	b.progress("capi: starting 3 nodes with CAPI credentials for a fake CAPI serving a %s-decision blocklist", thousands(float64(n)))
-	c, err := b.startCluster(ctx, "capi", "--capi-credentials", creds, "--capi-pull-interval", "1h",
-		"--capi-push-interval", "1h", "--capi-metrics-interval", "1h")
+	c, err := b.startCluster(ctx, "capi", fake.capiArgs()...)
 	if err != nil {
 		return err
 	}
 	defer c.stop()
-	leader, followers, err := c.roles(ctx)
+	leader, _, err := c.roles(ctx)
 	if err != nil {
 		return err
 	}
-	fol := followers[0]
 	key, err := leader.addBouncer(ctx, "bench-bouncer")
 	if err != nil {
 		return err
 	}
-	agentPW := randomHex(16)
-	if _, err := leader.cliWrite(ctx, "machines", "add", "bench-agent", "--password", agentPW); err != nil {
+	res, err := b.capiPull(ctx, c, fake, key)
+	if err != nil {
 		return err
 	}
+	nd := thousands(float64(n))
+	b.rep.add(&metric{Key: "capi_pull_s", Name: fmt.Sprintf("CAPI pull, %s-decision blocklist: stream call -> all on a follower", nd),
+		Unit: unitS, Value: res.pull.Seconds(), Target: "-"})
+	qm := b.rep.add(&metric{Key: "capi_query_p99_ms", Name: fmt.Sprintf("  query p99 on the follower meanwhile (%d req/s)", capiQueryRate), Unit: unitMS,
+		Value: res.during.P99, Ref: res.idle.P99, RefName: "idle", Target: "-"})
+	qm.Errors = int64(res.errs)
+	b.rep.Notes = append(b.rep.Notes, res.notes...)
+	return nil
+}
+
+// capiPull makes the leader of c pull fake's blocklist (a machine logs in
+// with scenarios, which unlocks the pull) while a paced bouncer load (API
+// key key) runs on a follower, waits until the follower has the whole
+// list, then runs the same load idle.
+func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key string) (capiResult, error) {
+	var res capiResult
+	n := fake.n
+	leader, followers, err := c.roles(ctx)
+	if err != nil {
+		return res, err
+	}
+	fol := followers[0]
+	agentPW := randomHex(16)
+	agent := "capi-agent-" + randomHex(4)
+	if _, err := leader.cliWrite(ctx, "machines", "add", agent, "--password", agentPW); err != nil {
+		return res, err
+	}
 	if got := fake.Count(capitest.Stream); got != 0 {
-		return fmt.Errorf("the leader pulled before any machine had scenarios (%d stream calls)", got)
+		return res, fmt.Errorf("the leader pulled before any machine had scenarios (%d stream calls)", got)
 	}
 
 	// The bouncer load on the follower and the pollers run from before the
@@ -205,30 +263,30 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	leaderDone := make(chan struct{})
 	go func() {
 		defer close(leaderDone)
-		leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, capiPullTimeout)
+		leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, capiPullTimeout+time.Duration(n)*capiPullPerDecision)
 	}()
 	sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
+	timeout := capiPullTimeout + time.Duration(n)*capiPullPerDecision
 
-	// An agent logs in with its scenarios: that unlocks the pull.
 	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
 	cpu0, tLogin := sampleCPU(0, c.pids()...), time.Now()
-	if _, err := leader.login(ctx, "bench-agent", agentPW, []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"}); err != nil {
-		return err // the deferred cancel stops the load and the poller
+	if _, err := leader.login(ctx, agent, agentPW, []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"}); err != nil {
+		return res, err // the deferred cancel stops the load and the poller
 	}
-	seen, err := waitVisible(pctx, fol, key, last, capiPullTimeout)
+	seen, err := waitVisible(pctx, fol, key, last, timeout)
 	if err != nil {
-		return fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
+		return res, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
 	}
 	other := otherCores(cpu0, sampleCPU(0, c.pids()...), time.Since(tLogin))
 	close(stop)
 	<-loadDone
 	<-leaderDone
 	if leaderErr != nil {
-		return leaderErr
+		return res, leaderErr
 	}
 	streams := fake.Requests(capitest.Stream)
 	if len(streams) == 0 {
-		return fmt.Errorf("the follower has the list but the fake CAPI saw no stream call:\n%s", fake.String())
+		return res, fmt.Errorf("the follower has the list but the fake CAPI saw no stream call:\n%s", fake.String())
 	}
 	pullStart := streams[0].Time
 	for _, r := range streams {
@@ -240,20 +298,20 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	if dl := fake.Requests(capitest.Blocklist); len(dl) > 0 {
 		download = dl[0].Time
 	}
-	pull := seen.Sub(pullStart)
+	res.pull = seen.Sub(pullStart)
 	during, duringErrs := window(samples, pullStart, seen)
 	b.progress("capi: stream call %s after the login; list on the leader after %s, on the follower after %s",
-		pullStart.Sub(tLogin).Round(time.Millisecond), leaderSeen.Sub(pullStart).Round(time.Millisecond), pull.Round(time.Millisecond))
+		pullStart.Sub(tLogin).Round(time.Millisecond), leaderSeen.Sub(pullStart).Round(time.Millisecond), res.pull.Round(time.Millisecond))
 
 	// Every decision is on the follower.
-	client := fol.client(1, 60*time.Second)
-	body, _, err := fetchStream(ctx, client, fol.url, key)
+	client := fol.client(1, 120*time.Second)
+	got, err := countStream(ctx, client, fol.url, key, fmt.Appendf(nil, `"value":"%d.`, capiNet))
 	client.CloseIdleConnections()
 	if err != nil {
-		return err
+		return res, err
 	}
-	if got := bytes.Count(body, fmt.Appendf(nil, `"value":"%d.`, capiNet)); got != n {
-		return fmt.Errorf("the follower's startup stream holds %d decisions of the blocklist, want %d", got, n)
+	if got != n {
+		return res, fmt.Errorf("the follower's startup stream holds %d decisions of the blocklist, want %d", got, n)
 	}
 
 	// The same load when nothing is applied.
@@ -263,28 +321,24 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	time.AfterFunc(b.cfg.Duration, func() { close(stop) })
 	idleSamples := pacedLoad(ctx, fol, key, paths, capiQueryConns, capiQueryRate, stop)
 	if err := ctx.Err(); err != nil {
-		return err
+		return res, err
 	}
 	idle, idleErrs := window(idleSamples, idleFrom, time.Now())
-	ds, is := statsOf(during), statsOf(idle)
+	res.during, res.idle = statsOf(during), statsOf(idle)
+	res.errs = duringErrs + idleErrs
 
 	nd := thousands(float64(n))
-	b.rep.add(&metric{Key: "capi_pull_s", Name: fmt.Sprintf("CAPI pull, %s-decision blocklist: stream call -> all on a follower", nd),
-		Unit: unitS, Value: pull.Seconds(), Target: "-"})
-	qm := b.rep.add(&metric{Key: "capi_query_p99_ms", Name: fmt.Sprintf("  query p99 on the follower meanwhile (%d req/s)", capiQueryRate), Unit: unitMS,
-		Value: ds.P99, Ref: is.P99, RefName: "idle", Target: "-"})
-	qm.Errors = int64(duringErrs + idleErrs)
 	dl := "no blocklist download recorded"
 	if !download.IsZero() {
 		dl = fmt.Sprintf("blocklist download at +%s", download.Sub(pullStart).Round(time.Millisecond))
 	}
-	b.rep.Notes = append(b.rep.Notes,
-		fmt.Sprintf("capi: the leader's first stream call came %s after the agent's login (the pull waits for a machine with scenarios); %s; "+
+	res.notes = append(res.notes,
+		fmt.Sprintf("%s: the leader's first stream call came %s after the agent's login (the pull waits for a machine with scenarios); %s; "+
 			"last decision of the list answered by the leader at +%s, by follower %s at +%s (polled every %s); %s decisions in the follower's startup stream; "+
 			"other processes used %.2f cores meanwhile",
-			pullStart.Sub(tLogin).Round(time.Millisecond), dl, leaderSeen.Sub(pullStart).Round(time.Millisecond), fol.name,
-			pull.Round(time.Millisecond), capiPollEvery, nd, other),
-		fmt.Sprintf("capi: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
-			capiQueryConns, capiQueryRate, ds, b.cfg.Duration, is))
-	return nil
+			c.name, pullStart.Sub(tLogin).Round(time.Millisecond), dl, leaderSeen.Sub(pullStart).Round(time.Millisecond), fol.name,
+			res.pull.Round(time.Millisecond), capiPollEvery, nd, other),
+		fmt.Sprintf("%s: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
+			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle))
+	return res, nil
 }

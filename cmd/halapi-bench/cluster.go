@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,51 +27,25 @@ type cluster struct {
 	b     *bench
 	name  string
 	nodes []*server
+	extra []string // extra serve arguments of every node
+	join  string   // the first node's gossip address
 }
 
 // startCluster starts the nodes (`halapi serve --node-id nI --data-dir DI
 // --listen 127.0.0.1:AI --plain-http --cluster-listen 127.0.0.1:CI
 // --gossip-listen 127.0.0.1:GI --join 127.0.0.1:G1 --bootstrap-expect 3
-// --insecure-cluster`, plus extra) and waits until they have formed a
-// cluster: one leader, every node applied up to its commit index.
+// --insecure-cluster`, plus --metrics-listen when the binary has it, plus
+// extra) and waits until they have formed a cluster: one leader, every
+// node applied up to its commit index.
 func (b *bench) startCluster(ctx context.Context, name string, extra ...string) (*cluster, error) {
 	if !b.kind.plainFlag {
 		return nil, errors.New("this halapi binary has no --plain-http")
 	}
-	c := &cluster{b: b, name: name}
-	type ports struct{ api, raft, gossip string }
-	ps := make([]ports, clusterSize)
-	for i := range ps {
-		var err error
-		if ps[i].api, err = freeLoopbackAddr(); err != nil {
+	c := &cluster{b: b, name: name, extra: extra}
+	for range clusterSize {
+		if err := c.spawnNode(); err != nil {
 			return nil, err
 		}
-		if ps[i].raft, err = freeLoopbackAddr(); err != nil {
-			return nil, err
-		}
-		if ps[i].gossip, err = freeGossipAddr(); err != nil {
-			return nil, err
-		}
-	}
-	for i := range ps {
-		id := fmt.Sprintf("n%d", i+1)
-		dir := filepath.Join(b.tmp, name+"-"+id)
-		s := &server{name: name + "/" + id, bin: b.kind.bin, dir: dir, dataDir: filepath.Join(dir, "data"),
-			logPath: filepath.Join(dir, "halapi.log"), addr: ps[i].api, url: "http://" + ps[i].api}
-		if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
-			return nil, err
-		}
-		args := []string{"serve", "--node-id", id, "--data-dir", s.dataDir, "--listen", s.addr, "--plain-http",
-			"--cluster-listen", ps[i].raft, "--gossip-listen", ps[i].gossip, "--join", ps[0].gossip,
-			"--bootstrap-expect", strconv.Itoa(clusterSize), "--insecure-cluster", "--log-level", "warn"}
-		args = append(args, extra...)
-		if err := s.spawn(args); err != nil {
-			return nil, err
-		}
-		b.mu.Lock()
-		b.servers = append(b.servers, s)
-		b.mu.Unlock()
-		c.nodes = append(c.nodes, s)
 	}
 	for _, s := range c.nodes {
 		if err := s.waitHealthy(ctx); err != nil {
@@ -85,20 +58,53 @@ func (b *bench) startCluster(ctx context.Context, name string, extra ...string) 
 	return c, nil
 }
 
-// freeGossipAddr is a loopback port free for both TCP and UDP (memberlist
-// uses both).
-func freeGossipAddr() (string, error) {
-	for range 20 {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return "", err
-		}
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return addr, nil
-		}
+// spawnNode starts one more node (n1, n2... in order) joining the first
+// one's gossip address; it does not wait for it.
+func (c *cluster) spawnNode() error {
+	b := c.b
+	api, err := freeLoopbackAddr()
+	if err != nil {
+		return err
 	}
-	return "", errors.New("no loopback port free for both TCP and UDP")
+	raftAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	gossip, err := freeGossipAddr()
+	if err != nil {
+		return err
+	}
+	if len(c.nodes) == 0 {
+		c.join = gossip
+	}
+	id := fmt.Sprintf("n%d", len(c.nodes)+1)
+	dir := filepath.Join(b.tmp, c.name+"-"+id)
+	s := &server{name: c.name + "/" + id, bin: b.kind.bin, dir: dir, dataDir: filepath.Join(dir, "data"),
+		logPath: filepath.Join(dir, "halapi.log"), addr: api, url: "http://" + api}
+	s.metricsURL = s.url
+	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+		return err
+	}
+	args := []string{"serve", "--node-id", id, "--data-dir", s.dataDir, "--listen", s.addr, "--plain-http",
+		"--cluster-listen", raftAddr, "--gossip-listen", gossip, "--join", c.join,
+		"--bootstrap-expect", strconv.Itoa(clusterSize), "--insecure-cluster", "--log-level", "warn"}
+	if b.kind.metricsFlag {
+		maddr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		args = append(args, "--metrics-listen", maddr)
+		s.metricsURL = "http://" + maddr
+	}
+	args = append(args, c.extra...)
+	if err := s.spawn(args); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.servers = append(b.servers, s)
+	b.mu.Unlock()
+	c.nodes = append(c.nodes, s)
+	return nil
 }
 
 func (c *cluster) pids() []int {

@@ -35,6 +35,10 @@
 //     blocklist from a fake Central API (capi/capitest, in this process):
 //     time from the stream call to the whole list on a follower, and the
 //     follower's query latency meanwhile beside the same load when idle.
+//  7. scale: the figures of the "Scale" issue (startup storms, a million
+//     decisions, 10,000 polling bouncers on a cluster, a million-decision
+//     blocklist pull, ingestion through a follower, a new node catching up
+//     from a snapshot): see scalebench.go.
 //
 // The machine's CPU use by other processes is sampled during every load run
 // (/proc/stat minus this process and the servers); a bare/halapi pair (or
@@ -82,11 +86,21 @@ type config struct {
 	LagWrites int `json:"lag_writes"`
 	// CAPI phase: size of the blocklist the fake CAPI serves.
 	CAPIDecisions int `json:"capi_decisions"`
+	// Scale phase.
+	StormDecisions     int           `json:"storm_decisions"`
+	StormBouncers      int           `json:"storm_bouncers"`
+	ScaleDecisions     int           `json:"scale_decisions"`
+	SettleBouncers     int           `json:"settle_bouncers"`
+	Settle             time.Duration `json:"-"`
+	ScaleBouncers      int           `json:"scale_bouncers"`
+	PollEvery          time.Duration `json:"-"`
+	PollRounds         int           `json:"poll_rounds"`
+	ScaleCAPIDecisions int           `json:"scale_capi_decisions"`
 	// RetryBudget bounds the time spent redoing disturbed load runs.
 	RetryBudget time.Duration `json:"-"`
 }
 
-var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi"}
+var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi", "scale"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -114,8 +128,18 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Failovers, "failovers", 5, "cluster phase: times the leader is killed (the median failover time is reported; -quick: 1)")
 	fs.IntVar(&cfg.LagWrites, "lag-writes", 400, "cluster phase: single writes timed until visible on another node (-quick: 40)")
 	fs.IntVar(&cfg.CAPIDecisions, "capi-decisions", 100000, "capi phase: decisions in the blocklist the fake CAPI serves (-quick: 10,000)")
+	fs.IntVar(&cfg.StormDecisions, "storm-decisions", 300000, "scale phase: decisions held when the storm of startups hits (-quick: 10,000)")
+	fs.IntVar(&cfg.StormBouncers, "storm-bouncers", 100, "scale phase: bouncers asking for the startup stream at once (-quick: 10)")
+	fs.IntVar(&cfg.ScaleDecisions, "scale-decisions", 1000000, "scale phase: decisions for the idle RSS, the startup stream and the RSS after a storm (-quick: 20,000)")
+	fs.IntVar(&cfg.SettleBouncers, "settle-bouncers", 20, "scale phase: startups at once on -scale-decisions before the -settle pause (-quick: 5)")
+	fs.DurationVar(&cfg.Settle, "settle", time.Minute, "scale phase: pause after the storm on -scale-decisions before RSS is read (-quick: 1s)")
+	fs.IntVar(&cfg.ScaleBouncers, "scale-bouncers", 10000, "scale phase: bouncers polling the stream on a 3-node cluster (-quick: 150)")
+	fs.DurationVar(&cfg.PollEvery, "poll-every", 10*time.Second, "scale phase: interval of each bouncer's polls (-quick: 1s)")
+	fs.IntVar(&cfg.PollRounds, "poll-rounds", 3, "scale phase: measured polling rounds after the startup round (-quick: 2)")
+	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
-		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull)")
+		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
+		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
 		fs.PrintDefaults()
@@ -134,15 +158,24 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if cfg.Quick {
 		quick := map[string]func(){
-			"duration":         func() { cfg.Duration = 2 * time.Second },
-			"runs":             func() { cfg.Runs = 1 },
-			"decisions":        func() { cfg.Decisions = 10000 },
-			"memory-decisions": func() { cfg.MemDecisions = 100000 },
-			"idle":             func() { cfg.Idle = 2 * time.Second },
-			"failovers":        func() { cfg.Failovers = 1 },
-			"retry-budget":     func() { cfg.RetryBudget = 0 },
-			"lag-writes":       func() { cfg.LagWrites = 40 },
-			"capi-decisions":   func() { cfg.CAPIDecisions = 10000 },
+			"duration":             func() { cfg.Duration = 2 * time.Second },
+			"runs":                 func() { cfg.Runs = 1 },
+			"decisions":            func() { cfg.Decisions = 10000 },
+			"memory-decisions":     func() { cfg.MemDecisions = 100000 },
+			"idle":                 func() { cfg.Idle = 2 * time.Second },
+			"failovers":            func() { cfg.Failovers = 1 },
+			"retry-budget":         func() { cfg.RetryBudget = 0 },
+			"lag-writes":           func() { cfg.LagWrites = 40 },
+			"capi-decisions":       func() { cfg.CAPIDecisions = 10000 },
+			"storm-decisions":      func() { cfg.StormDecisions = 10000 },
+			"storm-bouncers":       func() { cfg.StormBouncers = 10 },
+			"scale-decisions":      func() { cfg.ScaleDecisions = 20000 },
+			"settle-bouncers":      func() { cfg.SettleBouncers = 5 },
+			"settle":               func() { cfg.Settle = time.Second },
+			"scale-bouncers":       func() { cfg.ScaleBouncers = 150 },
+			"poll-every":           func() { cfg.PollEvery = time.Second },
+			"poll-rounds":          func() { cfg.PollRounds = 2 },
+			"scale-capi-decisions": func() { cfg.ScaleCAPIDecisions = 10000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -221,8 +254,14 @@ func (c *config) check() error {
 		return errors.New("-retry-budget must be >= 0")
 	case c.Failovers <= 0 || c.LagWrites <= 0:
 		return errors.New("-failovers and -lag-writes must be > 0")
-	case c.CAPIDecisions <= 0 || c.CAPIDecisions > ipSpace/2:
-		return fmt.Errorf("-capi-decisions must be in 1..%d", ipSpace/2)
+	case c.CAPIDecisions <= 0 || c.CAPIDecisions > ipSpace/2 || c.ScaleCAPIDecisions <= 0 || c.ScaleCAPIDecisions > ipSpace/2:
+		return fmt.Errorf("-capi-decisions and -scale-capi-decisions must be in 1..%d", ipSpace/2)
+	case c.StormDecisions <= 0 || c.ScaleDecisions < c.StormDecisions || c.ScaleDecisions > ipSpace/2:
+		return fmt.Errorf("-storm-decisions must be > 0 and <= -scale-decisions <= %d", ipSpace/2)
+	case c.StormBouncers <= 0 || c.SettleBouncers <= 0 || c.ScaleBouncers <= 0:
+		return errors.New("-storm-bouncers, -settle-bouncers and -scale-bouncers must be > 0")
+	case c.Settle < 0 || c.PollEvery <= 0 || c.PollRounds <= 0:
+		return errors.New("-settle must be >= 0, -poll-every and -poll-rounds > 0")
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ const (
 	unitMB        = "MB"
 	unitMiB       = "MiB"
 	unitS         = "s"
+	unitKiB       = "KiB"
+	unitEntries   = "entries/s"
 )
 
 // metric is one line of the report.
@@ -124,6 +126,10 @@ func formatValue(v float64, unit string) string {
 		return fmt.Sprintf("%.0f MiB", v)
 	case unitS:
 		return fmt.Sprintf("%.3f s", v)
+	case unitKiB:
+		return fmt.Sprintf("%.1f KiB", v)
+	case unitEntries:
+		return fmt.Sprintf("%.2f entries/s", v)
 	}
 	return fmt.Sprintf("%g %s", v, unit)
 }

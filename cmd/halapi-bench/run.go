@@ -89,6 +89,7 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		{"cluster", b.phaseCluster},
 		{"tls", b.phaseTLS},
 		{"capi", b.phaseCAPI},
+		{"scale", b.phaseScale},
 	} {
 		if !cfg.Phases[p.name] {
 			continue
@@ -408,6 +409,11 @@ func checkLookups(ctx context.Context, s *server, key string, n int) error {
 // loadDecisions imports decisions [0, n) of the import set through POST
 // /v1/alerts, one alert of up to decisionsPerAlert decisions per request.
 func loadDecisions(ctx context.Context, s *server, token string, n int) (time.Duration, error) {
+	return loadRange(ctx, s, token, 0, n)
+}
+
+// loadRange imports decisions [from, n) of the import set.
+func loadRange(ctx context.Context, s *server, token string, from, n int) (time.Duration, error) {
 	client := s.client(loadConns, 5*time.Minute)
 	defer client.CloseIdleConnections()
 	now := time.Now().UTC().Format(time.RFC3339)
@@ -434,7 +440,7 @@ func loadDecisions(ctx context.Context, s *server, token string, n int) (time.Du
 			}
 		}()
 	}
-	for start := 0; start < n; start += decisionsPerAlert {
+	for start := from; start < n; start += decisionsPerAlert {
 		chunks <- start
 	}
 	close(chunks)

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -112,15 +111,6 @@ func startServer(ctx context.Context, kind serverKind, parent, name string, extr
 		return nil, fmt.Errorf("server %s: %w%s", name, err, s.logTail())
 	}
 	return s, nil
-}
-
-func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("reserve a port: %w", err)
-	}
-	addr := l.Addr().String()
-	return addr, l.Close()
 }
 
 // spawn starts `halapi ARGS` with its output appended to the server's log
