@@ -445,20 +445,23 @@ func checkIndexInvariants(t testing.TB, f *FSM) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := f.s
-	var prefixes [2][129]int
-	valid, deleted, grouped := 0, 0, 0
-	for _, g := range s.byValue {
-		grouped += len(g)
+	if p := f.read(); p.decisions.Len() != s.decisions.Len() || p.lastIndex != s.lastIndex || p.alertCount != s.alertCount {
+		t.Errorf("published state differs from the writer's: %d/%d decisions, index %d/%d",
+			p.decisions.Len(), s.decisions.Len(), p.lastIndex, s.lastIndex)
 	}
+	var prefixes [2][129]int32
+	valid, deleted, grouped := 0, 0, s.valueIdx.Len()
 	s.decisions.Ascend(func(d *Decision) bool {
 		found := false
-		for _, x := range s.byValue[d.Value] {
-			if x == d {
-				found = true
-			}
-		}
+		s.sameValue(d.Value, valueRange(d.Value), func(x *Decision) bool {
+			found = found || x == d
+			return !found
+		})
 		if !found {
-			t.Errorf("decision %d missing from byValue[%q]", d.ID, d.Value)
+			t.Errorf("decision %d not found by its value %q", d.ID, d.Value)
+		}
+		if x, ok := s.valueIdx.Get(d); ok != !d.Range.Valid() || (ok && x != d) {
+			t.Errorf("decision %d: in valueIdx %v, want %v", d.ID, ok, !d.Range.Valid())
 		}
 		if u, ok := s.byUntil.Get(d); !ok || u != d {
 			t.Errorf("decision %d missing from byUntil", d.ID)
@@ -479,8 +482,8 @@ func checkIndexInvariants(t testing.TB, f *FSM) {
 		return true
 	})
 	n := s.decisions.Len()
-	if s.byUntil.Len() != n || grouped != n || s.ipIdx.Len() != valid || s.deleted.Len() != deleted {
-		t.Errorf("index sizes: decisions %d byUntil %d byValue %d ipIdx %d (want %d) deleted %d (want %d)",
+	if s.byUntil.Len() != n || grouped+valid != n || s.ipIdx.Len() != valid || s.deleted.Len() != deleted {
+		t.Errorf("index sizes: decisions %d byUntil %d valueIdx %d ipIdx %d (want %d) deleted %d (want %d)",
 			n, s.byUntil.Len(), grouped, s.ipIdx.Len(), valid, s.deleted.Len(), deleted)
 	}
 	if prefixes != s.prefixes {

@@ -67,18 +67,23 @@ type fsmSnapshot struct {
 	tombstones *btree.BTreeG[*Decision]
 }
 
-// Snapshot implements raft.FSM. It runs between applies; the B-trees are
-// cloned lazily (copy-on-write) so this is O(machines + bouncers).
+// Snapshot implements raft.FSM. It runs between applies; it takes a
+// published state (immutable, B-trees copy-on-write) so this is
+// O(machines + bouncers + remembered results).
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	s := f.s
+	done := doneRecs(f.s)
+	// A frozen copy of the writer's state (publish is O(1)): Persist reads
+	// it while Apply goes on.
+	f.publishLocked()
+	s := f.read()
+	f.mu.Unlock()
 	snap := &fsmSnapshot{
-		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: copyConfig(s.config), Done: doneRecs(s), NextAlertID: s.nextAlertID,
+		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: s.config, Done: done, NextAlertID: s.nextAlertID,
 			NextDecisionID: s.nextDecisionID, LastIndex: s.lastIndex},
-		alerts:     s.alerts.Clone(),
-		decisions:  s.decisions.Clone(),
-		tombstones: s.tombstones.Clone(),
+		alerts:     s.alerts,
+		decisions:  s.decisions,
+		tombstones: s.tombstones,
 	}
 	for _, m := range s.machines {
 		snap.machines = append(snap.machines, m)
@@ -147,6 +152,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.s = s
+	f.publishLocked()
 	f.mu.Unlock()
 	f.markApplied(s.lastIndex)
 	return nil
@@ -182,7 +188,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			s.nextDecisionID = rec.Meta.NextDecisionID
 			s.lastIndex = rec.Meta.LastIndex
 		case rec.Machine != nil:
-			s.machines[rec.Machine.ID] = rec.Machine
+			s.wMachines()[rec.Machine.ID] = rec.Machine
 		// A record repeated in the stream (a damaged or hostile snapshot;
 		// we never write one) replaces the earlier one in every index,
 		// so the indexes stay consistent with each other.
@@ -193,7 +199,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			for i := range rec.Allowlist.Items {
 				rec.Allowlist.Items[i].Range, _ = ParseRange(rec.Allowlist.Items[i].Value)
 			}
-			s.allowlists[rec.Allowlist.Name] = rec.Allowlist
+			s.wAllowlists()[rec.Allowlist.Name] = rec.Allowlist
 		case rec.Alert != nil:
 			if _, replaced := s.alerts.ReplaceOrInsert(rec.Alert); !replaced {
 				s.alertCount++
@@ -216,12 +222,4 @@ func readSnapshot(r io.Reader) (*state, error) {
 		}
 	}
 	return s, nil
-}
-
-func copyConfig(m map[string][]byte) map[string][]byte {
-	out := make(map[string][]byte, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

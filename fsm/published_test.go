@@ -1,0 +1,100 @@
+package fsm
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
+
+// A query made while an entry is being applied does not wait for it: it
+// answers from the last published state. OnApply runs inside the apply
+// (writer lock held); a reader that took a lock the writer holds would
+// never return from it.
+func TestReadDuringApplyDoesNotWait(t *testing.T) {
+	h := newHarness(t)
+	first := h.dec(T0, ban("1.1.1.1", T0+hour))
+	type seen struct{ ids, stream []int64 }
+	got := make(chan seen, 1)
+	h.f.OnApply = func(CmdType) {
+		if len(got) > 0 {
+			return
+		}
+		done := make(chan seen, 1)
+		go func() {
+			newD, _, _ := h.f.Stream(&DecisionFilter{}, StreamCursor{}, true, at(T0))
+			done <- seen{ids: idsOf(h.f.Decisions(&DecisionFilter{}, at(T0))), stream: idsOf(newD)}
+		}()
+		select {
+		case s := <-done:
+			got <- s
+		case <-time.After(10 * time.Second):
+			t.Error("a query blocked while an entry was being applied")
+			got <- seen{}
+		}
+	}
+	second := h.dec(T0, ban("2.2.2.2", T0+hour))
+	s := <-got
+	if !equalIDs(s.ids, []int64{first}) || !equalIDs(s.stream, []int64{first}) {
+		t.Errorf("during the apply: decisions %v, stream %v; want the state before it, [%d]", s.ids, s.stream, first)
+	}
+	h.f.OnApply = nil
+	checkIDs(t, "after the apply", h.f.Decisions(&DecisionFilter{}, at(T0)), first, second)
+}
+
+// Readers running concurrently with applies, imports, expiries, restores
+// and snapshots see consistent states (run with -race: a published state
+// is never written).
+func TestConcurrentReadersAndApplies(t *testing.T) {
+	h := newHarness(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q := mustRange(t, "10.0.0.0/8")
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				newD, _, idx := h.f.Stream(&DecisionFilter{}, StreamCursor{}, true, at(T0))
+				for _, d := range newD {
+					if d.CreatedIndex > idx {
+						t.Errorf("stream at index %d holds decision %d created at %d", idx, d.ID, d.CreatedIndex)
+						return
+					}
+				}
+				h.f.Decisions(&DecisionFilter{IP: &q}, at(T0))
+				h.f.Decisions(&DecisionFilter{Value: "10.0.0.1"}, at(T0))
+				h.f.Bouncers()
+				h.f.Counts(at(T0))
+			}
+		}()
+	}
+	for i := 0; i < 30; i++ {
+		var ds []Decision
+		for j := 0; j < 50; j++ {
+			ds = append(ds, capiDecision(i*50+j, T0+hour))
+		}
+		h.must(CmdImportDecisions, T0, ImportDecisions{Alert: Alert{Scenario: "list"}, Decisions: ds})
+		h.must(CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "b" + string(rune('a'+i)), KeyHash: "k"}})
+		h.dec(T0, ban("10.0.0.1", T0+hour))
+		h.must(CmdSetConfig, T0, SetConfig{Key: "k", Value: []byte{byte(i) + 1}})
+		if i%10 == 9 {
+			snap, err := h.f.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := persist(t, snap)
+			if err := h.f.Restore(&closeTracker{Reader: bytes.NewReader(data)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	checkIndexInvariants(t, h.f)
+}
