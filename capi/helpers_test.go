@@ -174,7 +174,7 @@ func agentAlert(i int, hash, version, origin string) fsm.NewAlert {
 			ScenarioVersion: version, Message: "msg", StartAt: now, StopAt: now, Remediation: true,
 			Source: fsm.Source{Scope: "Ip", Value: ip, IP: ip, Cn: "FR", AsNumber: "1234"},
 			Meta:   []fsm.KV{{Key: "service", Value: "ssh"}}},
-		Decisions: []fsm.Decision{{UUID: fmt.Sprintf("dec-%d", i), Origin: origin, Type: "ban", Scope: "Ip",
+		Decisions: []fsm.Decision{{UUID: fsm.MustUUID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i)), Origin: origin, Type: "ban", Scope: "Ip",
 			Value: ip, Scenario: "crowdsecurity/ssh-bf", Until: now + int64(4*time.Hour)}},
 	}
 }

@@ -98,7 +98,7 @@ func pulledDecision(origin, scenario, typ, scope, value, duration string, now ti
 	if typ == "" {
 		typ = "ban"
 	}
-	return fsm.Decision{UUID: uuid.NewString(), Origin: origin, Type: typ, Scope: scope, Value: value,
+	return fsm.Decision{UUID: fsm.UUID(uuid.New()), Origin: origin, Type: typ, Scope: scope, Value: value,
 		Scenario: scenario, Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(now.UnixNano(), int64(d)))}, true
 }
 

@@ -53,7 +53,7 @@ func TestCommunityPull(t *testing.T) {
 	}
 	got := active(a.f, OriginCAPI)
 	d := got["1.2.3.4"]
-	if len(got) != 3 || d == nil || d.Scope != "Ip" || d.Scenario != "crowdsecurity/ssh-bf" || d.Type != "ban" || d.UUID == "" {
+	if len(got) != 3 || d == nil || d.Scope != "Ip" || d.Scenario != "crowdsecurity/ssh-bf" || d.Type != "ban" || d.UUID.IsZero() {
 		t.Fatalf("stored %v / %+v", values(a.f.Decisions(&fsm.DecisionFilter{}, time.Now())), d)
 	}
 	if left := time.Until(time.Unix(0, d.Until)); left < 165*time.Hour || left > 166*time.Hour {

@@ -138,7 +138,14 @@ func withType(d Decision, typ string) Decision      { d.Type = typ; return d }
 func withScope(d Decision, scope string) Decision   { d.Scope = scope; return d }
 func withOrigin(d Decision, origin string) Decision { d.Origin = origin; return d }
 func withScenario(d Decision, sc string) Decision   { d.Scenario = sc; return d }
-func withUUID(d Decision, uuid string) Decision     { d.UUID = uuid; return d }
+func withUUID(d Decision, uuid string) Decision {
+	u, err := ParseUUID(uuid)
+	if err != nil {
+		panic(err)
+	}
+	d.UUID = u
+	return d
+}
 func rangeOf(t testing.TB, s string) *IPRange       { t.Helper(); r := mustRange(t, s); return &r }
 func ptr[T any](v T) *T                             { return &v }
 

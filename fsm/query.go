@@ -51,7 +51,7 @@ func (f *DecisionFilter) match(d *Decision) bool {
 	if len(f.Origins) > 0 && !slices.Contains(f.Origins, d.Origin) {
 		return false
 	}
-	if len(f.UUIDs) > 0 && !slices.Contains(f.UUIDs, d.UUID) {
+	if len(f.UUIDs) > 0 && !slices.ContainsFunc(f.UUIDs, func(s string) bool { u, err := ParseUUID(s); return err == nil && u == d.UUID }) {
 		return false
 	}
 	if len(f.ScenariosContaining) > 0 || len(f.ScenariosNot) > 0 {

@@ -33,7 +33,7 @@ func capiDecision(i int, until int64) Decision {
 	case i%101 == 0:
 		v = fmt.Sprintf("10.%d.%d.0/24", i>>8&0xff, i&0xff)
 	}
-	return Decision{UUID: fmt.Sprintf("%08x-1234-4abc-8def-%012x", i, i), Origin: "CAPI", Type: "ban", Scope: "ip", Value: v,
+	return Decision{UUID: MustUUID(fmt.Sprintf("%08x-1234-4abc-8def-%012x", i, i)), Origin: "CAPI", Type: "ban", Scope: "ip", Value: v,
 		Scenario: "crowdsecurity/ssh-bf", Until: until}
 }
 

@@ -103,7 +103,7 @@ type Alert struct {
 // Decision is a stored decision.
 type Decision struct {
 	ID        int64  `json:"id"`
-	UUID      string `json:"uuid,omitempty"`
+	UUID      UUID   `json:"uuid,omitzero"`
 	AlertID   int64  `json:"alert_id,omitempty"`
 	Origin    string `json:"origin"`
 	Type      string `json:"type"`
