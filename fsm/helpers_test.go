@@ -146,8 +146,8 @@ func withUUID(d Decision, uuid string) Decision {
 	d.UUID = u
 	return d
 }
-func rangeOf(t testing.TB, s string) *IPRange       { t.Helper(); r := mustRange(t, s); return &r }
-func ptr[T any](v T) *T                             { return &v }
+func rangeOf(t testing.TB, s string) *IPRange { t.Helper(); r := mustRange(t, s); return &r }
+func ptr[T any](v T) *T                       { return &v }
 
 func sortedIDs(v []int64) []int64 {
 	c := append([]int64(nil), v...)
