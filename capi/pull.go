@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -109,27 +110,67 @@ func pullAlert(sourceScope string, added, deleted int, now time.Time) fsm.Alert 
 		Remediation: true, Source: fsm.Source{Scope: sourceScope}}
 }
 
+// importWindow is how many ImportDecisions entries importChunks keeps in
+// flight: encoding and validating the next chunks, replicating and
+// applying the previous ones overlap (raft groups the entries in flight
+// into one batch), instead of one round trip per chunk.
+const importWindow = 4
+
 // importChunks stores decisions under one new alert, ChunkSize per raft
-// command, so no single apply holds the FSM lock for long. It returns the
-// alert ID (0 when there was nothing to store).
+// command (an entry stays far below the 16 MiB bound, and a follower's
+// readers never wait for an apply: they read a published state). The
+// first chunk creates the alert; the others, which name it, are applied
+// with up to importWindow entries in flight. It returns the alert ID (0
+// when there was nothing to store).
 func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.Decision) (int64, error) {
-	var id int64
-	for i := 0; i < len(ds); i += s.cfg.ChunkSize {
-		end := min(i+s.cfg.ChunkSize, len(ds))
-		body := fsm.ImportDecisions{AlertID: id, Decisions: ds[i:end]}
-		if id == 0 {
-			body.Alert = alert
+	if len(ds) == 0 {
+		return 0, nil
+	}
+	end := min(s.cfg.ChunkSize, len(ds))
+	res, err := s.apply(ctx, fsm.CmdImportDecisions, fsm.ImportDecisions{Alert: alert, Decisions: ds[:end]})
+	if err != nil {
+		return 0, fmt.Errorf("storing pulled decisions: %w", err)
+	}
+	if len(res.IDs) == 0 {
+		return 0, errors.New("storing pulled decisions: no alert id returned")
+	}
+	id := res.IDs[0]
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, importWindow)
+	for i := end; i < len(ds) && ctx.Err() == nil; i += s.cfg.ChunkSize {
+		chunk := ds[i:min(i+s.cfg.ChunkSize, len(ds))]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		res, err := s.apply(ctx, fsm.CmdImportDecisions, body)
-		if err != nil {
-			return id, fmt.Errorf("storing pulled decisions: %w", err)
+		if ctx.Err() != nil {
+			break
 		}
-		if id == 0 {
-			if len(res.IDs) == 0 {
-				return 0, errors.New("storing pulled decisions: no alert id returned")
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := s.apply(ctx, fsm.CmdImportDecisions, fsm.ImportDecisions{AlertID: id, Decisions: chunk}); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				cancel()
 			}
-			id = res.IDs[0]
-		}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return id, fmt.Errorf("storing pulled decisions: %w", firstErr)
 	}
 	return id, nil
 }

@@ -3,6 +3,7 @@ package capi
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -312,8 +313,10 @@ func TestPullChunks(t *testing.T) {
 		Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{fake.BlocklistLink("big", "ban", "Ip", "24h")}}})
 	startup := true
 	pull(t, s, cl, &startup, false)
+	// chunks after the first are applied several at a time: any order
 	n, sizes := a.commands(fsm.CmdImportDecisions)
-	if n != 6 || fmt.Sprint(sizes) != "[7 7 6 7 7 6]" {
+	slices.Sort(sizes)
+	if n != 6 || fmt.Sprint(sizes) != "[6 6 7 7 7 7]" {
 		t.Fatalf("%d import commands, sizes %v", n, sizes)
 	}
 	// each pull is one alert
