@@ -2,9 +2,11 @@ package fsm
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/google/btree"
 	"github.com/hashicorp/raft"
@@ -158,68 +160,165 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
+// restoreBlock is the size of the blocks of whole lines that restore
+// workers decode in parallel.
+const restoreBlock = 1 << 20
+
+// decodedBlock is one block's records, in order, or the error that ended it.
+type decodedBlock struct {
+	recs []snapRecord
+	err  error
+	done chan struct{}
+}
+
+// decodeBlocks cuts the stream into blocks of whole lines and decodes
+// them on workers, handing the blocks back in stream order. Records are
+// one per line (json.Encoder never writes a newline inside one), so no
+// record spans two blocks; several records on one line still decode.
+// Closing stop makes the goroutines quit.
+func decodeBlocks(r io.Reader, workers int, stop <-chan struct{}) <-chan *decodedBlock {
+	type job struct {
+		data []byte
+		out  *decodedBlock
+	}
+	jobs := make(chan job, workers)
+	ordered := make(chan *decodedBlock, 2*workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for j := range jobs {
+				dec := json.NewDecoder(bytes.NewReader(j.data))
+				for {
+					var rec snapRecord
+					if err := dec.Decode(&rec); err == io.EOF {
+						break
+					} else if err != nil {
+						j.out.err = err
+						break
+					}
+					j.out.recs = append(j.out.recs, rec)
+				}
+				close(j.out.done)
+			}
+		}()
+	}
+	go func() {
+		defer close(ordered)
+		defer close(jobs)
+		br := bufio.NewReaderSize(r, 256<<10)
+		for {
+			buf := make([]byte, restoreBlock)
+			n, err := io.ReadFull(br, buf)
+			buf = buf[:n]
+			if err == nil {
+				// finish the last line
+				rest, rerr := br.ReadBytes('\n')
+				buf = append(buf, rest...)
+				if rerr != nil && rerr != io.EOF {
+					err = rerr
+				}
+			} else if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = nil
+				if n == 0 {
+					return
+				}
+			}
+			b := &decodedBlock{done: make(chan struct{})}
+			if err != nil {
+				b.err = err
+				close(b.done)
+			} else {
+				select {
+				case jobs <- job{data: buf, out: b}:
+				case <-stop:
+					return
+				}
+			}
+			select {
+			case ordered <- b:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ordered
+}
+
+// readSnapshot builds a state from a snapshot stream. Decoding (most of
+// the time) runs on every core; records are applied in stream order.
 func readSnapshot(r io.Reader) (*state, error) {
 	s := newState()
-	dec := json.NewDecoder(bufio.NewReaderSize(r, 256<<10))
-	for {
-		var rec snapRecord
-		if err := dec.Decode(&rec); err == io.EOF {
-			break
-		} else if err != nil {
-			return nil, fmt.Errorf("restore: %w", err)
+	stop := make(chan struct{})
+	defer close(stop)
+	for b := range decodeBlocks(r, max(2, runtime.GOMAXPROCS(0)), stop) {
+		<-b.done
+		for i := range b.recs {
+			if err := s.restoreRecord(&b.recs[i]); err != nil {
+				return nil, err
+			}
 		}
-		switch {
-		case rec.Meta != nil:
-			if rec.Meta.Version != 1 {
-				return nil, fmt.Errorf("restore: unsupported snapshot version %d", rec.Meta.Version)
-			}
-			s.jwtKey = rec.Meta.JWTKey
-			if rec.Meta.Config != nil {
-				s.config = rec.Meta.Config
-			}
-			for _, d := range rec.Meta.Done {
-				r := &Result{IDs: d.IDs, N: d.N, Code: d.Code, Message: d.Message}
-				if r.Code == CodeOK && d.Err != "" {
-					r.Code, r.Message = LegacyCode(d.Err), d.Err
-				}
-				s.remember(d.ID, r)
-			}
-			s.nextAlertID = rec.Meta.NextAlertID
-			s.nextDecisionID = rec.Meta.NextDecisionID
-			s.lastIndex = rec.Meta.LastIndex
-		case rec.Machine != nil:
-			s.wMachines()[rec.Machine.ID] = rec.Machine
-		// A record repeated in the stream (a damaged or hostile snapshot;
-		// we never write one) replaces the earlier one in every index,
-		// so the indexes stay consistent with each other.
-		case rec.Bouncer != nil:
-			s.deleteBouncer(rec.Bouncer.Name)
-			s.putBouncer(rec.Bouncer)
-		case rec.Allowlist != nil:
-			for i := range rec.Allowlist.Items {
-				rec.Allowlist.Items[i].Range, _ = ParseRange(rec.Allowlist.Items[i].Value)
-			}
-			s.wAllowlists()[rec.Allowlist.Name] = rec.Allowlist
-		case rec.Alert != nil:
-			if _, replaced := s.alerts.ReplaceOrInsert(rec.Alert); !replaced {
-				s.alertCount++
-			}
-		case rec.Decision != nil:
-			d := rec.Decision
-			if IsIPScope(d.Scope) {
-				d.Range, _ = ParseRange(d.Value)
-			}
-			if old := s.decision(d.ID); old != nil {
-				s.removeDecision(old)
-			}
-			s.addDecision(d)
-		case rec.Tombstone != nil:
-			t := rec.Tombstone
-			if IsIPScope(t.Scope) {
-				t.Range, _ = ParseRange(t.Value)
-			}
-			s.tombstones.ReplaceOrInsert(t)
+		if b.err != nil {
+			return nil, fmt.Errorf("restore: %w", b.err)
 		}
 	}
 	return s, nil
+}
+
+// restoreRecord adds one snapshot record to s.
+func (s *state) restoreRecord(rec *snapRecord) error {
+	switch {
+	case rec.Meta != nil:
+		if rec.Meta.Version != 1 {
+			return fmt.Errorf("restore: unsupported snapshot version %d", rec.Meta.Version)
+		}
+		s.jwtKey = rec.Meta.JWTKey
+		if rec.Meta.Config != nil {
+			s.config = rec.Meta.Config
+		}
+		for _, d := range rec.Meta.Done {
+			r := &Result{IDs: d.IDs, N: d.N, Code: d.Code, Message: d.Message}
+			if r.Code == CodeOK && d.Err != "" {
+				r.Code, r.Message = LegacyCode(d.Err), d.Err
+			}
+			s.remember(d.ID, r)
+		}
+		s.nextAlertID = rec.Meta.NextAlertID
+		s.nextDecisionID = rec.Meta.NextDecisionID
+		s.lastIndex = rec.Meta.LastIndex
+	case rec.Machine != nil:
+		s.wMachines()[rec.Machine.ID] = rec.Machine
+	// A record repeated in the stream (a damaged or hostile snapshot;
+	// we never write one) replaces the earlier one in every index,
+	// so the indexes stay consistent with each other.
+	case rec.Bouncer != nil:
+		s.deleteBouncer(rec.Bouncer.Name)
+		s.putBouncer(rec.Bouncer)
+	case rec.Allowlist != nil:
+		for i := range rec.Allowlist.Items {
+			rec.Allowlist.Items[i].Range, _ = ParseRange(rec.Allowlist.Items[i].Value)
+		}
+		s.wAllowlists()[rec.Allowlist.Name] = rec.Allowlist
+	case rec.Alert != nil:
+		if _, replaced := s.alerts.ReplaceOrInsert(rec.Alert); !replaced {
+			s.alertCount++
+		}
+	case rec.Decision != nil:
+		d := rec.Decision
+		if IsIPScope(d.Scope) {
+			d.Range, _ = ParseRange(d.Value)
+		}
+		if old := s.decision(d.ID); old != nil {
+			s.removeDecision(old)
+		}
+		s.addDecision(d)
+	case rec.Tombstone != nil:
+		t := rec.Tombstone
+		if IsIPScope(t.Scope) {
+			t.Range, _ = ParseRange(t.Value)
+		}
+		s.tombstones.ReplaceOrInsert(t)
+	}
+	return nil
 }
