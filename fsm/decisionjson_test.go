@@ -1,0 +1,54 @@
+package fsm
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+)
+
+// The fast decision decoder decodes every input exactly as the standard
+// decoder decodes the plain struct (what older versions run): same value,
+// and an error exactly when it errs.
+func FuzzDecisionJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"id":3,"uuid":"0b5a7a2c-3e9f-4d1e-9c3a-5f2e8d7c6b1a","origin":"cscli","type":"ban","scope":"Ip","value":"1.2.3.4","scenario":"x","created_at":1,"until":2,"ci":4}`,
+		`{"id":-9223372036854775808,"until":9223372036854775807,"ci":18446744073709551615,"di":0,"simulated":true}`,
+		`{"id":9223372036854775808}`, `{"ci":-0}`, `{"ci":18446744073709551616}`, `{"id":1e3}`, `{"id":1.0}`,
+		`{"ID":5,"Value":"x"}`, `{"value":"caf\u00e9"}`, "{\"value\":\"caf\xc3\xa9\"}", "{\"value\":\"\xff\"}",
+		`{"value":null,"id":null}`, `null`, `{}`, ` { "id" : 1 , "value" : "a" } `, `{"uuid":"u-a"}`, `{"uuid":""}`,
+		`{"simulated":1}`, `{"unknown":{"a":[1,2]},"id":2}`, `{"id":1,"id":2}`, `{"value":"a\"b"}`, `{"-":1}`, `[1]`, `"s"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !json.Valid(b) {
+			return // the decoder never hands an invalid value to UnmarshalJSON
+		}
+		seed := Decision{ID: 7, Value: "old", Simulated: true, Until: 5}
+		var std, fast decisionJSON = decisionJSON(seed), decisionJSON(seed)
+		errStd := json.Unmarshal(b, &std)
+		fd := Decision(fast)
+		errFast := json.Unmarshal(b, &fd)
+		if (errStd == nil) != (errFast == nil) {
+			t.Fatalf("%s: standard error %v, fast error %v", b, errStd, errFast)
+		}
+		if errStd == nil && !reflect.DeepEqual(Decision(std), fd) {
+			t.Fatalf("%s:\nstandard %+v\nfast     %+v", b, Decision(std), fd)
+		}
+		// inside a list, as in a raft entry
+		wrapped := append(append([]byte(`{"decisions":[`), b...), `]}`...)
+		var a struct {
+			Decisions []decisionJSON `json:"decisions"`
+		}
+		var c struct {
+			Decisions []Decision `json:"decisions"`
+		}
+		errA, errC := json.Unmarshal(wrapped, &a), json.Unmarshal(wrapped, &c)
+		if (errA == nil) != (errC == nil) {
+			t.Fatalf("in a list %s: standard error %v, fast error %v", b, errA, errC)
+		}
+		if errA == nil && (len(a.Decisions) != len(c.Decisions) || len(a.Decisions) == 1 && !reflect.DeepEqual(Decision(a.Decisions[0]), c.Decisions[0])) {
+			t.Fatalf("in a list %s: standard %+v, fast %+v", b, a.Decisions, c.Decisions)
+		}
+	})
+}
