@@ -155,7 +155,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 		seen := map[int64]bool{}
 		var hit []int64
 		for _, it := range b.Items {
-			s.sameValue(it.Value, valueRange(it.Value), func(d *Decision) bool {
+			s.sameValue(it.Value, parsePrefix(it.Value), func(d *Decision) bool {
 				if seen[d.ID] || d.Origin != b.Origin || d.Until <= now {
 					return true
 				}
@@ -323,7 +323,7 @@ func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
 					// the API validates first; keep the FSM total anyway
 					continue
 				}
-				d.Range = r
+				d.Range = r.Prefix()
 			}
 			s.addDecision(&d)
 			a.DecisionIDs = append(a.DecisionIDs, d.ID)
@@ -496,13 +496,13 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 			if err != nil {
 				continue
 			}
-			d.Range = r
+			d.Range = r.Prefix()
 		}
 		// replace same-origin decisions with this value on other alerts
 		var old []*Decision
 		vr := d.Range
 		if !vr.Valid() {
-			vr = valueRange(d.Value)
+			vr = parsePrefix(d.Value)
 		}
 		s.sameValue(d.Value, vr, func(o *Decision) bool {
 			if o.Origin == d.Origin && o.AlertID != a.ID {

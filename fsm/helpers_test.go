@@ -270,7 +270,7 @@ type decView struct {
 func viewDecisions(ds []*Decision) []decView {
 	out := []decView{}
 	for _, d := range ds {
-		out = append(out, decView{D: *d, R: d.Range})
+		out = append(out, decView{D: *d, R: d.Range.Range()})
 	}
 	return out
 }
@@ -460,7 +460,7 @@ func checkIndexInvariants(t testing.TB, f *FSM) {
 	valid, deleted, grouped := 0, 0, s.valueIdx.Len()
 	s.decisions.Ascend(func(d *Decision) bool {
 		found := false
-		s.sameValue(d.Value, valueRange(d.Value), func(x *Decision) bool {
+		s.sameValue(d.Value, parsePrefix(d.Value), func(x *Decision) bool {
 			found = found || x == d
 			return !found
 		})

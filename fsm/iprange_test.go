@@ -505,7 +505,7 @@ func (w *ipWorld) check(f *FSM, label string, queries int, now int64) {
 			continue
 		}
 		lo, hi := m.r.u128()
-		if int(d.Range.Fam) != m.r.fam || d.Range.Start != lo || d.Range.End != hi {
+		if int(d.Range.Fam) != m.r.fam || d.Range.Start != lo || d.Range.End() != hi {
 			t.Errorf("%s: decision %d %q range %+v, oracle %+v", label, id, m.value, d.Range, m.r)
 		}
 	}

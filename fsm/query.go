@@ -78,7 +78,7 @@ func (f *DecisionFilter) match(d *Decision) bool {
 		if f.Contains {
 			return d.Range.Contains(*f.IP)
 		}
-		return f.IP.Contains(d.Range)
+		return f.IP.Contains(d.Range.Range())
 	}
 	return true
 }
@@ -90,7 +90,7 @@ func (s *state) candidates(f *DecisionFilter) []*Decision {
 	}
 	if f.Value != "" {
 		var g []*Decision
-		s.sameValue(f.Value, valueRange(f.Value), func(d *Decision) bool { g = append(g, d); return true })
+		s.sameValue(f.Value, parsePrefix(f.Value), func(d *Decision) bool { g = append(g, d); return true })
 		sort.Slice(g, func(i, j int) bool { return g[i].ID < g[j].ID })
 		return g
 	}
@@ -368,7 +368,7 @@ func (s *state) alertMatch(f *AlertFilter, a *Alert, now int64) bool {
 		if f.Contains {
 			return has(func(d *Decision) bool { return d.Range.Contains(q) })
 		}
-		return has(func(d *Decision) bool { return q.Contains(d.Range) })
+		return has(func(d *Decision) bool { return q.Contains(d.Range.Range()) })
 	}
 	return true
 }

@@ -307,7 +307,7 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 	case rec.Decision != nil:
 		d := rec.Decision
 		if IsIPScope(d.Scope) {
-			d.Range, _ = ParseRange(d.Value)
+			d.Range = parsePrefix(d.Value)
 		}
 		if old := s.decision(d.ID); old != nil {
 			s.removeDecision(old)
@@ -316,7 +316,7 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 	case rec.Tombstone != nil:
 		t := rec.Tombstone
 		if IsIPScope(t.Scope) {
-			t.Range, _ = ParseRange(t.Value)
+			t.Range = parsePrefix(t.Value)
 		}
 		s.tombstones.ReplaceOrInsert(t)
 	}

@@ -298,26 +298,16 @@ func (s *state) anyActiveLike(d *Decision, now int64) bool {
 	return found
 }
 
-// valueRange is the range an IP-scoped decision with value v would have
-// (ParseRange), or the zero range.
-func valueRange(v string) IPRange {
-	r, err := ParseRange(v)
-	if err != nil {
-		return IPRange{}
-	}
-	return r
-}
-
 // sameValue calls fn for every stored decision whose value is exactly v
 // (IP ones first, then the others; ID order within each); fn returns false
 // to stop. An IP decision with value v is indexed under exactly
-// valueRange(v): pass that to see every decision with value v. A caller
+// parsePrefix(v): pass that to see every decision with value v. A caller
 // looking for decisions with the scope of a decision d may pass d.Range:
 // decisions with d's value and scope are in the same index as d.
-func (s *state) sameValue(v string, r IPRange, fn func(*Decision) bool) {
+func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
 	if r.Valid() && s.prefixes[famIdx(r.Fam)][r.Bits] > 0 {
 		stop := false
-		s.ipIdx.AscendGreaterOrEqual(&Decision{Range: IPRange{Fam: r.Fam, Bits: r.Bits, Start: r.Start}}, func(d *Decision) bool {
+		s.ipIdx.AscendGreaterOrEqual(&Decision{Range: r}, func(d *Decision) bool {
 			if d.Range.Fam != r.Fam || d.Range.Start != r.Start || d.Range.Bits != r.Bits {
 				return false
 			}
@@ -348,7 +338,7 @@ func (s *state) covering(q IPRange, fn func(*Decision) bool) {
 			continue
 		}
 		start := maskTo(q.Fam, q.Start, bits)
-		pivot := &Decision{Range: IPRange{Fam: q.Fam, Bits: uint8(bits), Start: start}}
+		pivot := &Decision{Range: Prefix{Fam: q.Fam, Bits: uint8(bits), Start: start}}
 		stop := false
 		s.ipIdx.AscendGreaterOrEqual(pivot, func(d *Decision) bool {
 			if d.Range.Fam != q.Fam || d.Range.Start != start || int(d.Range.Bits) != bits {
@@ -368,12 +358,12 @@ func (s *state) covering(q IPRange, fn func(*Decision) bool) {
 
 // inside calls fn for every IP decision whose range lies within q.
 func (s *state) inside(q IPRange, fn func(*Decision) bool) {
-	pivot := &Decision{Range: IPRange{Fam: q.Fam, Start: q.Start}}
+	pivot := &Decision{Range: Prefix{Fam: q.Fam, Start: q.Start}}
 	s.ipIdx.AscendGreaterOrEqual(pivot, func(d *Decision) bool {
 		if d.Range.Fam != q.Fam || q.End.Less(d.Range.Start) {
 			return false
 		}
-		if !q.End.Less(d.Range.End) {
+		if !q.End.Less(d.Range.End()) {
 			return fn(d)
 		}
 		return true
