@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,7 +129,7 @@ func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.De
 		return 0, nil
 	}
 	end := min(s.cfg.ChunkSize, len(ds))
-	res, err := s.apply(ctx, fsm.CmdImportDecisions, fsm.ImportDecisions{Alert: alert, Decisions: ds[:end]})
+	res, err := s.applyChunk(ctx, fsm.ImportDecisions{Alert: alert, Decisions: ds[:end]})
 	if err != nil {
 		return 0, fmt.Errorf("storing pulled decisions: %w", err)
 	}
@@ -155,7 +157,7 @@ func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.De
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := s.apply(ctx, fsm.CmdImportDecisions, fsm.ImportDecisions{AlertID: id, Decisions: chunk}); err != nil {
+			if _, err := s.applyChunk(ctx, fsm.ImportDecisions{AlertID: id, Decisions: chunk}); err != nil {
 				mu.Lock()
 				if firstErr == nil {
 					firstErr = err
@@ -173,6 +175,26 @@ func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.De
 		return id, fmt.Errorf("storing pulled decisions: %w", firstErr)
 	}
 	return id, nil
+}
+
+// chunkAttempts bounds the tries of one import chunk whose apply timed
+// out (a loaded node: several big entries in flight).
+const chunkAttempts = 4
+
+// applyChunk applies one import chunk. A chunk whose apply timed out may
+// still be committed: it is sent again under the same request ID, which
+// the FSM applies at most once (the first result is returned).
+func (s *Service) applyChunk(ctx context.Context, body fsm.ImportDecisions) (*fsm.Result, error) {
+	var rid [16]byte
+	_, _ = rand.Read(rid[:])
+	c := fsm.Command{Type: fsm.CmdImportDecisions, ID: hex.EncodeToString(rid[:]), Body: body}
+	for attempt := 1; ; attempt++ {
+		res, err := s.applyCmd(ctx, c)
+		if err == nil || attempt == chunkAttempts || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return res, err
+		}
+		s.log.Warn("import chunk timed out: sending it again (applied at most once)", "attempt", attempt, "decisions", len(body.Decisions))
+	}
 }
 
 func (s *Service) pullLoop(ctx context.Context, cl *Client) {

@@ -331,3 +331,37 @@ func TestPullChunks(t *testing.T) {
 		t.Fatalf("%d decisions", got)
 	}
 }
+
+// An import chunk whose apply committed but whose answer timed out is sent
+// again under the same request ID: it is applied once, no decision is
+// stored twice, and the pull completes.
+func TestPullChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
+	fake := newFake(t)
+	cfg := testConfig(fake)
+	cfg.ChunkSize = 5
+	s, a, cl := newUnstarted(t, fake, cfg)
+	var lines []string
+	for i := 0; i < 23; i++ {
+		lines = append(lines, fmt.Sprintf("100.2.0.%d", i))
+	}
+	fake.SetBlocklist("late", lines)
+	fake.SetStream(capitest.StreamResponse{Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{
+		fake.BlocklistLink("late", "ban", "Ip", "24h")}}})
+	a.lateAnswers.Store(3)
+	startup := true
+	pull(t, s, cl, &startup, false)
+	if n, _ := a.commands(fsm.CmdImportDecisions); n != 5+3 {
+		t.Errorf("%d import entries, want 5 chunks + 3 resent", n)
+	}
+	got := a.f.Decisions(&fsm.DecisionFilter{Origins: []string{OriginLists}}, time.Now())
+	seen := map[string]bool{}
+	for _, d := range got {
+		if seen[d.Value] {
+			t.Errorf("%s stored twice", d.Value)
+		}
+		seen[d.Value] = true
+	}
+	if len(got) != len(lines) {
+		t.Errorf("%d decisions stored, want %d", len(got), len(lines))
+	}
+}
