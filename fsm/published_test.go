@@ -98,3 +98,46 @@ func TestConcurrentReadersAndApplies(t *testing.T) {
 	wg.Wait()
 	checkIndexInvariants(t, h.f)
 }
+
+// A View answers from one state: entries applied after it was taken do
+// not show, and EachStartup (new, then deleted) lists exactly what Stream
+// lists at startup.
+func TestViewIsStableAndEachStartupMatchesStream(t *testing.T) {
+	h := newHarness(t)
+	a := h.dec(T0, ban("1.1.1.1", T0+hour))
+	h.dec(T0, ban("1.1.1.1", T0+2*hour)) // dedup keeps the longest
+	old := h.dec(T0, ban("2.2.2.2", T0+sec))
+	sim := h.simDec(T0, ban("3.3.3.3", T0+hour))
+	v := h.f.View()
+	idx := v.Index()
+	h.dec(T0, ban("4.4.4.4", T0+hour))
+	h.expire(T0, a)
+	if v.Index() != idx || h.f.View().Index() == idx {
+		t.Fatalf("view index %d moved, or the FSM's (%d) did not", v.Index(), h.f.View().Index())
+	}
+	now := at(T0 + 10*sec)
+	for _, flt := range []*DecisionFilter{{}, {NoDedup: true}, {IncludeSimulated: true}} {
+		wantNew, wantDel, wantIdx := v.Stream(flt, StreamCursor{}, true, now)
+		var gotNew, gotDel []*Decision
+		v.EachStartup(flt, now, true, func(d *Decision) bool { gotNew = append(gotNew, d); return true })
+		v.EachStartup(flt, now, false, func(d *Decision) bool { gotDel = append(gotDel, d); return true })
+		if !equalIDs(idsOf(gotNew), idsOf(wantNew)) || !equalIDs(idsOf(gotDel), idsOf(wantDel)) || wantIdx != idx {
+			t.Errorf("%+v: EachStartup new %v deleted %v, Stream new %v deleted %v (index %d, view %d)",
+				flt, idsOf(gotNew), idsOf(gotDel), idsOf(wantNew), idsOf(wantDel), wantIdx, idx)
+		}
+		for _, d := range wantNew {
+			if d.ID > sim {
+				t.Errorf("%+v: decision %d applied after the view shows in it", flt, d.ID)
+			}
+		}
+	}
+	newD, del, _ := v.Stream(&DecisionFilter{}, StreamCursor{}, true, now)
+	if len(newD) != 1 || newD[0].ID != a+1 || len(del) != 1 || del[0].ID != old {
+		t.Errorf("view startup: new %v deleted %v; want [%d] and [%d]", idsOf(newD), idsOf(del), a+1, old)
+	}
+	n := 0
+	v.EachStartup(&DecisionFilter{IncludeSimulated: true, NoDedup: true}, now, true, func(*Decision) bool { n++; return false })
+	if n != 1 {
+		t.Errorf("EachStartup went on after fn returned false (%d calls)", n)
+	}
+}

@@ -171,22 +171,47 @@ const streamSlack = int64(2 * time.Second)
 // tombstones of hard-deleted ones. index is the applied index the answer
 // reflects: the bouncer's next cursor.
 func (f *FSM) Stream(flt *DecisionFilter, cur StreamCursor, startup bool, now time.Time) (newD, deleted []*Decision, index uint64) {
+	return f.View().Stream(flt, cur, startup, now)
+}
+
+// View is the FSM's state at one applied index, immutable: every query on
+// a View answers from the same state, without locks, however many entries
+// are applied meanwhile. It holds the state's memory while referenced (the
+// records themselves are shared with newer states), so keep it for one
+// request, not longer.
+type View struct{ s *state }
+
+// View returns the last published state.
+func (f *FSM) View() View { return View{s: f.read()} }
+
+// Index is the raft index the view reflects (a stream's next cursor).
+func (v View) Index() uint64 { return v.s.lastIndex }
+
+// EachStartup calls fn, in ID order, for every decision a startup stream
+// of flt at now lists: with active, the "new" ones (active, deduplicated
+// unless flt.NoDedup); without, the "deleted" ones (expired, still
+// stored). fn returns false to stop. Two calls on one View (new, then
+// deleted) give exactly Stream's startup answer, without building it.
+func (v View) EachStartup(flt *DecisionFilter, now time.Time, active bool, fn func(*Decision) bool) {
 	n := now.UnixNano()
-	s := f.read()
+	s := v.s
+	s.decisions.Ascend(func(d *Decision) bool {
+		if (d.Until > n) != active || !flt.match(d) || (!flt.NoDedup && !s.longest(d)) {
+			return true
+		}
+		return fn(d)
+	})
+}
+
+// Stream is FSM.Stream on this view.
+func (v View) Stream(flt *DecisionFilter, cur StreamCursor, startup bool, now time.Time) (newD, deleted []*Decision, index uint64) {
+	n := now.UnixNano()
+	s := v.s
 	index = s.lastIndex
 	keep := func(d *Decision) bool { return (flt.NoDedup || s.longest(d)) && flt.match(d) }
 	if startup || (cur.Index == 0 && cur.LastPull == 0) {
-		s.decisions.Ascend(func(d *Decision) bool {
-			if !keep(d) {
-				return true
-			}
-			if d.Until > n {
-				newD = append(newD, d)
-			} else {
-				deleted = append(deleted, d)
-			}
-			return true
-		})
+		v.EachStartup(flt, now, true, func(d *Decision) bool { newD = append(newD, d); return true })
+		v.EachStartup(flt, now, false, func(d *Decision) bool { deleted = append(deleted, d); return true })
 		return newD, deleted, index
 	}
 	// new: created after the cursor. IDs grow with the raft index, so walk
