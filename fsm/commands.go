@@ -332,6 +332,13 @@ func Decode(entry []byte) (Command, error) {
 	default:
 		return Command{}, fmt.Errorf("unsupported command format %d", entry[0])
 	}
+	if c.Type == CmdImportDecisions {
+		// big lists: most of the cost of applying them is this decode
+		if b, ok := fastImport(rest); ok {
+			c.Body = b
+			return c, nil
+		}
+	}
 	body, err := bodyFor(c.Type)
 	if err != nil {
 		return c, err

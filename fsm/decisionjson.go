@@ -29,35 +29,60 @@ func (d *Decision) UnmarshalJSON(b []byte) error {
 // fastDecision parses b (a valid JSON value: the decoder checked it) into
 // d; false means "use the standard decoder" (d may be partly written).
 func fastDecision(b []byte, d *Decision) bool {
-	i := skipWS(b, 0)
+	end, ok := parseDecision(b, skipWS(b, 0), d, nil)
+	return ok && skipWS(b, end) == len(b)
+}
+
+// interner returns one string for equal byte strings (the few origins,
+// types, scopes and scenarios of a big list), without allocating on a hit.
+type interner map[string]string
+
+func (in interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(in) < 1024 {
+		in[s] = s
+	}
+	return s
+}
+
+// parseDecision parses the decision object at b[i] into d and returns the
+// index after it; false means "use the standard decoder". in, when not
+// nil, shares the strings of the low-cardinality fields.
+func parseDecision(b []byte, i int, d *Decision, in interner) (int, bool) {
 	if i >= len(b) || b[i] != '{' {
-		return false
+		return 0, false
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return skipWS(b, i+1) == len(b)
+		return i + 1, true
 	}
 	for {
-		key, j, ok := plainString(b, i)
+		key, j, ok := plainBytes(b, i)
 		if !ok {
-			return false
+			return 0, false
 		}
 		i = skipWS(b, j)
 		if i >= len(b) || b[i] != ':' {
-			return false
+			return 0, false
 		}
 		i = skipWS(b, i+1)
-		switch key {
+		switch string(key) {
 		case "id", "alert_id", "created_at", "until":
 			neg, u, j, ok := plainInt(b, i)
 			if !ok || u > 1<<63 || (!neg && u == 1<<63) {
-				return false
+				return 0, false
 			}
 			v := int64(u)
 			if neg {
 				v = -v
 			}
-			switch key {
+			switch string(key) {
 			case "id":
 				d.ID = v
 			case "alert_id":
@@ -71,9 +96,9 @@ func fastDecision(b []byte, d *Decision) bool {
 		case "ci", "di":
 			neg, v, j, ok := plainInt(b, i)
 			if !ok || neg {
-				return false
+				return 0, false
 			}
-			if key == "ci" {
+			if string(key) == "ci" {
 				d.CreatedIndex = v
 			} else {
 				d.DeletedIndex = v
@@ -86,44 +111,44 @@ func fastDecision(b []byte, d *Decision) bool {
 			case hasAt(b, i, "false"):
 				d.Simulated, i = false, i+5
 			default:
-				return false
+				return 0, false
 			}
 		case "uuid", "origin", "type", "scope", "value", "scenario":
-			s, j, ok := plainString(b, i)
+			raw, j, ok := plainBytes(b, i)
 			if !ok {
-				return false
+				return 0, false
 			}
-			switch key {
+			switch string(key) {
 			case "uuid":
-				u, err := ParseUUID(s)
+				u, err := ParseUUID(string(raw))
 				if err != nil {
-					return false // let UnmarshalText decide
+					return 0, false // let UnmarshalText decide
 				}
 				d.UUID = u
 			case "origin":
-				d.Origin = s
+				d.Origin = in.str(raw)
 			case "type":
-				d.Type = s
+				d.Type = in.str(raw)
 			case "scope":
-				d.Scope = s
+				d.Scope = in.str(raw)
 			case "value":
-				d.Value = s
+				d.Value = string(raw)
 			default:
-				d.Scenario = s
+				d.Scenario = in.str(raw)
 			}
 			i = j
 		default:
-			return false
+			return 0, false
 		}
 		i = skipWS(b, i)
 		if i >= len(b) {
-			return false
+			return 0, false
 		}
 		if b[i] == '}' {
-			return skipWS(b, i+1) == len(b)
+			return i + 1, true
 		}
 		if b[i] != ',' {
-			return false
+			return 0, false
 		}
 		i = skipWS(b, i+1)
 	}
@@ -140,26 +165,27 @@ func hasAt(b []byte, i int, lit string) bool {
 	return len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit
 }
 
-// plainString reads a string of printable ASCII without escapes at b[i].
-func plainString(b []byte, i int) (string, int, bool) {
+// plainBytes reads a string of printable ASCII without escapes at b[i]
+// (its bytes, not copied).
+func plainBytes(b []byte, i int) ([]byte, int, bool) {
 	if i >= len(b) || b[i] != '"' {
-		return "", 0, false
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		c := b[j]
 		switch {
 		case c == '"':
-			return string(b[i+1 : j]), j + 1, true
+			return b[i+1 : j], j + 1, true
 		case c == '\\' || c < 0x20 || c > 0x7e:
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
-// plainInt reads an integer literal (optional minus, digits, no fraction
-// or exponent) at b[i]: its sign and magnitude, false when it is not
-// one or the magnitude overflows uint64.
+// plainInt reads an integer literal (optional minus, digits without a
+// leading zero, no fraction or exponent) at b[i]: its sign and magnitude,
+// false when it is not one or the magnitude overflows uint64.
 func plainInt(b []byte, i int) (neg bool, v uint64, end int, ok bool) {
 	j := i
 	if j < len(b) && b[j] == '-' {
@@ -175,8 +201,174 @@ func plainInt(b []byte, i int) (neg bool, v uint64, end int, ok bool) {
 		v = v*10 + c
 		j++
 	}
-	if j == start || (j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E')) {
+	if j == start || (j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E')) || (b[start] == '0' && j > start+1) {
 		return false, 0, 0, false
 	}
 	return neg, v, j, true
+}
+
+// fastImport decodes an ImportDecisions body (a big list: up to thousands
+// of decisions per entry) the way encoding/json decodes it, without its
+// per-element reflection, element re-scan and slice growth: keys must be
+// exactly alert_id, alert and decisions (decisions at most once, an
+// array); the alert is handed to the standard decoder, each decision to
+// parseDecision or, when it is not in the plain form, to the standard
+// decoder. false means "decode with encoding/json" (FuzzImportJSON checks
+// both give the same).
+func fastImport(b []byte) (*ImportDecisions, bool) {
+	if !json.Valid(b) {
+		return nil, false
+	}
+	out := &ImportDecisions{}
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil, false
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return out, true
+	}
+	in := interner{}
+	seenDecisions := false
+	for {
+		key, j, ok := plainBytes(b, i)
+		if !ok {
+			return nil, false
+		}
+		i = skipWS(b, j)
+		if i >= len(b) || b[i] != ':' {
+			return nil, false
+		}
+		i = skipWS(b, i+1)
+		switch string(key) {
+		case "alert_id":
+			neg, u, j, ok := plainInt(b, i)
+			if !ok || u > 1<<63 || (!neg && u == 1<<63) {
+				return nil, false
+			}
+			out.AlertID = int64(u)
+			if neg {
+				out.AlertID = -out.AlertID
+			}
+			i = j
+		case "alert":
+			j := skipValue(b, i)
+			if json.Unmarshal(b[i:j], &out.Alert) != nil {
+				return nil, false
+			}
+			i = j
+		case "decisions":
+			if seenDecisions || i >= len(b) || b[i] != '[' {
+				return nil, false
+			}
+			seenDecisions = true
+			out.Decisions = make([]Decision, 0, min(len(b)/160+1, 1<<16))
+			i = skipWS(b, i+1)
+			if i < len(b) && b[i] == ']' {
+				i++
+				break
+			}
+			for {
+				var d Decision
+				j, ok := parseDecision(b, i, &d, in)
+				if !ok {
+					d = Decision{}
+					j = skipValue(b, i)
+					if json.Unmarshal(b[i:j], &d) != nil {
+						return nil, false
+					}
+				}
+				out.Decisions = append(out.Decisions, d)
+				i = skipWS(b, j)
+				if i >= len(b) {
+					return nil, false
+				}
+				if b[i] == ']' {
+					i++
+					break
+				}
+				if b[i] != ',' {
+					return nil, false
+				}
+				i = skipWS(b, i+1)
+			}
+		default:
+			return nil, false
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return nil, false
+		}
+		if b[i] == '}' {
+			return out, skipWS(b, i+1) == len(b)
+		}
+		if b[i] != ',' {
+			return nil, false
+		}
+		i = skipWS(b, i+1)
+	}
+}
+
+// skipValue returns the index after the JSON value at b[i] (b is valid).
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for ; i < len(b); i++ {
+		switch c := b[i]; c {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+			if depth == 0 {
+				return i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+			if depth < 0 {
+				return i
+			}
+		case ',', ' ', '\t', '\n', '\r', ':':
+			if depth == 0 {
+				return i
+			}
+		}
+	}
+	return i
+}
+
+// fastRecord decodes a snapshot line holding one decision or tombstone
+// record in the plain form ({"decision":{...}}), as encoding/json would;
+// false means "decode the line with encoding/json".
+func fastRecord(line []byte, in interner) (snapRecord, bool) {
+	i := skipWS(line, 0)
+	if i >= len(line) || line[i] != '{' {
+		return snapRecord{}, false
+	}
+	key, j, ok := plainBytes(line, skipWS(line, i+1))
+	if !ok || (string(key) != "decision" && string(key) != "tombstone") {
+		return snapRecord{}, false
+	}
+	i = skipWS(line, j)
+	if i >= len(line) || line[i] != ':' {
+		return snapRecord{}, false
+	}
+	d := &Decision{}
+	j, ok = parseDecision(line, skipWS(line, i+1), d, in)
+	if !ok {
+		return snapRecord{}, false
+	}
+	i = skipWS(line, j)
+	if i >= len(line) || line[i] != '}' || skipWS(line, i+1) != len(line) {
+		return snapRecord{}, false
+	}
+	if string(key) == "decision" {
+		return snapRecord{Decision: d}, true
+	}
+	return snapRecord{Tombstone: d}, true
 }

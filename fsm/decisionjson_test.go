@@ -52,3 +52,55 @@ func FuzzDecisionJSON(f *testing.F) {
 		}
 	})
 }
+
+// fastImport, when it takes an ImportDecisions body, decodes it exactly as
+// encoding/json does (and only bodies encoding/json accepts).
+func FuzzImportJSON(f *testing.F) {
+	d1 := `{"id":3,"uuid":"0b5a7a2c-3e9f-4d1e-9c3a-5f2e8d7c6b1a","origin":"CAPI","type":"ban","scope":"ip","value":"1.2.3.4","scenario":"x","created_at":1,"until":2,"ci":4}`
+	for _, s := range []string{
+		`{"alert":{"id":0,"created_at":0,"scenario":"update : +1/-0 IPs","start_at":1,"stop_at":1,"source":{"scope":"lists:x","value":""}},"decisions":[` + d1 + `]}`,
+		`{"alert_id":7,"decisions":[` + d1 + `,` + d1 + `]}`, `{"alert_id":7,"decisions":[]}`, `{"decisions":null}`, `{}`,
+		`{"alert_id":7,"decisions":[{"value":"caf\u00e9"},{"Value":"x"},null,{}]}`, `{"decisions":[1]}`, `{"Alert_ID":1}`,
+		`{"alert_id":1,"alert_id":-2}`, `{"decisions":[],"decisions":[{}]}`, `{"alert":{"meta":[{"key":"a","value":"b\"]}"}]},"alert_id":1}`,
+		` { "alert_id" : 9223372036854775807 , "decisions" : [ { "id" : 1 } ] } `, `{"alert_id":1e2}`, `[]`, `null`, `{"x":[]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := fastImport(b)
+		var std ImportDecisions
+		err := json.Unmarshal(b, &std)
+		if !ok {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: fast decode took it, encoding/json says %v", b, err)
+		}
+		if !reflect.DeepEqual(*fast, std) {
+			t.Fatalf("%s:\nfast %+v\nstd  %+v", b, *fast, std)
+		}
+	})
+}
+
+// fastRecord, when it takes a snapshot line, decodes it as encoding/json
+// does (and only lines encoding/json accepts).
+func FuzzSnapshotLineJSON(f *testing.F) {
+	d1 := `{"id":3,"uuid":"0b5a7a2c-3e9f-4d1e-9c3a-5f2e8d7c6b1a","origin":"CAPI","type":"ban","scope":"Ip","value":"1.2.3.4","scenario":"x","created_at":1,"until":2,"ci":4,"di":9}`
+	for _, s := range []string{`{"decision":` + d1 + `}`, `{"tombstone":` + d1 + `}`, ` {"decision" : {} } `, `{"decision":null}`,
+		`{"Decision":` + d1 + `}`, `{"decision":{"id":01}}`, `{"decision":{"id":1},"alert":{"id":2}}`, `{"decision":{"id":1}}x`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := fastRecord(b, interner{})
+		if !ok {
+			return
+		}
+		var std snapRecord
+		if err := json.Unmarshal(b, &std); err != nil {
+			t.Fatalf("%s: fast decode took it, encoding/json says %v", b, err)
+		}
+		if !reflect.DeepEqual(fast, std) {
+			t.Fatalf("%s:\nfast %+v %+v %+v\nstd  %+v %+v %+v", b, fast, fast.Decision, fast.Tombstone, std, std.Decision, std.Tombstone)
+		}
+	})
+}

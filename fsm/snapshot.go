@@ -185,18 +185,9 @@ func decodeBlocks(r io.Reader, workers int, stop <-chan struct{}) <-chan *decode
 	ordered := make(chan *decodedBlock, 2*workers)
 	for w := 0; w < workers; w++ {
 		go func() {
+			in := interner{}
 			for j := range jobs {
-				dec := json.NewDecoder(bytes.NewReader(j.data))
-				for {
-					var rec snapRecord
-					if err := dec.Decode(&rec); err == io.EOF {
-						break
-					} else if err != nil {
-						j.out.err = err
-						break
-					}
-					j.out.recs = append(j.out.recs, rec)
-				}
+				j.out.recs, j.out.err = decodeBlock(j.data, in)
 				close(j.out.done)
 			}
 		}()
@@ -244,6 +235,48 @@ func decodeBlocks(r io.Reader, workers int, stop <-chan struct{}) <-chan *decode
 		}
 	}()
 	return ordered
+}
+
+// decodeBlock decodes the records of a block of whole lines: a line
+// holding one decision or tombstone in the plain form directly
+// (fastRecord), runs of other lines with encoding/json.
+func decodeBlock(data []byte, in interner) ([]snapRecord, error) {
+	var recs []snapRecord
+	pending := -1
+	flush := func(end int) error {
+		if pending < 0 {
+			return nil
+		}
+		dec := json.NewDecoder(bytes.NewReader(data[pending:end]))
+		pending = -1
+		for {
+			var rec snapRecord
+			if err := dec.Decode(&rec); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			recs = append(recs, rec)
+		}
+	}
+	for pos := 0; pos < len(data); {
+		end := bytes.IndexByte(data[pos:], '\n')
+		if end < 0 {
+			end = len(data)
+		} else {
+			end += pos
+		}
+		if rec, ok := fastRecord(data[pos:end], in); ok {
+			if err := flush(pos); err != nil {
+				return recs, err
+			}
+			recs = append(recs, rec)
+		} else if pending < 0 {
+			pending = pos
+		}
+		pos = end + 1
+	}
+	return recs, flush(len(data))
 }
 
 // readSnapshot builds a state from a snapshot stream. Decoding (most of
