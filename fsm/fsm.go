@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -85,15 +86,75 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	if out == nil {
 		out = make([]any, len(logs))
 	}
+	pre := f.predecode(logs)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		out[i] = f.applyEntry(l.Index, l.Data)
+		var cmd Command
+		var err error
+		if pre != nil && pre[i].ok {
+			cmd, err = pre[i].cmd, pre[i].err
+		} else {
+			cmd, err = f.decode(l.Data)
+		}
+		out[i] = f.applyEntry(l.Index, l.Data, cmd, err)
 	}
 	f.publishLocked()
+	return out
+}
+
+// predecodeMin is the entry size from which a batch's entries are decoded
+// in parallel before they are applied (big list imports).
+const predecodeMin = 64 << 10
+
+// predecodeWorkers is how many goroutines predecode uses at most (a
+// variable for the tests).
+var predecodeWorkers = func() int { return runtime.GOMAXPROCS(0) - 1 }
+
+type predecoded struct {
+	cmd Command
+	err error
+	ok  bool
+}
+
+// predecode decodes the big command entries of a batch on all cores but
+// one (decoding is pure; applying stays sequential), or returns nil when
+// fewer than two would work (fewer than two big entries, or fewer than 3
+// cores).
+func (f *FSM) predecode(logs []*raft.Log) []predecoded {
+	var big []int
+	for i, l := range logs {
+		if l.Type == raft.LogCommand && len(l.Data) >= predecodeMin {
+			big = append(big, i)
+		}
+	}
+	// one P stays free for readers: a follower keeps answering queries
+	// while it ingests a big list
+	workers := min(len(big), predecodeWorkers())
+	if workers < 2 {
+		return nil
+	}
+	out := make([]predecoded, len(logs))
+	next := make(chan int, len(big))
+	for _, i := range big {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c, err := f.decode(logs[i].Data)
+				out[i] = predecoded{cmd: c, err: err, ok: true}
+			}
+		}()
+	}
+	wg.Wait()
 	return out
 }
 
@@ -141,9 +202,9 @@ func (f *FSM) decode(data []byte) (Command, error) {
 	return Decode(data)
 }
 
-// applyEntry applies one entry to the writer's state (mu held).
-func (f *FSM) applyEntry(index uint64, data []byte) *Result {
-	cmd, err := f.decode(data)
+// applyEntry applies one decoded entry (cmd, or the decode error) to the
+// writer's state (mu held).
+func (f *FSM) applyEntry(index uint64, data []byte, cmd Command, err error) *Result {
 	if err != nil {
 		res := f.skipOrStop(index, data, err)
 		f.s.lastIndex = index

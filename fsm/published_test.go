@@ -2,9 +2,12 @@ package fsm
 
 import (
 	"bytes"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // A query made while an entry is being applied does not wait for it: it
@@ -140,4 +143,53 @@ func TestViewIsStableAndEachStartupMatchesStream(t *testing.T) {
 	if n != 1 {
 		t.Errorf("EachStartup went on after fn returned false (%d calls)", n)
 	}
+}
+
+// A batch holding several big entries is decoded in parallel and applied
+// in order: same results and same state as applying the entries one by
+// one, a big malformed entry skipped alike.
+func TestBatchOfBigEntriesMatchesOneByOne(t *testing.T) {
+	defer func(w func() int) { predecodeWorkers = w }(predecodeWorkers)
+	predecodeWorkers = func() int { return 3 }
+	var entries [][]byte
+	for c := 0; c < 4; c++ {
+		b := ImportDecisions{AlertID: 1}
+		if c == 0 {
+			b = ImportDecisions{Alert: Alert{Scenario: "list"}}
+		}
+		for j := 0; j < 500; j++ {
+			b.Decisions = append(b.Decisions, capiDecision(c*300+j, T0+hour)) // overlapping values: kept (same alert)
+		}
+		entries = append(entries, entry(t, CmdImportDecisions, T0, b))
+		if c == 1 {
+			bad := append(entry(t, CmdImportDecisions, T0, ImportDecisions{}), bytes.Repeat([]byte("x"), predecodeMin)...)
+			entries = append(entries, bad)
+		}
+	}
+	var logs []*raft.Log
+	for i, e := range entries {
+		if len(e) < predecodeMin {
+			t.Fatalf("entry %d is %d bytes: too small to be decoded in parallel", i, len(e))
+		}
+		logs = append(logs, rawLog(uint64(i+1), e))
+	}
+	batch := New(quietLogger())
+	got := batch.ApplyBatch(logs)
+	single := newHarness(t)
+	for i, e := range entries {
+		want := single.raw(e).(*Result)
+		g := got[i].(*Result)
+		if g.Code != want.Code || g.N != want.N || !equalIDs(g.IDs, want.IDs) {
+			t.Errorf("entry %d: batch result %+v, one by one %+v", i, g, want)
+		}
+	}
+	if r := got[2].(*Result); r.Code != CodeInvalid {
+		t.Errorf("malformed entry: %+v, want CodeInvalid", r)
+	}
+	a := viewDecisions(batch.Decisions(&DecisionFilter{}, at(T0)))
+	b := viewDecisions(single.f.Decisions(&DecisionFilter{}, at(T0)))
+	if len(a) != 2000 || !reflect.DeepEqual(a, b) {
+		t.Errorf("batch stored %d decisions, one by one %d (or they differ)", len(a), len(b))
+	}
+	checkIndexInvariants(t, batch)
 }
