@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/json"
 	"math"
+	"strconv"
 )
 
 // decisionJSON is Decision without methods: the standard decoder's view.
@@ -371,4 +372,51 @@ func fastRecord(line []byte, in interner) (snapRecord, bool) {
 		return snapRecord{Decision: d}, true
 	}
 	return snapRecord{Tombstone: d}, true
+}
+
+// appendRecord appends the snapshot line of a decision or tombstone
+// record ({"decision":{...}}\n), byte for byte what json.Encoder writes
+// for it, when every string is plain (printable ASCII that encoding/json
+// does not escape); false means "encode it with encoding/json".
+func appendRecord(buf []byte, key string, d *Decision) ([]byte, bool) {
+	for _, s := range [...]string{d.Origin, d.Type, d.Scope, d.Value, d.Scenario} {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+				return buf, false
+			}
+		}
+	}
+	buf = append(buf, `{"`...)
+	buf = append(buf, key...)
+	buf = append(buf, `":{"id":`...)
+	buf = strconv.AppendInt(buf, d.ID, 10)
+	if !d.UUID.IsZero() {
+		buf = append(buf, `,"uuid":"`...)
+		buf, _ = d.UUID.AppendText(buf)
+		buf = append(buf, '"')
+	}
+	if d.AlertID != 0 {
+		buf = append(buf, `,"alert_id":`...)
+		buf = strconv.AppendInt(buf, d.AlertID, 10)
+	}
+	for _, f := range [...]struct{ k, v string }{{`,"origin":"`, d.Origin}, {`,"type":"`, d.Type},
+		{`,"scope":"`, d.Scope}, {`,"value":"`, d.Value}, {`,"scenario":"`, d.Scenario}} {
+		buf = append(buf, f.k...)
+		buf = append(buf, f.v...)
+		buf = append(buf, '"')
+	}
+	if d.Simulated {
+		buf = append(buf, `,"simulated":true`...)
+	}
+	buf = append(buf, `,"created_at":`...)
+	buf = strconv.AppendInt(buf, d.CreatedAt, 10)
+	buf = append(buf, `,"until":`...)
+	buf = strconv.AppendInt(buf, d.Until, 10)
+	buf = append(buf, `,"ci":`...)
+	buf = strconv.AppendUint(buf, d.CreatedIndex, 10)
+	if d.DeletedIndex != 0 {
+		buf = append(buf, `,"di":`...)
+		buf = strconv.AppendUint(buf, d.DeletedIndex, 10)
+	}
+	return append(buf, "}}\n"...), true
 }

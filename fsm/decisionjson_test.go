@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -101,6 +102,36 @@ func FuzzSnapshotLineJSON(f *testing.F) {
 		}
 		if !reflect.DeepEqual(fast, std) {
 			t.Fatalf("%s:\nfast %+v %+v %+v\nstd  %+v %+v %+v", b, fast, fast.Decision, fast.Tombstone, std, std.Decision, std.Tombstone)
+		}
+	})
+}
+
+// appendRecord writes exactly what json.Encoder writes for a decision or
+// tombstone record, or declines.
+func FuzzSnapshotLineEncode(f *testing.F) {
+	f.Add(int64(3), []byte{1, 2}, int64(0), "CAPI", "ban", "Ip", "1.2.3.4", "crowdsecurity/ssh-bf", false, int64(1), int64(2), uint64(4), uint64(0))
+	f.Add(int64(-3), []byte{}, int64(9), "c<", "b\"", "I\\", "caf\u00e9", "\xff", true, int64(-1), int64(1<<62), uint64(1<<63), uint64(7))
+	f.Fuzz(func(t *testing.T, id int64, u []byte, alert int64, origin, typ, scope, value, scenario string, sim bool,
+		created, until int64, ci, di uint64) {
+		d := &Decision{ID: id, AlertID: alert, Origin: origin, Type: typ, Scope: scope, Value: value, Scenario: scenario,
+			Simulated: sim, CreatedAt: created, Until: until, CreatedIndex: ci, DeletedIndex: di}
+		copy(d.UUID[:], u)
+		for _, key := range []string{"decision", "tombstone"} {
+			got, ok := appendRecord(nil, key, d)
+			if !ok {
+				continue
+			}
+			var want bytes.Buffer
+			rec := snapRecord{Decision: d}
+			if key == "tombstone" {
+				rec = snapRecord{Tombstone: d}
+			}
+			if err := json.NewEncoder(&want).Encode(rec); err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != want.String() {
+				t.Fatalf("appendRecord:\n%s\njson.Encoder:\n%s", got, want.String())
+			}
 		}
 	})
 }

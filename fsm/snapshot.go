@@ -119,6 +119,20 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		err = enc.Encode(r)
 		return err == nil
 	}
+	// decisions (nearly all of a big snapshot): the same bytes as enc
+	// writes, without reflection (appendRecord)
+	var line []byte
+	putDecision := func(key string, d *Decision) bool {
+		var ok bool
+		if line, ok = appendRecord(line[:0], key, d); !ok {
+			if key == "decision" {
+				return put(snapRecord{Decision: d})
+			}
+			return put(snapRecord{Tombstone: d})
+		}
+		_, err = bw.Write(line)
+		return err == nil
+	}
 	put(snapRecord{Meta: &s.meta})
 	for _, m := range s.machines {
 		put(snapRecord{Machine: m})
@@ -133,10 +147,10 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		s.alerts.Ascend(func(a *Alert) bool { return put(snapRecord{Alert: a}) })
 	}
 	if err == nil {
-		s.decisions.Ascend(func(d *Decision) bool { return put(snapRecord{Decision: d}) })
+		s.decisions.Ascend(func(d *Decision) bool { return putDecision("decision", d) })
 	}
 	if err == nil {
-		s.tombstones.Ascend(func(d *Decision) bool { return put(snapRecord{Tombstone: d}) })
+		s.tombstones.Ascend(func(d *Decision) bool { return putDecision("tombstone", d) })
 	}
 	if err != nil {
 		return err
