@@ -121,7 +121,7 @@ func parseDecision(b []byte, i int, d *Decision, in interner) (int, bool) {
 			}
 			switch string(key) {
 			case "uuid":
-				u, err := ParseUUID(string(raw))
+				u, err := parseUUID(raw)
 				if err != nil {
 					return 0, false // let UnmarshalText decide
 				}
@@ -270,16 +270,16 @@ func fastImport(b []byte) (*ImportDecisions, bool) {
 				break
 			}
 			for {
-				var d Decision
-				j, ok := parseDecision(b, i, &d, in)
+				out.Decisions = append(out.Decisions, Decision{})
+				d := &out.Decisions[len(out.Decisions)-1]
+				j, ok := parseDecision(b, i, d, in)
 				if !ok {
-					d = Decision{}
+					*d = Decision{}
 					j = skipValue(b, i)
-					if json.Unmarshal(b[i:j], &d) != nil {
+					if json.Unmarshal(b[i:j], d) != nil {
 						return nil, false
 					}
 				}
-				out.Decisions = append(out.Decisions, d)
 				i = skipWS(b, j)
 				if i >= len(b) {
 					return nil, false

@@ -3,6 +3,7 @@ package fsm
 import (
 	"maps"
 	"sort"
+	"sync"
 
 	"github.com/google/btree"
 )
@@ -265,8 +266,23 @@ func (s *state) removeDecision(d *Decision) {
 	}
 }
 
+// pivots recycles the search keys of the hot lookups (a decision
+// lookup, a value or prefix probe per imported decision and per query):
+// a fresh 176-byte key each time was most of an import's allocations.
+var pivots = sync.Pool{New: func() any { return new(Decision) }}
+
+func getPivot() *Decision { return pivots.Get().(*Decision) }
+
+func putPivot(p *Decision) {
+	*p = Decision{}
+	pivots.Put(p)
+}
+
 func (s *state) decision(id int64) *Decision {
-	d, _ := s.decisions.Get(&Decision{ID: id})
+	p := getPivot()
+	p.ID = id
+	d, _ := s.decisions.Get(p)
+	putPivot(p)
 	return d
 }
 
@@ -307,7 +323,10 @@ func (s *state) anyActiveLike(d *Decision, now int64) bool {
 func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
 	if r.Valid() && s.prefixes[famIdx(r.Fam)][r.Bits] > 0 {
 		stop := false
-		s.ipIdx.AscendGreaterOrEqual(&Decision{Range: r}, func(d *Decision) bool {
+		p := getPivot()
+		p.Range = r
+		defer putPivot(p)
+		s.ipIdx.AscendGreaterOrEqual(p, func(d *Decision) bool {
 			if d.Range.Fam != r.Fam || d.Range.Start != r.Start || d.Range.Bits != r.Bits {
 				return false
 			}
@@ -321,7 +340,10 @@ func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
 			return
 		}
 	}
-	s.valueIdx.AscendGreaterOrEqual(&Decision{Value: v}, func(d *Decision) bool {
+	p := getPivot()
+	p.Value = v
+	defer putPivot(p)
+	s.valueIdx.AscendGreaterOrEqual(p, func(d *Decision) bool {
 		if d.Value != v {
 			return false
 		}
@@ -338,7 +360,8 @@ func (s *state) covering(q IPRange, fn func(*Decision) bool) {
 			continue
 		}
 		start := maskTo(q.Fam, q.Start, bits)
-		pivot := &Decision{Range: Prefix{Fam: q.Fam, Bits: uint8(bits), Start: start}}
+		pivot := getPivot()
+		pivot.Range = Prefix{Fam: q.Fam, Bits: uint8(bits), Start: start}
 		stop := false
 		s.ipIdx.AscendGreaterOrEqual(pivot, func(d *Decision) bool {
 			if d.Range.Fam != q.Fam || d.Range.Start != start || int(d.Range.Bits) != bits {
@@ -350,6 +373,7 @@ func (s *state) covering(q IPRange, fn func(*Decision) bool) {
 			}
 			return true
 		})
+		putPivot(pivot)
 		if stop {
 			return
 		}

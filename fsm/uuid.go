@@ -19,9 +19,12 @@ type UUID [16]byte
 var ErrUUID = errors.New("not a canonical lower-case UUID")
 
 // ParseUUID parses the canonical lower-case form; "" is the zero UUID.
-func ParseUUID(s string) (UUID, error) {
+func ParseUUID(s string) (UUID, error) { return parseUUID(s) }
+
+// parseUUID is ParseUUID for a string or its bytes (no copy).
+func parseUUID[T string | []byte](s T) (UUID, error) {
 	var u UUID
-	if s == "" {
+	if len(s) == 0 {
 		return u, nil
 	}
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
