@@ -62,7 +62,7 @@ type Command struct {
 
 // Encode returns the log entry bytes: version, type, 8-byte time, JSON body.
 func (c Command) Encode() ([]byte, error) {
-	body, err := json.Marshal(c.Body)
+	body, err := encodeBody(c.Body)
 	if err != nil {
 		return nil, err
 	}

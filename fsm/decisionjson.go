@@ -379,6 +379,20 @@ func fastRecord(line []byte, in interner) (snapRecord, bool) {
 // for it, when every string is plain (printable ASCII that encoding/json
 // does not escape); false means "encode it with encoding/json".
 func appendRecord(buf []byte, key string, d *Decision) ([]byte, bool) {
+	start := len(buf)
+	buf = append(buf, `{"`...)
+	buf = append(buf, key...)
+	buf = append(buf, `":`...)
+	buf, ok := appendDecision(buf, d)
+	if !ok {
+		return buf[:start], false
+	}
+	return append(buf, "}\n"...), true
+}
+
+// appendDecision appends d as json.Marshal encodes it, when every string
+// is plain; false (buf unchanged) means "use encoding/json".
+func appendDecision(buf []byte, d *Decision) ([]byte, bool) {
 	for _, s := range [...]string{d.Origin, d.Type, d.Scope, d.Value, d.Scenario} {
 		for i := 0; i < len(s); i++ {
 			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
@@ -386,9 +400,7 @@ func appendRecord(buf []byte, key string, d *Decision) ([]byte, bool) {
 			}
 		}
 	}
-	buf = append(buf, `{"`...)
-	buf = append(buf, key...)
-	buf = append(buf, `":{"id":`...)
+	buf = append(buf, `{"id":`...)
 	buf = strconv.AppendInt(buf, d.ID, 10)
 	if !d.UUID.IsZero() {
 		buf = append(buf, `,"uuid":"`...)
@@ -418,5 +430,55 @@ func appendRecord(buf []byte, key string, d *Decision) ([]byte, bool) {
 		buf = append(buf, `,"di":`...)
 		buf = strconv.AppendUint(buf, d.DeletedIndex, 10)
 	}
-	return append(buf, "}}\n"...), true
+	return append(buf, '}'), true
+}
+
+// encodeBody is json.Marshal(body), with ImportDecisions (a big list's
+// chunk, thousands of decisions) written without reflection: the same
+// bytes (FuzzImportEncode checks this).
+func encodeBody(body any) ([]byte, error) {
+	var b *ImportDecisions
+	switch x := body.(type) {
+	case ImportDecisions:
+		b = &x
+	case *ImportDecisions:
+		b = x
+	}
+	if b == nil {
+		return json.Marshal(body)
+	}
+	alert, err := json.Marshal(&b.Alert)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, len(alert)+64+len(b.Decisions)*256)
+	buf = append(buf, '{')
+	if b.AlertID != 0 {
+		buf = append(buf, `"alert_id":`...)
+		buf = strconv.AppendInt(buf, b.AlertID, 10)
+		buf = append(buf, ',')
+	}
+	buf = append(buf, `"alert":`...)
+	buf = append(buf, alert...)
+	buf = append(buf, `,"decisions":`...)
+	if b.Decisions == nil {
+		buf = append(buf, "null"...)
+	} else {
+		buf = append(buf, '[')
+		for i := range b.Decisions {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			var ok bool
+			if buf, ok = appendDecision(buf, &b.Decisions[i]); !ok {
+				one, err := json.Marshal(&b.Decisions[i])
+				if err != nil {
+					return nil, err
+				}
+				buf = append(buf, one...)
+			}
+		}
+		buf = append(buf, ']')
+	}
+	return append(buf, '}'), nil
 }

@@ -135,3 +135,32 @@ func FuzzSnapshotLineEncode(f *testing.F) {
 		}
 	})
 }
+
+// encodeBody writes an ImportDecisions body exactly as json.Marshal does.
+func FuzzImportEncode(f *testing.F) {
+	f.Add(int64(0), "s", int64(3), "CAPI", "ban", "Ip", "1.2.3.4", "x", false, int64(1), uint64(0), 2)
+	f.Add(int64(7), "<&>", int64(-3), "c\"", "b\\", "I", "caf\u00e9", "\xff", true, int64(1<<62), uint64(9), 0)
+	f.Add(int64(7), "", int64(1), "", "", "", "", "", false, int64(0), uint64(0), -1)
+	f.Fuzz(func(t *testing.T, alertID int64, scenario string, id int64, origin, typ, scope, value, sc string, sim bool,
+		until int64, di uint64, n int) {
+		b := ImportDecisions{AlertID: alertID, Alert: Alert{Scenario: scenario, Meta: []KV{{Key: scenario, Value: value}}}}
+		if n >= 0 {
+			b.Decisions = []Decision{}
+		}
+		for i := 0; i < n%4; i++ {
+			d := Decision{ID: id + int64(i), AlertID: alertID, Origin: origin, Type: typ, Scope: scope, Value: value,
+				Scenario: sc, Simulated: sim, CreatedAt: id, Until: until, CreatedIndex: uint64(i), DeletedIndex: di}
+			if i%2 == 1 {
+				d.UUID = UUID{byte(i), 1, 2}
+			}
+			b.Decisions = append(b.Decisions, d)
+		}
+		for _, body := range []any{b, &b} {
+			got, err := encodeBody(body)
+			want, werr := json.Marshal(body)
+			if (err == nil) != (werr == nil) || string(got) != string(want) {
+				t.Fatalf("encodeBody:\n%s (%v)\njson.Marshal:\n%s (%v)", got, err, want, werr)
+			}
+		}
+	})
+}
