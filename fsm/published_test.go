@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"reflect"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -192,4 +193,25 @@ func TestBatchOfBigEntriesMatchesOneByOne(t *testing.T) {
 		t.Errorf("batch stored %d decisions, one by one %d (or they differ)", len(a), len(b))
 	}
 	checkIndexInvariants(t, batch)
+}
+
+// A decision record repeated in a snapshot (never written, but a damaged
+// or hostile stream may hold one), even after a lower ID, replaces the
+// earlier one in every index.
+func TestRestoreRepeatedDecisionReplaces(t *testing.T) {
+	rec := func(id int64, value string) string {
+		return `{"decision":{"id":` + strconv.FormatInt(id, 10) + `,"origin":"cscli","type":"ban","scope":"Ip","value":"` + value +
+			`","scenario":"s","created_at":1,"until":` + strconv.FormatInt(T0+hour, 10) + `,"ci":1}}` + "\n"
+	}
+	snap := `{"meta":{"version":1,"next_alert_id":1,"next_decision_id":6,"last_index":3}}` + "\n" +
+		rec(5, "1.1.1.1") + rec(3, "2.2.2.2") + rec(5, "3.3.3.3")
+	f := restored(t, []byte(snap))
+	checkIDs(t, "restored", f.Decisions(&DecisionFilter{}, at(T0)), 3, 5)
+	if d := f.Decision(5); d == nil || d.Value != "3.3.3.3" {
+		t.Errorf("decision 5 = %+v, want the later record", d)
+	}
+	if n := f.CountDecisions("1.1.1.1", time.Time{}, false, at(T0)); n != 0 {
+		t.Errorf("the replaced record is still in the IP index (%d)", n)
+	}
+	checkIndexInvariants(t, f)
 }

@@ -270,6 +270,7 @@ func decodeBlock(data []byte, in interner) ([]snapRecord, error) {
 			} else if err != nil {
 				return err
 			}
+			setRange(&rec)
 			recs = append(recs, rec)
 		}
 	}
@@ -281,6 +282,7 @@ func decodeBlock(data []byte, in interner) ([]snapRecord, error) {
 			end += pos
 		}
 		if rec, ok := fastRecord(data[pos:end], in); ok {
+			setRange(&rec)
 			if err := flush(pos); err != nil {
 				return recs, err
 			}
@@ -291,6 +293,19 @@ func decodeBlock(data []byte, in interner) ([]snapRecord, error) {
 		pos = end + 1
 	}
 	return recs, flush(len(data))
+}
+
+// setRange computes the IP prefix of a decision or tombstone record (on
+// the decoding workers: parsing a million addresses is not free).
+func setRange(rec *snapRecord) {
+	for _, d := range [...]*Decision{rec.Decision, rec.Tombstone} {
+		if d != nil {
+			d.Range = Prefix{}
+			if IsIPScope(d.Scope) {
+				d.Range = parsePrefix(d.Value)
+			}
+		}
+	}
 }
 
 // readSnapshot builds a state from a snapshot stream. Decoding (most of
@@ -353,18 +368,17 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 		}
 	case rec.Decision != nil:
 		d := rec.Decision
-		if IsIPScope(d.Scope) {
-			d.Range = parsePrefix(d.Value)
+		// snapshots list decisions in ID order: only an ID at or below
+		// the highest one seen can repeat an earlier record
+		if d.ID <= s.restoredMaxID {
+			if old := s.decision(d.ID); old != nil {
+				s.removeDecision(old)
+			}
 		}
-		if old := s.decision(d.ID); old != nil {
-			s.removeDecision(old)
-		}
+		s.restoredMaxID = max(s.restoredMaxID, d.ID)
 		s.addDecision(d)
 	case rec.Tombstone != nil:
 		t := rec.Tombstone
-		if IsIPScope(t.Scope) {
-			t.Range = parsePrefix(t.Value)
-		}
 		s.tombstones.ReplaceOrInsert(t)
 	}
 	return nil

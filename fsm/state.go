@@ -63,6 +63,9 @@ type state struct {
 	nextDecisionID int64
 	lastIndex      uint64
 	alertCount     int
+	// restoredMaxID is the highest decision ID a restore has added so
+	// far (readSnapshot).
+	restoredMaxID int64
 	// shared marks the maps that the last published state still uses:
 	// the writer copies such a map before changing it.
 	shared uint8
