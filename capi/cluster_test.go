@@ -432,8 +432,11 @@ func TestLargeBlocklistWhileFollowerServes(t *testing.T) {
 	leader.apply(t, fsm.CmdMachineCreate, fsm.MachineCreate{Machine: fsm.Machine{ID: "agent1",
 		AuthType: fsm.AuthPassword, Validated: true, Scenarios: "crowdsecurity/ssh-bf"}})
 	last := list[total-1]
+	// chunks are applied several at a time (the last value may come
+	// first): the pull state is written once every chunk was applied
 	waitFor(t, "the whole list on the follower", 60*time.Second, func() bool {
-		return len(f.Decisions(&fsm.DecisionFilter{Value: last}, time.Now())) == 1
+		return len(f.Decisions(&fsm.DecisionFilter{Value: last}, time.Now())) == 1 &&
+			readPull(f).Blocklists["big"].Count == total
 	})
 	applyTime := time.Since(start)
 	stream, lookup, err := load.stop()

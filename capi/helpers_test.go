@@ -26,6 +26,9 @@ type localApplier struct {
 	leader atomic.Bool
 	cmds   []fsm.CmdType
 	sizes  []int
+	// lateAnswers: that many applies commit, then report a timeout (an
+	// answer lost on a loaded node)
+	lateAnswers atomic.Int32
 }
 
 func newLocal() *localApplier {
@@ -54,6 +57,9 @@ func (a *localApplier) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, e
 	res := a.f.Apply(&raft.Log{Index: a.idx, Type: raft.LogCommand, Data: data}).(*fsm.Result)
 	a.cmds = append(a.cmds, c.Type)
 	a.sizes = append(a.sizes, countDecisions(c))
+	if a.lateAnswers.Add(-1) >= 0 {
+		return nil, fmt.Errorf("waiting for the apply: %w", context.DeadlineExceeded)
+	}
 	return res, nil
 }
 
@@ -174,7 +180,7 @@ func agentAlert(i int, hash, version, origin string) fsm.NewAlert {
 			ScenarioVersion: version, Message: "msg", StartAt: now, StopAt: now, Remediation: true,
 			Source: fsm.Source{Scope: "Ip", Value: ip, IP: ip, Cn: "FR", AsNumber: "1234"},
 			Meta:   []fsm.KV{{Key: "service", Value: "ssh"}}},
-		Decisions: []fsm.Decision{{UUID: fmt.Sprintf("dec-%d", i), Origin: origin, Type: "ban", Scope: "Ip",
+		Decisions: []fsm.Decision{{UUID: fsm.MustUUID(fmt.Sprintf("00000000-0000-4000-8000-%012d", i)), Origin: origin, Type: "ban", Scope: "Ip",
 			Value: ip, Scenario: "crowdsecurity/ssh-bf", Until: now + int64(4*time.Hour)}},
 	}
 }

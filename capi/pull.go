@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -98,7 +101,7 @@ func pulledDecision(origin, scenario, typ, scope, value, duration string, now ti
 	if typ == "" {
 		typ = "ban"
 	}
-	return fsm.Decision{UUID: uuid.NewString(), Origin: origin, Type: typ, Scope: scope, Value: value,
+	return fsm.Decision{UUID: fsm.UUID(uuid.New()), Origin: origin, Type: typ, Scope: scope, Value: value,
 		Scenario: scenario, Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(now.UnixNano(), int64(d)))}, true
 }
 
@@ -109,29 +112,89 @@ func pullAlert(sourceScope string, added, deleted int, now time.Time) fsm.Alert 
 		Remediation: true, Source: fsm.Source{Scope: sourceScope}}
 }
 
+// importWindow is how many ImportDecisions entries importChunks keeps in
+// flight: encoding and validating the next chunks, replicating and
+// applying the previous ones overlap (raft groups the entries in flight
+// into one batch), instead of one round trip per chunk.
+const importWindow = 4
+
 // importChunks stores decisions under one new alert, ChunkSize per raft
-// command, so no single apply holds the FSM lock for long. It returns the
-// alert ID (0 when there was nothing to store).
+// command (an entry stays far below the 16 MiB bound, and a follower's
+// readers never wait for an apply: they read a published state). The
+// first chunk creates the alert; the others, which name it, are applied
+// with up to importWindow entries in flight. It returns the alert ID (0
+// when there was nothing to store).
 func (s *Service) importChunks(ctx context.Context, alert fsm.Alert, ds []fsm.Decision) (int64, error) {
-	var id int64
-	for i := 0; i < len(ds); i += s.cfg.ChunkSize {
-		end := min(i+s.cfg.ChunkSize, len(ds))
-		body := fsm.ImportDecisions{AlertID: id, Decisions: ds[i:end]}
-		if id == 0 {
-			body.Alert = alert
+	if len(ds) == 0 {
+		return 0, nil
+	}
+	end := min(s.cfg.ChunkSize, len(ds))
+	res, err := s.applyChunk(ctx, fsm.ImportDecisions{Alert: alert, Decisions: ds[:end]})
+	if err != nil {
+		return 0, fmt.Errorf("storing pulled decisions: %w", err)
+	}
+	if len(res.IDs) == 0 {
+		return 0, errors.New("storing pulled decisions: no alert id returned")
+	}
+	id := res.IDs[0]
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	sem := make(chan struct{}, importWindow)
+	for i := end; i < len(ds) && ctx.Err() == nil; i += s.cfg.ChunkSize {
+		chunk := ds[i:min(i+s.cfg.ChunkSize, len(ds))]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
 		}
-		res, err := s.apply(ctx, fsm.CmdImportDecisions, body)
-		if err != nil {
-			return id, fmt.Errorf("storing pulled decisions: %w", err)
+		if ctx.Err() != nil {
+			break
 		}
-		if id == 0 {
-			if len(res.IDs) == 0 {
-				return 0, errors.New("storing pulled decisions: no alert id returned")
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if _, err := s.applyChunk(ctx, fsm.ImportDecisions{AlertID: id, Decisions: chunk}); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				cancel()
 			}
-			id = res.IDs[0]
-		}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return id, fmt.Errorf("storing pulled decisions: %w", firstErr)
 	}
 	return id, nil
+}
+
+// chunkAttempts bounds the tries of one import chunk whose apply timed
+// out (a loaded node: several big entries in flight).
+const chunkAttempts = 4
+
+// applyChunk applies one import chunk. A chunk whose apply timed out may
+// still be committed: it is sent again under the same request ID, which
+// the FSM applies at most once (the first result is returned).
+func (s *Service) applyChunk(ctx context.Context, body fsm.ImportDecisions) (*fsm.Result, error) {
+	var rid [16]byte
+	_, _ = rand.Read(rid[:])
+	c := fsm.Command{Type: fsm.CmdImportDecisions, ID: hex.EncodeToString(rid[:]), Body: body}
+	for attempt := 1; ; attempt++ {
+		res, err := s.applyCmd(ctx, c)
+		if err == nil || attempt == chunkAttempts || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return res, err
+		}
+		s.log.Warn("import chunk timed out: sending it again (applied at most once)", "attempt", attempt, "decisions", len(body.Decisions))
+	}
 }
 
 func (s *Service) pullLoop(ctx context.Context, cl *Client) {

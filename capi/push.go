@@ -111,7 +111,7 @@ func BuildSignal(a *fsm.Alert, decisions []*fsm.Decision, trust string, shareCon
 	for _, d := range decisions {
 		dur := time.Duration(d.Until - a.StopAt)
 		sg.Decisions = append(sg.Decisions, SignalDecision{Duration: formatDuration(dur), Origin: d.Origin,
-			Scenario: d.Scenario, Scope: d.Scope, Type: d.Type, Value: d.Value, UUID: d.UUID, Simulated: d.Simulated})
+			Scenario: d.Scenario, Scope: d.Scope, Type: d.Type, Value: d.Value, UUID: d.UUID.String(), Simulated: d.Simulated})
 	}
 	if shareContext {
 		sg.Context = []SignalContext{}

@@ -64,7 +64,7 @@ func TestBuildSignal(t *testing.T) {
 		StartAt: start.UnixNano(), StopAt: start.UnixNano(),
 		Source: fsm.Source{Scope: "Ip", Value: "1.2.3.4", IP: "1.2.3.4", Cn: "FR", AsNumber: "3215", AsName: "Orange", Latitude: 48.8},
 		Meta:   []fsm.KV{{Key: "target_user", Value: "root"}}}
-	ds := []*fsm.Decision{{ID: 99, UUID: "d-1", Origin: "crowdsec", Type: "ban", Scope: "Ip", Value: "1.2.3.4",
+	ds := []*fsm.Decision{{ID: 99, UUID: fsm.MustUUID("00000000-0000-4000-8000-0000000000d1"), Origin: "crowdsec", Type: "ban", Scope: "Ip", Value: "1.2.3.4",
 		Scenario: "crowdsecurity/ssh-bf", Until: start.Add(4 * time.Hour).UnixNano()}}
 
 	sg := BuildSignal(a, ds, TrustCertified, false)
@@ -89,7 +89,7 @@ func TestBuildSignal(t *testing.T) {
 		t.Fatalf("source %v", src)
 	}
 	d := m["decisions"].([]any)[0].(map[string]any)
-	if d["id"] != float64(0) || d["duration"] != "4h" || d["uuid"] != "d-1" || d["origin"] != "crowdsec" {
+	if d["id"] != float64(0) || d["duration"] != "4h" || d["uuid"] != "00000000-0000-4000-8000-0000000000d1" || d["origin"] != "crowdsec" {
 		t.Fatalf("decision %v", d)
 	}
 	if _, ok := d["until"]; ok {

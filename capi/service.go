@@ -526,13 +526,18 @@ func (s *Service) RequestRegistration(ctx context.Context, force bool) error {
 
 // apply submits a command while this node leads.
 func (s *Service) apply(ctx context.Context, t fsm.CmdType, body any) (*fsm.Result, error) {
+	return s.applyCmd(ctx, fsm.Command{Type: t, Body: body})
+}
+
+// applyCmd is apply for a command that may carry a request ID.
+func (s *Service) applyCmd(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 	if !s.c.IsLeader() {
 		return nil, errNotLeader
 	}
-	res, err := s.c.Apply(ctx, fsm.Command{Type: t, Body: body})
+	res, err := s.c.Apply(ctx, c)
 	if err != nil {
 		return nil, err
 	}

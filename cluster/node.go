@@ -600,9 +600,19 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
 	waitUntil := time.Now().Add(n.cfg.LeaderWait)
+	// Decoded here, on the caller's goroutine, when this node leads: the
+	// FSM's single apply goroutine then skips the decode (Predecoded), so
+	// concurrent writers decode in parallel. Decoding the encoded bytes
+	// (not using c) gives exactly what every follower decodes.
+	var decoded *fsm.Command
 	for {
 		if n.raft.State() == raft.Leader {
-			res, _, err := n.appendLocal(ctx, data, nil)
+			if decoded == nil {
+				if dc, err := fsm.Decode(data); err == nil {
+					decoded = &dc
+				}
+			}
+			res, _, err := n.appendLocal(ctx, data, decoded)
 			if err == nil {
 				n.metrics.applyLatency.Observe(time.Since(start).Seconds())
 				return res, nil

@@ -27,7 +27,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 		var missing []string
 		for _, id := range b.IDs {
 			if _, ok := s.machines[id]; ok {
-				delete(s.machines, id)
+				delete(s.wMachines(), id)
 				n++
 			} else {
 				missing = append(missing, id)
@@ -105,13 +105,13 @@ func (s *state) apply(index uint64, c Command) *Result {
 		if _, ok := s.allowlists[b.Name]; ok {
 			return fail(CodeConflict, "allowlist '%s' already exists", b.Name)
 		}
-		s.allowlists[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: now, UpdatedAt: now}
+		s.wAllowlists()[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: now, UpdatedAt: now}
 		return &Result{N: 1}
 	case *AllowlistDelete:
 		if _, ok := s.allowlists[b.Name]; !ok {
 			return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
 		}
-		delete(s.allowlists, b.Name)
+		delete(s.wAllowlists(), b.Name)
 		return &Result{N: 1}
 	case *AllowlistAdd:
 		return s.allowlistAdd(index, b, now)
@@ -135,7 +135,7 @@ func (s *state) apply(index uint64, c Command) *Result {
 			na.Items = append(na.Items, it)
 		}
 		na.UpdatedAt = now
-		s.allowlists[b.Name] = &na
+		s.wAllowlists()[b.Name] = &na
 		return &Result{N: n}
 	case *Touch:
 		return s.touch(b)
@@ -144,9 +144,9 @@ func (s *state) apply(index uint64, c Command) *Result {
 			return &Result{N: 0}
 		}
 		if len(b.Value) == 0 {
-			delete(s.config, b.Key)
+			delete(s.wConfig(), b.Key)
 		} else {
-			s.config[b.Key] = append([]byte(nil), b.Value...)
+			s.wConfig()[b.Key] = append([]byte(nil), b.Value...)
 		}
 		return &Result{N: 1}
 	case *ImportDecisions:
@@ -155,16 +155,17 @@ func (s *state) apply(index uint64, c Command) *Result {
 		seen := map[int64]bool{}
 		var hit []int64
 		for _, it := range b.Items {
-			for _, d := range s.byValue[it.Value] {
+			s.sameValue(it.Value, parsePrefix(it.Value), func(d *Decision) bool {
 				if seen[d.ID] || d.Origin != b.Origin || d.Until <= now {
-					continue
+					return true
 				}
 				if !strings.EqualFold(it.Scope, "ip") && d.Scope != it.Scope {
-					continue
+					return true
 				}
 				seen[d.ID] = true
 				hit = append(hit, d.ID)
-			}
+				return true
+			})
 		}
 		for _, id := range hit {
 			s.expireDecision(index, id, now)
@@ -197,12 +198,12 @@ func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
 		m.PasswordHash = b.Machine.PasswordHash
 		m.Validated = m.Validated || b.Machine.Validated
 		m.UpdatedAt = now
-		s.machines[m.ID] = &m
+		s.wMachines()[m.ID] = &m
 		return &Result{N: 1}
 	}
 	m := b.Machine
 	m.CreatedAt, m.UpdatedAt = now, now
-	s.machines[m.ID] = &m
+	s.wMachines()[m.ID] = &m
 	return &Result{N: 1}
 }
 
@@ -240,7 +241,7 @@ func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
 	if b.Datasources != nil {
 		m.Datasources = b.Datasources
 	}
-	s.machines[m.ID] = &m
+	s.wMachines()[m.ID] = &m
 	return &Result{N: 1}
 }
 
@@ -262,7 +263,7 @@ func (s *state) bouncerUpdate(b *BouncerUpdate, now int64) *Result {
 	set(&nb.OSVersion, b.OSVersion)
 	set(&nb.FeatureFlags, b.FeatureFlags)
 	nb.UpdatedAt = now
-	s.bouncers[nb.Name] = &nb
+	s.wBouncers()[nb.Name] = &nb
 	return &Result{N: 1}
 }
 
@@ -275,7 +276,7 @@ func (s *state) touch(b *Touch) *Result {
 		}
 		m := *old
 		m.LastHeartbeat = t.LastHeartbeat
-		s.machines[m.ID] = &m
+		s.wMachines()[m.ID] = &m
 		n++
 	}
 	for _, t := range b.Bouncers {
@@ -286,7 +287,7 @@ func (s *state) touch(b *Touch) *Result {
 		nb := *old
 		nb.LastPull = max(nb.LastPull, t.LastPull)
 		nb.Cursor = max(nb.Cursor, t.Cursor)
-		s.bouncers[nb.Name] = &nb
+		s.wBouncers()[nb.Name] = &nb
 		n++
 	}
 	return &Result{N: n}
@@ -322,7 +323,7 @@ func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
 					// the API validates first; keep the FSM total anyway
 					continue
 				}
-				d.Range = r
+				d.Range = r.Prefix()
 			}
 			s.addDecision(&d)
 			a.DecisionIDs = append(a.DecisionIDs, d.ID)
@@ -334,7 +335,7 @@ func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
 	if m, ok := s.machines[b.MachineID]; ok && len(b.Alerts) > 0 {
 		nm := *m
 		nm.LastPush = now
-		s.machines[nm.ID] = &nm
+		s.wMachines()[nm.ID] = &nm
 	}
 	res.N = len(res.IDs)
 	return res
@@ -452,7 +453,7 @@ func (s *state) flush(index uint64, b *Flush, now int64) *Result {
 		if changed {
 			na := *al
 			na.Items = keep
-			s.allowlists[name] = &na
+			s.wAllowlists()[name] = &na
 		}
 	}
 	return &Result{N: n}
@@ -466,7 +467,12 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 			return notFound()
 		}
 		cp := *old
-		cp.DecisionIDs = append([]int64(nil), old.DecisionIDs...)
+		// Appending below may write into old's spare capacity: old (in a
+		// published state or a snapshot) only reads its first
+		// len(old.DecisionIDs) elements, which do not change, and only the
+		// writer ever appends, to the newest record. Copying the list on
+		// every chunk of a big import was O(n²).
+		cp.DecisionIDs = old.DecisionIDs
 		a = &cp
 	} else {
 		na := b.Alert
@@ -490,15 +496,20 @@ func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Re
 			if err != nil {
 				continue
 			}
-			d.Range = r
+			d.Range = r.Prefix()
 		}
 		// replace same-origin decisions with this value on other alerts
 		var old []*Decision
-		for _, o := range s.byValue[d.Value] {
+		vr := d.Range
+		if !vr.Valid() {
+			vr = parsePrefix(d.Value)
+		}
+		s.sameValue(d.Value, vr, func(o *Decision) bool {
 			if o.Origin == d.Origin && o.AlertID != a.ID {
 				old = append(old, o)
 			}
-		}
+			return true
+		})
 		for _, o := range old {
 			s.removeDecision(o)
 			if detached[o.AlertID] == nil {
@@ -560,7 +571,7 @@ func (s *state) allowlistReplace(index uint64, b *AllowlistReplace, now int64) *
 	if al != nil {
 		na.CreatedAt = al.CreatedAt
 		if al.Name != b.Name {
-			delete(s.allowlists, al.Name)
+			delete(s.wAllowlists(), al.Name)
 		}
 	}
 	var ranges []IPRange
@@ -578,7 +589,7 @@ func (s *state) allowlistReplace(index uint64, b *AllowlistReplace, now int64) *
 			ranges = append(ranges, r)
 		}
 	}
-	s.allowlists[na.Name] = &na
+	s.wAllowlists()[na.Name] = &na
 	s.expireCovered(index, ranges, now)
 	return &Result{N: len(na.Items)}
 }
@@ -638,7 +649,7 @@ func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
 		n++
 	}
 	na.UpdatedAt = now
-	s.allowlists[b.Name] = &na
+	s.wAllowlists()[b.Name] = &na
 	s.expireCovered(index, added, now)
 	return &Result{N: n}
 }

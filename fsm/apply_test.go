@@ -345,7 +345,7 @@ func TestAlertsCreateDiscardsInvalidIPDecisions(t *testing.T) {
 				t.Errorf("Ip-scoped CIDR range = %+v", d.Range)
 			}
 		case "::ffff:7.7.7.7":
-			if d.Range != mustRange(t, "7.7.7.7") {
+			if d.Range != mustRange(t, "7.7.7.7").Prefix() {
 				t.Errorf("mapped address range = %+v", d.Range)
 			}
 		case "2001:db8::1":
@@ -446,7 +446,7 @@ func TestDecisionsExpire(t *testing.T) {
 	if d.Until != ts || d.DeletedIndex != idx {
 		t.Errorf("expired decision until=%d di=%d, want %d/%d", d.Until, d.DeletedIndex, ts, idx)
 	}
-	if d.CreatedIndex == 0 || d.CreatedAt != T0 || d.Value != "1.1.1.1" || d.Range != mustRange(t, "1.1.1.1") {
+	if d.CreatedIndex == 0 || d.CreatedAt != T0 || d.Value != "1.1.1.1" || d.Range != mustRange(t, "1.1.1.1").Prefix() {
 		t.Errorf("expire changed other fields: %+v", d)
 	}
 	// no longer active anywhere, still indexed by IP for counts
@@ -550,9 +550,9 @@ func TestFlushOrphansTombstonesAndAllowlistItems(t *testing.T) {
 	// Orphans (decisions whose alert is gone) cannot be produced by commands;
 	// put them in the state the way an old snapshot could.
 	h.f.mu.Lock()
-	orphanExpired := &Decision{ID: 1000, AlertID: 0, Type: "ban", Scope: "Ip", Value: "3.3.3.3", Until: T0 + sec, Range: mustRange(t, "3.3.3.3")}
-	orphanGone := &Decision{ID: 1001, AlertID: 4242, Type: "ban", Scope: "Ip", Value: "3.3.3.4", Until: T0 + sec, Range: mustRange(t, "3.3.3.4")}
-	orphanActive := &Decision{ID: 1002, AlertID: 4242, Type: "ban", Scope: "Ip", Value: "3.3.3.5", Until: T0 + 100*hour, Range: mustRange(t, "3.3.3.5")}
+	orphanExpired := &Decision{ID: 1000, AlertID: 0, Type: "ban", Scope: "Ip", Value: "3.3.3.3", Until: T0 + sec, Range: mustRange(t, "3.3.3.3").Prefix()}
+	orphanGone := &Decision{ID: 1001, AlertID: 4242, Type: "ban", Scope: "Ip", Value: "3.3.3.4", Until: T0 + sec, Range: mustRange(t, "3.3.3.4").Prefix()}
+	orphanActive := &Decision{ID: 1002, AlertID: 4242, Type: "ban", Scope: "Ip", Value: "3.3.3.5", Until: T0 + 100*hour, Range: mustRange(t, "3.3.3.5").Prefix()}
 	h.f.s.addDecision(orphanExpired)
 	h.f.s.addDecision(orphanGone)
 	h.f.s.addDecision(orphanActive)

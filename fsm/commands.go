@@ -62,7 +62,7 @@ type Command struct {
 
 // Encode returns the log entry bytes: version, type, 8-byte time, JSON body.
 func (c Command) Encode() ([]byte, error) {
-	body, err := json.Marshal(c.Body)
+	body, err := encodeBody(c.Body)
 	if err != nil {
 		return nil, err
 	}
@@ -331,6 +331,13 @@ func Decode(entry []byte) (Command, error) {
 		rest = rest[1+int(rest[0]):]
 	default:
 		return Command{}, fmt.Errorf("unsupported command format %d", entry[0])
+	}
+	if c.Type == CmdImportDecisions {
+		// big lists: most of the cost of applying them is this decode
+		if b, ok := fastImport(rest); ok {
+			c.Body = b
+			return c, nil
+		}
 	}
 	body, err := bodyFor(c.Type)
 	if err != nil {

@@ -9,7 +9,16 @@
 // I/O and draws no randomness (IDs and UUIDs are assigned from counters or
 // arrive in the command). Records are immutable once stored; a change
 // replaces the pointer (copy-on-write), so queries can return pointers and
-// snapshots can clone the B-trees in O(1).
+// snapshots read a published state while Apply goes on.
+//
+// # Reads
+//
+// Readers never wait for an apply. The apply goroutine changes its own
+// state and, after each entry or batch, publishes a frozen copy (B-trees
+// cloned copy-on-write in O(1), small maps copied on their next write);
+// queries load the published copy through an atomic pointer, without a
+// lock (fsm.go, state.go). View hands a caller one published state for a
+// whole request (EachStartup walks a startup stream without building it).
 //
 // # Validation
 //

@@ -5,16 +5,24 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
 
 // FSM is the raft state machine. Reads go through the query methods
 // (query.go); writes only through raft log entries.
+//
+// Readers never take a lock an apply holds: they read the last published
+// state (pub), which is immutable; the apply goroutine changes its own
+// state (s, under mu, which only Apply, Snapshot and Restore take) and
+// publishes a frozen copy after each entry or batch (state.publish).
 type FSM struct {
 	mu  sync.RWMutex
 	s   *state
+	pub atomic.Pointer[state]
 	log *slog.Logger
 
 	waitMu  sync.Mutex
@@ -38,8 +46,16 @@ func New(logger *slog.Logger) *FSM {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &FSM{s: newState(), log: logger, notify: make(chan struct{})}
+	f := &FSM{s: newState(), log: logger, notify: make(chan struct{})}
+	f.pub.Store(f.s.publish())
+	return f
 }
+
+// read returns the last published state: immutable, no lock needed.
+func (f *FSM) read() *state { return f.pub.Load() }
+
+// publishLocked makes the writer's state visible to readers (mu held).
+func (f *FSM) publishLocked() { f.pub.Store(f.s.publish()) }
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
@@ -47,26 +63,98 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.markApplied(l.Index)
 		return nil
 	}
-	res := f.applyEntry(l.Index, l.Data)
+	res := f.applyLogs([]*raft.Log{l}, nil)[0]
 	f.markApplied(l.Index)
 	return res
 }
 
-// ApplyBatch implements raft.BatchingFSM: one lock and one wake-up for a
-// whole group commit.
+// ApplyBatch implements raft.BatchingFSM: one publish and one wake-up for
+// a whole group commit.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
-	var last uint64
+	out := f.applyLogs(logs, make([]any, len(logs)))
+	if n := len(logs); n > 0 && logs[n-1].Index > 0 {
+		f.markApplied(logs[n-1].Index)
+	}
+	return out
+}
+
+// applyLogs applies the command entries of logs to the writer's state and
+// publishes the result once. out receives one result per log (nil for
+// non-command entries); a nil out is allocated. An entry that stops the
+// node (skipOrStop) panics with mu released.
+func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
+	if out == nil {
+		out = make([]any, len(logs))
+	}
+	pre := f.predecode(logs)
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, l := range logs {
-		last = l.Index
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		out[i] = f.applyEntry(l.Index, l.Data)
+		var cmd Command
+		var err error
+		if pre != nil && pre[i].ok {
+			cmd, err = pre[i].cmd, pre[i].err
+		} else {
+			cmd, err = f.decode(l.Data)
+		}
+		out[i] = f.applyEntry(l.Index, l.Data, cmd, err)
 	}
-	if last > 0 {
-		f.markApplied(last)
+	f.publishLocked()
+	return out
+}
+
+// predecodeMin is the entry size from which a batch's entries are decoded
+// in parallel before they are applied (big list imports).
+const predecodeMin = 64 << 10
+
+// predecodeWorkers is how many goroutines predecode uses at most (a
+// variable for the tests).
+var predecodeWorkers = func() int { return runtime.GOMAXPROCS(0) - 1 }
+
+type predecoded struct {
+	cmd Command
+	err error
+	ok  bool
+}
+
+// predecode decodes the big command entries of a batch on all cores but
+// one (decoding is pure; applying stays sequential), or returns nil when
+// fewer than two would work (fewer than two big entries, or fewer than 3
+// cores).
+func (f *FSM) predecode(logs []*raft.Log) []predecoded {
+	var big []int
+	for i, l := range logs {
+		if l.Type == raft.LogCommand && len(l.Data) >= predecodeMin {
+			big = append(big, i)
+		}
 	}
+	// one P stays free for readers: a follower keeps answering queries
+	// while it ingests a big list
+	workers := min(len(big), predecodeWorkers())
+	if workers < 2 {
+		return nil
+	}
+	out := make([]predecoded, len(logs))
+	next := make(chan int, len(big))
+	for _, i := range big {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c, err := f.decode(logs[i].Data)
+				out[i] = predecoded{cmd: c, err: err, ok: true}
+			}
+		}()
+	}
+	wg.Wait()
 	return out
 }
 
@@ -114,23 +202,20 @@ func (f *FSM) decode(data []byte) (Command, error) {
 	return Decode(data)
 }
 
-func (f *FSM) applyEntry(index uint64, data []byte) *Result {
-	cmd, err := f.decode(data)
+// applyEntry applies one decoded entry (cmd, or the decode error) to the
+// writer's state (mu held).
+func (f *FSM) applyEntry(index uint64, data []byte, cmd Command, err error) *Result {
 	if err != nil {
 		res := f.skipOrStop(index, data, err)
-		f.mu.Lock()
 		f.s.lastIndex = index
-		f.mu.Unlock()
 		return res
 	}
-	f.mu.Lock()
 	res, dup := f.s.seen(cmd.ID)
 	if !dup {
 		res = f.s.apply(index, cmd)
 		f.s.remember(cmd.ID, res)
 	}
 	f.s.lastIndex = index
-	f.mu.Unlock()
 	if f.OnApply != nil {
 		f.OnApply(cmd.Type)
 	}

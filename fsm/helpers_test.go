@@ -138,9 +138,16 @@ func withType(d Decision, typ string) Decision      { d.Type = typ; return d }
 func withScope(d Decision, scope string) Decision   { d.Scope = scope; return d }
 func withOrigin(d Decision, origin string) Decision { d.Origin = origin; return d }
 func withScenario(d Decision, sc string) Decision   { d.Scenario = sc; return d }
-func withUUID(d Decision, uuid string) Decision     { d.UUID = uuid; return d }
-func rangeOf(t testing.TB, s string) *IPRange       { t.Helper(); r := mustRange(t, s); return &r }
-func ptr[T any](v T) *T                             { return &v }
+func withUUID(d Decision, uuid string) Decision {
+	u, err := ParseUUID(uuid)
+	if err != nil {
+		panic(err)
+	}
+	d.UUID = u
+	return d
+}
+func rangeOf(t testing.TB, s string) *IPRange { t.Helper(); r := mustRange(t, s); return &r }
+func ptr[T any](v T) *T                       { return &v }
 
 func sortedIDs(v []int64) []int64 {
 	c := append([]int64(nil), v...)
@@ -263,7 +270,7 @@ type decView struct {
 func viewDecisions(ds []*Decision) []decView {
 	out := []decView{}
 	for _, d := range ds {
-		out = append(out, decView{D: *d, R: d.Range})
+		out = append(out, decView{D: *d, R: d.Range.Range()})
 	}
 	return out
 }
@@ -445,20 +452,23 @@ func checkIndexInvariants(t testing.TB, f *FSM) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := f.s
-	var prefixes [2][129]int
-	valid, deleted, grouped := 0, 0, 0
-	for _, g := range s.byValue {
-		grouped += len(g)
+	if p := f.read(); p.decisions.Len() != s.decisions.Len() || p.lastIndex != s.lastIndex || p.alertCount != s.alertCount {
+		t.Errorf("published state differs from the writer's: %d/%d decisions, index %d/%d",
+			p.decisions.Len(), s.decisions.Len(), p.lastIndex, s.lastIndex)
 	}
+	var prefixes [2][129]int32
+	valid, deleted, grouped := 0, 0, s.valueIdx.Len()
 	s.decisions.Ascend(func(d *Decision) bool {
 		found := false
-		for _, x := range s.byValue[d.Value] {
-			if x == d {
-				found = true
-			}
-		}
+		s.sameValue(d.Value, parsePrefix(d.Value), func(x *Decision) bool {
+			found = found || x == d
+			return !found
+		})
 		if !found {
-			t.Errorf("decision %d missing from byValue[%q]", d.ID, d.Value)
+			t.Errorf("decision %d not found by its value %q", d.ID, d.Value)
+		}
+		if x, ok := s.valueIdx.Get(d); ok != !d.Range.Valid() || (ok && x != d) {
+			t.Errorf("decision %d: in valueIdx %v, want %v", d.ID, ok, !d.Range.Valid())
 		}
 		if u, ok := s.byUntil.Get(d); !ok || u != d {
 			t.Errorf("decision %d missing from byUntil", d.ID)
@@ -479,8 +489,8 @@ func checkIndexInvariants(t testing.TB, f *FSM) {
 		return true
 	})
 	n := s.decisions.Len()
-	if s.byUntil.Len() != n || grouped != n || s.ipIdx.Len() != valid || s.deleted.Len() != deleted {
-		t.Errorf("index sizes: decisions %d byUntil %d byValue %d ipIdx %d (want %d) deleted %d (want %d)",
+	if s.byUntil.Len() != n || grouped+valid != n || s.ipIdx.Len() != valid || s.deleted.Len() != deleted {
+		t.Errorf("index sizes: decisions %d byUntil %d valueIdx %d ipIdx %d (want %d) deleted %d (want %d)",
 			n, s.byUntil.Len(), grouped, s.ipIdx.Len(), valid, s.deleted.Len(), deleted)
 	}
 	if prefixes != s.prefixes {

@@ -63,6 +63,51 @@ type IPRange struct {
 	Start, End U128
 }
 
+// Prefix is an IPRange without its End (derived from Start and Bits):
+// the 24-byte form each stored decision holds (an IPRange is 40).
+type Prefix struct {
+	Fam   uint8
+	Bits  uint8
+	Start U128
+}
+
+// Prefix returns r without its End.
+func (r IPRange) Prefix() Prefix { return Prefix{Fam: r.Fam, Bits: r.Bits, Start: r.Start} }
+
+// Valid reports whether p is an address range.
+func (p Prefix) Valid() bool { return p.Fam != 0 }
+
+// End is the last address of p.
+func (p Prefix) End() U128 {
+	switch p.Fam {
+	case 4:
+		return p.Start.fill(96 + int(p.Bits)).andLow32()
+	case 6:
+		return p.Start.fill(int(p.Bits))
+	}
+	return U128{}
+}
+
+// Range returns p as an IPRange.
+func (p Prefix) Range() IPRange {
+	if p.Fam == 0 {
+		return IPRange{}
+	}
+	return IPRange{Fam: p.Fam, Bits: p.Bits, Start: p.Start, End: p.End()}
+}
+
+// Contains reports whether p covers o entirely (same family).
+func (p Prefix) Contains(o IPRange) bool { return p.Range().Contains(o) }
+
+// parsePrefix is ParseRange's Prefix, zero when v does not parse.
+func parsePrefix(v string) Prefix {
+	r, err := ParseRange(v)
+	if err != nil {
+		return Prefix{}
+	}
+	return r.Prefix()
+}
+
 // Valid reports whether r is an address range.
 func (r IPRange) Valid() bool { return r.Fam != 0 }
 

@@ -505,7 +505,7 @@ func (w *ipWorld) check(f *FSM, label string, queries int, now int64) {
 			continue
 		}
 		lo, hi := m.r.u128()
-		if int(d.Range.Fam) != m.r.fam || d.Range.Start != lo || d.Range.End != hi {
+		if int(d.Range.Fam) != m.r.fam || d.Range.Start != lo || d.Range.End() != hi {
 			t.Errorf("%s: decision %d %q range %+v, oracle %+v", label, id, m.value, d.Range, m.r)
 		}
 	}
@@ -547,9 +547,9 @@ func TestIPIndexMatchesNaiveScan(t *testing.T) {
 
 func TestDecisionsQueryFilters(t *testing.T) {
 	h := newHarness(t)
-	a := h.dec(T0, withUUID(ban("1.1.1.1", T0+hour), "u-a"))
-	b := h.dec(T0, withUUID(withType(ban("1.1.1.1", T0+hour), "captcha"), "u-b"))
-	c := h.dec(T0, withUUID(withScenario(withOrigin(ban("2.2.2.2", T0+hour), "CAPI"), "crowdsecurity/http-bf"), "u-c"))
+	a := h.dec(T0, withUUID(ban("1.1.1.1", T0+hour), "00000000-0000-4000-8000-00000000000a"))
+	b := h.dec(T0, withUUID(withType(ban("1.1.1.1", T0+hour), "captcha"), "00000000-0000-4000-8000-00000000000b"))
+	c := h.dec(T0, withUUID(withScenario(withOrigin(ban("2.2.2.2", T0+hour), "CAPI"), "crowdsecurity/http-bf"), "00000000-0000-4000-8000-00000000000c"))
 	sim := h.simDec(T0, ban("3.3.3.3", T0+hour))
 	h.dec(T0, ban("4.4.4.4", T0-hour)) // expired
 	now := at(T0)
@@ -566,7 +566,7 @@ func TestDecisionsQueryFilters(t *testing.T) {
 		{"origins", DecisionFilter{Origins: []string{"CAPI"}}, []int64{c}},
 		{"scenario exact", DecisionFilter{Scenario: "crowdsecurity/http-bf"}, []int64{c}},
 		{"scenario exact only", DecisionFilter{Scenario: "crowdsecurity/http"}, nil},
-		{"uuids", DecisionFilter{UUIDs: []string{"u-c", "u-a"}}, []int64{a, c}},
+		{"uuids", DecisionFilter{UUIDs: []string{"00000000-0000-4000-8000-00000000000c", "00000000-0000-4000-8000-00000000000a"}}, []int64{a, c}},
 		{"id_gt", DecisionFilter{IDGt: a}, []int64{b, c}},
 		{"id_gt+value", DecisionFilter{IDGt: a, Value: "1.1.1.1"}, []int64{b}},
 		{"limit", DecisionFilter{Limit: 2}, []int64{a, b}},

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// Read side. Every method takes the read lock, collects immutable record
-// pointers and returns; callers encode outside the lock.
+// Read side. Every method reads the last published state (FSM.read): it
+// is immutable, so no lock is taken and an apply never makes a reader
+// wait. Returned records are immutable too.
 
 // DecisionFilter selects decisions (live query, stream, delete).
 type DecisionFilter struct {
@@ -50,7 +51,7 @@ func (f *DecisionFilter) match(d *Decision) bool {
 	if len(f.Origins) > 0 && !slices.Contains(f.Origins, d.Origin) {
 		return false
 	}
-	if len(f.UUIDs) > 0 && !slices.Contains(f.UUIDs, d.UUID) {
+	if len(f.UUIDs) > 0 && !slices.ContainsFunc(f.UUIDs, func(s string) bool { u, err := ParseUUID(s); return err == nil && u == d.UUID }) {
 		return false
 	}
 	if len(f.ScenariosContaining) > 0 || len(f.ScenariosNot) > 0 {
@@ -77,7 +78,7 @@ func (f *DecisionFilter) match(d *Decision) bool {
 		if f.Contains {
 			return d.Range.Contains(*f.IP)
 		}
-		return f.IP.Contains(d.Range)
+		return f.IP.Contains(d.Range.Range())
 	}
 	return true
 }
@@ -88,7 +89,8 @@ func (s *state) candidates(f *DecisionFilter) []*Decision {
 		return s.ipCandidates(*f.IP, f.Contains)
 	}
 	if f.Value != "" {
-		g := append([]*Decision(nil), s.byValue[f.Value]...)
+		var g []*Decision
+		s.sameValue(f.Value, parsePrefix(f.Value), func(d *Decision) bool { g = append(g, d); return true })
 		sort.Slice(g, func(i, j int) bool { return g[i].ID < g[j].ID })
 		return g
 	}
@@ -111,11 +113,10 @@ func (s *state) eachCandidate(f *DecisionFilter, fn func(*Decision) bool) {
 // Decisions returns the active decisions matching f (no dedup), ID order.
 func (f *FSM) Decisions(flt *DecisionFilter, now time.Time) []*Decision {
 	n := now.UnixNano()
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	var out []*Decision
 	skip := flt.Offset
-	f.s.eachCandidate(flt, func(d *Decision) bool {
+	s.eachCandidate(flt, func(d *Decision) bool {
 		if d.Until < n || !flt.match(d) {
 			return true
 		}
@@ -132,9 +133,8 @@ func (f *FSM) Decisions(flt *DecisionFilter, now time.Time) []*Decision {
 // MatchActive returns the IDs of active decisions (until > now) matching f
 // (DELETE /v1/decisions sets IncludeSimulated).
 func (f *FSM) MatchActive(flt *DecisionFilter, now time.Time) []int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.matchActive(flt, now.UnixNano())
+	s := f.read()
+	return s.matchActive(flt, now.UnixNano())
 }
 
 func (s *state) matchActive(flt *DecisionFilter, now int64) []int64 {
@@ -150,9 +150,8 @@ func (s *state) matchActive(flt *DecisionFilter, now int64) []int64 {
 
 // Decision returns one decision by ID, or nil.
 func (f *FSM) Decision(id int64) *Decision {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.decision(id)
+	s := f.read()
+	return s.decision(id)
 }
 
 // StreamCursor is where a bouncer's previous pull ended.
@@ -172,24 +171,47 @@ const streamSlack = int64(2 * time.Second)
 // tombstones of hard-deleted ones. index is the applied index the answer
 // reflects: the bouncer's next cursor.
 func (f *FSM) Stream(flt *DecisionFilter, cur StreamCursor, startup bool, now time.Time) (newD, deleted []*Decision, index uint64) {
+	return f.View().Stream(flt, cur, startup, now)
+}
+
+// View is the FSM's state at one applied index, immutable: every query on
+// a View answers from the same state, without locks, however many entries
+// are applied meanwhile. It holds the state's memory while referenced (the
+// records themselves are shared with newer states), so keep it for one
+// request, not longer.
+type View struct{ s *state }
+
+// View returns the last published state.
+func (f *FSM) View() View { return View{s: f.read()} }
+
+// Index is the raft index the view reflects (a stream's next cursor).
+func (v View) Index() uint64 { return v.s.lastIndex }
+
+// EachStartup calls fn, in ID order, for every decision a startup stream
+// of flt at now lists: with active, the "new" ones (active, deduplicated
+// unless flt.NoDedup); without, the "deleted" ones (expired, still
+// stored). fn returns false to stop. Two calls on one View (new, then
+// deleted) give exactly Stream's startup answer, without building it.
+func (v View) EachStartup(flt *DecisionFilter, now time.Time, active bool, fn func(*Decision) bool) {
 	n := now.UnixNano()
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	s := f.s
+	s := v.s
+	s.decisions.Ascend(func(d *Decision) bool {
+		if (d.Until > n) != active || !flt.match(d) || (!flt.NoDedup && !s.longest(d)) {
+			return true
+		}
+		return fn(d)
+	})
+}
+
+// Stream is FSM.Stream on this view.
+func (v View) Stream(flt *DecisionFilter, cur StreamCursor, startup bool, now time.Time) (newD, deleted []*Decision, index uint64) {
+	n := now.UnixNano()
+	s := v.s
 	index = s.lastIndex
 	keep := func(d *Decision) bool { return (flt.NoDedup || s.longest(d)) && flt.match(d) }
 	if startup || (cur.Index == 0 && cur.LastPull == 0) {
-		s.decisions.Ascend(func(d *Decision) bool {
-			if !keep(d) {
-				return true
-			}
-			if d.Until > n {
-				newD = append(newD, d)
-			} else {
-				deleted = append(deleted, d)
-			}
-			return true
-		})
+		v.EachStartup(flt, now, true, func(d *Decision) bool { newD = append(newD, d); return true })
+		v.EachStartup(flt, now, false, func(d *Decision) bool { deleted = append(deleted, d); return true })
 		return newD, deleted, index
 	}
 	// new: created after the cursor. IDs grow with the raft index, so walk
@@ -255,10 +277,9 @@ func (f *FSM) CountDecisions(value string, since time.Time, activeOnly bool, now
 	if !since.IsZero() {
 		sinceN = since.UnixNano()
 	}
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	c := 0
-	f.s.covering(r, func(d *Decision) bool {
+	s.covering(r, func(d *Decision) bool {
 		if (sinceN == 0 || d.CreatedAt > sinceN) && (!activeOnly || d.Until > n) {
 			c++
 		}
@@ -275,10 +296,9 @@ func (f *FSM) ActiveTimeLeft(value string, now time.Time) time.Duration {
 		return 0
 	}
 	n := now.UnixNano()
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	var best int64
-	f.s.covering(r, func(d *Decision) bool {
+	s.covering(r, func(d *Decision) bool {
 		if d.Until > n && d.Until > best {
 			best = d.Until
 		}
@@ -373,16 +393,15 @@ func (s *state) alertMatch(f *AlertFilter, a *Alert, now int64) bool {
 		if f.Contains {
 			return has(func(d *Decision) bool { return d.Range.Contains(q) })
 		}
-		return has(func(d *Decision) bool { return q.Contains(d.Range) })
+		return has(func(d *Decision) bool { return q.Contains(d.Range.Range()) })
 	}
 	return true
 }
 
 // Alerts returns the alerts matching f, newest first unless f.Asc.
 func (f *FSM) Alerts(flt *AlertFilter, now time.Time) []*Alert {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.matchAlerts(flt, now.UnixNano())
+	s := f.read()
+	return s.matchAlerts(flt, now.UnixNano())
 }
 
 func (s *state) matchAlerts(flt *AlertFilter, now int64) []*Alert {
@@ -403,18 +422,16 @@ func (s *state) matchAlerts(flt *AlertFilter, now int64) []*Alert {
 
 // Alert returns one alert by ID, or nil.
 func (f *FSM) Alert(id int64) *Alert {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.alert(id)
+	s := f.read()
+	return s.alert(id)
 }
 
 // AlertDecisions returns the stored decisions of an alert, ID order.
 func (f *FSM) AlertDecisions(a *Alert) []*Decision {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	out := make([]*Decision, 0, len(a.DecisionIDs))
 	for _, id := range a.DecisionIDs {
-		if d := f.s.decision(id); d != nil {
+		if d := s.decision(id); d != nil {
 			out = append(out, d)
 		}
 	}
@@ -423,45 +440,40 @@ func (f *FSM) AlertDecisions(a *Alert) []*Decision {
 
 // JWTKey returns the cluster's JWT signing key (nil until set).
 func (f *FSM) JWTKey() []byte {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.jwtKey
+	s := f.read()
+	return s.jwtKey
 }
 
 // Machine returns a machine by ID, or nil.
 func (f *FSM) Machine(id string) *Machine {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.machines[id]
+	s := f.read()
+	return s.machines[id]
 }
 
 // Machines returns all machines sorted by ID.
 func (f *FSM) Machines() []*Machine {
-	f.mu.RLock()
-	out := make([]*Machine, 0, len(f.s.machines))
-	for _, m := range f.s.machines {
+	s := f.read()
+	out := make([]*Machine, 0, len(s.machines))
+	for _, m := range s.machines {
 		out = append(out, m)
 	}
-	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
 
 // Bouncer returns a bouncer by name, or nil.
 func (f *FSM) Bouncer(name string) *Bouncer {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.bouncers[name]
+	s := f.read()
+	return s.bouncers[name]
 }
 
 // Bouncers returns all bouncers sorted by creation time then name.
 func (f *FSM) Bouncers() []*Bouncer {
-	f.mu.RLock()
-	out := make([]*Bouncer, 0, len(f.s.bouncers))
-	for _, b := range f.s.bouncers {
+	s := f.read()
+	out := make([]*Bouncer, 0, len(s.bouncers))
+	for _, b := range s.bouncers {
 		out = append(out, b)
 	}
-	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].CreatedAt != out[j].CreatedAt {
 			return out[i].CreatedAt < out[j].CreatedAt
@@ -473,14 +485,13 @@ func (f *FSM) Bouncers() []*Bouncer {
 
 // BouncersByKey returns the bouncers whose key hash is h, oldest first.
 func (f *FSM) BouncersByKey(h string) []*Bouncer {
-	f.mu.RLock()
+	s := f.read()
 	var out []*Bouncer
-	for _, name := range f.s.byKey[h] {
-		if b := f.s.bouncers[name]; b != nil {
+	for _, name := range s.byKey[h] {
+		if b := s.bouncers[name]; b != nil {
 			out = append(out, b)
 		}
 	}
-	f.mu.RUnlock()
 	if len(out) < 2 {
 		return out
 	}
@@ -495,21 +506,19 @@ func (f *FSM) BouncersByKey(h string) []*Bouncer {
 
 // Allowlists returns all allowlists sorted by name.
 func (f *FSM) Allowlists() []*Allowlist {
-	f.mu.RLock()
-	out := make([]*Allowlist, 0, len(f.s.allowlists))
-	for _, a := range f.s.allowlists {
+	s := f.read()
+	out := make([]*Allowlist, 0, len(s.allowlists))
+	for _, a := range s.allowlists {
 		out = append(out, a)
 	}
-	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // Allowlist returns one allowlist, or nil.
 func (f *FSM) Allowlist(name string) *Allowlist {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.allowlists[name]
+	s := f.read()
+	return s.allowlists[name]
 }
 
 // AllowlistCheck returns the reasons value (IP or CIDR) is allowlisted:
@@ -541,30 +550,27 @@ func (f *FSM) AllowlistCheck(value string, now time.Time) ([]string, error) {
 // Counts returns the number of alerts and active/total decisions.
 func (f *FSM) Counts(now time.Time) (alerts, active, total int) {
 	n := now.UnixNano()
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	total = f.s.decisions.Len()
-	f.s.byUntil.DescendGreaterThan(&Decision{Until: n, ID: 1<<63 - 1}, func(*Decision) bool {
+	s := f.read()
+	total = s.decisions.Len()
+	s.byUntil.DescendGreaterThan(&Decision{Until: n, ID: 1<<63 - 1}, func(*Decision) bool {
 		active++
 		return true
 	})
-	return f.s.alertCount, active, total
+	return s.alertCount, active, total
 }
 
 // Config returns a replicated setting, or nil.
 func (f *FSM) Config(key string) []byte {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.config[key]
+	s := f.read()
+	return s.config[key]
 }
 
 // AlertsAfter returns up to limit alerts with an ID above after, in ID
 // order (the CAPI signal push walks alerts this way).
 func (f *FSM) AlertsAfter(after int64, limit int) []*Alert {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	var out []*Alert
-	f.s.alerts.AscendGreaterOrEqual(&Alert{ID: after + 1}, func(a *Alert) bool {
+	s.alerts.AscendGreaterOrEqual(&Alert{ID: after + 1}, func(a *Alert) bool {
 		out = append(out, a)
 		return limit <= 0 || len(out) < limit
 	})
@@ -573,9 +579,8 @@ func (f *FSM) AlertsAfter(after int64, limit int) []*Alert {
 
 // LastAlertID returns the highest stored alert ID (0 when none).
 func (f *FSM) LastAlertID() int64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if a, ok := f.s.alerts.Max(); ok {
+	s := f.read()
+	if a, ok := s.alerts.Max(); ok {
 		return a.ID
 	}
 	return 0
@@ -583,10 +588,9 @@ func (f *FSM) LastAlertID() int64 {
 
 // ConfigPrefix returns every setting whose key starts with prefix.
 func (f *FSM) ConfigPrefix(prefix string) map[string][]byte {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	s := f.read()
 	out := map[string][]byte{}
-	for k, v := range f.s.config {
+	for k, v := range s.config {
 		if strings.HasPrefix(k, prefix) {
 			out[k] = v
 		}

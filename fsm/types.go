@@ -103,7 +103,7 @@ type Alert struct {
 // Decision is a stored decision.
 type Decision struct {
 	ID        int64  `json:"id"`
-	UUID      string `json:"uuid,omitempty"`
+	UUID      UUID   `json:"uuid,omitzero"`
 	AlertID   int64  `json:"alert_id,omitempty"`
 	Origin    string `json:"origin"`
 	Type      string `json:"type"`
@@ -118,8 +118,10 @@ type Decision struct {
 	CreatedIndex uint64 `json:"ci"`
 	// DeletedIndex is the raft index of the command that expired it by hand
 	// (0 when it was never soft-deleted).
-	DeletedIndex uint64  `json:"di,omitempty"`
-	Range        IPRange `json:"-"`
+	DeletedIndex uint64 `json:"di,omitempty"`
+	// Range is the prefix of an IP-scoped value (zero for other scopes
+	// and for values that do not parse).
+	Range Prefix `json:"-"`
 }
 
 // Active reports whether the decision is active at now (until > now).

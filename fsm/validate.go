@@ -282,7 +282,6 @@ func (k *checker) decision(d *Decision) {
 	k.name("scope", d.Scope, false)
 	k.text("value", d.Value)
 	k.text("scenario", d.Scenario)
-	k.text("uuid", d.UUID)
 	k.ipValue("value", d.Scope, d.Value)
 }
 

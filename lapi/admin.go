@@ -367,7 +367,7 @@ func (s *Server) adminAddDecision(w http.ResponseWriter, r *http.Request) {
 	a := fsm.Alert{UUID: uuid.NewString(), Scenario: req.Reason, Message: req.Reason, EventsCount: 1,
 		Leakspeed: "0", StartAt: now, StopAt: now, Remediation: true,
 		Source: fsm.Source{Scope: req.Scope, Value: req.Value, IP: req.Value}}
-	d := fsm.Decision{UUID: uuid.NewString(), Origin: "cscli", Type: req.Type, Scope: req.Scope, Value: req.Value,
+	d := fsm.Decision{UUID: fsm.UUID(uuid.New()), Origin: "cscli", Type: req.Type, Scope: req.Scope, Value: req.Value,
 		Scenario: req.Reason, Until: fsm.ClampUntil(now, fsm.AddClamped(now, int64(dur)))}
 	res, err := s.apply(r.Context(), fsm.CmdAlertsCreate, fsm.AlertsCreate{Alerts: []fsm.NewAlert{{Alert: a, Decisions: []fsm.Decision{d}}}})
 	if err != nil {

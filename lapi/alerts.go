@@ -163,7 +163,7 @@ func toStored(a *models.Alert, now time.Time) (fsm.NewAlert, bool, error) {
 		if err != nil {
 			return na, false, fmt.Errorf("decision duration '%s': %w: unable to parse duration", deref(d.Duration), err)
 		}
-		sd := fsm.Decision{UUID: d.UUID, Origin: deref(d.Origin), Type: deref(d.Type), Scope: deref(d.Scope),
+		sd := fsm.Decision{UUID: fsm.MustUUID(d.UUID), Origin: deref(d.Origin), Type: deref(d.Type), Scope: deref(d.Scope),
 			Value: deref(d.Value), Scenario: deref(d.Scenario),
 			Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(st.StopAt, int64(dur)))}
 		if fsm.IsIPScope(sd.Scope) {

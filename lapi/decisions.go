@@ -200,9 +200,10 @@ func appendDecisions(buf []byte, ds []*fsm.Decision, now int64, withUUID bool) [
 		buf = appendString(buf, d.Scope)
 		buf = append(buf, `,"type":`...)
 		buf = appendString(buf, d.Type)
-		if withUUID && d.UUID != "" {
-			buf = append(buf, `,"uuid":`...)
-			buf = appendString(buf, d.UUID)
+		if withUUID && !d.UUID.IsZero() {
+			buf = append(buf, `,"uuid":"`...)
+			buf, _ = d.UUID.AppendText(buf)
+			buf = append(buf, '"')
 		}
 		buf = append(buf, `,"value":`...)
 		buf = appendString(buf, d.Value)
