@@ -240,17 +240,32 @@ func appendRemaining(buf []byte, until, now int64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plainJSON marks the bytes a JSON string holds as they are: printable
+// ASCII except '"', '\\' and the HTML-sensitive '<', '>', '&' (escaped
+// as encoding/json does), and every byte >= 0x80 (UTF-8 passes through).
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string.
 func appendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
+	i := 0
+	for i < len(s) && plainJSON[s[i]] {
+		i++
+	}
+	if i == len(s) { // the usual case: nothing to escape
+		buf = append(buf, s...)
+		return append(buf, '"')
+	}
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c < 0x80 {
+		if plainJSON[c] {
 			continue
-		}
-		if c >= 0x80 {
-			continue // UTF-8 passes through; invalid bytes are rare enough
 		}
 		buf = append(buf, s[start:i]...)
 		switch c {

@@ -16,7 +16,8 @@ import (
 // released, and at least scavengeMin bytes were released since the
 // previous scavenge, wait scavengeQuiet for the storm to be really over,
 // then run debug.FreeOSMemory (a full collection that returns every free
-// page) — unless a new encoding started meanwhile, in which case its own
+// page), after dropping the chunks kept for reuse (streamcache.go) —
+// unless a new encoding started meanwhile, in which case its own
 // release will schedule the next one. One forced collection per storm,
 // not per request.
 const (
@@ -67,6 +68,7 @@ func (s *scavenger) run() {
 	s.pending = 0
 	s.timer = nil
 	s.mu.Unlock()
+	s.c.free.clear()
 	s.free()
 	s.runs.Add(1)
 }

@@ -324,3 +324,58 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 type failingWriter struct{ *httptest.ResponseRecorder }
 
 func (failingWriter) Write([]byte) (int, error) { return 0, http.ErrHandlerTimeout }
+
+// legacyAppendString is the string encoder the golden bodies were
+// recorded with (before the table lookup).
+func legacyAppendString(buf []byte, s string) []byte {
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c < 0x80 {
+			continue
+		}
+		if c >= 0x80 {
+			continue
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"')
+}
+
+func TestAppendStringSameBytes(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 50000; i++ {
+		b := make([]byte, r.IntN(40))
+		for j := range b {
+			if r.IntN(4) == 0 {
+				b[j] = byte(r.IntN(256))
+			} else {
+				b[j] = byte(0x20 + r.IntN(0x5f))
+			}
+		}
+		if got, want := appendString(nil, string(b)), legacyAppendString(nil, string(b)); !bytes.Equal(got, want) {
+			t.Fatalf("%q: %q, want %q", b, got, want)
+		}
+	}
+	for c := 0; c < 256; c++ {
+		s := "a" + string([]byte{byte(c)}) + "b"
+		if got, want := appendString(nil, s), legacyAppendString(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("byte %#x: %q, want %q", c, got, want)
+		}
+	}
+}

@@ -75,6 +75,8 @@ type streamCache struct {
 	// idle is called (outside the lock) when the last encoding was
 	// released, with the bytes released since the previous call.
 	idle func(released int64)
+	// free recycles the chunks of released encodings.
+	free chunkFree
 
 	mu       sync.Mutex
 	byKey    map[string]*sharedEncoding
@@ -93,7 +95,7 @@ const shareWindow = time.Second
 
 func newStreamCache(f *fsm.FSM, now func() time.Time, slots int) *streamCache {
 	return &streamCache{f: f, now: now, window: shareWindow, slots: make(chan struct{}, max(1, slots)),
-		byKey: map[string]*sharedEncoding{}}
+		byKey: map[string]*sharedEncoding{}, free: chunkFree{max: freeChunks}}
 }
 
 // filterKey identifies the answers a filter gives; requests whose filters
@@ -171,6 +173,8 @@ func (c *streamCache) maybeDropLocked(e *sharedEncoding) int64 {
 	e.dropped = true
 	e.mu.Lock()
 	n := e.rawSize + e.gzSize
+	c.free.put(e.raw)
+	c.free.put(e.gz)
 	e.raw, e.gz = nil, nil
 	e.mu.Unlock()
 	c.held.Add(-n)
@@ -210,16 +214,64 @@ func (c *streamCache) build(e *sharedEncoding) {
 	e.mu.Lock()
 	e.index = index
 	e.mu.Unlock()
-	enc := chunkEncoder{buf: newChunk(), sink: func(b []byte) ([]byte, bool) {
+	enc := chunkEncoder{buf: c.free.get(), sink: func(b []byte) ([]byte, bool) {
 		e.publish(b, false)
-		return newChunk(), true
+		return c.free.get(), true
 	}}
 	enc.stream(deleted, newD, e.at.UnixNano())
 	enc.finish()
 	c.finish(e, nil)
 }
 
-func newChunk() []byte { return make([]byte, 0, chunkSize+chunkSlack) }
+// freeChunks caps the recycled chunks (4096 x 65 KiB: a little more
+// than the raw and gzip bodies of a million decisions).
+const freeChunks = 4096
+
+// chunkFree recycles the chunks of released shared encodings: a storm's
+// successive encodings (one per filter and second) then reuse memory
+// instead of allocating tens of MB each, which would make the collector
+// run — and every collection scans the whole state. The scavenger
+// empties it once the storm is over, so the memory can go back to the OS.
+type chunkFree struct {
+	mu   sync.Mutex
+	list [][]byte
+	max  int
+}
+
+func (f *chunkFree) get() []byte {
+	f.mu.Lock()
+	if n := len(f.list); n > 0 {
+		b := f.list[n-1]
+		f.list[n-1] = nil
+		f.list = f.list[:n-1]
+		f.mu.Unlock()
+		return b[:0]
+	}
+	f.mu.Unlock()
+	return make([]byte, 0, chunkSize+chunkSlack)
+}
+
+func (f *chunkFree) put(bs [][]byte) {
+	f.mu.Lock()
+	for _, b := range bs {
+		if len(f.list) >= f.max {
+			break
+		}
+		if cap(b) == chunkSize+chunkSlack {
+			f.list = append(f.list, b)
+		}
+	}
+	f.mu.Unlock()
+}
+
+// clear drops every recycled chunk and returns how many bytes they held.
+func (f *chunkFree) clear() int64 {
+	f.mu.Lock()
+	n := int64(len(f.list)) * (chunkSize + chunkSlack)
+	f.list = nil
+	f.mu.Unlock()
+	return n
+}
 
 // finish marks the encoder done; the encoding stays joinable for the rest
 // of its window.
@@ -328,7 +380,7 @@ func (c *streamCache) startGzip(e *sharedEncoding) {
 
 func (c *streamCache) compress(e *sharedEncoding) {
 	defer c.release(e)
-	out := &gzChunks{e: e, cur: newChunk()}
+	out := &gzChunks{e: e, cur: c.free.get()}
 	zw := gzipPool.Get().(*gzip.Writer)
 	zw.Reset(out)
 	var err error
@@ -370,7 +422,7 @@ func (g *gzChunks) Write(p []byte) (int, error) {
 		room := chunkSize - len(g.cur)
 		if room <= 0 {
 			g.e.publish(g.cur, true)
-			g.cur = newChunk()
+			g.cur = g.e.c.free.get()
 			continue
 		}
 		k := min(room, len(p))
