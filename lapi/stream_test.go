@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -378,4 +379,48 @@ func TestAppendStringSameBytes(t *testing.T) {
 			t.Fatalf("byte %#x: %q, want %q", c, got, want)
 		}
 	}
+}
+
+// A bouncer that stops reading is cut after writeStall, so it releases
+// the shared encoding it held.
+func TestStalledReaderReleasesEncoding(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	for i := 0; i < 5; i++ { // ~9 MB: more than loopback socket buffers hold
+		loadDecisionsFrom(e, tok, i*10000, 10000)
+	}
+	old := writeStall
+	writeStall = 300 * time.Millisecond
+	defer func() { writeStall = old }()
+	c := e.srv.startups
+	c.window = 10 * time.Millisecond
+	ts := httptest.NewServer(e.h)
+	defer ts.Close()
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /v1/decisions/stream?startup=true HTTP/1.1\r\nHost: x\r\nX-Api-Key: key1\r\n\r\n")
+	waitFor(t, "the encoding to be built", func() bool { return c.builds.Load() == 1 })
+	waitFor(t, "the stalled reader cut and the encoding released", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.live == 0
+	})
+}
+
+// loadDecisionsFrom stores n IP ban decisions numbered from first.
+func loadDecisionsFrom(e *env, tok string, first, n int) {
+	e.t.Helper()
+	ds := make([]any, n)
+	for i := range ds {
+		k := first + i
+		ds[i] = map[string]any{"duration": "24h", "origin": "cscli-import", "scenario": "import",
+			"scope": "Ip", "type": "ban", "value": fmt.Sprintf("11.%d.%d.%d", k>>16&255, k>>8&255, k&255)}
+	}
+	a := manualAlert("Ip", "10.0.0.0", "ban", "1h", e.now())
+	a["decisions"] = ds
+	e.expect(e.do("POST", "/v1/alerts", []any{a}, withToken(tok)), 201)
 }

@@ -463,7 +463,10 @@ func (s *Server) streamStartup(w http.ResponseWriter, r *http.Request, f *fsm.De
 		h.Set("Content-Length", strconv.FormatInt(n, 10))
 	}
 	w.WriteHeader(http.StatusOK)
+	g := newStallGuard(w)
+	defer g.done()
 	for i := 1; ; i++ {
+		g.arm()
 		if _, err := w.Write(b); err != nil {
 			return
 		}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/halapi/halapi/fsm"
 	"github.com/klauspost/compress/gzip"
@@ -21,6 +22,20 @@ const chunkSize = 64 << 10
 // chunkSlack is room left past chunkSize so one more decision (a few
 // hundred bytes, a 64 KiB value at worst) rarely makes a chunk grow.
 const chunkSlack = 1 << 10
+
+// writeStall bounds how long one chunk may wait for the client to read:
+// a bouncer that stops reading is cut after it, so it cannot pin a
+// shared encoding (or its handler) forever. 64 KiB in 30 s is 2 KiB/s.
+var writeStall = 30 * time.Second
+
+// stallGuard sets a write deadline before each chunk and clears it when
+// the answer is done (the connection may serve further requests).
+type stallGuard struct{ rc *http.ResponseController }
+
+func newStallGuard(w http.ResponseWriter) stallGuard { return stallGuard{http.NewResponseController(w)} }
+
+func (g stallGuard) arm()  { _ = g.rc.SetWriteDeadline(time.Now().Add(writeStall)) }
+func (g stallGuard) done() { _ = g.rc.SetWriteDeadline(time.Time{}) }
 
 // gzipMinDecisions: answers with fewer decisions than this are sent
 // uncompressed even when the client accepts gzip (a few hundred bytes do
@@ -112,14 +127,18 @@ func writeStreamed(w http.ResponseWriter, r *http.Request, count int, encode fun
 		out = zw
 	}
 	w.WriteHeader(http.StatusOK)
+	g := newStallGuard(w)
+	defer g.done()
 	bp := chunkPool.Get().(*[]byte)
 	e := chunkEncoder{buf: (*bp)[:0], sink: func(b []byte) ([]byte, bool) {
+		g.arm()
 		_, err := out.Write(b)
 		return b[:0], err == nil
 	}}
 	encode(&e)
 	ok := e.finish()
 	if zw != nil {
+		g.arm()
 		if err := zw.Close(); err != nil {
 			ok = false
 		}
