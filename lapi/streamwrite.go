@@ -32,7 +32,9 @@ var writeStall = 30 * time.Second
 // the answer is done (the connection may serve further requests).
 type stallGuard struct{ rc *http.ResponseController }
 
-func newStallGuard(w http.ResponseWriter) stallGuard { return stallGuard{http.NewResponseController(w)} }
+func newStallGuard(w http.ResponseWriter) stallGuard {
+	return stallGuard{http.NewResponseController(w)}
+}
 
 func (g stallGuard) arm()  { _ = g.rc.SetWriteDeadline(time.Now().Add(writeStall)) }
 func (g stallGuard) done() { _ = g.rc.SetWriteDeadline(time.Time{}) }
