@@ -123,6 +123,20 @@ func BenchmarkStartupStreamHandler(b *testing.B) {
 		_ = pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	flt := &fsm.DecisionFilter{Contains: true, Scopes: []string{"Ip", "Range"}}
+	b.Run("fsm-walk", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			e.fsm.Stream(flt, fsm.StreamCursor{}, true, e.now())
+		}
+	})
+	b.Run("encode", func(b *testing.B) {
+		newD, deleted, _ := e.fsm.Stream(flt, fsm.StreamCursor{}, true, e.now())
+		for i := 0; i < b.N; i++ {
+			enc := chunkEncoder{buf: make([]byte, 0, chunkSize+chunkSlack), sink: func(p []byte) ([]byte, bool) { b.SetBytes(int64(len(p))); return p[:0], true }}
+			enc.stream(deleted, newD, e.now().UnixNano())
+			enc.finish()
+		}
+	})
 	for _, gz := range []string{"identity", "gzip"} {
 		b.Run(gz, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
