@@ -387,21 +387,22 @@ func TestStalledReaderReleasesEncoding(t *testing.T) {
 	e := newEnv(t)
 	tok := e.machine("cscli")
 	e.bouncer("fw", "key1")
-	for i := 0; i < 5; i++ { // ~9 MB: more than loopback socket buffers hold
-		loadDecisionsFrom(e, tok, i*10000, 10000)
-	}
+	loadDecisionsFrom(e, tok, 0, 5000) // ~900 kB, far more than the shrunk socket buffers below hold
 	old := writeStall
 	writeStall = 300 * time.Millisecond
 	defer func() { writeStall = old }()
 	c := e.srv.startups
 	c.window = 10 * time.Millisecond
-	ts := httptest.NewServer(e.h)
+	ts := httptest.NewUnstartedServer(e.h)
+	ts.Listener = smallBufListener{ts.Listener}
+	ts.Start()
 	defer ts.Close()
 	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(conn, "GET /v1/decisions/stream?startup=true HTTP/1.1\r\nHost: x\r\nX-Api-Key: key1\r\n\r\n")
 	waitFor(t, "the encoding to be built", func() bool { return c.builds.Load() == 1 })
 	waitFor(t, "the stalled reader cut and the encoding released", func() bool {
@@ -409,6 +410,18 @@ func TestStalledReaderReleasesEncoding(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.live == 0
 	})
+}
+
+// smallBufListener shrinks the send buffer of accepted connections, so a
+// client that does not read blocks the server's writes quickly.
+type smallBufListener struct{ net.Listener }
+
+func (l smallBufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4096)
+	}
+	return c, err
 }
 
 // loadDecisionsFrom stores n IP ban decisions numbered from first.
