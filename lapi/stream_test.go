@@ -437,3 +437,39 @@ func loadDecisionsFrom(e *env, tok string, first, n int) {
 	a["decisions"] = ds
 	e.expect(e.do("POST", "/v1/alerts", []any{a}, withToken(tok)), 201)
 }
+
+// An encoding still in progress is joined whatever its age (its last byte
+// comes no later than a new encoding's would); once built, only within
+// the window.
+func TestStartupJoinsEncodingInProgress(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	loadDecisions(e, tok, 10)
+	c := e.srv.startups
+	c.window = time.Hour
+	started, proceed := make(chan struct{}), make(chan struct{})
+	c.testHookBuilding = func() {
+		c.testHookBuilding = nil
+		close(started)
+		<-proceed
+	}
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- e.get(context.Background(), "/v1/decisions/stream?startup=true") }()
+	<-started
+	e.advance(time.Minute) // the encoding is now a minute old, still running
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- e.get(context.Background(), "/v1/decisions/stream?startup=true") }()
+	waitFor(t, "the second request to join", func() bool { return c.joins.Load() == 1 })
+	close(proceed)
+	a, b := <-first, <-second
+	if a.Body.String() != b.Body.String() || c.builds.Load() != 1 {
+		t.Fatalf("joined answer differs or %d builds", c.builds.Load())
+	}
+	// built and a minute old: a new request encodes again
+	c.window = time.Second
+	e.get(context.Background(), "/v1/decisions/stream?startup=true")
+	if c.builds.Load() != 2 {
+		t.Fatalf("a built encoding older than the window was reused (%d builds)", c.builds.Load())
+	}
+}

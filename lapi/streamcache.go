@@ -22,13 +22,17 @@ import (
 // costs about one encoding (and one compression) per distinct filter, and
 // memory for one copy of the body rather than one per bouncer.
 //
-// Freshness: a request joins an encoding only if it was queued (it will
+// Freshness: a request joins an encoding only if it is queued (it will
 // read the state after the request arrived), or if it started at an
-// applied index at least the one the request saw on arrival and less
-// than shareWindow ago. So an answer never reflects an older state than
-// the request could have got alone (read-your-writes holds), and its
-// "duration" fields are at most shareWindow longer than if it had been
-// encoded for this request alone — within the second they are rounded to.
+// applied index at least the one the request saw on arrival and is either
+// still being encoded or started less than shareWindow ago. So an answer
+// never reflects an older state than the request could have got alone
+// (read-your-writes holds). Its "duration" fields are at most shareWindow
+// longer than if it had been encoded for this request alone — within the
+// second they are rounded to — or, when it joins an encoding in progress,
+// longer by at most the time that encoding has run, which a new encoding
+// for this request would have taken too before its last byte (the
+// whole-body encoder's answers were as stale by the time they arrived).
 // The bouncer's cursor is set to the encoding's index and time, so its
 // next delta repeats rather than misses what changed in between.
 
@@ -77,6 +81,8 @@ type streamCache struct {
 	idle func(released int64)
 	// free recycles the chunks of released encodings.
 	free chunkFree
+	// testHookBuilding, if set, runs in the encoder once it has started.
+	testHookBuilding func()
 
 	mu       sync.Mutex
 	byKey    map[string]*sharedEncoding
@@ -118,7 +124,7 @@ func (c *streamCache) acquire(f *fsm.DecisionFilter) *sharedEncoding {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.byKey[key]; e != nil && key != "" && !e.evicted &&
-		(!e.started || (e.minIndex >= idx0 && now.Sub(e.at) <= c.window)) {
+		(!e.started || (e.minIndex >= idx0 && (!e.built || now.Sub(e.at) <= c.window))) {
 		e.readers++
 		c.joins.Add(1)
 		return e
@@ -209,6 +215,9 @@ func (c *streamCache) build(e *sharedEncoding) {
 	e.at = c.now()
 	c.mu.Unlock()
 	c.builds.Add(1)
+	if c.testHookBuilding != nil {
+		c.testHookBuilding()
+	}
 
 	newD, deleted, index := c.f.Stream(e.f, fsm.StreamCursor{}, true, e.at)
 	e.mu.Lock()
