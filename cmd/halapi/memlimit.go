@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -12,8 +13,9 @@ import (
 // (GOMEMLIMIT) to set, in bytes; 0 means none.
 //
 //   - "auto" (the default): 80% of the memory limit of the cgroup the node
-//     runs in (a container, systemd's MemoryMax), read from cgroupDir;
-//     none when there is no such limit. The rest is headroom for what the
+//     runs in (a container, systemd's MemoryMax), read under cgroupDir
+//     along the path selfCgroup (/proc/self/cgroup) names; none when
+//     there is no such limit. The rest is headroom for what the
 //     Go runtime does not count (stacks in flight, the raft log cache's
 //     mmaps are outside the heap anyway) so the kernel's OOM killer is
 //     not reached before the collector works harder. A machine without a
@@ -26,13 +28,13 @@ import (
 // The limit is soft: the heap still grows past it when the live data
 // needs it (the collector then runs more often, bounded by the runtime at
 // half the CPU), so a too low value costs CPU, not correctness.
-func memoryLimit(v, cgroupDir string) (int64, error) {
+func memoryLimit(v, cgroupDir, selfCgroup string) (int64, error) {
 	v = strings.TrimSpace(v)
 	switch strings.ToLower(v) {
 	case "none", "0", "off":
 		return 0, nil
 	case "auto", "":
-		if n := cgroupMemoryMax(cgroupDir); n > 0 {
+		if n := cgroupMemoryMax(cgroupDir, selfCgroup); n > 0 {
 			return n / 10 * 8, nil
 		}
 		return 0, nil
@@ -72,25 +74,56 @@ func parseSize(v string) (int64, error) {
 	return int64(b), nil
 }
 
-// cgroupMemoryMax returns the memory limit of the process's cgroup (v2
-// memory.max, else v1 memory.limit_in_bytes), 0 when unlimited or
-// unknown. Only the cgroup filesystem root is looked at: inside a
-// container that is the container's own cgroup.
-func cgroupMemoryMax(dir string) int64 {
-	for _, p := range []string{dir + "/memory.max", dir + "/memory/memory.limit_in_bytes"} {
-		b, err := os.ReadFile(p)
-		if err != nil {
+// cgroupMemoryMax returns the smallest memory limit on the process's
+// cgroup path (v2 memory.max, or v1 memory.limit_in_bytes), from its own
+// cgroup up to dir, the cgroup filesystem root; 0 when unlimited or
+// unknown. selfCgroup is the content of /proc/self/cgroup ("0::/path" for
+// v2, "N:memory:/path" for v1): inside a container the path is "/", under
+// systemd it names the service, whose MemoryMax is its memory.max.
+func cgroupMemoryMax(dir, selfCgroup string) int64 {
+	v2, v1 := "/", "/"
+	for _, l := range strings.Split(selfCgroup, "\n") {
+		parts := strings.SplitN(strings.TrimSpace(l), ":", 3)
+		if len(parts) != 3 {
 			continue
 		}
-		s := strings.TrimSpace(string(b))
-		if s == "max" {
-			return 0
+		if parts[0] == "0" && parts[1] == "" {
+			v2 = parts[2]
 		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 || n >= 1<<62 { // v1 reports "unlimited" as a huge number
-			return 0
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "memory" {
+				v1 = parts[2]
+			}
 		}
-		return n
 	}
-	return 0
+	var best int64
+	walk := func(base, path, file string) {
+		path = filepath.Clean("/" + path)
+		for {
+			if n := readLimit(filepath.Join(base, path, file)); n > 0 && (best == 0 || n < best) {
+				best = n
+			}
+			if path == "/" {
+				return
+			}
+			path = filepath.Dir(path)
+		}
+	}
+	walk(dir, v2, "memory.max")
+	walk(filepath.Join(dir, "memory"), v1, "memory.limit_in_bytes")
+	return best
+}
+
+// readLimit reads one cgroup limit file: 0 when absent, "max" or
+// unlimited (v1 reports that as a number near 2^63).
+func readLimit(p string) int64 {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || n <= 0 || n >= 1<<62 {
+		return 0
+	}
+	return n
 }

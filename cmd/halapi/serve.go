@@ -146,7 +146,8 @@ func serve(ctx context.Context, f serveFlags) error {
 		debug.SetGCPercent(50)
 	}
 	if f.memoryLimitSet || os.Getenv("GOMEMLIMIT") == "" {
-		lim, err := memoryLimit(f.memoryLimit, "/sys/fs/cgroup")
+		self, _ := os.ReadFile("/proc/self/cgroup")
+		lim, err := memoryLimit(f.memoryLimit, "/sys/fs/cgroup", string(self))
 		if err != nil {
 			return err
 		}
