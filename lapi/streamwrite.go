@@ -71,8 +71,15 @@ func (e *chunkEncoder) decisions(ds []*fsm.Decision, now int64, withUUID bool) {
 		return
 	}
 	e.buf = append(e.buf, '[')
+	e.items(ds, now, withUUID, false)
+	e.buf = append(e.buf, ']')
+}
+
+// items encodes ds as array elements separated by commas, with a comma
+// before the first one when more is set (a continuation of an array).
+func (e *chunkEncoder) items(ds []*fsm.Decision, now int64, withUUID, more bool) {
 	for i, d := range ds {
-		if i > 0 {
+		if i > 0 || more {
 			e.buf = append(e.buf, ',')
 		}
 		e.buf = appendDecision(e.buf, d, now, withUUID)
@@ -82,7 +89,6 @@ func (e *chunkEncoder) decisions(ds []*fsm.Decision, now int64, withUUID bool) {
 			}
 		}
 	}
-	e.buf = append(e.buf, ']')
 }
 
 // stream encodes a stream answer: {"deleted":[...],"new":[...]}.
