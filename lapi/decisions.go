@@ -129,9 +129,10 @@ func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
 	if b.LastPull == 0 || now.UnixNano()-b.LastPull >= int64(time.Minute) {
 		s.touches.bouncer(b.Name, fsm.StreamCursor{LastPull: now.UnixNano()})
 	}
-	buf := make([]byte, 0, 64+len(ds)*192)
-	buf = appendDecisions(buf, ds, now.UnixNano(), false)
-	writeRaw(w, http.StatusOK, buf)
+	n := now.UnixNano()
+	writeStreamed(w, r, len(ds), func(e *chunkEncoder) {
+		e.decisions(ds, n, false)
+	})
 }
 
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
@@ -151,9 +152,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	startup := len(q["startup"]) > 0 && q["startup"][0] == "true"
 	b := bouncerOf(r)
-	now := s.now()
 	cur := s.touches.cursor(b)
-	if !startup && cur.Index > s.fsm.AppliedIndex() {
+	if startup || (cur.Index == 0 && cur.LastPull == 0) {
+		// The whole list: shared by every request with the same filters
+		// (streamcache.go).
+		s.streamStartup(w, r, f, b.Name)
+		return
+	}
+	if cur.Index > s.fsm.AppliedIndex() {
 		// The bouncer was last served by a node that is further ahead
 		// (it moved here): answering before catching up could skip
 		// decisions created between the two indexes.
@@ -165,71 +171,102 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	newD, deleted, index := s.fsm.Stream(f, cur, startup, now)
+	now := s.now()
+	newD, deleted, index := s.fsm.Stream(f, cur, false, now)
 	n := now.UnixNano()
-	buf := make([]byte, 0, 64+(len(newD)+len(deleted))*200)
-	buf = append(buf, `{"deleted":`...)
-	buf = appendDecisions(buf, deleted, n, true)
-	buf = append(buf, `,"new":`...)
-	buf = appendDecisions(buf, newD, n, true)
-	buf = append(buf, '}')
-	writeRaw(w, http.StatusOK, buf)
-	s.touches.bouncer(b.Name, fsm.StreamCursor{Index: index, LastPull: n})
+	ok := writeStreamed(w, r, len(newD)+len(deleted), func(e *chunkEncoder) {
+		e.stream(deleted, newD, n)
+	})
+	if ok {
+		// A delta that did not reach the bouncer must be sent again.
+		s.touches.bouncer(b.Name, fsm.StreamCursor{Index: index, LastPull: n})
+	}
 }
 
-// appendDecisions encodes decisions as a JSON array, or null when empty
-// (what CrowdSec sends and its clients expect).
-func appendDecisions(buf []byte, ds []*fsm.Decision, now int64, withUUID bool) []byte {
-	if len(ds) == 0 {
-		return append(buf, "null"...)
+// appendDecision encodes one decision as a JSON object: the only place
+// that reads a decision's fields for the bouncer answers.
+func appendDecision(buf []byte, d *fsm.Decision, now int64, withUUID bool) []byte {
+	buf = append(buf, `{"duration":"`...)
+	buf = appendRemaining(buf, d.Until, now)
+	buf = append(buf, `","id":`...)
+	buf = strconv.AppendInt(buf, d.ID, 10)
+	buf = append(buf, `,"origin":`...)
+	buf = appendString(buf, d.Origin)
+	buf = append(buf, `,"scenario":`...)
+	buf = appendString(buf, d.Scenario)
+	buf = append(buf, `,"scope":`...)
+	buf = appendString(buf, d.Scope)
+	buf = append(buf, `,"type":`...)
+	buf = appendString(buf, d.Type)
+	if withUUID && !d.UUID.IsZero() {
+		buf = append(buf, `,"uuid":"`...)
+		buf, _ = d.UUID.AppendText(buf)
+		buf = append(buf, '"')
 	}
-	buf = append(buf, '[')
-	for i, d := range ds {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, `{"duration":"`...)
-		buf = append(buf, remaining(d.Until, now)...)
-		buf = append(buf, `","id":`...)
-		buf = strconv.AppendInt(buf, d.ID, 10)
-		buf = append(buf, `,"origin":`...)
-		buf = appendString(buf, d.Origin)
-		buf = append(buf, `,"scenario":`...)
-		buf = appendString(buf, d.Scenario)
-		buf = append(buf, `,"scope":`...)
-		buf = appendString(buf, d.Scope)
-		buf = append(buf, `,"type":`...)
-		buf = appendString(buf, d.Type)
-		if withUUID && !d.UUID.IsZero() {
-			buf = append(buf, `,"uuid":"`...)
-			buf, _ = d.UUID.AppendText(buf)
-			buf = append(buf, '"')
-		}
-		buf = append(buf, `,"value":`...)
-		buf = appendString(buf, d.Value)
-		buf = append(buf, '}')
-	}
-	return append(buf, ']')
+	buf = append(buf, `,"value":`...)
+	buf = appendString(buf, d.Value)
+	return append(buf, '}')
 }
 
-// remaining is the time left rounded to the second, as a Go duration.
-func remaining(until, now int64) string {
-	return time.Duration(until - now).Round(time.Second).String()
+// appendRemaining appends the time left rounded to the second, as Go's
+// Duration.String writes it ("1h0m0s", "59s", "-2s"), without allocating.
+func appendRemaining(buf []byte, until, now int64) []byte {
+	d := time.Duration(until - now).Round(time.Second)
+	if d%time.Second != 0 { // Round saturated at the int64 bounds
+		return append(buf, d.String()...)
+	}
+	sec := int64(d / time.Second)
+	if sec == 0 {
+		return append(buf, '0', 's')
+	}
+	if sec < 0 {
+		buf = append(buf, '-')
+		sec = -sec
+	}
+	if sec >= 3600 {
+		buf = strconv.AppendInt(buf, sec/3600, 10)
+		buf = append(buf, 'h')
+		sec %= 3600
+		buf = strconv.AppendInt(buf, sec/60, 10)
+		buf = append(buf, 'm')
+		sec %= 60
+	} else if sec >= 60 {
+		buf = strconv.AppendInt(buf, sec/60, 10)
+		buf = append(buf, 'm')
+		sec %= 60
+	}
+	buf = strconv.AppendInt(buf, sec, 10)
+	return append(buf, 's')
 }
 
 const hexDigits = "0123456789abcdef"
 
+// plainJSON marks the bytes a JSON string holds as they are: printable
+// ASCII except '"', '\\' and the HTML-sensitive '<', '>', '&' (escaped
+// as encoding/json does), and every byte >= 0x80 (UTF-8 passes through).
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string.
 func appendString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
+	i := 0
+	for i < len(s) && plainJSON[s[i]] {
+		i++
+	}
+	if i == len(s) { // the usual case: nothing to escape
+		buf = append(buf, s...)
+		return append(buf, '"')
+	}
 	start := 0
-	for i := 0; i < len(s); i++ {
+	for ; i < len(s); i++ {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' && c < 0x80 {
+		if plainJSON[c] {
 			continue
-		}
-		if c >= 0x80 {
-			continue // UTF-8 passes through; invalid bytes are rare enough
 		}
 		buf = append(buf, s[start:i]...)
 		switch c {
@@ -338,4 +375,9 @@ func (s *Server) deleteDecision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"nbDeleted": strconv.Itoa(res.N)})
+}
+
+// remaining is the time left rounded to the second, as a Go duration.
+func remaining(until, now int64) string {
+	return time.Duration(until - now).Round(time.Second).String()
 }

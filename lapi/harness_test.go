@@ -142,7 +142,11 @@ func (e *env) do(method, path string, body any, opts ...reqOpt) resp {
 	}
 	w := httptest.NewRecorder()
 	e.h.ServeHTTP(w, req)
-	return resp{code: w.Code, body: w.Body.String(), hdr: w.Header()}
+	out := w.Body.String()
+	if w.Header().Get("Content-Encoding") == "gzip" { // as Go's http.Transport does
+		out = gunzipString(e.t, w.Body.Bytes())
+	}
+	return resp{code: w.Code, body: out, hdr: w.Header()}
 }
 
 func (e *env) expect(r resp, code int) resp {

@@ -68,6 +68,10 @@ type Config struct {
 	LoginFreeFailures int
 	LoginBackoffBase  time.Duration
 	LoginBackoffMax   time.Duration
+	// StartupEncodings bounds the startup stream encodings running at
+	// once (requests beyond it queue for as long as their client waits);
+	// 0: GOMAXPROCS.
+	StartupEncodings int
 }
 
 // DefaultConfig returns CrowdSec's defaults.
@@ -119,6 +123,10 @@ type Server struct {
 	dummyHash []byte
 	// bcryptSlots bounds the bcrypt work of logins and registrations.
 	bcryptSlots chan struct{}
+	// startups shares startup stream encodings (streamcache.go); scav
+	// returns their memory to the OS after a storm (memory.go).
+	startups *streamCache
+	scav     *scavenger
 }
 
 // New builds a server. profs may be nil for the default profiles.
@@ -153,6 +161,13 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 	}
 	s.dummyHash = h
 	s.bcryptSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))
+	slots := cfg.StartupEncodings
+	if slots <= 0 {
+		slots = runtime.GOMAXPROCS(0)
+	}
+	s.startups = newStreamCache(f, func() time.Time { return s.now() }, slots)
+	s.scav = newScavenger(s.startups)
+	s.metrics.streamCache(s.startups)
 	return s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -49,6 +50,8 @@ type serveFlags struct {
 	maxConns, maxConnsPerIP, maxUnvalidated, loginFreeFailures      int
 	unvalidatedTTL, bodyTimeout                                     time.Duration
 	metricsExplicit                                                 bool
+	memoryLimit                                                     string
+	memoryLimitSet                                                  bool
 }
 
 func serveCmd() *cobra.Command {
@@ -58,6 +61,7 @@ func serveCmd() *cobra.Command {
 		Short: "Run a halapi node (a one-node cluster on a fresh data dir)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.metricsExplicit = cmd.Flags().Changed("metrics-listen")
+			f.memoryLimitSet = cmd.Flags().Changed("memory-limit")
 			return serve(cmd.Context(), f)
 		},
 	}
@@ -97,6 +101,7 @@ func serveCmd() *cobra.Command {
 	fl.IntVar(&f.loginFreeFailures, "login-free-failures", 10, "failed logins allowed per source address and per machine id before each further one is throttled (429 + Retry-After, 1 s doubling to 30 s)")
 	fl.IntVar(&f.maxUnvalidated, "max-unvalidated-machines", 1000, "registrations are refused while this many machines wait for validation (0: no cap)")
 	fl.DurationVar(&f.unvalidatedTTL, "unvalidated-machine-ttl", 24*time.Hour, "the leader deletes machines left unvalidated this long after registering (0: never)")
+	fl.StringVar(&f.memoryLimit, "memory-limit", "auto", "Go soft memory limit (GOMEMLIMIT): a size such as 768MiB or 2GiB, none, or auto: 80% of the cgroup's memory limit when there is one, else none (a GOMEMLIMIT environment variable wins over auto)")
 	bindCAPIFlags(fl, &f.capi)
 	bindPKIFlags(fl, &f.pki)
 	return c
@@ -139,6 +144,19 @@ func serve(ctx context.Context, f serveFlags) error {
 		// keeps a million decisions well under 1 GiB; reads barely
 		// allocate, so the extra GC work falls on writes.
 		debug.SetGCPercent(50)
+	}
+	if f.memoryLimitSet || os.Getenv("GOMEMLIMIT") == "" {
+		self, _ := os.ReadFile("/proc/self/cgroup")
+		lim, err := memoryLimit(f.memoryLimit, "/sys/fs/cgroup", string(self))
+		if err != nil {
+			return err
+		}
+		if lim > 0 {
+			debug.SetMemoryLimit(lim)
+			logger.Info("memory limit", "bytes", lim)
+		} else if f.memoryLimitSet {
+			debug.SetMemoryLimit(math.MaxInt64)
+		}
 	}
 
 	cfg := lapi.DefaultConfig()
