@@ -27,6 +27,7 @@ import (
 // pkiFlags are the serve flags of the built-in PKI.
 type pkiFlags struct {
 	plainHTTP       bool
+	plainRemote     bool
 	insecureCluster bool
 	apiNames        []string
 	joinToken       string
@@ -119,7 +120,7 @@ func nodeSANs(names []string, listen string) []string {
 // preparePKI loads or obtains the node's identity before the cluster
 // starts: a joining node redeems its token, a first node makes a gossip key.
 func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, clusterListen string, logger *slog.Logger) (*pkiRuntime, error) {
-	if f.plainHTTP && !isLoopbackHost(listen) {
+	if f.plainHTTP && !f.plainRemote && !isLoopbackHost(listen) {
 		return nil, fmt.Errorf("--plain-http is only allowed on a loopback --listen address, not %s", listen)
 	}
 	if f.insecureCluster && clusterListen != "" && !isLoopbackHost(clusterListen) {
