@@ -19,6 +19,7 @@ import (
 func resolve(t *testing.T, args ...string) (*serveFlags, *pflag.FlagSet, string, error) {
 	t.Helper()
 	c, f := newServeCmd()
+	polishHelp(c) // as in the binary: help wrappers around flag values
 	if err := c.ParseFlags(args); err != nil {
 		t.Fatalf("parse %v: %v", args, err)
 	}
@@ -78,6 +79,7 @@ func TestConfigFileSetsEveryServeFlag(t *testing.T) {
 	}
 	cfg := writeFile(t, t.TempDir(), "halapi.yaml", yml.String())
 	c, _ = newServeCmd()
+	polishHelp(c)
 	if err := c.ParseFlags([]string{"--config", cfg}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestConfigFileSetsEveryServeFlag(t *testing.T) {
 			t.Errorf("--%s not marked as set", name)
 		}
 		if l, ok := w.([]string); ok {
-			if got := fl.Value.(pflag.SliceValue).GetSlice(); !slices.Equal(got, l) {
+			if got := baseValue(fl.Value).(pflag.SliceValue).GetSlice(); !slices.Equal(got, l) {
 				t.Errorf("--%s = %v, want %v", name, got, l)
 			}
 			continue

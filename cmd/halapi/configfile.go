@@ -88,7 +88,7 @@ func readConfigFile(path string, fl *pflag.FlagSet) (map[string]configValue, err
 		if _, dup := out[name]; dup {
 			return nil, fmt.Errorf("%s: set twice", where)
 		}
-		_, isSlice := flag.Value.(pflag.SliceValue)
+		_, isSlice := sliceValue(flag)
 		cv := configValue{from: where}
 		switch {
 		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
@@ -171,7 +171,7 @@ func applyConfigFiles(fl *pflag.FlagSet, f configFlags, warn io.Writer) (map[str
 
 func setFlag(fl *pflag.FlagSet, name string, v configValue) error {
 	flag := fl.Lookup(name)
-	sv, isSlice := flag.Value.(pflag.SliceValue)
+	sv, isSlice := sliceValue(flag)
 	if !isSlice {
 		if err := fl.Set(name, v.scalar); err != nil {
 			return fmt.Errorf("%s: %v", v.from, err)
@@ -181,7 +181,7 @@ func setFlag(fl *pflag.FlagSet, name string, v configValue) error {
 	list := v.list
 	if !v.isList {
 		list = []string{v.scalar}
-		if flag.Value.Type() == "stringSlice" {
+		if baseValue(flag.Value).Type() == "stringSlice" {
 			// as on the command line: comma-separated
 			list = nil
 			for _, s := range strings.Split(v.scalar, ",") {
@@ -196,6 +196,26 @@ func setFlag(fl *pflag.FlagSet, name string, v configValue) error {
 	}
 	flag.Changed = true
 	return nil
+}
+
+// baseValue unwraps the help wrappers of polishHelp.
+func baseValue(v pflag.Value) pflag.Value {
+	for {
+		switch w := v.(type) {
+		case named:
+			v = w.Value
+		case plainBool:
+			v = w.Value
+		default:
+			return v
+		}
+	}
+}
+
+// sliceValue: the flag's list interface, for repeatable flags.
+func sliceValue(flag *pflag.Flag) (pflag.SliceValue, bool) {
+	sv, ok := baseValue(flag.Value).(pflag.SliceValue)
+	return sv, ok
 }
 
 func sortedKeys[V any](m map[string]V) []string {
