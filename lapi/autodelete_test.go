@@ -40,7 +40,7 @@ func TestRetentionAutoDelete(t *testing.T) {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { _ = e.srv.Retention(jctx) }() // the leader job
-	e.advance(2 * time.Hour)                   // 25 h: the bouncer is due, the machine is not
+	e.advance(2 * time.Hour)                  // 25 h: the bouncer is due, the machine is not
 	waitAutoDeleted(t, func() bool { return e.fsm.Bouncer("fw1") == nil }, "bouncer not auto-deleted after 25 h")
 	if e.fsm.Machine("agent1") == nil {
 		t.Fatal("machine deleted after 25 h with a 48 h age")

@@ -400,7 +400,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.pki.plainHTTP && !isLoopbackHost(f.listen) {
 		logger.Warn("the LAPI is served over plain HTTP on a non-loopback address (--allow-plain-http-remote): machine passwords, tokens and bouncer API keys cross the network in clear; move clients to https", "listen", f.listen)
 	}
-		logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir,
+	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir,
 		"max_connections", maxConns, "max_connections_per_ip", f.maxConnsPerIP)
 
 	select {
