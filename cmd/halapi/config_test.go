@@ -49,7 +49,7 @@ func TestConfigFileSetsEveryServeFlag(t *testing.T) {
 	want := map[string]any{}
 	n := 0
 	c.Flags().VisitAll(func(fl *pflag.Flag) {
-		if fileOnlyFlag(fl.Name) {
+		if fileOnlyFlag(fl.Name) || fl.Name == flagCrowdsecConfig { // the latter: TestCrowdsecConfigEqualsFlags
 			return
 		}
 		n++
@@ -207,9 +207,16 @@ func TestCrowdsecConfigEqualsFlags(t *testing.T) {
 		t.Error("a warning shows the registration token")
 	}
 
+	// halapi's file may name CrowdSec's: one file for the systemd unit
+	own := writeFile(t, t.TempDir(), "halapi.yaml", "crowdsec-config: "+cfg+"\nflush-max-items: 300\n")
+	f, _, _, err := resolve(t, "--config", own)
+	if err != nil || f.flushMaxItems != 300 || f.flushMaxAge != "14d" || f.tlsCert != dir+"/ssl/lapi.pem" {
+		t.Fatalf("crowdsec-config named in --config: %v %d %s %s", err, f.flushMaxItems, f.flushMaxAge, f.tlsCert)
+	}
+
 	// precedence: command line > --config > --crowdsec-config
-	own := writeFile(t, t.TempDir(), "halapi.yaml", "flush-max-items: 300\nlisten: 127.0.0.1:9000\n")
-	f, _, _, err := resolve(t, "--crowdsec-config", cfg, "--config", own, "--listen", "127.0.0.1:9100")
+	own = writeFile(t, t.TempDir(), "halapi.yaml", "flush-max-items: 300\nlisten: 127.0.0.1:9000\n")
+	f, _, _, err = resolve(t, "--crowdsec-config", cfg, "--config", own, "--listen", "127.0.0.1:9100")
 	if err != nil {
 		t.Fatal(err)
 	}

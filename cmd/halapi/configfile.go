@@ -44,9 +44,10 @@ type configValue struct {
 	from   string // where it was set, for error messages
 }
 
-// fileOnlyFlags cannot be set from a config file.
+// fileOnlyFlag: flags a config file cannot set (crowdsec-config can be
+// named in --config: the CrowdSec file is then read under it).
 func fileOnlyFlag(name string) bool {
-	return name == flagConfig || name == flagCrowdsecConfig || name == "help"
+	return name == flagConfig || name == "help"
 }
 
 // readConfigFile parses halapi's own config file: a mapping of flag names
@@ -128,9 +129,24 @@ func applyConfigFiles(fl *pflag.FlagSet, f configFlags, warn io.Writer) (map[str
 	cmdline := map[string]bool{}
 	fl.Visit(func(fl *pflag.Flag) { cmdline[fl.Name] = true })
 
+	// halapi's own file first: it may name the CrowdSec file
+	var own map[string]configValue
+	if f.config != "" {
+		var err error
+		if own, err = readConfigFile(f.config, fl); err != nil {
+			return nil, err
+		}
+	}
+	csPath := f.crowdsecConfig
+	if v, ok := own[flagCrowdsecConfig]; ok {
+		delete(own, flagCrowdsecConfig)
+		if !cmdline[flagCrowdsecConfig] {
+			csPath = v.scalar
+		}
+	}
 	vals := map[string]configValue{}
-	if f.crowdsecConfig != "" {
-		cs, warnings, err := crowdsecSettings(f.crowdsecConfig, os.LookupEnv)
+	if csPath != "" {
+		cs, warnings, err := crowdsecSettings(csPath, os.LookupEnv)
 		if err != nil {
 			return nil, err
 		}
@@ -147,15 +163,9 @@ func applyConfigFiles(fl *pflag.FlagSet, f configFlags, warn io.Writer) (map[str
 			fmt.Fprintln(warn, "WARNING: --crowdsec-config", w)
 		}
 	}
-	if f.config != "" {
-		own, err := readConfigFile(f.config, fl)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range own {
-			vals[k] = v
-			origin[k] = "config"
-		}
+	for k, v := range own {
+		vals[k] = v
+		origin[k] = "config"
 	}
 	for _, name := range sortedKeys(vals) {
 		if cmdline[name] {
