@@ -251,6 +251,13 @@ func TestCrowdsecConfigVariants(t *testing.T) {
 		}
 	}
 
+	// a key without a certificate: plain http, as CrowdSec
+	writeFile(t, dir, "config.yaml.local", "api:\n  server:\n    tls:\n      key_file: /k.pem\n")
+	if f, _, warn, err := resolve(t, "--crowdsec-config", p); err != nil || !f.pki.plainHTTP || f.tlsKey != "" ||
+		!strings.Contains(warn, "api.server.tls.key_file: ignored (no tls.cert_file") {
+		t.Fatalf("key_file alone: %v %q", err, warn)
+	}
+
 	// config.yaml.local overrides
 	writeFile(t, dir, "config.yaml.local", "api:\n  server:\n    listen_uri: 127.0.0.1:9090\n")
 	if f, _, _, err := resolve(t, "--crowdsec-config", p); err != nil || f.listen != "127.0.0.1:9090" {

@@ -231,8 +231,10 @@ func (t *csTranslator) server(path string, s csMap) error {
 				t.set("tls-cert", key, cert)
 			}
 		case "key_file":
-			if s, _ := scalar(v); s != "" {
+			if s, _ := scalar(v); s != "" && cert != "" {
 				t.set("tls-key", key, s)
+			} else if s != "" {
+				t.warn("%s: ignored (no tls.cert_file: CrowdSec serves plain http)", key)
 			}
 		case "ca_cert_path":
 			if s, _ := scalar(v); s != "" {

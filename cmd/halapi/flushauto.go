@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 type flushAutoFlags struct {
 	agentsCert, agentsPassword, bouncersCert, bouncersAPIKey string
 	metricsMaxAge                                            string
+	interval                                                 time.Duration
 }
 
 func bindFlushAutoFlags(fl *pflag.FlagSet, f *flushAutoFlags) {
@@ -24,6 +26,7 @@ func bindFlushAutoFlags(fl *pflag.FlagSet, f *flushAutoFlags) {
 	fl.StringVar(&f.bouncersCert, "flush-bouncers-autodelete-cert", "", "the leader deletes certificate bouncers that have not pulled for this long (empty: never)")
 	fl.StringVar(&f.bouncersAPIKey, "flush-bouncers-autodelete-api-key", "", "the leader deletes API-key bouncers that have not pulled for this long (empty: never)")
 	fl.StringVar(&f.metricsMaxAge, "flush-metrics-max-age", "7d", "usage metrics older than this are dropped (db_config.flush.metrics_max_age)")
+	fl.DurationVar(&f.interval, "flush-interval", time.Minute, "how often the leader runs the retention: alert flush, unvalidated machines, autodelete (CrowdSec: every minute)")
 }
 
 // apply sets the autodelete ages of cfg.
@@ -38,6 +41,10 @@ func (f flushAutoFlags) apply(cfg *lapi.Config) error {
 		}
 		return int64(d), nil
 	}
+	if f.interval <= 0 {
+		return errors.New("--flush-interval must be > 0")
+	}
+	cfg.FlushEvery = f.interval
 	var ad fsm.AutoDelete
 	var err error
 	for _, x := range []struct {
