@@ -115,6 +115,7 @@ func TestConfigFileErrorsAndPrecedence(t *testing.T) {
 		{"max-connections-per-ip: many\n", `invalid argument "many"`},
 		{"- a\n", "expected a mapping"},
 		{"listen: a\nlisten: b\n", "listen"},
+		{"max_connections_per_ip: 3\n", "did you mean max-connections-per-ip?"},
 	} {
 		p := writeFile(t, dir, "c.yaml", tc.body)
 		if _, _, _, err := resolve(t, "--config", p); err == nil || !strings.Contains(err.Error(), tc.want) {

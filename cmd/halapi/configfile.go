@@ -84,6 +84,9 @@ func readConfigFile(path string, fl *pflag.FlagSet) (map[string]configValue, err
 		}
 		flag := fl.Lookup(name)
 		if flag == nil {
+			if alt := strings.ReplaceAll(name, "_", "-"); alt != name && fl.Lookup(alt) != nil {
+				return nil, fmt.Errorf("%s: unknown key (did you mean %s? keys are the flag names of `halapi serve`)", where, alt)
+			}
 			return nil, fmt.Errorf("%s: unknown key (keys are the flag names of `halapi serve`)", where)
 		}
 		if _, dup := out[name]; dup {
@@ -91,6 +94,9 @@ func readConfigFile(path string, fl *pflag.FlagSet) (map[string]configValue, err
 		}
 		_, isSlice := sliceValue(flag)
 		cv := configValue{from: where}
+		if v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias
+		}
 		switch {
 		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
 			if isSlice {

@@ -42,7 +42,7 @@ type pkiFlags struct {
 }
 
 func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
-	fl.BoolVar(&f.plainHTTP, "plain-http", false, "serve the LAPI over plain HTTP (only on a loopback --listen)")
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "serve the LAPI over plain HTTP (only on a loopback --listen, unless --allow-plain-http-remote)")
 	fl.BoolVar(&f.insecureCluster, "insecure-cluster", false, "plain TCP and clear-text gossip between nodes, no join tokens (only on loopback cluster addresses; tests)")
 	fl.StringArrayVar(&f.apiNames, "api-name", nil, "extra DNS name or IP for this node's certificate, e.g. one name for all nodes (repeatable)")
 	fl.StringVar(&f.joinToken, "join-token", "", "join token from `halapi cluster token` (a new node fetches its certificate and the gossip key with it)")
