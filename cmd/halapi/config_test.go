@@ -196,7 +196,7 @@ func TestCrowdsecConfigEqualsFlags(t *testing.T) {
 		t.Fatalf("--crowdsec-config resolves to\n%+v\nthe flags to\n%+v", a, b)
 	}
 	for _, w := range []string{"api.server.tls.cache_expiration: ignored (no halapi equivalent)",
-		"not LAPI settings, not used by serve: api.client, common, config_paths, crowdsec_service, cscli, db_config (connection: read by `halapi import`), plugin_config"} {
+		"not LAPI settings, not used by serve: api.client, common (but log_level), config_paths, crowdsec_service, cscli, db_config (connection: read by `halapi import`), plugin_config"} {
 		if !strings.Contains(warn, "WARNING: --crowdsec-config "+w+"\n") {
 			t.Errorf("no warning %q in:\n%s", w, warn)
 		}
@@ -233,7 +233,7 @@ func TestCrowdsecConfigEqualsFlags(t *testing.T) {
 func TestCrowdsecConfigVariants(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("CS_CONF", dir)
-	minimal := "api:\n  server:\n    listen_uri: 127.0.0.1:8080\n    console_path: ${CS_CONF}/none.yaml\n    use_forwarded_for_headers: true\n" +
+	minimal := "common:\n  log_level: warning\napi:\n  server:\n    listen_uri: 127.0.0.1:8080\n    console_path: ${CS_CONF}/none.yaml\n    use_forwarded_for_headers: true\n" +
 		"db_config:\n  flush:\n    max_items: 100\n    agents_autodelete:\n      api_key: 1d\n"
 	p := writeFile(t, dir, "config.yaml", minimal)
 	f, _, warn, err := resolve(t, "--crowdsec-config", p)
@@ -242,7 +242,7 @@ func TestCrowdsecConfigVariants(t *testing.T) {
 	}
 	if !f.pki.plainHTTP || !f.capi.disable || f.metricsListen != "" || !f.metricsExplicit ||
 		!f.capi.console.ShareCustom || !f.capi.console.ShareTainted || f.capi.console.ShareManualDecisions ||
-		!slices.Equal(f.trustedProxies, []string{"0.0.0.0/0"}) || f.flushMaxItems != 100 || f.flushMaxAge != "7d" {
+		!slices.Equal(f.trustedProxies, []string{"0.0.0.0/0"}) || f.flushMaxItems != 100 || f.flushMaxAge != "7d" || f.logLevel != "warn" {
 		t.Fatalf("minimal: %+v", *f)
 	}
 	for _, w := range []string{"use_forwarded_for_headers without trusted_proxies", "max_age absent",

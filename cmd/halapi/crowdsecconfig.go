@@ -33,6 +33,12 @@ func crowdsecSettings(path string, lookupEnv func(string) (string, bool)) (map[s
 	if err := t.server(path, server); err != nil {
 		return nil, nil, err
 	}
+	if lv, _ := scalar(doc.sub("common")["log_level"]); lv != "" && server["log_level"] == nil {
+		// the LAPI logs at common.log_level unless api.server.log_level is set
+		if m, ok := csLogLevels[strings.ToLower(lv)]; ok {
+			t.set("log-level", "common.log_level", m)
+		}
+	}
 	t.flush(doc.sub("db_config"))
 	t.prometheus(doc.sub("prometheus"), doc.has("prometheus"))
 
@@ -48,6 +54,8 @@ func crowdsecSettings(path string, lookupEnv func(string) (string, bool)) (map[s
 		case "db_config":
 			skipped = append(skipped, "db_config (connection: read by `halapi import`)")
 		case "prometheus":
+		case "common":
+			skipped = append(skipped, "common (but log_level)")
 		default:
 			skipped = append(skipped, k)
 		}
