@@ -850,6 +850,8 @@ type Status struct {
 	LastLogIndex uint64   `json:"last_log_index"`
 	Healthy      bool     `json:"healthy"`
 	Members      []Member `json:"members,omitempty"`
+	// Warnings name risky settings of members (plainhttp.go).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func statU(st map[string]string, k string) uint64 {
@@ -940,6 +942,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	}
 	wg.Wait()
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
+	st.Warnings = memberWarnings(st.Members)
 	return st
 }
 

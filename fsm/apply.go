@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -101,6 +102,8 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return &Result{N: n}
 	case *Flush:
 		return s.flush(index, b, now)
+	case *AutoDelete:
+		return s.autoDelete(b, now)
 	case *AllowlistCreate:
 		if _, ok := s.allowlists[b.Name]; ok {
 			return fail(CodeConflict, "allowlist '%s' already exists", b.Name)
@@ -383,6 +386,56 @@ func (s *state) expireDecision(index uint64, id int64, now int64) bool {
 	nd.DeletedIndex = index
 	s.addDecision(&nd)
 	return true
+}
+
+// autoDeleteVictims lists what an AutoDelete with these ages,
+// applied at now, deletes (the leader checks before it
+// writes an entry).
+func (s *state) autoDeleteVictims(b *AutoDelete, now int64) (machines, bouncers []string) {
+	stale := func(seen, age int64) bool { return age > 0 && seen != 0 && seen <= now-age }
+	for id, m := range s.machines {
+		switch {
+		case m.AuthType == AuthTLS && stale(m.LastHeartbeat, b.AgentsCert),
+			m.AuthType == AuthPassword && stale(m.LastHeartbeat, b.AgentsPassword):
+			machines = append(machines, id)
+		}
+	}
+	if len(machines) > 0 {
+		// CrowdSec keeps a machine that owns alerts
+		owners := map[string]bool{}
+		s.alerts.Ascend(func(a *Alert) bool {
+			owners[a.MachineID] = true
+			return true
+		})
+		kept := machines[:0]
+		for _, id := range machines {
+			if !owners[id] {
+				kept = append(kept, id)
+			}
+		}
+		machines = kept
+	}
+	for name, bc := range s.bouncers {
+		switch {
+		case bc.AuthType == AuthTLS && stale(bc.LastPull, b.BouncersCert),
+			bc.AuthType == AuthAPIKey && stale(bc.LastPull, b.BouncersAPIKey):
+			bouncers = append(bouncers, name)
+		}
+	}
+	sort.Strings(machines)
+	sort.Strings(bouncers)
+	return machines, bouncers
+}
+
+func (s *state) autoDelete(b *AutoDelete, now int64) *Result {
+	machines, bouncers := s.autoDeleteVictims(b, now)
+	for _, id := range machines {
+		delete(s.machines, id)
+	}
+	for _, name := range bouncers {
+		s.deleteBouncer(name)
+	}
+	return &Result{N: len(machines) + len(bouncers)}
 }
 
 func (s *state) flush(index uint64, b *Flush, now int64) *Result {

@@ -37,6 +37,8 @@ const (
 	CmdExpireByValue
 	CmdExpireSet
 	CmdAllowlistReplace
+	// CmdAutoDelete is outside the baseline (feature-gated).
+	CmdAutoDelete
 	// CmdTouch carries coalesced "last seen" data and stream cursors.
 	CmdTouch = IgnorableFlag | 1
 )
@@ -248,6 +250,20 @@ type AllowlistReplace struct {
 	Items       []AllowlistItem `json:"items"`
 }
 
+// AutoDelete deletes the machines and bouncers not seen for longer than
+// the given ages (nanoseconds, 0 = off), per auth type: CrowdSec's
+// db_config.flush agents_autodelete (cert, login_password) and
+// bouncers_autodelete (cert, api_key). The cutoff is the entry's time
+// minus the age, evaluated at apply time on the replicated state. As in
+// CrowdSec, a machine or bouncer never seen (no heartbeat, no pull) is
+// kept, and so is a machine that owns alerts.
+type AutoDelete struct {
+	AgentsCert     int64 `json:"agents_cert,omitempty"`
+	AgentsPassword int64 `json:"agents_password,omitempty"`
+	BouncersCert   int64 `json:"bouncers_cert,omitempty"`
+	BouncersAPIKey int64 `json:"bouncers_api_key,omitempty"`
+}
+
 // Touch carries coalesced last-seen times and stream cursors. Values only
 // move forward.
 type Touch struct {
@@ -308,6 +324,8 @@ func bodyFor(t CmdType) (any, error) {
 		return &ExpireSet{}, nil
 	case CmdAllowlistReplace:
 		return &AllowlistReplace{}, nil
+	case CmdAutoDelete:
+		return &AutoDelete{}, nil
 	case CmdTouch:
 		return &Touch{}, nil
 	}

@@ -40,6 +40,7 @@ func fuzzSeedEntries(t testing.TB) [][]byte {
 		{Type: CmdExpireSet, Body: ExpireSet{Origin: "lists", Scenario: "firehol", KeepAlertID: 3}},
 		{Type: CmdAllowlistReplace, Body: AllowlistReplace{Name: "console", AllowlistID: "x", Items: []AllowlistItem{{Value: "1.2.3.4"}, {Value: "bogus"}}}},
 		{Type: CmdTouch, Body: Touch{Machines: []MachineTouch{{ID: "m1", LastHeartbeat: T0}}, Bouncers: []BouncerTouch{{Name: "b1", LastPull: T0, Cursor: 3}}}},
+		{Type: CmdAutoDelete, Body: AutoDelete{AgentsPassword: sec, BouncersAPIKey: sec, AgentsCert: hour, BouncersCert: hour}},
 	}
 	var out [][]byte
 	for _, c := range cmds {

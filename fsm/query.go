@@ -597,3 +597,12 @@ func (f *FSM) ConfigPrefix(prefix string) map[string][]byte {
 	}
 	return out
 }
+
+// AutoDeleteDue returns the machines and bouncers an AutoDelete with b's
+// ages would delete if applied at now (the leader writes the command only
+// when something is due; Apply decides again on the replicated state).
+func (f *FSM) AutoDeleteDue(b AutoDelete, now time.Time) (machines, bouncers []string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.s.autoDeleteVictims(&b, now.UnixNano())
+}

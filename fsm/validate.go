@@ -492,6 +492,15 @@ func (b Flush) Validate() error {
 	return k.err
 }
 
+func (b AutoDelete) Validate() error {
+	var k checker
+	k.nonNeg("agents_cert", b.AgentsCert)
+	k.nonNeg("agents_password", b.AgentsPassword)
+	k.nonNeg("bouncers_cert", b.BouncersCert)
+	k.nonNeg("bouncers_api_key", b.BouncersAPIKey)
+	return k.err
+}
+
 func (b AllowlistCreate) Validate() error {
 	var k checker
 	k.name("name", b.Name, true)

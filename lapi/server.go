@@ -41,6 +41,10 @@ type Config struct {
 	FlushMaxItems int
 	FlushMaxAge   time.Duration
 	FlushEvery    time.Duration
+	// AutoDelete: flush.agents_autodelete / bouncers_autodelete (0: off);
+	// MetricsMaxAge: flush.metrics_max_age (autodelete.go).
+	AutoDelete    fsm.AutoDelete
+	MetricsMaxAge time.Duration
 	// TouchEvery is how often coalesced last-seen data is written.
 	TouchEvery time.Duration
 	// MaxBodyBytes bounds request bodies (after gunzip).
@@ -80,6 +84,7 @@ func DefaultConfig() Config {
 		FlushMaxItems: 5000,
 		FlushMaxAge:   7 * 24 * time.Hour,
 		FlushEvery:    time.Minute,
+		MetricsMaxAge: 7 * 24 * time.Hour,
 		TouchEvery:    time.Second,
 		MaxBodyBytes:  64 << 20,
 		BcryptCost:    10,
@@ -230,6 +235,9 @@ func (s *Server) Retention(ctx context.Context) error {
 		}
 		if err := s.ExpireUnvalidated(ctx); err != nil {
 			s.log.Warn("expiring unvalidated machines failed", "err", err)
+		}
+		if err := s.AutoDelete(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("auto-deleting machines and bouncers failed", "err", err)
 		}
 	}
 }

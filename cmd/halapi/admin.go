@@ -535,6 +535,9 @@ func clusterCmd() *cobra.Command {
 				rows = append(rows, []string{m.ID, m.Role, m.State, m.APIURL, m.RaftAddr, fmt.Sprint(m.AppliedIndex), note})
 			}
 			table("ID\tROLE\tSTATE\tAPI URL\tCLUSTER ADDR\tAPPLIED\tERROR", rows)
+			for _, w := range st.Warnings {
+				fmt.Println("WARNING:", w)
+			}
 			return nil
 		},
 	}

@@ -29,6 +29,9 @@ var placeholderByName = map[string]string{
 	"trusted-ips": "CIDR,...", "trusted-proxies": "CIDR,...", "auto-registration-ranges": "CIDR,...",
 	"agents-allowed-ou": "OU,...", "bouncers-allowed-ou": "OU,...", "api-name": "NAME",
 	"voters": "ID[=HOST:PORT],...",
+	"config": "FILE", "crowdsec-config": "FILE", "flush-metrics-max-age": "AGE",
+	"flush-agents-autodelete-cert": "AGE", "flush-agents-autodelete-password": "AGE",
+	"flush-bouncers-autodelete-cert": "AGE", "flush-bouncers-autodelete-api-key": "AGE",
 }
 
 var placeholderByType = map[string]string{

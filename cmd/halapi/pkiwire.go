@@ -27,6 +27,7 @@ import (
 // pkiFlags are the serve flags of the built-in PKI.
 type pkiFlags struct {
 	plainHTTP       bool
+	plainRemote     bool
 	insecureCluster bool
 	apiNames        []string
 	joinToken       string
@@ -41,7 +42,7 @@ type pkiFlags struct {
 }
 
 func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
-	fl.BoolVar(&f.plainHTTP, "plain-http", false, "serve the LAPI over plain HTTP (only on a loopback --listen)")
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "serve the LAPI over plain HTTP (only on a loopback --listen, unless --allow-plain-http-remote)")
 	fl.BoolVar(&f.insecureCluster, "insecure-cluster", false, "plain TCP and clear-text gossip between nodes, no join tokens (only on loopback cluster addresses; tests)")
 	fl.StringArrayVar(&f.apiNames, "api-name", nil, "extra DNS name or IP for this node's certificate, e.g. one name for all nodes (repeatable)")
 	fl.StringVar(&f.joinToken, "join-token", "", "join token from `halapi cluster token` (a new node fetches its certificate and the gossip key with it)")
@@ -119,7 +120,7 @@ func nodeSANs(names []string, listen string) []string {
 // preparePKI loads or obtains the node's identity before the cluster
 // starts: a joining node redeems its token, a first node makes a gossip key.
 func preparePKI(ctx context.Context, f pkiFlags, nodeID, dataDir, listen, clusterListen string, logger *slog.Logger) (*pkiRuntime, error) {
-	if f.plainHTTP && !isLoopbackHost(listen) {
+	if f.plainHTTP && !f.plainRemote && !isLoopbackHost(listen) {
 		return nil, fmt.Errorf("--plain-http is only allowed on a loopback --listen address, not %s", listen)
 	}
 	if f.insecureCluster && clusterListen != "" && !isLoopbackHost(clusterListen) {

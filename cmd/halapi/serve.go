@@ -52,17 +52,27 @@ type serveFlags struct {
 	metricsExplicit                                                 bool
 	memoryLimit                                                     string
 	memoryLimitSet                                                  bool
+	files                                                           configFlags
+	flushAuto                                                       flushAutoFlags
 }
 
 func serveCmd() *cobra.Command {
-	var f serveFlags
+	c, _ := newServeCmd()
+	return c
+}
+
+// newServeCmd returns serve and the flags it fills (tests resolve them
+// without serving).
+func newServeCmd() (*cobra.Command, *serveFlags) {
+	f := &serveFlags{}
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a halapi node (a one-node cluster on a fresh data dir)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f.metricsExplicit = cmd.Flags().Changed("metrics-listen")
-			f.memoryLimitSet = cmd.Flags().Changed("memory-limit")
-			return serve(cmd.Context(), f)
+			if err := resolveServeFlags(cmd.Flags(), f, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), *f)
 		},
 	}
 	fl := c.Flags()
@@ -104,7 +114,9 @@ func serveCmd() *cobra.Command {
 	fl.StringVar(&f.memoryLimit, "memory-limit", "auto", "Go soft memory limit (GOMEMLIMIT): a size such as 768MiB or 2GiB, none, or auto: 80% of the cgroup's memory limit when there is one, else none (a GOMEMLIMIT environment variable wins over auto)")
 	bindCAPIFlags(fl, &f.capi)
 	bindPKIFlags(fl, &f.pki)
-	return c
+	bindConfigFlags(fl, &f.files, &f.pki.plainRemote)
+	bindFlushAutoFlags(fl, &f.flushAuto)
+	return c, f
 }
 
 func parsePrefixes(vals []string) ([]netip.Prefix, error) {
@@ -195,6 +207,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("invalid --flush-max-age %q", f.flushMaxAge)
 	}
 	cfg.FlushMaxAge = age
+	if err := f.flushAuto.apply(&cfg); err != nil {
+		return err
+	}
 	if f.jwtTTL <= 0 || f.jwtMaxAge < f.jwtTTL {
 		return errors.New("--jwt-ttl must be > 0 and --jwt-max-age at least --jwt-ttl")
 	}
@@ -400,6 +415,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 		errc <- hs.Serve(tls.NewListener(ln, verifier.ServerTLS(base)))
 	}()
+	if f.pki.plainHTTP && !isLoopbackHost(f.listen) {
+		logger.Warn("the LAPI is served over plain HTTP on a non-loopback address (--allow-plain-http-remote): machine passwords, tokens and bouncer API keys cross the network in clear; move clients to https", "listen", f.listen)
+	}
 	logger.Info("halapi node started", "node_id", f.nodeID, "api", scheme+"://"+ln.Addr().String(), "data_dir", f.dataDir,
 		"max_connections", maxConns, "max_connections_per_ip", f.maxConnsPerIP)
 

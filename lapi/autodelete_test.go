@@ -1,0 +1,61 @@
+package lapi
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+)
+
+// TestRetentionAutoDelete: the leader's retention job deletes a password
+// machine and an api-key bouncer once they have not been seen for the
+// configured ages on the (fake) clock, and nothing before.
+func TestRetentionAutoDelete(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.FlushEvery = 10 * time.Millisecond
+		c.AutoDelete = fsm.AutoDelete{AgentsPassword: int64(48 * time.Hour), BouncersAPIKey: int64(24 * time.Hour)}
+	})
+	ctx := context.Background()
+	mustApply := func(typ fsm.CmdType, body any) {
+		t.Helper()
+		if _, err := e.srv.apply(ctx, typ, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustApply(fsm.CmdMachineCreate, fsm.MachineCreate{Machine: fsm.Machine{ID: "agent1", AuthType: fsm.AuthPassword, Validated: true}})
+	mustApply(fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: fsm.Bouncer{Name: "fw1", KeyHash: "x", AuthType: fsm.AuthAPIKey}})
+	seen := e.now().UnixNano()
+	mustApply(fsm.CmdTouch, fsm.Touch{Machines: []fsm.MachineTouch{{ID: "agent1", LastHeartbeat: seen}},
+		Bouncers: []fsm.BouncerTouch{{Name: "fw1", LastPull: seen}}})
+
+	if err := e.srv.AutoDelete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.advance(23 * time.Hour)
+	if err := e.srv.AutoDelete(ctx); err != nil || e.fsm.Bouncer("fw1") == nil || e.fsm.Machine("agent1") == nil {
+		t.Fatalf("deleted before its age (err %v)", err)
+	}
+
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { _ = e.srv.Retention(jctx) }() // the leader job
+	e.advance(2 * time.Hour)                  // 25 h: the bouncer is due, the machine is not
+	waitAutoDeleted(t, func() bool { return e.fsm.Bouncer("fw1") == nil }, "bouncer not auto-deleted after 25 h")
+	if e.fsm.Machine("agent1") == nil {
+		t.Fatal("machine deleted after 25 h with a 48 h age")
+	}
+	e.advance(24 * time.Hour)
+	waitAutoDeleted(t, func() bool { return e.fsm.Machine("agent1") == nil }, "machine not auto-deleted after 49 h")
+}
+
+func waitAutoDeleted(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
