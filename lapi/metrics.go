@@ -72,7 +72,7 @@ func newMetrics(f *fsm.FSM, now func() time.Time) *Metrics {
 		&stateCollector{f: f, now: now,
 			active: prometheus.NewDesc("cs_active_decisions", "Number of active decisions.",
 				[]string{"reason", "origin", "action"}, nil),
-			total: prometheus.NewDesc("halapi_stored_decisions", "Number of stored decisions (active and expired).", nil, nil),
+			total:  prometheus.NewDesc("halapi_stored_decisions", "Number of stored decisions (active and expired).", nil, nil),
 			alerts: prometheus.NewDesc("cs_alerts", "Number of alerts (excluding CAPI).", []string{"reason"}, nil),
 			stored: prometheus.NewDesc("halapi_stored_alerts", "Number of stored alerts (CAPI and blocklist alerts included).", nil, nil),
 		})
