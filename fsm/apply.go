@@ -47,6 +47,10 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return &Result{N: 1}
 	case *BouncerUpdate:
 		return s.bouncerUpdate(b, now)
+	case *UsageAdd:
+		return s.usageAdd(b, now)
+	case *UsageSent:
+		return s.usageSent(b)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {

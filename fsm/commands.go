@@ -310,6 +310,10 @@ func bodyFor(t CmdType) (any, error) {
 		return &AllowlistReplace{}, nil
 	case CmdTouch:
 		return &Touch{}, nil
+	case CmdUsageAdd:
+		return &UsageAdd{}, nil
+	case CmdUsageSent:
+		return &UsageSent{}, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d", t)
 }
