@@ -61,7 +61,7 @@ type UsageMark struct {
 	UpTo int64  `json:"up_to"`
 }
 
-func (b *UsageAdd) Validate() error {
+func (b UsageAdd) Validate() error {
 	var k checker
 	k.kind(b.Kind)
 	k.name("name", b.Name, true)
@@ -75,7 +75,7 @@ func (b *UsageAdd) Validate() error {
 	return k.err
 }
 
-func (b *UsageSent) Validate() error {
+func (b UsageSent) Validate() error {
 	var k checker
 	if len(b.Marks) > MaxItemsPerEntry {
 		k.fail("marks", "more than %d", MaxItemsPerEntry)

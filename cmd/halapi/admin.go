@@ -172,7 +172,7 @@ func machinesCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(add, list, validate, del)
+	c.AddCommand(add, list, validate, del, machinesInspectCmd(o))
 	return c
 }
 
@@ -244,7 +244,7 @@ func bouncersCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(add, list, del)
+	c.AddCommand(add, list, del, bouncersInspectCmd(o))
 	return c
 }
 
