@@ -8,6 +8,7 @@ require (
 	github.com/crowdsecurity/go-cs-bouncer v0.0.21
 	github.com/go-openapi/strfmt v0.23.0
 	github.com/sirupsen/logrus v1.9.4
+	golang.org/x/crypto v0.51.0
 )
 
 require (

@@ -277,7 +277,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	srv.AddAdminRoutes(backupRoutes(node))
 	srv.AddAdminRoutes(apiInfoRoutes(&f))
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
-		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger})
+		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
+		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
 	if err != nil {
 		return fmt.Errorf("client certificates: %w", err)
 	}
