@@ -47,7 +47,7 @@ const (
 	OCSPRetry = 30 * time.Second
 	// ocspCacheCap bounds the cache (entries); past it, expired entries
 	// are dropped, then everything.
-	ocspCacheCap = 10000
+	ocspCacheCap  = 10000
 	maxOCSPAnswer = 64 << 10
 )
 
