@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -49,5 +50,44 @@ func TestMetricCountsGroupsActiveDecisionsAndExcludesCommunityAlerts(t *testing.
 	}
 	if sum != act {
 		t.Errorf("groups sum to %d, Counts says %d active", sum, act)
+	}
+}
+
+// BenchmarkMetricCounts: one scrape of a state holding a community
+// blocklist (one alert, n CAPI decisions) and 1000 agent alerts.
+func BenchmarkMetricCounts(b *testing.B) {
+	h := newHarness(b)
+	const n = 200000
+	ds := make([]Decision, n)
+	for i := range ds {
+		ds[i] = withScenario(withOrigin(ban(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), T0+hour), "CAPI"),
+			fmt.Sprintf("crowdsecurity/s%d", i%40))
+	}
+	h.must(CmdImportDecisions, T0, ImportDecisions{Alert: Alert{Scenario: "update", Source: Source{Scope: "crowdsecurity/community-blocklist"}},
+		Decisions: ds})
+	for i := range 1000 {
+		h.alert(T0, "m1", Alert{Scenario: "crowdsecurity/ssh-bf"},
+			withScenario(withOrigin(ban(fmt.Sprintf("192.168.%d.%d", i/250, i%250), T0+hour), "crowdsec"), "crowdsecurity/ssh-bf"))
+	}
+	b.ResetTimer()
+	for range b.N {
+		mc := h.f.MetricCounts(at(T0 + mins))
+		if mc.Active != n+1000 || len(mc.AlertsBy) != 1 {
+			b.Fatalf("active %d, alerts by %v", mc.Active, mc.AlertsBy)
+		}
+	}
+}
+
+func BenchmarkCountsBaseline(b *testing.B) {
+	h := newHarness(b)
+	const n = 200000
+	ds := make([]Decision, n)
+	for i := range ds {
+		ds[i] = withOrigin(ban(fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), T0+hour), "CAPI")
+	}
+	h.must(CmdImportDecisions, T0, ImportDecisions{Alert: Alert{Scenario: "update"}, Decisions: ds})
+	b.ResetTimer()
+	for range b.N {
+		h.f.Counts(at(T0 + mins))
 	}
 }
