@@ -95,6 +95,13 @@ func TestParityCredentialsFileBuiltinCA(t *testing.T) {
 	if cr := loadWithCrowdSec(t, path2); !strings.HasSuffix(cr.CACertPath, filepath.Join("pki", "ca.crt")) {
 		t.Fatalf("stdout file names %s, want the node's pki/ca.crt", cr.CACertPath)
 	}
+
+	// cert issue without -u names the node's URL too
+	certDir := t.TempDir()
+	n1.MustCLI("cert", "issue", "agent", "agent-cert", "--out", certDir)
+	if c := loadAgentCredentials(t, filepath.Join(certDir, "local_api_credentials.yaml")); c.URL != n1.URL {
+		t.Fatalf("cert issue wrote url %s, want %s", c.URL, n1.URL)
+	}
 }
 
 // On a plain-HTTP cluster (loopback), the file written on any node names
