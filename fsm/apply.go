@@ -51,6 +51,8 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return s.usageAdd(b, now)
 	case *UsageSent:
 		return s.usageSent(b)
+	case *UsageFlush:
+		return s.usageFlush(b)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {

@@ -314,6 +314,8 @@ func bodyFor(t CmdType) (any, error) {
 		return &UsageAdd{}, nil
 	case CmdUsageSent:
 		return &UsageSent{}, nil
+	case CmdUsageFlush:
+		return &UsageFlush{}, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d", t)
 }

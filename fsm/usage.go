@@ -11,8 +11,9 @@ import "encoding/json"
 // Command types of usage metrics. Numbered apart from the iota block so
 // that command types other branches append cannot collide with them.
 const (
-	CmdUsageAdd  CmdType = 48
-	CmdUsageSent CmdType = 49
+	CmdUsageAdd   CmdType = 48
+	CmdUsageSent  CmdType = 49
+	CmdUsageFlush CmdType = 50
 )
 
 // Usage component kinds.
@@ -59,6 +60,19 @@ type UsageMark struct {
 	Kind string `json:"kind"`
 	Name string `json:"name"`
 	UpTo int64  `json:"up_to"`
+}
+
+// UsageFlush drops the records received before Before (unix ns): what
+// CrowdSec's flush does with db_config.flush.metrics_max_age.
+type UsageFlush struct {
+	Before int64 `json:"before"`
+}
+
+func (b UsageFlush) Validate() error {
+	if b.Before <= 0 {
+		return invalid("before: must be a positive unix time")
+	}
+	return nil
 }
 
 func (b UsageAdd) Validate() error {
@@ -187,6 +201,36 @@ func (s *state) usageSent(b *UsageSent) *Result {
 				s.bouncers[nb.Name] = &nb
 				n++
 			}
+		}
+	}
+	return &Result{N: n}
+}
+
+func (s *state) usageFlush(b *UsageFlush) *Result {
+	keep := func(rs []UsageRecord) ([]UsageRecord, int) {
+		var out []UsageRecord
+		for _, r := range rs {
+			if r.ReceivedAt >= b.Before {
+				out = append(out, r)
+			}
+		}
+		return out, len(rs) - len(out)
+	}
+	n := 0
+	for id, old := range s.machines {
+		if kept, dropped := keep(old.Usage); dropped > 0 {
+			m := *old
+			m.Usage = kept
+			s.machines[id] = &m
+			n += dropped
+		}
+	}
+	for name, old := range s.bouncers {
+		if kept, dropped := keep(old.Usage); dropped > 0 {
+			nb := *old
+			nb.Usage = kept
+			s.bouncers[name] = &nb
+			n += dropped
 		}
 	}
 	return &Result{N: n}

@@ -87,3 +87,24 @@ func TestUsageCommandsValidated(t *testing.T) {
 		t.Errorf("valid body refused: %v", err)
 	}
 }
+
+// metrics_max_age: records received before the cut are dropped, on
+// machines and bouncers alike.
+func TestUsageFlush(t *testing.T) {
+	h := newHarness(t)
+	h.must(CmdMachineCreate, T0, MachineCreate{Machine: Machine{ID: "m1", AuthType: AuthPassword}})
+	h.must(CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "b1", KeyHash: "k", AuthType: AuthAPIKey}})
+	for i := range 3 {
+		h.must(CmdUsageAdd, T0+int64(i)*hour, UsageAdd{Kind: UsageLogProcessor, Name: "m1", Metrics: json.RawMessage(`[]`)})
+		h.must(CmdUsageAdd, T0+int64(i)*hour, UsageAdd{Kind: UsageRemediation, Name: "b1", Metrics: json.RawMessage(`[]`)})
+	}
+	if res := h.must(CmdUsageFlush, T0+3*hour, UsageFlush{Before: T0 + 2*hour}); res.N != 4 {
+		t.Fatalf("flushed %d records, want 4", res.N)
+	}
+	if m, b := h.f.Machine("m1").Usage, h.f.Bouncer("b1").Usage; len(m) != 1 || m[0].ReceivedAt != T0+2*hour || len(b) != 1 {
+		t.Fatalf("after flush: machine %+v bouncer %+v", m, b)
+	}
+	if err := (Command{Type: CmdUsageFlush, Body: UsageFlush{}}).Validate(); err == nil {
+		t.Fatal("flush without a time accepted")
+	}
+}
