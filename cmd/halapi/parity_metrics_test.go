@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// describedLabels is describedMetrics with each metric's variable labels
-// ("a,b", "" for none).
+// describedLabels is describedMetrics with each metric's labels, constant
+// ones first ("a,b", "" for none).
 func describedLabels(t *testing.T) map[string]string {
 	t.Helper()
 	got := make(chan *prometheus.Registry, 1)
@@ -33,11 +33,19 @@ func describedLabels(t *testing.T) map[string]string {
 	}
 	ch := make(chan *prometheus.Desc, 64)
 	go func() { reg.Describe(ch); close(ch) }()
-	re := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
+	re := regexp.MustCompile(`fqName: "([^"]+)".*constLabels: \{([^}]*)\}, variableLabels: \{([^}]*)\}`)
+	constName := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)=`)
 	out := map[string]string{}
 	for d := range ch {
 		if m := re.FindStringSubmatch(d.String()); m != nil {
-			out[m[1]] = m[2]
+			var ls []string
+			for _, c := range constName.FindAllStringSubmatch(m[2], -1) {
+				ls = append(ls, c[1])
+			}
+			if m[3] != "" {
+				ls = append(ls, m[3])
+			}
+			out[m[1]] = strings.Join(ls, ",")
 		}
 	}
 	cancel()
@@ -64,6 +72,7 @@ func TestMetricsLabelsDocumented(t *testing.T) {
 		"cs_lapi_request_duration_seconds": "endpoint,method",
 		"cs_active_decisions":              "reason,origin,action",
 		"cs_alerts":                        "reason",
+		"cs_info":                          "version",
 	}
 	for name, want := range crowdsec {
 		got, ok := labels[name]

@@ -264,6 +264,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
+	srv.Metrics().Registry.MustRegister(csInfo())
 	registerOpsMetrics(srv.Metrics().Registry, rt)
 	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 
