@@ -33,9 +33,10 @@ import (
 //
 // Differences: each query is bounded (OCSPTimeout, 64 KiB answer; CrowdSec
 // has no timeout), a certificate whose responders all failed is not asked
-// again for OCSPRetry (the outcome is the same: accepted), and only OCSP
-// answers are cached (the cluster CA's revocations and the CRL are checked
-// on every request, as before).
+// again for OCSPRetry (the outcome is the same: accepted), concurrent
+// requests with one certificate share one query, and only OCSP answers are
+// cached (the cluster CA's revocations and the CRL are checked on every
+// request, as before).
 
 const (
 	// DefaultOCSPCache is CrowdSec's default cache_expiration.
@@ -72,6 +73,9 @@ type ocspChecker struct {
 
 	mu    sync.Mutex
 	cache map[string]ocspEntry
+	// inflight: one query per certificate at a time; concurrent requests
+	// with the same certificate wait for its outcome
+	inflight map[string]chan struct{}
 }
 
 func newOCSPChecker(ttl time.Duration, now func() time.Time, log *slog.Logger) *ocspChecker {
@@ -79,7 +83,7 @@ func newOCSPChecker(ttl time.Duration, now func() time.Time, log *slog.Logger) *
 		ttl = DefaultOCSPCache
 	}
 	return &ocspChecker{client: &http.Client{Timeout: OCSPTimeout}, ttl: ttl, now: now, log: log,
-		cache: map[string]ocspEntry{}}
+		cache: map[string]ocspEntry{}, inflight: map[string]chan struct{}{}}
 }
 
 func ocspKey(cert, issuer *x509.Certificate) string {
@@ -92,24 +96,44 @@ func (c *ocspChecker) revoked(cert, issuer *x509.Certificate) bool {
 		return false
 	}
 	key := ocspKey(cert, issuer)
-	now := c.now()
-	c.mu.Lock()
-	e, ok := c.cache[key]
-	c.mu.Unlock()
-	if ok {
-		ttl := c.ttl
-		if e.res == ocspFailed {
-			ttl = OCSPRetry
+	for {
+		now := c.now()
+		c.mu.Lock()
+		if e, ok := c.cache[key]; ok {
+			ttl := c.ttl
+			if e.res == ocspFailed {
+				ttl = OCSPRetry
+			}
+			if now.Sub(e.at) < ttl {
+				c.mu.Unlock()
+				return e.res == ocspRevoked
+			}
 		}
-		if now.Sub(e.at) < ttl {
-			return e.res == ocspRevoked
+		if wait, busy := c.inflight[key]; busy {
+			c.mu.Unlock()
+			<-wait
+			continue
 		}
+		done := make(chan struct{})
+		c.inflight[key] = done
+		c.mu.Unlock()
+
+		res := c.query(cert, issuer)
+
+		c.mu.Lock()
+		c.store(key, ocspEntry{res: res, at: now})
+		delete(c.inflight, key)
+		c.mu.Unlock()
+		close(done)
+		return res == ocspRevoked
 	}
-	res := c.query(cert, issuer)
-	c.mu.Lock()
+}
+
+// store caches an outcome (c.mu held), within ocspCacheCap entries.
+func (c *ocspChecker) store(key string, e ocspEntry) {
 	if len(c.cache) >= ocspCacheCap {
 		for k, old := range c.cache {
-			if now.Sub(old.at) >= c.ttl {
+			if e.at.Sub(old.at) >= c.ttl {
 				delete(c.cache, k)
 			}
 		}
@@ -117,9 +141,7 @@ func (c *ocspChecker) revoked(cert, issuer *x509.Certificate) bool {
 			c.cache = map[string]ocspEntry{}
 		}
 	}
-	c.cache[key] = ocspEntry{res: res, at: now}
-	c.mu.Unlock()
-	return res == ocspRevoked
+	c.cache[key] = e
 }
 
 func (c *ocspChecker) query(cert, issuer *x509.Certificate) ocspResult {

@@ -236,3 +236,50 @@ func TestOCSPClientCertificates(t *testing.T) {
 		t.Fatalf("OCSP off: %v, %d queries", err, r.queries.Load()-n)
 	}
 }
+
+// Concurrent requests with the same certificate make one query.
+func TestOCSPOneQueryPerCertificate(t *testing.T) {
+	r := newResponder(t)
+	root := newExtCA(t, "ext-root-2", nil, "")
+	r.trust(root)
+	gate := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		<-gate
+		r.srv.Config.Handler.ServeHTTP(w, req)
+	}))
+	defer slow.Close()
+	v, err := NewClientVerifier(nil, VerifierConfig{OCSP: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := root.leaf(t, "fw-many", DefaultBouncerOU, 301, slow.URL)
+	r.set(301, ocsp.Revoked)
+	const n = 20
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := v.Verify(connState(leaf, root.cert), RoleBouncer)
+			errs <- err
+		}()
+	}
+	// let the goroutines pile up on the one query, then answer it
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v.ocsp.mu.Lock()
+		busy := len(v.ocsp.inflight)
+		v.ocsp.mu.Unlock()
+		if busy == 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(gate)
+	for range n {
+		if err := <-errs; err == nil || !strings.Contains(err.Error(), "revoked by OCSP") {
+			t.Fatalf("concurrent verify: %v", err)
+		}
+	}
+	if q := r.queries.Load(); q != 1 {
+		t.Fatalf("%d OCSP queries for one certificate, want 1", q)
+	}
+}
