@@ -40,9 +40,13 @@ type StatusView struct {
 	TokenExpires      *time.Time `json:"token_expires,omitempty"`
 	TokenValid        bool       `json:"token_valid"`
 	Enrolled          bool       `json:"enrolled"`
-	Subscription      string     `json:"subscription,omitempty"`
-	RegisterPending   bool       `json:"register_pending,omitempty"`
-	RegisterError     string     `json:"register_error,omitempty"`
+	// Enrollment is the outcome of the last `capi enroll`;
+	// EnrollPending is true while a request waits for the leader.
+	Enrollment      *Enrollment `json:"enrollment,omitempty"`
+	EnrollPending   bool        `json:"enroll_pending,omitempty"`
+	Subscription    string      `json:"subscription,omitempty"`
+	RegisterPending bool        `json:"register_pending,omitempty"`
+	RegisterError   string      `json:"register_error,omitempty"`
 
 	Sharing        bool     `json:"sharing"`
 	PullCommunity  bool     `json:"pull_community"`
@@ -119,6 +123,10 @@ func (s *Service) Status() StatusView {
 	if req, ok := s.registerRequested(); ok {
 		v.RegisterPending, v.RegisterError = true, req.LastError
 	}
+	if e, ok := s.enrollment(); ok {
+		v.Enrollment = &e
+	}
+	_, v.EnrollPending = s.enrollRequested()
 	if p, ok := readPush(s.f); ok {
 		v.PushCursor, v.SignalsPushed, v.LastPush = p.Cursor, p.Pushed, nsptr(p.LastPush)
 	}
@@ -189,6 +197,8 @@ func (s *Service) AdminRoutes(r *mux.Router) {
 		writeJSON(w, http.StatusOK, s.Status())
 	}).Methods(http.MethodGet)
 	r.HandleFunc("/capi/register", s.adminRegister).Methods(http.MethodPost)
+	r.HandleFunc("/capi/enroll", s.adminEnroll).Methods(http.MethodPost)
+	r.HandleFunc("/capi/credentials", s.adminCredentials).Methods(http.MethodGet)
 }
 
 // RegisterWait bounds how long POST /capi/register waits for the leader.

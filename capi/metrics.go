@@ -141,15 +141,34 @@ func rawOrEmpty(b []byte) any {
 }
 
 // UsagePayloadFor builds POST v3/usage-metrics: one entry per bouncer
-// and machine (halapi keeps no per-component metric snapshots, so their
-// metrics lists are empty) and the LAPI's own entry.
-func UsagePayloadFor(f *fsm.FSM, cfg *Config, started, now time.Time) UsageMetricsPayload {
-	p := UsageMetricsPayload{RemediationComponents: []UsageComponent{}, LogProcessors: []UsageComponent{}}
+// and machine, each with the metrics it sent that were not forwarded yet
+// (as CrowdSec does; a component sends every 30 min by default), and the
+// LAPI's own entry. marks are what to mark as forwarded once the Central
+// API accepted the payload.
+func UsagePayloadFor(f *fsm.FSM, cfg *Config, started, now time.Time) (p UsageMetricsPayload, marks []fsm.UsageMark) {
+	p = UsageMetricsPayload{RemediationComponents: []UsageComponent{}, LogProcessors: []UsageComponent{}}
+	pending := func(kind, name string, rs []fsm.UsageRecord) []any {
+		out := []any{}
+		var upTo int64
+		for _, r := range fsm.Unsent(rs) {
+			var items []json.RawMessage
+			if err := json.Unmarshal(r.Metrics, &items); err == nil {
+				for _, it := range items {
+					out = append(out, it)
+				}
+			}
+			upTo = max(upTo, r.ReceivedAt)
+		}
+		if upTo != 0 {
+			marks = append(marks, fsm.UsageMark{Kind: kind, Name: name, UpTo: upTo})
+		}
+		return out
+	}
 	for _, b := range f.Bouncers() {
 		c := UsageComponent{Name: b.Name, Type: b.Type, Version: b.Version,
 			OS:           &UsageOS{Name: b.OSName, Version: b.OSVersion},
 			FeatureFlags: splitFlags(b.FeatureFlags), UtcStartupTimestamp: b.CreatedAt / 1e9,
-			Metrics: []UsageDetailed{}}
+			Metrics: pending(fsm.UsageRemediation, b.Name, b.Usage)}
 		if b.LastPull != 0 {
 			c.LastPull = b.LastPull / 1e9
 		}
@@ -157,7 +176,8 @@ func UsagePayloadFor(f *fsm.FSM, cfg *Config, started, now time.Time) UsageMetri
 	}
 	for _, m := range f.Machines() {
 		c := UsageComponent{Name: m.ID, Version: m.Version, OS: &UsageOS{Name: m.OSName, Version: m.OSVersion},
-			FeatureFlags: splitFlags(m.FeatureFlags), UtcStartupTimestamp: m.CreatedAt / 1e9, Metrics: []UsageDetailed{},
+			FeatureFlags: splitFlags(m.FeatureFlags), UtcStartupTimestamp: m.CreatedAt / 1e9,
+			Metrics:    pending(fsm.UsageLogProcessor, m.ID, m.Usage),
 			LastUpdate: m.UpdatedAt / 1e9, Datasources: rawOrEmpty(m.Datasources), HubItems: rawOrEmpty(m.HubState)}
 		if m.LastPush != 0 {
 			c.LastPush = m.LastPush / 1e9
@@ -168,9 +188,9 @@ func UsagePayloadFor(f *fsm.FSM, cfg *Config, started, now time.Time) UsageMetri
 	opts := []string{strings.Join(cfg.Console.Enabled(), ",")}
 	p.Lapi = &UsageComponent{Version: cfg.Version, OS: &UsageOS{Name: name, Family: family, Version: version},
 		FeatureFlags: []string{}, UtcStartupTimestamp: started.Unix(), ConsoleOptions: opts,
-		Metrics: []UsageDetailed{{Meta: UsageMeta{UtcNowTimestamp: now.Unix(),
+		Metrics: []any{UsageDetailed{Meta: UsageMeta{UtcNowTimestamp: now.Unix(),
 			WindowSizeSeconds: int64(cfg.MetricsInterval.Seconds())}, Items: []any{}}}}
-	return p
+	return p, marks
 }
 
 // usageMetricsLoop: first after interval ± jitter, then every interval.
@@ -186,7 +206,7 @@ func (s *Service) usageMetricsLoop(ctx context.Context, cl *Client) {
 		case <-t.C:
 		}
 		t.Reset(s.cfg.UsageMetricsInterval)
-		p := UsagePayloadFor(s.f, &s.cfg, s.started, s.cfg.Now())
+		p, marks := UsagePayloadFor(s.f, &s.cfg, s.started, s.cfg.Now())
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		_, err := cl.Do(rctx, epUsageMetrics, http.MethodPost, "v3/usage-metrics", nil, p, nil)
 		cancel()
@@ -201,6 +221,13 @@ func (s *Service) usageMetricsLoop(ctx context.Context, cl *Client) {
 			s.log.Warn("CAPI refused the usage metrics (422): counted as sent", "err", err)
 		}
 		s.noteOK("usage_metrics")
+		if len(marks) > 0 {
+			if _, err := s.apply(ctx, fsm.CmdUsageSent, fsm.UsageSent{Marks: marks}); err != nil && ctx.Err() == nil {
+				// sent again next time: CrowdSec does the same when it
+				// cannot mark them
+				s.log.Warn("usage metrics sent but not marked as sent", "err", err)
+			}
+		}
 	}
 }
 

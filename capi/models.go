@@ -166,17 +166,17 @@ type UsageMeta struct {
 // UsageComponent is one BaseMetrics-derived entry (remediation component,
 // log processor or the LAPI itself); fields that do not apply are omitted.
 type UsageComponent struct {
-	Name                string          `json:"name,omitempty"`
-	Type                string          `json:"type,omitempty"`
-	Version             string          `json:"version"`
-	OS                  *UsageOS        `json:"os,omitempty"`
-	FeatureFlags        []string        `json:"feature_flags"`
-	UtcStartupTimestamp int64           `json:"utc_startup_timestamp"`
-	Metrics             []UsageDetailed `json:"metrics"`
-	LastPull            int64           `json:"last_pull,omitempty"`
-	LastPush            int64           `json:"last_push,omitempty"`
-	LastUpdate          int64           `json:"last_update,omitempty"`
-	Datasources         any             `json:"datasources,omitempty"` // required for log processors
-	HubItems            any             `json:"hub_items,omitempty"`   // required for log processors
-	ConsoleOptions      []string        `json:"console_options,omitempty"`
+	Name                string   `json:"name,omitempty"`
+	Type                string   `json:"type,omitempty"`
+	Version             string   `json:"version"`
+	OS                  *UsageOS `json:"os,omitempty"`
+	FeatureFlags        []string `json:"feature_flags"`
+	UtcStartupTimestamp int64    `json:"utc_startup_timestamp"`
+	Metrics             []any    `json:"metrics"` // UsageDetailed, or stored JSON
+	LastPull            int64    `json:"last_pull,omitempty"`
+	LastPush            int64    `json:"last_push,omitempty"`
+	LastUpdate          int64    `json:"last_update,omitempty"`
+	Datasources         any      `json:"datasources,omitempty"` // required for log processors
+	HubItems            any      `json:"hub_items,omitempty"`   // required for log processors
+	ConsoleOptions      []string `json:"console_options,omitempty"`
 }

@@ -251,6 +251,7 @@ func (s *Service) runWith(parent context.Context, creds Credentials) {
 		} else if ok && !req.Force {
 			s.clearRegisterRequest(ctx) // already registered: nothing to do
 		}
+		s.serveEnrollment(ctx, cl)
 		if sc := readCredentials(s.f); sc == nil || fingerprint(withURL(sc.Credentials, creds.URL, s.cfg.OverrideURL)) != fp {
 			s.log.Info("CAPI credentials changed: restarting CAPI sync")
 			cancel()

@@ -48,6 +48,12 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return &Result{N: 1}
 	case *BouncerUpdate:
 		return s.bouncerUpdate(b, now)
+	case *UsageAdd:
+		return s.usageAdd(b, now)
+	case *UsageSent:
+		return s.usageSent(b)
+	case *UsageFlush:
+		return s.usageFlush(b)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {
@@ -430,7 +436,7 @@ func (s *state) autoDeleteVictims(b *AutoDelete, now int64) (machines, bouncers 
 func (s *state) autoDelete(b *AutoDelete, now int64) *Result {
 	machines, bouncers := s.autoDeleteVictims(b, now)
 	for _, id := range machines {
-		delete(s.machines, id)
+		delete(s.wMachines(), id)
 	}
 	for _, name := range bouncers {
 		s.deleteBouncer(name)

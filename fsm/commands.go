@@ -328,6 +328,12 @@ func bodyFor(t CmdType) (any, error) {
 		return &AutoDelete{}, nil
 	case CmdTouch:
 		return &Touch{}, nil
+	case CmdUsageAdd:
+		return &UsageAdd{}, nil
+	case CmdUsageSent:
+		return &UsageSent{}, nil
+	case CmdUsageFlush:
+		return &UsageFlush{}, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d", t)
 }

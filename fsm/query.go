@@ -602,7 +602,5 @@ func (f *FSM) ConfigPrefix(prefix string) map[string][]byte {
 // ages would delete if applied at now (the leader writes the command only
 // when something is due; Apply decides again on the replicated state).
 func (f *FSM) AutoDeleteDue(b AutoDelete, now time.Time) (machines, bouncers []string) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.s.autoDeleteVictims(&b, now.UnixNano())
+	return f.read().autoDeleteVictims(&b, now.UnixNano())
 }

@@ -22,6 +22,8 @@ type Machine struct {
 	FeatureFlags  string `json:"feature_flags,omitempty"`
 	HubState      []byte `json:"hubstate,omitempty"`
 	Datasources   []byte `json:"datasources,omitempty"`
+	// Usage holds the usage metrics it sent (bounded: see usage.go).
+	Usage []UsageRecord `json:"usage,omitempty"`
 }
 
 // Bouncer is a remediation component identified by an API key or a cert.
@@ -43,6 +45,8 @@ type Bouncer struct {
 	// Cursor is the raft index up to which this bouncer's stream has been
 	// served (new decisions created after it are "new" on the next pull).
 	Cursor uint64 `json:"cursor,omitempty"`
+	// Usage holds the usage metrics it sent (bounded: see usage.go).
+	Usage []UsageRecord `json:"usage,omitempty"`
 }
 
 // Auth types, as CrowdSec names them.

@@ -120,6 +120,7 @@ func (s *Server) getDecisions(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	ds := s.fsm.Decisions(f, now)
+	s.metrics.decisionsAnswered(bouncerOf(r).Name, len(ds))
 	if r.Method == http.MethodHead {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusOK)

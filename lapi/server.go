@@ -148,7 +148,7 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 	}
 	s := &Server{cfg: cfg, fsm: f, cluster: c, log: logger, now: time.Now}
 	s.engine = profiles.NewEngine(profs, f)
-	s.metrics = newMetrics(f)
+	s.metrics = newMetrics(f, func() time.Time { return s.now() })
 	s.touches = newToucher(s)
 	s.regLimit = newRateLimiter(cfg.RegisterEvery, cfg.RegisterBurst, limiterEntries)
 	forget := 15 * time.Minute
@@ -288,7 +288,7 @@ func (s *Server) Handler() http.Handler {
 	r := mux.NewRouter()
 	r.UseEncodedPath()
 	r.StrictSlash(true)
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNotFound) })
+	r.NotFoundHandler = http.HandlerFunc(s.metrics.notFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusMethodNotAllowed) })
 
 	r.HandleFunc("/health", s.health)

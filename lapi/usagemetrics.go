@@ -16,9 +16,10 @@ type umOS struct {
 }
 
 type umItem struct {
-	Name  *string  `json:"name"`
-	Value *float64 `json:"value"`
-	Unit  *string  `json:"unit"`
+	Name   *string           `json:"name"`
+	Value  *float64          `json:"value"`
+	Unit   *string           `json:"unit"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 type umDetailed struct {
@@ -121,10 +122,15 @@ func (s *Server) usageMetrics(w http.ResponseWriter, r *http.Request) {
 		name, ver := osFields(rc)
 		ff := strings.Join(rc.FeatureFlags, ",")
 		upd := fsm.BouncerUpdate{Name: b.Name, OSName: &name, OSVersion: &ver, FeatureFlags: &ff, Version: rc.Version}
+		detail, ok := usageDetail(w, rc)
+		if !ok {
+			return
+		}
 		if _, err := s.apply(r.Context(), fsm.CmdBouncerUpdate, upd); err != nil {
 			s.writeApplyErr(w, err)
 			return
 		}
+		s.storeUsage(r, fsm.UsageRemediation, b.Name, detail)
 		w.WriteHeader(http.StatusCreated)
 		return
 	}
@@ -147,9 +153,46 @@ func (s *Server) usageMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	upd := fsm.MachineUpdate{ID: id, OSName: &name, OSVersion: &ver, FeatureFlags: &ff, Version: lp.Version,
 		HubState: lp.HubItems, Datasources: lp.Datasources}
+	detail, ok := usageDetail(w, lp)
+	if !ok {
+		return
+	}
 	if _, err := s.apply(r.Context(), fsm.CmdMachineUpdate, upd); err != nil {
 		s.writeApplyErr(w, err)
 		return
 	}
+	s.storeUsage(r, fsm.UsageLogProcessor, id, detail)
 	w.WriteHeader(http.StatusCreated)
+}
+
+// usageDetail is the "metrics" list of a component's payload as stored
+// (CrowdSec stores it to forward it to the Central API). A list over
+// fsm.MaxUsageBytes is refused (413) before anything is written.
+func usageDetail(w http.ResponseWriter, b *umBase) (json.RawMessage, bool) {
+	ms := make([]*umDetailed, 0, len(b.Metrics))
+	for _, m := range b.Metrics {
+		if m != nil {
+			ms = append(ms, m)
+		}
+	}
+	raw, err := json.Marshal(ms)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	if len(raw) > fsm.MaxUsageBytes {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("usage metrics list longer than %d bytes", fsm.MaxUsageBytes))
+		return nil, false
+	}
+	return raw, true
+}
+
+// storeUsage keeps a payload's metrics list for the Central API and for
+// inspect. The base information is already written: a failure here (a
+// cluster still being upgraded refuses the command type) is logged, and
+// the component gets its 201 as before.
+func (s *Server) storeUsage(r *http.Request, kind, name string, detail json.RawMessage) {
+	if _, err := s.apply(r.Context(), fsm.CmdUsageAdd, fsm.UsageAdd{Kind: kind, Name: name, Metrics: detail}); err != nil {
+		s.log.Warn("usage metrics not stored", "component", kind, "name", name, "err", err)
+	}
 }

@@ -37,14 +37,19 @@ type VerifierConfig struct {
 	// size changes (checked at most every 5 s); a broken reload keeps the
 	// previous content.
 	CRLPath string
-	Logger  *slog.Logger
+	// OCSP queries the OCSP servers client certificates list (as CrowdSec
+	// always does; see ocsp.go). OCSPCache is cache_expiration (default
+	// 1 h).
+	OCSP      bool
+	OCSPCache time.Duration
+	Logger    *slog.Logger
 }
 
 // ClientVerifier applies CrowdSec's TLS client-certificate rules
 // (lapi.md §2.4) with the cluster CA's revocations read from the FSM, so a
 // revoked certificate is refused by every node as soon as it has applied
-// the revocation. OCSP is not queried (halapi's CA lists no OCSP server;
-// external CAs are covered by the CRL file).
+// the revocation. Certificates of external CAs are also checked against
+// the CRL file and, when enabled, OCSP (halapi's CA lists no OCSP server).
 type ClientVerifier struct {
 	store      Store // may be nil: external CAs only
 	agentOUs   []string
@@ -52,6 +57,7 @@ type ClientVerifier struct {
 	bundles    []*x509.Certificate
 	system     bool
 	crl        *crlFile
+	ocsp       *ocspChecker
 	log        *slog.Logger
 	now        func() time.Time
 
@@ -107,6 +113,9 @@ func NewClientVerifier(store Store, cfg VerifierConfig) (*ClientVerifier, error)
 			return nil, fmt.Errorf("ca_cert_path %s: no usable certificate", p)
 		}
 		v.bundles = append(v.bundles, certs...)
+	}
+	if cfg.OCSP {
+		v.ocsp = newOCSPChecker(cfg.OCSPCache, func() time.Time { return v.now() }, v.log)
 	}
 	if cfg.CRLPath != "" {
 		v.crl = &crlFile{path: cfg.CRLPath, log: v.log}
@@ -271,6 +280,9 @@ func (v *ClientVerifier) checkRevocation(chains [][]*x509.Certificate) error {
 			crt, issuer := chain[i], chain[i+1]
 			if fromUs && v.store != nil && IsRevokedIn(v.store, crt.SerialNumber.String()) {
 				return fmt.Errorf("client certificate is revoked (serial %s)", crt.SerialNumber)
+			}
+			if v.ocsp != nil && v.ocsp.revoked(crt, issuer) {
+				return fmt.Errorf("certificate revoked by OCSP (serial %s)", crt.SerialNumber)
 			}
 			for _, e := range crls {
 				if !bytes.Equal(e.rl.RawIssuer, issuer.RawSubject) || e.rl.CheckSignatureFrom(issuer) != nil {

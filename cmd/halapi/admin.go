@@ -13,7 +13,6 @@ import (
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/lapi"
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 )
 
 type adminOpts struct {
@@ -77,12 +76,23 @@ func machinesCmd() *cobra.Command {
 		Use:   "add [NAME]",
 		Short: "Add a validated machine (prints or writes its credentials)",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.checkOutput(); err != nil {
 				return err
 			}
 			if len(args) == 0 && !auto {
 				return fmt.Errorf("give a machine name or --auto")
+			}
+			var target *credsTarget
+			if file != "" {
+				t, err := resolveCredsTarget(o, file, apiURL, cmd.Flags().Changed("url"))
+				if err != nil {
+					return err
+				}
+				for _, w := range t.warn {
+					fmt.Fprintln(os.Stderr, "warning: "+w)
+				}
+				target = t
 			}
 			req := lapi.AddMachineRequest{Password: password, Force: force}
 			if len(args) == 1 {
@@ -96,8 +106,11 @@ func machinesCmd() *cobra.Command {
 				return err
 			}
 			if file != "" {
-				creds := map[string]string{"url": apiURL, "login": out.ID, "password": out.Password}
-				b, _ := yaml.Marshal(creds)
+				b, err := target.file(out.ID, out.Password)
+				if err != nil {
+					return err
+				}
+				apiURL = target.url
 				if file == "-" {
 					fmt.Print(string(b))
 					return nil
@@ -121,7 +134,7 @@ func machinesCmd() *cobra.Command {
 	add.Flags().BoolVar(&auto, "auto", false, "generate the machine name")
 	add.Flags().BoolVar(&force, "force", false, "overwrite the password of an existing machine")
 	add.Flags().StringVarP(&file, "file", "f", "", "write a local_api_credentials.yaml here (- for stdout)")
-	add.Flags().StringVarP(&apiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the credentials file")
+	add.Flags().StringVarP(&apiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the credentials file (default: the node's own API URL)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -172,7 +185,7 @@ func machinesCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(add, list, validate, del)
+	c.AddCommand(add, list, validate, del, machinesInspectCmd(o))
 	return c
 }
 
@@ -244,7 +257,7 @@ func bouncersCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.AddCommand(add, list, del)
+	c.AddCommand(add, list, del, bouncersInspectCmd(o))
 	return c
 }
 

@@ -165,7 +165,7 @@ func capiCmd() *cobra.Command {
 		},
 	}
 	register.Flags().BoolVar(&force, "force", false, "register new credentials even if the cluster has some")
-	c.AddCommand(status, register)
+	c.AddCommand(status, register, capiEnrollCmd(o), capiCredentialsCmd(o))
 	return c
 }
 
@@ -218,6 +218,7 @@ func printCAPIStatus(st capi.StatusView) {
 	}
 	line("Token", tok)
 	line("Enrolled in console", fmt.Sprint(st.Enrolled))
+	printEnrollment(line, st)
 	line("Sharing", fmt.Sprintf("%v (options: %s)", st.Sharing, strings.Join(st.ConsoleOptions, ",")))
 	line("Last pull", fmt.Sprintf("%s (+%d/-%d)", fmtOptTime(st.LastPull), st.LastPullNew, st.LastPullDeleted))
 	for _, b := range st.Blocklists {

@@ -42,13 +42,19 @@ func certCmd() *cobra.Command {
 	var out, lapiURL string
 	issue := &cobra.Command{
 		Use: "issue agent|bouncer NAME", Short: "Issue a client certificate and write it with a ready config", Args: cobra.ExactArgs(2),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := pki.ParseRole(args[0])
 			if err != nil {
 				return err
 			}
 			if out == "" {
 				return fmt.Errorf("--out DIR is required")
+			}
+			if !cmd.Flags().Changed("url") {
+				var info APIInfo
+				if o.call("GET", "/api-info", nil, nil, &info) == nil && info.URL != "" {
+					lapiURL = info.URL
+				}
 			}
 			var res map[string]string
 			if err := o.call("POST", "/pki/issue", url.Values{"role": {string(role)}, "name": {args[1]}}, nil, &res); err != nil {
@@ -67,7 +73,7 @@ func certCmd() *cobra.Command {
 		},
 	}
 	issue.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
-	issue.Flags().StringVarP(&lapiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the config")
+	issue.Flags().StringVarP(&lapiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the config (default: the node's own API URL)")
 	var ttl time.Duration
 	token := &cobra.Command{
 		Use: "token agent|bouncer NAME", Short: "Print a one-time enrollment token (halapi agent enroll, step ca certificate)", Args: cobra.ExactArgs(2),

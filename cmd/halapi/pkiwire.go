@@ -39,6 +39,8 @@ type pkiFlags struct {
 	crl             string
 	nodeCertTTL     time.Duration
 	clientCertTTL   time.Duration
+	clientOCSP      bool
+	clientOCSPCache time.Duration
 }
 
 func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
@@ -52,6 +54,8 @@ func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
 	fl.StringSliceVar(&f.bouncerOUs, "bouncers-allowed-ou", []string{pki.DefaultBouncerOU}, "OUs accepted in bouncer client certificates")
 	fl.StringArrayVar(&f.clientCAs, "client-ca", nil, "PEM bundle of an external CA trusted for client certificates (repeatable)")
 	fl.StringVar(&f.crl, "crl", "", "PEM CRL file for the external CAs")
+	fl.BoolVar(&f.clientOCSP, "client-ocsp", true, "check client certificates against the OCSP servers they list, as CrowdSec does (no answer: accepted)")
+	fl.DurationVar(&f.clientOCSPCache, "client-ocsp-cache", pki.DefaultOCSPCache, "how long an OCSP answer is kept (CrowdSec's tls cache_expiration)")
 	fl.DurationVar(&f.nodeCertTTL, "node-cert-ttl", 0, "lifetime of node certificates (default: the pki package's)")
 	fl.DurationVar(&f.clientCertTTL, "client-cert-ttl", 0, "lifetime of agent and bouncer certificates")
 }

@@ -297,6 +297,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
+	srv.Metrics().Registry.MustRegister(csInfo())
 	registerOpsMetrics(srv.Metrics().Registry, rt)
 	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 
@@ -308,8 +309,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	go rt.run(runCtx, machine, node)
 	srv.AddAdminRoutes(rt.adminRoutes)
 	srv.AddAdminRoutes(backupRoutes(node))
+	srv.AddAdminRoutes(apiInfoRoutes(&f))
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
-		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger})
+		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
+		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
 	if err != nil {
 		return fmt.Errorf("client certificates: %w", err)
 	}
