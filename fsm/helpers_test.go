@@ -57,7 +57,13 @@ func rawLog(index uint64, data []byte) *raft.Log {
 func (h *harness) raw(data []byte) any {
 	h.t.Helper()
 	h.idx++
-	return h.f.Apply(rawLog(h.idx, data))
+	before := h.f.read()
+	img := stateImage(h.t, before)
+	out := h.f.Apply(rawLog(h.idx, data))
+	if !bytes.Equal(img, stateImage(h.t, before)) {
+		h.t.Fatalf("applying index %d changed the state published before it (readers hold it without a lock)", h.idx)
+	}
+	return out
 }
 
 // apply applies a command as the next log entry and returns its result.
