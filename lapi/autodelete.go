@@ -12,10 +12,12 @@ import (
 // writes an entry only when its state shows something due; Apply decides
 // again with the entry's time, so every node deletes the same rows.
 //
-// MetricsMaxAge (flush.metrics_max_age) has nothing to age here: a node
-// keeps only each component's latest usage-metrics report, on its machine
-// or bouncer row.
+// It then drops the usage-metrics records older than MetricsMaxAge
+// (flush.metrics_max_age), again with one entry only when one is due.
 func (s *Server) AutoDelete(ctx context.Context) error {
+	if err := s.flushUsage(ctx); err != nil {
+		return err
+	}
 	if s.cfg.AutoDelete == (fsm.AutoDelete{}) {
 		return nil
 	}
@@ -29,5 +31,23 @@ func (s *Server) AutoDelete(ctx context.Context) error {
 	}
 	s.log.Info("auto-deleted machines and bouncers not seen for too long (db_config.flush *_autodelete)",
 		"deleted", res.N, "machines", machines, "bouncers", bouncers)
+	return nil
+}
+
+// flushUsage writes a UsageFlush when some usage record is older than
+// MetricsMaxAge on the leader's clock.
+func (s *Server) flushUsage(ctx context.Context) error {
+	if s.cfg.MetricsMaxAge <= 0 {
+		return nil
+	}
+	before := s.now().Add(-s.cfg.MetricsMaxAge).UnixNano()
+	if !s.fsm.UsageOlderThan(before) {
+		return nil
+	}
+	res, err := s.apply(ctx, fsm.CmdUsageFlush, fsm.UsageFlush{Before: before})
+	if err != nil {
+		return err
+	}
+	s.log.Info("dropped usage metrics older than flush.metrics_max_age", "records", res.N)
 	return nil
 }

@@ -2,6 +2,7 @@ package lapi
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -57,5 +58,41 @@ func waitAutoDeleted(t *testing.T, cond func() bool, msg string) {
 			t.Fatal(msg)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// flush.metrics_max_age: the leader drops usage records older than the age,
+// with an entry only when one is due.
+func TestRetentionFlushesOldUsageMetrics(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MetricsMaxAge = 24 * time.Hour })
+	ctx := context.Background()
+	for _, c := range []struct {
+		typ  fsm.CmdType
+		body any
+	}{
+		{fsm.CmdBouncerCreate, fsm.BouncerCreate{Bouncer: fsm.Bouncer{Name: "fw1", KeyHash: "x", AuthType: fsm.AuthAPIKey}}},
+		{fsm.CmdUsageAdd, fsm.UsageAdd{Kind: fsm.UsageRemediation, Name: "fw1", Metrics: json.RawMessage(`[{"items":[]}]`)}},
+	} {
+		if _, err := e.srv.apply(ctx, c.typ, c.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(e.fsm.Bouncer("fw1").Usage); n != 1 {
+		t.Fatalf("usage records after the report: %d", n)
+	}
+	e.advance(23 * time.Hour)
+	idx := e.fsm.AppliedIndex()
+	if err := e.srv.AutoDelete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.fsm.Bouncer("fw1").Usage) != 1 || e.fsm.AppliedIndex() != idx {
+		t.Fatalf("a 23 h old record was flushed or an entry written (index %d -> %d)", idx, e.fsm.AppliedIndex())
+	}
+	e.advance(2 * time.Hour)
+	if err := e.srv.AutoDelete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.fsm.Bouncer("fw1").Usage); n != 0 {
+		t.Fatalf("a 25 h old record kept with a 24 h metrics_max_age (%d records)", n)
 	}
 }
