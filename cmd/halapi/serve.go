@@ -275,6 +275,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	go rt.run(runCtx, machine, node)
 	srv.AddAdminRoutes(rt.adminRoutes)
 	srv.AddAdminRoutes(backupRoutes(node))
+	srv.AddAdminRoutes(importRoutes(node, machine))
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
 		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger})
 	if err != nil {
