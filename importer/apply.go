@@ -9,8 +9,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/halapi/halapi/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // ApplyFunc writes one command (through raft on a live cluster).

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	"github.com/halapi/halapi/fsm"
-	_ "modernc.org/sqlite" // registers "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
+	_ "modernc.org/sqlite"             // registers "sqlite"
 )
 
 // Dialects.
