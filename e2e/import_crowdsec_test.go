@@ -58,9 +58,9 @@ func csAlert(scenario, scope, value string, decisions ...*models.Decision) *mode
 		Scenario: ptrTo(scenario), ScenarioHash: ptrTo(""), ScenarioVersion: ptrTo(""), Message: ptrTo(scenario),
 		EventsCount: ptrTo(int32(1)), Leakspeed: ptrTo("0"), Capacity: ptrTo(int32(0)), Simulated: ptrTo(false),
 		StartAt: ptrTo(now), StopAt: ptrTo(now), Remediation: true, UUID: uuid.NewString(),
-		Source: &models.Source{Scope: ptrTo(scope), Value: ptrTo(value), IP: value},
-		Events: []*models.Event{{Timestamp: ptrTo(now), Meta: models.Meta{{Key: "source_ip", Value: value}}}},
-		Meta:   models.Meta{{Key: "service", Value: "ssh"}},
+		Source:    &models.Source{Scope: ptrTo(scope), Value: ptrTo(value), IP: value},
+		Events:    []*models.Event{{Timestamp: ptrTo(now), Meta: models.Meta{{Key: "source_ip", Value: value}}}},
+		Meta:      models.Meta{{Key: "service", Value: "ssh"}},
 		Decisions: decisions,
 	}
 }
