@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi"
+	"github.com/hashicorp/raft"
 	"golang.org/x/crypto/bcrypt"
 )
 
