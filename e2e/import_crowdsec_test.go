@@ -69,12 +69,20 @@ func csAlert(scenario, scope, value string, decisions ...*models.Decision) *mode
 // database through CrowdSec's database client.
 func newCSReference(t *testing.T) *csReference {
 	t.Helper()
+	dbPath := filepath.Join(t.TempDir(), "crowdsec.db")
+	return newCSReferenceDB(t, &csconfig.DatabaseCfg{Type: "sqlite", DbPath: dbPath},
+		fmt.Sprintf("  type: sqlite\n  db_path: %s\n", dbPath))
+}
+
+// newCSReferenceDB is newCSReference on any database CrowdSec supports:
+// cfg opens it, dbYAML is the same as config.yaml's db_config lines.
+func newCSReferenceDB(t *testing.T, cfg *csconfig.DatabaseCfg, dbYAML string) *csReference {
+	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	dbPath := filepath.Join(dir, "crowdsec.db")
-	dbc, err := database.NewClient(ctx, &csconfig.DatabaseCfg{Type: "sqlite", DbPath: dbPath}, nil)
+	dbc, err := database.NewClient(ctx, cfg, nil)
 	if err != nil {
 		t.Fatalf("crowdsec database: %v", err)
 	}
@@ -151,15 +159,13 @@ decisions:
 on_success: break
 `), 0o600))
 	ref.ConfigPath = filepath.Join(dir, "config.yaml")
-	cfg := fmt.Sprintf(`common:
+	confYAML := fmt.Sprintf(`common:
   log_media: stdout
 config_paths:
   config_dir: %[1]s
   data_dir: %[1]s
 db_config:
-  type: sqlite
-  db_path: %[2]s
-  flush:
+%[2]s  flush:
     max_items: 5000
 api:
   server:
@@ -168,8 +174,8 @@ api:
     console_path: %[1]s/console.yaml
     online_client:
       credentials_path: %[3]s
-`, dir, dbPath, creds)
-	must("config.yaml", os.WriteFile(ref.ConfigPath, []byte(cfg), 0o600))
+`, dir, dbYAML, creds)
+	must("config.yaml", os.WriteFile(ref.ConfigPath, []byte(confYAML), 0o600))
 	return ref
 }
 
