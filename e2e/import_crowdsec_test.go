@@ -269,11 +269,18 @@ func TestImportCrowdSecSQLiteIntoCluster(t *testing.T) {
 	for _, s := range dry.Skipped {
 		reasons = append(reasons, s.Kind+": "+s.Item+": "+s.Reason)
 	}
-	for _, w := range []string{`bouncers: odd: unknown auth type "oauth"`, "decisions: 1 decisions: expired", "allowlist items: office 10.3.0.1: expired"} {
+	for _, w := range []string{`bouncers: odd: unknown auth type "oauth"`, "decisions: 1 rows: expired", "allowlist items: office 10.3.0.1: expired"} {
 		if !strings.Contains(strings.Join(reasons, "\n"), w) {
 			t.Errorf("not-carried list lacks %q:\n%s", w, strings.Join(reasons, "\n"))
 		}
 	}
+	human := n2.MustCLI("import", "--crowdsec-config", ref.ConfigPath, "--dry-run")
+	for _, w := range []string{"KIND", "TO ADD", "ALREADY PRESENT", "NOT CARRIED", "Not carried:", `bouncers odd: unknown auth type "oauth"`, "Dry run: nothing was changed."} {
+		if !strings.Contains(human, w) {
+			t.Errorf("human dry run lacks %q:\n%s", w, human)
+		}
+	}
+	t.Logf("dry run:\n%s", human)
 	if out := n2.MustCLI("machines", "list", "-o", "json"); strings.Contains(out, "agent1") {
 		t.Fatalf("dry run wrote machines: %s", out)
 	}

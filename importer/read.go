@@ -432,7 +432,7 @@ func (r *reader) decisions(machineIDs map[int64]string) error {
 		return err
 	}
 	if expired > 0 {
-		r.src.Skipped = append(r.src.Skipped, Skip{KindDecisions, fmt.Sprintf("%d decisions", expired), "expired or deleted (until is past)"})
+		r.src.Skipped = append(r.src.Skipped, Skip{KindDecisions, fmt.Sprintf("%d rows", expired), "expired or deleted (until is past)"})
 	}
 	ids := make([]int64, 0, len(byAlert))
 	for id := range byAlert {

@@ -160,7 +160,7 @@ func TestReadSQLite(t *testing.T) {
 		`bouncers|odd|unknown auth type "oauth"`,
 		"decisions|ban Ip:not-an-ip (cscli, x)|invalid ip or range",
 		"decisions|ban Ip:192.0.2.77 (cscli, x)|belongs to no alert",
-		"decisions|1 decisions|expired or deleted (until is past)",
+		"decisions|1 rows|expired or deleted (until is past)",
 		"allowlist items|office 10.3.0.1|expired",
 	}
 	got := skipped(src.Skipped)
