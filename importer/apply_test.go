@@ -1,0 +1,70 @@
+package importer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+)
+
+func TestHandler(t *testing.T) {
+	now := time.Now()
+	src := readSource(t, newCrowdSecDB(t, now), now)
+	body, _ := json.Marshal(src)
+	f := fsm.New(nil)
+	var index uint64
+	var applied int
+	apply := func(_ context.Context, c fsm.Command) (*fsm.Result, error) {
+		applied++
+		applyAll(t, f, []fsm.Command{c}, &index)
+		return &fsm.Result{N: 1}, nil
+	}
+	h := Handler(f, apply, func(context.Context) error { return nil })
+	post := func(query, body string) (*httptest.ResponseRecorder, Report) {
+		rec := httptest.NewRecorder()
+		h(rec, httptest.NewRequest("POST", Route+query, strings.NewReader(body)))
+		var rep Report
+		_ = json.Unmarshal(rec.Body.Bytes(), &rep)
+		return rec, rep
+	}
+
+	rec, _ := post("", "{not json")
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"message"`) {
+		t.Errorf("bad body: %d %s", rec.Code, rec.Body)
+	}
+	rec, rep := post("?dry_run=true", string(body))
+	if rec.Code != http.StatusOK || rep.Applied || rep.Changes() == 0 || applied != 0 {
+		t.Errorf("dry run: %d applied=%v changes=%d writes=%d", rec.Code, rep.Applied, rep.Changes(), applied)
+	}
+	rec, rep = post("", string(body))
+	if rec.Code != http.StatusOK || !rep.Applied || applied == 0 || len(f.Machines()) != 3 {
+		t.Errorf("import: %d %+v, %d writes", rec.Code, rep, applied)
+	}
+	writes := applied
+	rec, rep = post("", string(body))
+	if rec.Code != http.StatusOK || rep.Changes() != 0 || applied != writes {
+		t.Errorf("second import: %d changes=%d writes=%d", rec.Code, rep.Changes(), applied-writes)
+	}
+
+	// a refused write stops the import with the reason; no leader: 503
+	refuse := Handler(fsm.New(nil), func(context.Context, fsm.Command) (*fsm.Result, error) {
+		return nil, errors.New("no leader")
+	}, nil)
+	rec = httptest.NewRecorder()
+	refuse(rec, httptest.NewRequest("POST", Route, strings.NewReader(string(body))))
+	if rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "import stopped (machine agent1): no leader") {
+		t.Errorf("refused: %d %s", rec.Code, rec.Body)
+	}
+	noLeader := Handler(fsm.New(nil), apply, func(context.Context) error { return errors.New("no leader") })
+	rec = httptest.NewRecorder()
+	noLeader(rec, httptest.NewRequest("POST", Route, strings.NewReader(string(body))))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("no leader: %d %s", rec.Code, rec.Body)
+	}
+}
