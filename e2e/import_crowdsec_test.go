@@ -358,3 +358,35 @@ func TestImportCrowdSecIntoFreshDataDir(t *testing.T) {
 	again := runImport(t, s, "--crowdsec-config", ref.ConfigPath)
 	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "decisions": {0, 5, 1}, "alerts": {0, 4, 0}})
 }
+
+func TestImportCrowdSecBadInput(t *testing.T) {
+	s := NewServer(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"import"}, "--crowdsec-config is required"},
+		{[]string{"import", "--crowdsec-config", filepath.Join(dir, "absent.yaml")}, "no such file"},
+		{[]string{"import", "--crowdsec-config", write("oracle.yaml", "db_config:\n  type: oracle\n")}, `unknown db_config type "oracle"`},
+		{[]string{"import", "--crowdsec-config", write("nodb.yaml", "db_config:\n  type: sqlite\n  db_path: "+filepath.Join(dir, "absent.db")+"\n")}, "sqlite database"},
+	}
+	for _, c := range cases {
+		out, err := s.CLI(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: want an error with %q, got %v (%s)", c.args, c.want, err, out)
+		}
+	}
+	// a valid database but no running node and no --node-id
+	ref := newCSReference(t)
+	if _, err := s.CLI("import", "--crowdsec-config", ref.ConfigPath); err == nil || !strings.Contains(err.Error(), "no running halapi node") {
+		t.Errorf("without a node: %v", err)
+	}
+}
