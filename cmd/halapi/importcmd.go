@@ -92,6 +92,9 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 					q.Set("dry_run", "true")
 				}
 				err = o.call("POST", importer.Route, q, src, &rep)
+				if err != nil && strings.Contains(err.Error(), "no running halapi node") {
+					err = fmt.Errorf("%w; to import into a fresh data dir before its first start, give --node-id", err)
+				}
 			}
 			if err != nil {
 				return err
