@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -54,6 +55,41 @@ type csConfig struct {
 	} `yaml:"api"`
 }
 
+// expandDefined replaces $NAME and ${NAME} by the variable's value when
+// it is defined and leaves the text as it is otherwise (CrowdSec's rule:
+// a password holding "$x" survives when no variable x exists).
+func expandDefined(s string, lookup func(string) (string, bool)) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '$' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		var name string
+		end := i + 1
+		if s[i+1] == '{' {
+			j := strings.IndexByte(s[i+2:], '}')
+			if j < 0 {
+				b.WriteByte(s[i])
+				continue
+			}
+			name, end = s[i+2:i+2+j], i+3+j
+		} else {
+			for end < len(s) && (s[end] == '_' || s[end] >= 'a' && s[end] <= 'z' || s[end] >= 'A' && s[end] <= 'Z' || s[end] >= '0' && s[end] <= '9') {
+				end++
+			}
+			name = s[i+1 : end]
+		}
+		if v, ok := lookup(name); ok && name != "" {
+			b.WriteString(v)
+			i = end - 1
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 // LoadConfig reads CrowdSec's config.yaml. Environment variables are
 // expanded as CrowdSec expands them (${VAR}); unknown keys are ignored
 // (the file configures much more than the LAPI).
@@ -62,7 +98,7 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	expanded := os.Expand(string(raw), func(k string) string { return os.Getenv(k) })
+	expanded := expandDefined(string(raw), os.LookupEnv)
 	var c csConfig
 	if err := yaml.NewDecoder(bytes.NewReader([]byte(expanded))).Decode(&c); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -313,3 +313,19 @@ func TestLoadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestExpandDefined(t *testing.T) {
+	env := map[string]string{"A": "1", "B_2": "two", "EMPTY": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	for in, want := range map[string]string{
+		"$A ${B_2} x":        "1 two x",
+		"pa$$word $UNSET":    "pa$$word $UNSET",
+		"${UNSET} ${A":       "${UNSET} ${A",
+		"[$EMPTY] $A$A end$": "[] 11 end$",
+		"${}":                "${}",
+	} {
+		if got := expandDefined(in, lookup); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
