@@ -91,7 +91,8 @@ func expandDefined(s string, lookup func(string) (string, bool)) string {
 }
 
 // LoadConfig reads CrowdSec's config.yaml. Environment variables are
-// expanded as CrowdSec expands them (${VAR}); unknown keys are ignored
+// expanded as CrowdSec expands them ($VAR and ${VAR}, only when defined);
+// unknown keys are ignored
 // (the file configures much more than the LAPI).
 func LoadConfig(path string) (*Config, error) {
 	raw, err := os.ReadFile(path)
