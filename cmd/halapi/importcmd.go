@@ -120,6 +120,9 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 	}
 	o.bind(c)
 	c.Flags().StringVar(&csConfig, "crowdsec-config", "", "CrowdSec's config.yaml (db_config, api.server paths)")
+	if fl := c.Flags().Lookup("crowdsec-config"); fl != nil {
+		fl.Value = named{fl.Value, "FILE"} // not in placeholderByName: serve's flag of the same name is added elsewhere
+	}
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be added, change nothing")
 	c.Flags().StringVar(&nodeID, "node-id", "", "import into a fresh --data-dir for a node started later with this serve --node-id")
 	c.Flags().StringVar(&clusterListen, "cluster-listen", "", "with --node-id: the node's serve --cluster-listen")
