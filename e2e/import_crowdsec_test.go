@@ -1,3 +1,5 @@
+//go:build cgo || sqlite_modernc
+
 package e2e
 
 import (
