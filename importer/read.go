@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi/models"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers "pgx"
 	_ "modernc.org/sqlite"             // registers "sqlite"
 )
@@ -401,7 +402,8 @@ func (r *reader) decisions(machineIDs map[int64]string) error {
 	query := "SELECT " + r.cols("id", "until", "scenario", "type", "scope", "value", "origin", "simulated", "uuid",
 		"alert_decisions", "created_at") + " FROM " + r.q("decisions") + " ORDER BY " + r.q("id")
 	err := r.each(query, 11, func(v []any) error {
-		d := fsm.Decision{Scenario: str(v[2]), Type: str(v[3]), Scope: str(v[4]), Value: str(v[5]), Origin: str(v[6]),
+		// scopes as halapi's API stores them (older CrowdSec wrote "ip")
+		d := fsm.Decision{Scenario: str(v[2]), Type: str(v[3]), Scope: models.NormalizeScope(str(v[4])), Value: str(v[5]), Origin: str(v[6]),
 			Simulated: boolean(v[7]), UUID: str(v[8])}
 		name := fmt.Sprintf("%s %s:%s (%s, %s)", d.Type, d.Scope, d.Value, d.Origin, d.Scenario)
 		until, ok := when(v[1])
@@ -450,7 +452,7 @@ func (r *reader) decisions(machineIDs map[int64]string) error {
 			a := &fsm.Alert{UUID: str(v[21]), CreatedAt: ns(v[1]), Scenario: str(v[2]), Message: str(v[3]),
 				EventsCount: int32(integer(v[4])), StartAt: ns(v[5]), StopAt: ns(v[6]),
 				Source: fsm.Source{IP: str(v[7]), Range: str(v[8]), AsNumber: str(v[9]), AsName: str(v[10]), Cn: str(v[11]),
-					Latitude: float32(float(v[12])), Longitude: float32(float(v[13])), Scope: str(v[14]), Value: str(v[15])},
+					Latitude: float32(float(v[12])), Longitude: float32(float(v[13])), Scope: models.NormalizeScope(str(v[14])), Value: str(v[15])},
 				Capacity: int32(integer(v[16])), Leakspeed: str(v[17]), ScenarioVersion: str(v[18]), ScenarioHash: str(v[19]),
 				Simulated: boolean(v[20]), Remediation: boolean(v[22])}
 			if v[23] != nil {

@@ -67,7 +67,7 @@ func newCrowdSecDB(t *testing.T, now time.Time) string {
 	exec(a, 3, ts, ts, "old", "", 1, ts, ts, "", "Ip", "192.0.2.9", "", 0, 0, "", 0, "alert-uuid-3", 1, 1)
 	d := "INSERT INTO decisions (created_at, updated_at, until, scenario, type, scope, value, origin, simulated, uuid, alert_decisions) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 	exec(d, ts, ts, future, "crowdsecurity/ssh-bf", "ban", "Ip", "192.0.2.1", "crowdsec", 0, "dec-uuid-1", 1)
-	exec(d, ts, ts, future, "crowdsecurity/ssh-bf", "captcha", "Ip", "192.0.2.2", "crowdsec", 0, nil, 1)
+	exec(d, ts, ts, future, "crowdsecurity/ssh-bf", "captcha", "ip", "192.0.2.2", "crowdsec", 0, nil, 1)
 	exec(d, ts, ts, future, "manual 'ban' from 'agent1'", "ban", "Range", "203.0.113.0/24", "cscli", 0, "dec-uuid-3", 2)
 	exec(d, ts, ts, past, "old", "ban", "Ip", "192.0.2.9", "cscli", 0, "dec-uuid-4", 3)
 	exec(d, ts, ts, future, "x", "ban", "Ip", "not-an-ip", "cscli", 0, "dec-uuid-5", 2)
@@ -140,7 +140,7 @@ func TestReadSQLite(t *testing.T) {
 		len(a.Alert.Events[0].Meta) != 1 || a.Alert.Events[0].Meta[0].Value != "192.0.2.1" {
 		t.Errorf("alert 1: %+v", a.Alert)
 	}
-	if len(a.Decisions) != 2 || a.Decisions[0].UUID != "dec-uuid-1" || a.Decisions[1].Type != "captcha" || a.Decisions[1].UUID != "" {
+	if len(a.Decisions) != 2 || a.Decisions[0].UUID != "dec-uuid-1" || a.Decisions[1].Type != "captcha" || a.Decisions[1].UUID != "" || a.Decisions[1].Scope != "Ip" {
 		t.Errorf("alert 1 decisions: %+v", a.Decisions)
 	}
 	until := a.Decisions[0].Until
