@@ -68,3 +68,37 @@ func TestHandler(t *testing.T) {
 		t.Errorf("no leader: %d %s", rec.Code, rec.Body)
 	}
 }
+
+func TestPartsPlanLikeTheWhole(t *testing.T) {
+	now := time.Now()
+	src := readSource(t, newCrowdSecDB(t, now), now)
+	parts := src.Parts(1)
+	if len(parts) != 3 || len(parts[0].Alerts) != 0 || len(parts[0].Machines) != 3 || len(parts[1].Alerts) != 1 || len(parts[2].Alerts) != 1 ||
+		len(parts[1].Skipped) != 0 {
+		t.Fatalf("parts: %d", len(parts))
+	}
+	whole := fsm.New(nil)
+	var wi uint64
+	cmds, want := Plan(whole, src, now)
+	applyAll(t, whole, cmds, &wi)
+
+	f := fsm.New(nil)
+	var index uint64
+	var total Report
+	for i, p := range parts {
+		cmds, rep := Plan(f, p, now)
+		applyAll(t, f, cmds, &index)
+		rep.Applied = true
+		if i == 0 {
+			total = rep
+		} else {
+			total.Merge(rep)
+		}
+	}
+	if counts(total) != counts(want) || len(total.Skipped) != len(want.Skipped) || !total.Applied {
+		t.Errorf("parts:\n got %s\nwant %s", counts(total), counts(want))
+	}
+	if len(f.Decisions(&fsm.DecisionFilter{IncludeSimulated: true, NoDedup: true}, now)) != 3 {
+		t.Error("decisions of the parts")
+	}
+}

@@ -116,3 +116,43 @@ func (r *Report) Changes() int {
 	}
 	return n
 }
+
+// Parts splits a Source into requests of bounded size: the first holds
+// everything but the alerts (and the not-carried list), the others the
+// alerts, at most maxDecisions decisions each (an alert is never split).
+// Planning the parts one after the other gives the same result as the
+// whole: each part's records are matched against the state the previous
+// parts left.
+func (s *Source) Parts(maxDecisions int) []*Source {
+	first := *s
+	first.Alerts = nil
+	out := []*Source{&first}
+	var cur *Source
+	n := 0
+	for _, a := range s.Alerts {
+		if cur == nil || (n > 0 && n+len(a.Decisions) > maxDecisions) {
+			cur = &Source{}
+			out = append(out, cur)
+			n = 0
+		}
+		cur.Alerts = append(cur.Alerts, a)
+		n += len(a.Decisions)
+	}
+	return out
+}
+
+// Merge adds the counts, not-carried records and notes of another report
+// (of another part of the same Source). Applied stays true only if both
+// were applied.
+func (r *Report) Merge(o Report) {
+	for _, c := range o.Counts {
+		mine := r.count(c.Kind)
+		mine.Add += c.Add
+		mine.Present += c.Present
+		mine.NotCarried += c.NotCarried
+	}
+	r.Skipped = append(r.Skipped, o.Skipped...)
+	r.Notes = append(r.Notes, o.Notes...)
+	r.Applied = r.Applied && o.Applied
+	r.Sort()
+}

@@ -87,14 +87,7 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 			case nodeID != "":
 				rep, err = importFresh(o.dataDir, nodeID, clusterListen, clusterAdvertise, src, dryRun)
 			default:
-				q := url.Values{}
-				if dryRun {
-					q.Set("dry_run", "true")
-				}
-				err = o.call("POST", importer.Route, q, src, &rep)
-				if err != nil && strings.Contains(err.Error(), "no running halapi node") {
-					err = fmt.Errorf("%w; to import into a fresh data dir before its first start, give --node-id", err)
-				}
+				rep, err = importLive(o, src, dryRun)
 			}
 			if err != nil {
 				return err
@@ -132,6 +125,37 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 
 // readFiles reads the CAPI credentials into src and checks the node-local
 // files (console.yaml, profiles.yaml + .local), reported in extra.
+// maxDecisionsPerRequest bounds one admin request of a live import (each
+// answers well within the admin client's 30 s timeout: 100,000 decisions
+// take about 4 s on a 3-node loopback cluster).
+const maxDecisionsPerRequest = 20000
+
+// importLive sends src to the running node of the data dir in parts.
+func importLive(o *adminOpts, src *importer.Source, dryRun bool) (importer.Report, error) {
+	q := url.Values{}
+	if dryRun {
+		q.Set("dry_run", "true")
+	}
+	var total importer.Report
+	for i, part := range src.Parts(maxDecisionsPerRequest) {
+		var rep importer.Report
+		if err := o.call("POST", importer.Route, q, part, &rep); err != nil {
+			if strings.Contains(err.Error(), "no running halapi node") {
+				err = fmt.Errorf("%w; to import into a fresh data dir before its first start, give --node-id", err)
+			} else if i > 0 {
+				err = fmt.Errorf("%w (what was imported before stays; run the import again to add the rest)", err)
+			}
+			return total, err
+		}
+		if i == 0 {
+			total = rep
+		} else {
+			total.Merge(rep)
+		}
+	}
+	return total, nil
+}
+
 func readFiles(cfg *importer.Config, src *importer.Source, extra *importer.Report) {
 	if cfg.CredentialsPath != "" {
 		c, err := capi.LoadCredentials(cfg.CredentialsPath)
