@@ -356,6 +356,13 @@ func TestImportCrowdSecIntoFreshDataDir(t *testing.T) {
 	if got := firstStream(t, s.URL, importBouncerKey); setDiff(got, ref.Active) != "" {
 		t.Errorf("stream vs reference: %s", setDiff(got, ref.Active))
 	}
+	// --node-id on a data dir that holds a node is refused, dry run or not
+	for _, extra := range [][]string{nil, {"--dry-run"}} {
+		args := append([]string{"import", "--crowdsec-config", ref.ConfigPath, "--node-id", "imp1"}, extra...)
+		if _, err := s.CLI(args...); err == nil || !strings.Contains(err.Error(), "already holds a node") {
+			t.Errorf("%v on a used data dir: %v", extra, err)
+		}
+	}
 	// the node runs: a second import goes through its socket and adds nothing
 	again := runImport(t, s, "--crowdsec-config", ref.ConfigPath)
 	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "decisions": {0, 5, 1}, "alerts": {0, 4, 0}})

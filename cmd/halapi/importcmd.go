@@ -203,6 +203,10 @@ func readFiles(cfg *importer.Config, src *importer.Source, extra *importer.Repor
 // importFresh writes the imported state into an empty data dir as the
 // state of a new one-node cluster (the restore path of a backup).
 func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dryRun bool) (importer.Report, error) {
+	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) ||
+		fileExists(filepath.Join(dir, "raft", "raft.db")) {
+		return importer.Report{}, fmt.Errorf("%s already holds a node: import into it without --node-id while it runs (--node-id is for a fresh data dir)", dir)
+	}
 	now := time.Now()
 	state, index, rep, err := importer.OfflineState(src, now)
 	if dryRun || err != nil {
@@ -221,6 +225,7 @@ func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dr
 		return rep, err
 	}
 	defer unlock()
+	// checked again under the lock (a node may have started meanwhile)
 	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) {
 		return rep, fmt.Errorf("%s holds a node identity (pki/): a fresh import needs an empty data dir (import into the running cluster without --node-id)", dir)
 	}
