@@ -258,7 +258,7 @@ func TestImportCrowdSecSQLiteIntoCluster(t *testing.T) {
 	n2 := c.Node(2)
 
 	want := map[string][3]int{
-		"machines": {3, 0, 0}, "bouncers": {2, 0, 1}, "alerts": {4, 0, 0}, "decisions": {5, 0, 1},
+		"machines": {3, 0, 0}, "bouncers": {2, 0, 1}, "alerts": {4, 0, 1}, "decisions": {5, 0, 1},
 		"allowlists": {1, 0, 0}, "allowlist items": {2, 0, 1}, "capi credentials": {1, 0, 0},
 		"console options": {0, 1, 0}, "profiles": {0, 1, 0},
 	}
@@ -331,7 +331,7 @@ func TestImportCrowdSecSQLiteIntoCluster(t *testing.T) {
 	// a second import, from another node, changes nothing
 	again := runImport(t, c.Node(3).Server, "--crowdsec-config", ref.ConfigPath)
 	checkCounts(t, "second import", again, map[string][3]int{
-		"machines": {0, 3, 0}, "bouncers": {0, 2, 1}, "alerts": {0, 4, 0}, "decisions": {0, 5, 1},
+		"machines": {0, 3, 0}, "bouncers": {0, 2, 1}, "alerts": {0, 4, 1}, "decisions": {0, 5, 1},
 		"allowlists": {0, 1, 0}, "allowlist items": {0, 2, 1}, "capi credentials": {0, 1, 0},
 	})
 	if got := firstStream(t, c.Node(1).URL, importBouncerKey); setDiff(got, ref.Active) != "" {
@@ -365,7 +365,7 @@ func TestImportCrowdSecIntoFreshDataDir(t *testing.T) {
 	}
 	// the node runs: a second import goes through its socket and adds nothing
 	again := runImport(t, s, "--crowdsec-config", ref.ConfigPath)
-	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "decisions": {0, 5, 1}, "alerts": {0, 4, 0}})
+	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "decisions": {0, 5, 1}, "alerts": {0, 4, 1}})
 }
 
 func TestImportCrowdSecBadInput(t *testing.T) {

@@ -144,7 +144,7 @@ func importAndCheck(t *testing.T, ref *csReference) {
 	t.Helper()
 	s := StartServer(t)
 	rep := runImport(t, s, "--crowdsec-config", ref.ConfigPath)
-	checkCounts(t, "import", rep, map[string][3]int{"machines": {3, 0, 0}, "bouncers": {2, 0, 1}, "alerts": {4, 0, 0},
+	checkCounts(t, "import", rep, map[string][3]int{"machines": {3, 0, 0}, "bouncers": {2, 0, 1}, "alerts": {4, 0, 1},
 		"decisions": {5, 0, 1}, "allowlist items": {2, 0, 1}})
 	w := newWatcher(t, s, "agent1", importAgentPassword)
 	if _, err := call("alerts list", func(ctx context.Context) (*models.GetAlertsResponse, error) {
@@ -157,7 +157,7 @@ func importAndCheck(t *testing.T, ref *csReference) {
 		t.Errorf("stream vs reference: %s", setDiff(got, ref.Active))
 	}
 	again := runImport(t, s, "--crowdsec-config", ref.ConfigPath)
-	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "alerts": {0, 4, 0}, "decisions": {0, 5, 1}})
+	checkCounts(t, "second import", again, map[string][3]int{"machines": {0, 3, 0}, "alerts": {0, 4, 1}, "decisions": {0, 5, 1}})
 }
 
 func TestImportCrowdSecPostgres(t *testing.T) {

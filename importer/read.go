@@ -494,6 +494,18 @@ func (r *reader) decisions(machineIDs map[int64]string) error {
 			return err
 		}
 	}
+	total := 0
+	err = r.each("SELECT COUNT(*) FROM "+r.q("alerts"), 1, func(v []any) error {
+		total = int(integer(v[0]))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if n := total - len(alerts); n > 0 {
+		r.src.Skipped = append(r.src.Skipped, Skip{KindAlerts, fmt.Sprintf("%d alerts", n),
+			"no active decision (alerts are carried with their active decisions only)"})
+	}
 	for _, id := range ids {
 		a := alerts[id]
 		ds := byAlert[id]

@@ -162,6 +162,7 @@ func TestReadSQLite(t *testing.T) {
 		"decisions|ban Ip:192.0.2.77 (cscli, x)|belongs to no alert",
 		"decisions|1 rows|expired or deleted (until is past)",
 		"allowlist items|office 10.3.0.1|expired",
+		"alerts|1 alerts|no active decision (alerts are carried with their active decisions only)",
 	}
 	got := skipped(src.Skipped)
 	for _, w := range want {
@@ -210,7 +211,7 @@ func TestPlanIsIdempotent(t *testing.T) {
 	var index uint64
 
 	cmds, rep := Plan(f, src, now)
-	want := "machines=3/0/2 bouncers=3/0/1 alerts=2/0/0 decisions=3/0/3 allowlists=2/0/0 allowlist items=3/0/1 capi credentials=1/0/0 console options=0/0/0 profiles=0/0/0"
+	want := "machines=3/0/2 bouncers=3/0/1 alerts=2/0/1 decisions=3/0/3 allowlists=2/0/0 allowlist items=3/0/1 capi credentials=1/0/0 console options=0/0/0 profiles=0/0/0"
 	if got := counts(rep); got != want {
 		t.Errorf("first plan:\n got %s\nwant %s", got, want)
 	}
@@ -234,7 +235,7 @@ func TestPlanIsIdempotent(t *testing.T) {
 	}
 
 	cmds, rep = Plan(f, src, now.Add(time.Second))
-	want = "machines=0/3/2 bouncers=0/3/1 alerts=0/2/0 decisions=0/3/3 allowlists=0/2/0 allowlist items=0/3/1 capi credentials=0/1/0 console options=0/0/0 profiles=0/0/0"
+	want = "machines=0/3/2 bouncers=0/3/1 alerts=0/2/1 decisions=0/3/3 allowlists=0/2/0 allowlist items=0/3/1 capi credentials=0/1/0 console options=0/0/0 profiles=0/0/0"
 	if len(cmds) != 0 || counts(rep) != want {
 		t.Errorf("second plan: %d commands\n got %s\nwant %s", len(cmds), counts(rep), want)
 	}
