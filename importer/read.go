@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -570,6 +569,3 @@ func (r *reader) allowlists() error {
 	}
 	return nil
 }
-
-// ErrNoCredentials is returned by ReadCredentials when the file is absent.
-var ErrNoCredentials = errors.New("no credentials file")
