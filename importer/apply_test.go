@@ -102,3 +102,23 @@ func TestPartsPlanLikeTheWhole(t *testing.T) {
 		t.Error("decisions of the parts")
 	}
 }
+
+func TestPlanSkipsInvalidRecords(t *testing.T) {
+	now := time.Now()
+	long := strings.Repeat("x", fsm.MaxName+1)
+	src := &Source{
+		Machines:   []fsm.Machine{{ID: long, AuthType: fsm.AuthPassword, PasswordHash: []byte("$2a$")}, {ID: "ok", AuthType: fsm.AuthPassword}},
+		Bouncers:   []fsm.Bouncer{{Name: long, AuthType: fsm.AuthAPIKey}},
+		Allowlists: []fsm.Allowlist{{Name: long, Items: []fsm.AllowlistItem{{Value: "10.0.0.1"}}}},
+		Alerts: []SourceAlert{{Alert: fsm.Alert{Scenario: strings.Repeat("x", fsm.MaxText+1)}, Decisions: []fsm.Decision{{Type: "ban", Scope: "Ip", Value: "192.0.2.1",
+			Origin: "cscli", Scenario: "s", Until: now.Add(time.Hour).UnixNano()}}}},
+	}
+	f := fsm.New(nil)
+	cmds, rep := Plan(f, src, now)
+	var index uint64
+	applyAll(t, f, cmds, &index)
+	want := "machines=1/0/1 bouncers=0/0/1 alerts=0/0/1 decisions=0/0/1 allowlists=0/0/1 allowlist items=0/0/1 capi credentials=0/0/0 console options=0/0/0 profiles=0/0/0"
+	if counts(rep) != want || len(cmds) != 1 {
+		t.Errorf("got %s (%d commands)\nwant %s", counts(rep), len(cmds), want)
+	}
+}

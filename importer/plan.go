@@ -55,8 +55,13 @@ func Plan(f *fsm.FSM, src *Source, now time.Time) ([]fsm.Command, Report) {
 			}
 			continue
 		}
+		body := &fsm.MachineCreate{Machine: m}
+		if err := body.Validate(); err != nil {
+			rep.Skip(KindMachines, m.ID, err.Error())
+			continue
+		}
 		rep.Add(KindMachines, 1)
-		add(fsm.CmdMachineCreate, &fsm.MachineCreate{Machine: m})
+		add(fsm.CmdMachineCreate, body)
 	}
 
 	seenB := map[string]bool{}
@@ -74,8 +79,13 @@ func Plan(f *fsm.FSM, src *Source, now time.Time) ([]fsm.Command, Report) {
 			continue
 		}
 		b.Cursor = 0
+		body := &fsm.BouncerCreate{Bouncer: b}
+		if err := body.Validate(); err != nil {
+			rep.Skip(KindBouncers, b.Name, err.Error())
+			continue
+		}
 		rep.Add(KindBouncers, 1)
-		add(fsm.CmdBouncerCreate, &fsm.BouncerCreate{Bouncer: b})
+		add(fsm.CmdBouncerCreate, body)
 	}
 
 	for _, al := range src.Allowlists {
@@ -87,6 +97,13 @@ func Plan(f *fsm.FSM, src *Source, now time.Time) ([]fsm.Command, Report) {
 				have[it.Value] = true
 			}
 		}
+		if err := (fsm.AllowlistCreate{Name: al.Name, Description: al.Description}).Validate(); err != nil && old == nil {
+			rep.Skip(KindAllowlists, al.Name, err.Error())
+			for _, it := range al.Items {
+				rep.Skip(KindAllowlistItems, al.Name+" "+it.Value, "its list is not carried")
+			}
+			continue
+		}
 		var items []fsm.AllowlistItem
 		for _, it := range al.Items {
 			if have[it.Value] {
@@ -94,7 +111,12 @@ func Plan(f *fsm.FSM, src *Source, now time.Time) ([]fsm.Command, Report) {
 				continue
 			}
 			have[it.Value] = true
-			items = append(items, fsm.AllowlistItem{Value: it.Value, Comment: it.Comment, Expiration: it.Expiration})
+			ni := fsm.AllowlistItem{Value: it.Value, Comment: it.Comment, Expiration: it.Expiration}
+			if err := (fsm.AllowlistAdd{Name: al.Name, Items: []fsm.AllowlistItem{ni}}).Validate(); err != nil {
+				rep.Skip(KindAllowlistItems, al.Name+" "+it.Value, err.Error())
+				continue
+			}
+			items = append(items, ni)
 		}
 		switch {
 		case al.ConsoleManaged && old == nil:
@@ -159,6 +181,13 @@ func Plan(f *fsm.FSM, src *Source, now time.Time) ([]fsm.Command, Report) {
 		}
 		a := sa.Alert
 		a.ID, a.DecisionIDs = 0, nil
+		if err := (fsm.AlertsCreate{Alerts: []fsm.NewAlert{{Alert: a, Decisions: missing}}}).Validate(); err != nil {
+			rep.Skip(KindAlerts, fmt.Sprintf("%s %s:%s", a.Scenario, a.Source.Scope, a.Source.Value), err.Error())
+			for _, d := range missing {
+				rep.Skip(KindDecisions, fmt.Sprintf("%s %s:%s (%s, %s)", d.Type, d.Scope, d.Value, d.Origin, d.Scenario), "its alert is not carried")
+			}
+			continue
+		}
 		rep.Add(KindAlerts, 1)
 		rep.Add(KindDecisions, len(missing))
 		batch = append(batch, fsm.NewAlert{Alert: a, Decisions: missing})
