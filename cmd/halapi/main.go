@@ -19,6 +19,7 @@ func main() {
 	root.SetVersionTemplate(currentBuild().String())
 	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd(), capiCmd(), certCmd(), agentCmd())
 	root.AddCommand(versionCmd())
+	root.AddCommand(importCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -310,6 +310,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	srv.AddAdminRoutes(rt.adminRoutes)
 	srv.AddAdminRoutes(backupRoutes(node))
 	srv.AddAdminRoutes(apiInfoRoutes(&f))
+	srv.AddAdminRoutes(importRoutes(node, machine))
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
 		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
 		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
