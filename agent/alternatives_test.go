@@ -17,7 +17,7 @@ import (
 // DNS name with every node's address. These tests measure, on loopback,
 // what a Go client (crowdsec's apiclient and go-cs-bouncer use net/http
 // with Go's resolver) does with it when the first address is a dead node
-// and when it is a hung one. Figures go to notes/agent.md.
+// and when it is a hung one. Figures go to docs/design/agent.md.
 
 // fakeDNS answers A queries for any name with addrs (in that order) and
 // AAAA queries with nothing.

@@ -11,7 +11,7 @@ import (
 	"github.com/halapi/halapi/fsm"
 )
 
-// Acknowledged must be enforced, everywhere (notes/auth.md).
+// Acknowledged must be enforced, everywhere (docs/design/auth.md).
 //
 // Machine tokens carry a credential generation ("gen") derived from the
 // machine's replicated password hash, and, for a certificate login, the

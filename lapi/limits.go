@@ -16,7 +16,7 @@ import (
 	"unicode/utf8"
 )
 
-// Bounds on what an anonymous client controls (notes/anon.md has the
+// Bounds on what an anonymous client controls (docs/design/anon.md has the
 // table). Identifiers and secrets are checked before anything is hashed,
 // stored or replicated.
 const (

@@ -112,7 +112,7 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize+chunk
 
 // gzipPool holds BestSpeed writers: deflate level 1 of klauspost/compress
 // compresses this JSON about 6x at several times the speed of the
-// standard library's level 1 (notes/stream.md has the figures).
+// standard library's level 1 (docs/design/scale-stream.md has the figures).
 var gzipPool = sync.Pool{New: func() any {
 	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
 	return zw
