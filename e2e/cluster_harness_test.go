@@ -480,8 +480,8 @@ func freePortOn(t testing.TB, host string, udp bool) int {
 	t.Helper()
 
 	var last error
-	for range 50 {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	for range 500 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(portRange().candidate())))
 		if err != nil {
 			last = err
 			continue

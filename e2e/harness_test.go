@@ -8,12 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -214,23 +216,47 @@ func claimPort(port int) bool {
 
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePortOn(t, "127.0.0.1", false)))
+}
 
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("reserve a port: %v", err)
-		}
-		addr := l.Addr().String()
-		port := l.Addr().(*net.TCPAddr).Port
-		if err := l.Close(); err != nil {
-			t.Fatalf("release port: %v", err)
-		}
-		if claimPort(port) {
-			return addr
+// portRange is where test ports come from: below the kernel's ephemeral
+// range, which outgoing connections use (a port the kernel hands out for
+// :0 may be taken by a client's connection before the server binds it:
+// `bind: address already in use`, seen in CI). The walk starts at a random
+// point so that two test processes try different sequences; the bench's
+// allocator (cmd/halapi-bench/ports.go) works the same way.
+var portRange = sync.OnceValue(func() *portWalk {
+	eph := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				eph = v
+			}
 		}
 	}
-	t.Fatal("no unclaimed loopback port")
-	return ""
+	if eph < 12000 {
+		return &portWalk{} // ask the kernel
+	}
+	return &portWalk{lo: 10000, hi: eph, next: 10000 + rand.IntN(eph-10000)}
+})
+
+type portWalk struct {
+	mu           sync.Mutex
+	lo, hi, next int
+}
+
+// candidate is the next port to try, 0 when the kernel must pick.
+func (w *portWalk) candidate() int {
+	if w.hi == 0 {
+		return 0
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.next
+	if w.next++; w.next >= w.hi {
+		w.next = w.lo
+	}
+	return p
 }
 
 // Start (re)starts the process on the same data dir and port and waits for
