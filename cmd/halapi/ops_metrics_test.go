@@ -14,11 +14,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// describedMetrics runs `serve` in-process (plain HTTP on loopback, no
-// metrics listener) and returns the name of every metric its registry
-// describes, observed or not (a labelled metric with no sample yet is
+// serveDescriptors runs `serve` in-process (plain HTTP on loopback, no
+// metrics listener) and returns the text of every metric descriptor its
+// registry holds, observed or not (a labelled metric with no sample yet is
 // absent from /metrics but described).
-func describedMetrics(t *testing.T) map[string]bool {
+func serveDescriptors(t *testing.T) []string {
 	t.Helper()
 	got := make(chan *prometheus.Registry, 1)
 	metricsHook = func(r *prometheus.Registry) { got <- r }
@@ -39,18 +39,28 @@ func describedMetrics(t *testing.T) map[string]bool {
 	}
 	ch := make(chan *prometheus.Desc, 64)
 	go func() { reg.Describe(ch); close(ch) }()
-	re := regexp.MustCompile(`fqName: "([^"]+)"`)
-	names := map[string]bool{}
+	var descs []string
 	for d := range ch {
-		if m := re.FindStringSubmatch(d.String()); m != nil {
-			names[m[1]] = true
-		}
+		descs = append(descs, d.String())
 	}
 	cancel()
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	return descs
+}
+
+// describedMetrics is the name of every metric serve describes.
+func describedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	re := regexp.MustCompile(`fqName: "([^"]+)"`)
+	names := map[string]bool{}
+	for _, d := range serveDescriptors(t) {
+		if m := re.FindStringSubmatch(d); m != nil {
+			names[m[1]] = true
+		}
 	}
 	return names
 }

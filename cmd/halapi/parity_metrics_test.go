@@ -1,43 +1,20 @@
 package main
 
 import (
-	"context"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // describedLabels is describedMetrics with each metric's labels, constant
 // ones first ("a,b", "" for none).
 func describedLabels(t *testing.T) map[string]string {
 	t.Helper()
-	got := make(chan *prometheus.Registry, 1)
-	metricsHook = func(r *prometheus.Registry) { got <- r }
-	defer func() { metricsHook = nil }()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c := serveCmd()
-	c.SetArgs([]string{"--data-dir", t.TempDir(), "--listen", freeAddr(t), "--plain-http", "--metrics-listen", "", "--log-level", "error"})
-	done := make(chan error, 1)
-	go func() { done <- c.ExecuteContext(ctx) }()
-	var reg *prometheus.Registry
-	select {
-	case reg = <-got:
-	case err := <-done:
-		t.Fatalf("serve exited: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not register its metrics within 30 s")
-	}
-	ch := make(chan *prometheus.Desc, 64)
-	go func() { reg.Describe(ch); close(ch) }()
 	re := regexp.MustCompile(`fqName: "([^"]+)".*constLabels: \{([^}]*)\}, variableLabels: \{([^}]*)\}`)
 	constName := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)=`)
 	out := map[string]string{}
-	for d := range ch {
-		if m := re.FindStringSubmatch(d.String()); m != nil {
+	for _, d := range serveDescriptors(t) {
+		if m := re.FindStringSubmatch(d); m != nil {
 			var ls []string
 			for _, c := range constName.FindAllStringSubmatch(m[2], -1) {
 				ls = append(ls, c[1])
@@ -47,12 +24,6 @@ func describedLabels(t *testing.T) map[string]string {
 			}
 			out[m[1]] = strings.Join(ls, ",")
 		}
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
 	}
 	return out
 }
