@@ -147,23 +147,36 @@ func (n *Node) commitIndexRPC() *rpcResponse {
 // so its applied index never reaches a commit index that ends with a
 // no-op or a barrier (a new leader's first entries) until the next write.
 func (n *Node) commandTarget() uint64 {
-	idx := n.raft.CommitIndex()
-	var l raft.Log
-	for range 64 {
-		if idx == 0 {
-			return 0
-		}
-		if err := n.logs.GetLog(idx, &l); err != nil {
-			break
-		}
-		if l.Type == raft.LogCommand {
-			return idx
-		}
-		idx--
+	if idx, ok := lastCommandAtOrBelow(n.logs, n.raft.CommitIndex()); ok {
+		return idx
 	}
 	// not found nearby (compacted, or a long run of non-commands): what
 	// this node's FSM has applied is the best lower bound it knows
 	return n.FSM.AppliedIndex()
+}
+
+// lastCommandAtOrBelow walks down at most 64 entries from idx to the last
+// command entry. Each entry is read into a fresh raft.Log: a Log filled
+// from raft's LogCache shares its Data with the cached entry, and the
+// BoltDB store decodes the next entry's bytes into the Data buffer it is
+// given when it is large enough — reusing one Log overwrote a cached
+// entry (a configuration entry replaced by a Touch command, sent to a
+// joining node, which panicked decoding it).
+func lastCommandAtOrBelow(logs raft.LogStore, idx uint64) (uint64, bool) {
+	for range 64 {
+		if idx == 0 {
+			return 0, true
+		}
+		var l raft.Log
+		if err := logs.GetLog(idx, &l); err != nil {
+			return 0, false
+		}
+		if l.Type == raft.LogCommand {
+			return idx, true
+		}
+		idx--
+	}
+	return 0, false
 }
 
 // WaitReplicated waits until every reachable member has applied index:
