@@ -16,6 +16,17 @@
 // Cluster interface, and the answer is sent only once the command is
 // applied locally (read-your-writes).
 //
+// Decision answers are written incrementally in 64 KiB chunks, never
+// whole; identical startup streams share one encoding (raw and gzip) with
+// a bounded number encoded at once and a scavenger after a storm
+// (streamcache.go, streamwrite.go, memory.go). An Idempotency-Key header
+// (bounded, bound to the caller's identity and route) becomes the raft
+// request ID of the writes the nodes deduplicate (idempotency.go), for
+// `halapi agent`'s retries; /halapi/v1/members tells a credentialed client
+// the nodes' API URLs. Usage metrics are stored bounded per component and
+// aged out by the retention job, as are machines and bouncers not seen
+// for the autodelete ages (autodelete.go).
+//
 // It must not touch raft directly, and it must never log a secret
 // (passwords, API keys, JWTs).
 package lapi
