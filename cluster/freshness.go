@@ -190,7 +190,7 @@ func (n *Node) WaitReplicated(ctx context.Context, index uint64) error {
 	for {
 		done := true
 		for _, m := range n.Status(ctx).Members {
-			if m.State == "alive" && m.Role != "joining" && m.Error == "" && m.AppliedIndex < index {
+			if m.State == string(MemberAlive) && m.Role != string(RoleJoining) && m.Error == "" && m.AppliedIndex < index {
 				done = false
 				break
 			}

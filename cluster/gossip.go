@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -39,7 +40,7 @@ type member struct {
 	ID    string
 	Addr  string
 	Meta  memberMeta
-	State string // alive, suspect, dead, left
+	State MemberState
 	Since time.Time
 }
 
@@ -67,7 +68,7 @@ type gossip struct {
 func (g *gossip) rememberPeers() {
 	var addrs []string
 	for _, m := range g.snapshot() {
-		if m.ID != g.n.cfg.NodeID && m.State == "alive" && m.Addr != "" {
+		if m.ID != g.n.cfg.NodeID && m.State == MemberAlive && m.Addr != "" {
 			addrs = append(addrs, m.Addr)
 		}
 	}
@@ -118,26 +119,12 @@ func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (g *gossip) LocalState(join bool) []byte                { return nil }
 func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
-}
-
 func (g *gossip) update(node *memberlist.Node) {
 	var meta memberMeta
 	_ = json.Unmarshal(node.Meta, &meta)
 	g.mu.Lock()
 	m, ok := g.members[node.Name]
-	st := stateName(node.State)
+	st := memberStateOf(node.State)
 	if !ok {
 		m = &member{ID: node.Name}
 		g.members[node.Name] = m
@@ -231,4 +218,78 @@ func startGossip(n *Node, bind string) (*gossip, error) {
 	}
 	g.ml = ml
 	return g, nil
+}
+
+// SetGossipKeys makes the gossip keyring exactly keys, sending with
+// primary, and announces generation gen in this node's gossip metadata.
+// Keys are installed before the primary changes and removed last, so no
+// message encrypted with a key some member still sends with is refused.
+func (n *Node) SetGossipKeys(gen uint64, primary []byte, keys [][]byte) error {
+	if n.gossip == nil || n.gossip.keyring == nil {
+		return errors.New("gossip is not encrypted on this node")
+	}
+	kr := n.gossip.keyring
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return err
+		}
+	}
+	if err := kr.UseKey(primary); err != nil {
+		return err
+	}
+	keep := map[string]bool{string(primary): true}
+	for _, k := range keys {
+		keep[string(k)] = true
+	}
+	for _, k := range kr.GetKeys() {
+		if !keep[string(k)] {
+			if err := kr.RemoveKey(k); err != nil {
+				return err
+			}
+		}
+	}
+	if n.gossip.keyGen.Swap(gen) != gen {
+		_ = n.gossip.ml.UpdateNode(time.Second)
+	}
+	return nil
+}
+
+// GossipKeyGens returns the keyring generation each alive gossip member
+// announces (this node's own included).
+func (n *Node) GossipKeyGens() map[string]uint64 {
+	out := map[string]uint64{}
+	if n.gossip == nil {
+		return out
+	}
+	for _, m := range n.gossip.snapshot() {
+		if m.State == MemberAlive {
+			out[m.ID] = m.Meta.KeyGen
+		}
+	}
+	out[n.cfg.NodeID] = n.gossip.keyGen.Load()
+	return out
+}
+
+// RefreshGossip exchanges full gossip state (memberlist's push/pull, what
+// a join does) with the given members, so their latest metadata is seen
+// at once: a metadata broadcast is retransmitted only a few times, to
+// random members (recently dead ones included), and may miss a node until
+// the next periodic push/pull, 30 s later.
+func (n *Node) RefreshGossip(ids []string) {
+	if n.gossip == nil || len(ids) == 0 {
+		return
+	}
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	var addrs []string
+	for _, m := range n.gossip.snapshot() {
+		if want[m.ID] && m.State == MemberAlive && m.Addr != "" {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	if len(addrs) > 0 {
+		_, _ = n.gossip.ml.Join(addrs)
+	}
 }

@@ -181,7 +181,7 @@ func (n *Node) MemberAlive(id string) bool {
 		return false
 	}
 	for _, m := range n.gossip.snapshot() {
-		if m.ID == id && (m.State == "alive" || m.State == "suspect") {
+		if m.ID == id && m.State.Reachable() {
 			return true
 		}
 	}
@@ -239,4 +239,74 @@ func lackingVoters(t fsm.CmdType, self string, voters []string, metas map[string
 	}
 	sort.Strings(out)
 	return out
+}
+
+// How raft leadership reaches the leader loop and the observers.
+
+// OnLeadership registers fn to be called (from one goroutine, in order)
+// whenever this node gains or loses leadership. On gain it is called only
+// after a barrier, so the FSM holds every committed entry.
+func (n *Node) OnLeadership(fn func(isLeader bool)) {
+	n.mu.Lock()
+	n.observers = append(n.observers, fn)
+	leading := n.leading
+	n.mu.Unlock()
+	if leading {
+		go fn(true)
+	}
+}
+
+// AddLeaderJob registers a job run on every leadership term of this node
+// (after the post-election barrier), see LeaderJob. Jobs may be added at
+// any time; one added while this node leads starts at once.
+func (n *Node) AddLeaderJob(j LeaderJob) { n.leader.add(j) }
+
+// watchLeadership follows raft's leadership notifications and runs the
+// leader loop (n.leader.lead) for each term, stopping it at once when
+// leadership is lost.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	ch := n.raft.LeaderCh()
+	var stopTerm, termDone chan struct{}
+	endTerm := func() {
+		if stopTerm != nil {
+			close(stopTerm)
+			<-termDone
+			stopTerm = nil
+		}
+	}
+	for {
+		select {
+		case <-n.stop:
+			endTerm()
+			return
+		case isLeader := <-ch:
+			if !isLeader {
+				endTerm()
+				continue
+			}
+			if stopTerm != nil {
+				continue
+			}
+			stopTerm, termDone = make(chan struct{}), make(chan struct{})
+			go func(stop, done chan struct{}) {
+				defer close(done)
+				n.leader.lead(stop)
+			}(stopTerm, termDone)
+		}
+	}
+}
+
+func (n *Node) setLeading(isLeader bool) {
+	n.mu.Lock()
+	n.leading = isLeader
+	obs := append([]func(bool){}, n.observers...)
+	n.mu.Unlock()
+	n.metrics.setLeader(isLeader)
+	for _, fn := range obs {
+		fn(isLeader)
+	}
+	if n.gossip != nil {
+		n.gossip.kick()
+	}
 }

@@ -14,6 +14,7 @@ type nodeMetrics struct {
 	applyLatency                                    prometheus.Histogram
 	entries, entryBytes                             *prometheus.CounterVec
 	touchesRelayed                                  prometheus.Counter
+	forwardsAbandoned                               prometheus.Counter
 	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
 }
 
@@ -38,6 +39,8 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 			Help: "Bytes of the raft log entries this node appended as the leader, by command."}, []string{"command"}),
 		touchesRelayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_touches_relayed_total",
 			Help: "Batches of touches (cursors, last pulls, heartbeats) this node relayed to the leader instead of writing them."}),
+		forwardsAbandoned: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwards_abandoned_total",
+			Help: "Forwarded writes and removals this node abandoned and retried because the leader changed while they were in flight."}),
 		term:     prometheus.NewDesc("halapi_raft_term", "Current raft term.", nil, nil),
 		commit:   prometheus.NewDesc("halapi_raft_commit_index", "Raft commit index.", nil, nil),
 		applied:  prometheus.NewDesc("halapi_raft_applied_index", "Index applied to this node's state.", nil, nil),
@@ -66,6 +69,7 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.entries.Describe(ch)
 	m.entryBytes.Describe(ch)
 	m.touchesRelayed.Describe(ch)
+	m.forwardsAbandoned.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
 		ch <- d
 	}
@@ -82,6 +86,7 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.entries.Collect(ch)
 	m.entryBytes.Collect(ch)
 	m.touchesRelayed.Collect(ch)
+	m.forwardsAbandoned.Collect(ch)
 	st := m.n.raft.Stats()
 	g := func(d *prometheus.Desc, v uint64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -115,11 +116,18 @@ func sourceFor(listen net.Addr) *net.TCPAddr {
 
 // dialService opens a connection to a node's cluster port for one service.
 func dialService(addr string, svc byte, timeout time.Duration, src *net.TCPAddr, wrap func(net.Conn) net.Conn) (net.Conn, error) {
+	return dialServiceContext(context.Background(), addr, svc, timeout, src, wrap)
+}
+
+// dialServiceContext is dialService abandoned when ctx ends (a peer that
+// accepts connections but does not answer, such as a stopped process
+// behind its kernel's backlog, stalls a TLS handshake until the timeout).
+func dialServiceContext(ctx context.Context, addr string, svc byte, timeout time.Duration, src *net.TCPAddr, wrap func(net.Conn) net.Conn) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	if src != nil {
 		d.LocalAddr = src
 	}
-	c, err := d.Dial("tcp", addr)
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +135,13 @@ func dialService(addr string, svc byte, timeout time.Duration, src *net.TCPAddr,
 		c = wrap(c)
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{svc}); err != nil {
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	_, err = c.Write([]byte{svc})
+	if !stop() {
+		c.Close()
+		return nil, errors.Join(ctx.Err(), err)
+	}
+	if err != nil {
 		c.Close()
 		return nil, err
 	}

@@ -194,7 +194,7 @@ func newRPCConn(c net.Conn) *rpcConn {
 	return &rpcConn{Conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
 }
 
-func (p *rpcClient) get(addr string, timeout time.Duration) (*rpcConn, bool, error) {
+func (p *rpcClient) get(ctx context.Context, addr string, timeout time.Duration) (*rpcConn, bool, error) {
 	p.mu.Lock()
 	if l := p.idle[addr]; len(l) > 0 {
 		c := l[len(l)-1]
@@ -204,7 +204,7 @@ func (p *rpcClient) get(addr string, timeout time.Duration) (*rpcConn, bool, err
 		return c, true, nil
 	}
 	p.mu.Unlock()
-	c, err := dialService(addr, muxRPC, timeout, p.source, p.wrap)
+	c, err := dialServiceContext(ctx, addr, muxRPC, timeout, p.source, p.wrap)
 	if err != nil {
 		return nil, false, err
 	}
@@ -237,17 +237,28 @@ func (p *rpcClient) closeAll() {
 
 // call sends one RPC. A pooled connection that fails is retried once on a
 // fresh one: after a peer restarts every pooled connection to it is dead.
+// The call ends when ctx does, even if the peer never answers (a stopped
+// leader): its connection is then closed.
 func (p *rpcClient) call(ctx context.Context, addr string, kind byte, payload []byte) (*rpcResponse, error) {
 	for attempt := 0; ; attempt++ {
 		deadline, ok := ctx.Deadline()
 		if !ok {
 			deadline = time.Now().Add(10 * time.Second)
 		}
-		c, pooled, err := p.get(addr, time.Until(deadline))
+		c, pooled, err := p.get(ctx, addr, time.Until(deadline))
 		if err != nil {
 			return nil, err
 		}
+		stop := context.AfterFunc(ctx, func() { _ = c.Close() })
 		resp, err := c.roundTrip(deadline, kind, payload)
+		if !stop() {
+			// ctx ended during the call, which closed the connection
+			c.Close()
+			if err != nil {
+				return nil, errors.Join(ctx.Err(), err)
+			}
+			return resp, nil
+		}
 		if err == nil {
 			p.put(addr, c)
 			return resp, nil

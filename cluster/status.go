@@ -1,0 +1,145 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Member is one node as cluster status shows it.
+type Member struct {
+	ID           string `json:"id"`
+	Role         string `json:"role"`  // a MemberRole: leader, follower, nonvoter, joining
+	State        string `json:"state"` // a MemberState: alive, suspect, dead, left, unknown
+	RaftAddr     string `json:"raft_addr,omitempty"`
+	APIURL       string `json:"api_url,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	CommitIndex  uint64 `json:"commit_index,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+// Status is a point-in-time view of the node and, through it, the cluster.
+type Status struct {
+	NodeID       string   `json:"node_id"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader"`
+	Term         uint64   `json:"term"`
+	CommitIndex  uint64   `json:"commit_index"`
+	AppliedIndex uint64   `json:"applied_index"`
+	LastLogIndex uint64   `json:"last_log_index"`
+	Healthy      bool     `json:"healthy"`
+	Members      []Member `json:"members,omitempty"`
+	// Warnings name risky settings of members (plainhttp.go).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+func statU(st map[string]string, k string) uint64 {
+	v, _ := strconv.ParseUint(st[k], 10, 64)
+	return v
+}
+
+func (n *Node) localStatus() Status {
+	st := n.raft.Stats()
+	_, leader := n.raft.LeaderWithID()
+	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
+		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: n.FSM.AppliedIndex(),
+		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != ""}
+}
+
+// Status returns this node's view plus every member, asking each for its
+// indexes over the cluster port (bounded by ctx).
+func (n *Node) Status(ctx context.Context) Status {
+	st := n.localStatus()
+	f := n.raft.GetConfiguration()
+	servers := map[string]raft.Server{}
+	if f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			servers[string(s.ID)] = s
+		}
+	}
+	gm := map[string]member{}
+	if n.gossip != nil {
+		for _, m := range n.gossip.snapshot() {
+			gm[m.ID] = m
+		}
+	}
+	ids := map[string]bool{}
+	for id := range servers {
+		ids[id] = true
+	}
+	for id, m := range gm {
+		if m.State.Reachable() {
+			ids[id] = true
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for id := range ids {
+		m := Member{ID: id, State: string(MemberUnknown), Role: string(RoleJoining)}
+		if s, ok := servers[id]; ok {
+			m.RaftAddr = string(s.Address)
+			m.Role = string(RoleFollower)
+			if s.Suffrage != raft.Voter {
+				m.Role = string(RoleNonvoter)
+			}
+			if id == st.Leader {
+				m.Role = string(RoleLeader)
+			}
+		}
+		if g, ok := gm[id]; ok {
+			m.State = string(g.State)
+			m.APIURL = g.Meta.APIURL
+			if m.RaftAddr == "" {
+				m.RaftAddr = g.Meta.RaftAddr
+			}
+		}
+		if id == n.cfg.NodeID {
+			m.State, m.APIURL = string(MemberAlive), n.cfg.APIURL
+			m.AppliedIndex, m.CommitIndex = st.AppliedIndex, st.CommitIndex
+			mu.Lock()
+			st.Members = append(st.Members, m)
+			mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func(m Member) {
+			defer wg.Done()
+			if m.RaftAddr != "" && n.mux != nil && !MemberState(m.State).Gone() {
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
+				resp, err := n.rpc.call(cctx, m.RaftAddr, rpcStatus, nil)
+				cancel()
+				if err != nil {
+					m.Error = err.Error()
+				} else if resp.Status != nil {
+					m.AppliedIndex, m.CommitIndex = resp.Status.AppliedIndex, resp.Status.CommitIndex
+				}
+			}
+			mu.Lock()
+			st.Members = append(st.Members, m)
+			mu.Unlock()
+		}(m)
+	}
+	wg.Wait()
+	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
+	st.Warnings = memberWarnings(st.Members)
+	return st
+}
+
+// Voters returns the IDs of the voters in the latest raft configuration.
+func (n *Node) Voters() []string {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, string(s.ID))
+		}
+	}
+	return out
+}
