@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"net"
 	"net/url"
 )
@@ -22,13 +21,14 @@ func PlainRemoteURL(apiURL string) bool {
 	return ip == nil || !ip.IsLoopback()
 }
 
-// memberWarnings: one line per member serving plain HTTP off loopback.
-func memberWarnings(members []Member) []string {
-	var out []string
-	for _, m := range members {
-		if PlainRemoteURL(m.APIURL) {
-			out = append(out, fmt.Sprintf("%s serves the LAPI over plain HTTP on a non-loopback address (%s): credentials and API keys cross the network in clear", m.ID, m.APIURL))
-		}
+// WildcardURL reports whether apiURL names a wildcard address (0.0.0.0,
+// ::): a node listening on every interface without --api-advertise;
+// clients on other hosts cannot use it.
+func WildcardURL(apiURL string) bool {
+	u, err := url.Parse(apiURL)
+	if err != nil || u.Host == "" {
+		return false
 	}
-	return out
+	ip := net.ParseIP(u.Hostname())
+	return u.Hostname() == "" || (ip != nil && ip.IsUnspecified())
 }

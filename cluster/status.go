@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 	"sync"
@@ -139,6 +140,21 @@ func (n *Node) Voters() []string {
 	for _, s := range f.Configuration().Servers {
 		if s.Suffrage == raft.Voter {
 			out = append(out, string(s.ID))
+		}
+	}
+	return out
+}
+
+// memberWarnings: one line per member serving plain HTTP off loopback,
+// and per member advertising a wildcard API URL.
+func memberWarnings(members []Member) []string {
+	var out []string
+	for _, m := range members {
+		if PlainRemoteURL(m.APIURL) {
+			out = append(out, fmt.Sprintf("%s serves the LAPI over plain HTTP on a non-loopback address (%s): credentials and API keys cross the network in clear", m.ID, m.APIURL))
+		}
+		if WildcardURL(m.APIURL) {
+			out = append(out, fmt.Sprintf("%s advertises the API URL %s, a wildcard address clients on other hosts cannot use (halapi agent skips it): set its --api-advertise", m.ID, m.APIURL))
 		}
 	}
 	return out

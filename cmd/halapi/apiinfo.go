@@ -15,9 +15,9 @@ import (
 // APIInfo is what GET /admin/v1/api-info tells about this node's LAPI
 // endpoint, for the credentials files `machines add -f` writes.
 type APIInfo struct {
-	// URL is the URL clients use: the --listen address, or for a wildcard
-	// listen the first --api-name (else 127.0.0.1); it is in the node
-	// certificate's names.
+	// URL is the URL clients use: --api-advertise, else the --listen
+	// address, or for a wildcard listen the first --api-name (else
+	// 127.0.0.1); it is in the node certificate's names.
 	URL    string `json:"url"`
 	Scheme string `json:"scheme"`
 	// BuiltinCA is true when HTTPS uses the cluster CA's node certificate
@@ -53,6 +53,9 @@ func apiInfoRoutes(f *serveFlags) func(*mux.Router) {
 				info.Scheme = "http"
 			}
 			info.URL = advertisedAPIURL(info.Scheme, f.listen, f.pki.apiNames)
+			if f.apiAdvertise != "" {
+				info.URL = f.apiAdvertise
+			}
 			if info.Scheme == "https" && f.tlsCert == "" {
 				info.BuiltinCA = true
 				p, err := filepath.Abs(filepath.Join(f.dataDir, "pki", pki.CAFile))

@@ -19,7 +19,7 @@ var placeholderByName = map[string]string{
 	"cluster-advertise": "HOST:PORT", "join": "HOST:PORT", "join-api": "HOST:PORT",
 	"profiles": "FILE", "file": "FILE", "tls-cert": "FILE", "tls-key": "FILE", "crl": "FILE", "client-ca": "FILE",
 	"capi-credentials": "FILE", "join-token-file": "FILE",
-	"url": "URL", "capi-url": "URL", "lapi-url": "URL",
+	"url": "URL", "capi-url": "URL", "lapi-url": "URL", "api-advertise": "URL",
 	"node-id": "ID", "output": "FORMAT", "log-level": "LEVEL", "password": "PASSWORD", "key": "KEY", "name": "NAME",
 	"reason": "TEXT", "comment": "TEXT", "description": "TEXT",
 	"join-token": "TOKEN", "token": "TOKEN", "auto-registration-token": "TOKEN",

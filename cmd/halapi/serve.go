@@ -32,6 +32,7 @@ type serveFlags struct {
 	dataDir, listen, profiles, nodeID, clusterListen, metricsListen string
 	tlsCert, tlsKey                                                 string
 	gossipListen, clusterAdvertise                                  string
+	apiAdvertise                                                    string
 	join                                                            []string
 	bootstrapExpect                                                 int
 	deadNodeTimeout                                                 time.Duration
@@ -82,6 +83,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
 	fl.StringVar(&f.clusterListen, "cluster-listen", "", "cluster port for raft and write forwarding (host:port); empty: single node, in-process transport")
 	fl.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "address peers use to reach --cluster-listen (default: the listen address)")
+	fl.StringVar(&f.apiAdvertise, "api-advertise", "", "URL clients on other hosts reach this node's API at, advertised to the cluster (member list, cluster status, halapi agent); default: from --listen when it is not a wildcard")
 	fl.StringVar(&f.gossipListen, "gossip-listen", "", "gossip (memberlist) address (host:port), needed for a multi-node cluster")
 	fl.StringArrayVar(&f.join, "join", nil, "gossip address of an existing member (repeatable)")
 	fl.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "bootstrap a new cluster once this many servers have met")
@@ -251,6 +253,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.pki.plainHTTP {
 		scheme = "http"
 	}
+	apiURL, err := applyAPIAdvertise(&f, scheme, logger)
+	if err != nil {
+		return err
+	}
 	rt, err := preparePKI(ctx, f.pki, f.nodeID, f.dataDir, f.listen, f.clusterListen, logger)
 	if err != nil {
 		return err
@@ -267,7 +273,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	machine := fsm.New(logger)
 	ccfg := cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: join, BootstrapExpect: expect,
-		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
+		APIURL: apiURL, DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
 		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
 		HeartbeatTimeout: f.raftHeartbeat, ElectionTimeout: f.raftElection, LeaderLeaseTimeout: f.raftLease, CommitTimeout: f.raftCommit}
 	if err := rt.clusterTLS(&ccfg, machine); err != nil {
