@@ -100,6 +100,23 @@ func leaderOf(nodes []*testNode) *testNode {
 	return nil
 }
 
+// formed waits until a leader has every node as a voter, and returns it
+// and the followers.
+func formed(t *testing.T, nodes []*testNode) (leader *testNode, followers []*testNode) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("a leader with %d voters", len(nodes)), 15*time.Second, func() bool {
+		l := leaderOf(nodes)
+		return l != nil && voters(l.n) == len(nodes)
+	})
+	leader = leaderOf(nodes)
+	for _, tn := range nodes {
+		if tn != leader {
+			followers = append(followers, tn)
+		}
+	}
+	return leader, followers
+}
+
 func voters(n *Node) int {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
@@ -110,18 +127,8 @@ func voters(n *Node) int {
 
 func TestClusterFormsForwardsAndHeals(t *testing.T) {
 	nodes := startCluster(t, 3, 2*time.Second)
-	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
-		l := leaderOf(nodes)
-		return l != nil && voters(l.n) == 3
-	})
-	leader := leaderOf(nodes)
-	var follower *testNode
-	for _, tn := range nodes {
-		if tn != leader {
-			follower = tn
-			break
-		}
-	}
+	leader, followers := formed(t, nodes)
+	follower := followers[0]
 	// a write on a follower is forwarded and readable there at once
 	ctx := context.Background()
 	res, err := follower.n.Apply(ctx, fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "m1", AuthType: fsm.AuthPassword}}})
@@ -169,22 +176,8 @@ func TestClusterFormsForwardsAndHeals(t *testing.T) {
 
 func TestRemoveNeedsLeaderAndKeepsRemovedOut(t *testing.T) {
 	nodes := startCluster(t, 3, time.Hour)
-	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
-		l := leaderOf(nodes)
-		return l != nil && voters(l.n) == 3
-	})
-	leader := leaderOf(nodes)
-	var victim, other *testNode
-	for _, tn := range nodes {
-		if tn == leader {
-			continue
-		}
-		if victim == nil {
-			victim = tn
-		} else {
-			other = tn
-		}
-	}
+	leader, followers := formed(t, nodes)
+	victim, other := followers[0], followers[1]
 	ctx := context.Background()
 	if err := other.n.Remove(ctx, "nope"); err == nil {
 		t.Fatal("removing an unknown node must fail")

@@ -13,17 +13,7 @@ import (
 
 func TestSyncLeaderAndWaitReplicated(t *testing.T) {
 	nodes := startCluster(t, 3, time.Hour)
-	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
-		l := leaderOf(nodes)
-		return l != nil && voters(l.n) == 3
-	})
-	leader := leaderOf(nodes)
-	var followers []*testNode
-	for _, tn := range nodes {
-		if tn != leader {
-			followers = append(followers, tn)
-		}
-	}
+	leader, followers := formed(t, nodes)
 	f := followers[0].n
 	ctx := context.Background()
 

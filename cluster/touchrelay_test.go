@@ -16,18 +16,8 @@ import (
 // (no sink: an older version) is told so, to write them itself.
 func TestTouchesRelayedToLeader(t *testing.T) {
 	nodes := startCluster(t, 3, time.Hour)
-	waitFor(t, "a leader with 3 voters", 15*time.Second, func() bool {
-		l := leaderOf(nodes)
-		return l != nil && voters(l.n) == 3
-	})
-	leader := leaderOf(nodes)
-	var follower *testNode
-	for _, tn := range nodes {
-		if tn != leader {
-			follower = tn
-			break
-		}
-	}
+	leader, followers := formed(t, nodes)
+	follower := followers[0]
 	waitFor(t, "the follower knows the leader", 10*time.Second, func() bool {
 		addr, _ := follower.n.raft.LeaderWithID()
 		return addr != ""
