@@ -145,9 +145,14 @@ func (n *Node) membershipView() (membershipView, bool) {
 	}
 	v := membershipView{Self: n.cfg.NodeID, DeadNodeTimeout: n.cfg.DeadNodeTimeout,
 		Members: map[string]seenMember{}, Revoked: map[string]bool{}}
+	// NodeRevoked scans the revoked certificates: once per ID and round.
+	asked := map[string]bool{}
 	revoked := func(id string) {
-		if n.cfg.NodeRevoked != nil && n.cfg.NodeRevoked(id) {
-			v.Revoked[id] = true
+		if n.cfg.NodeRevoked != nil && !asked[id] {
+			asked[id] = true
+			if n.cfg.NodeRevoked(id) {
+				v.Revoked[id] = true
+			}
 		}
 	}
 	for _, s := range f.Configuration().Servers {
