@@ -57,7 +57,9 @@ type Config struct {
 	// BootstrapExpect: bootstrap once this many servers have met (and no
 	// cluster exists yet). 0 with no Join: bootstrap alone.
 	BootstrapExpect int
-	// APIURL is this node's client API URL, shown in cluster status.
+	// APIURL is this node's client API URL (serve --api-advertise, else
+	// from --listen), gossiped to the members: cluster status and the
+	// member list halapi agent reads.
 	APIURL string
 	// DeadNodeTimeout: a member gone (dead or left) longer than this is
 	// removed from raft by the leader, only while a quorum remains.
