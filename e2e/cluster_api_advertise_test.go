@@ -89,9 +89,9 @@ func TestAPIAdvertiseInMembersAndStatus(t *testing.T) {
 func TestAPIAdvertiseRefusesBadURL(t *testing.T) {
 	for url, want := range map[string]string{
 		"ftp://n1.example:21/":     "--api-advertise",
-		"http://0.0.0.0:8080/":     "wildcard address",
+		"http://0.0.0.0:8080/":     "unspecified address",
 		"https://127.0.0.1:8080/":  "this node serves http",
-		"http://n1.example:8080/x": "no path",
+		"http://n1.example:8080/x": "nothing else",
 	} {
 		dir := filepath.Join(t.TempDir(), "data")
 		refusedServe(t, want, "--data-dir", dir, "--plain-http", "--listen", loopbackPort(t, false),

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
-	"strconv"
 	"strings"
+
+	"github.com/halapi/halapi/agent"
 )
 
 // The API URL a node advertises: gossiped to the other members, shown by
@@ -39,7 +38,7 @@ func resolveAPIAdvertise(scheme, listen, advertise string) (apiAdvertise, error)
 		}
 		return out, nil
 	}
-	u, err := parseAdvertiseURL(advertise)
+	u, err := agent.ParseNodeURL(advertise)
 	if err != nil {
 		return apiAdvertise{}, fmt.Errorf("--api-advertise %q: %w", advertise, err)
 	}
@@ -47,37 +46,6 @@ func resolveAPIAdvertise(scheme, listen, advertise string) (apiAdvertise, error)
 		return apiAdvertise{}, fmt.Errorf("--api-advertise %q: this node serves %s on --listen, the URL must say %s://", advertise, scheme, scheme)
 	}
 	return apiAdvertise{URL: u.String() + "/", SAN: u.Hostname()}, nil
-}
-
-// parseAdvertiseURL accepts what `halapi agent` accepts as a node URL:
-// http(s)://host[:port][/], a usable host (no wildcard address); the port
-// defaults to the scheme's.
-func parseAdvertiseURL(s string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(s))
-	if err != nil {
-		return nil, err
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, errors.New("want http://HOST:PORT/ or https://HOST:PORT/")
-	}
-	if u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return nil, errors.New("want scheme://HOST:PORT/ and nothing else (no path, user, query or fragment)")
-	}
-	host := u.Hostname()
-	if host == "" {
-		return nil, errors.New("no host")
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		return nil, errors.New("a wildcard address (0.0.0.0, ::) is not reachable: give the address clients use")
-	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return nil, fmt.Errorf("invalid port %q", u.Port())
-	}
-	return &url.URL{Scheme: u.Scheme, Host: net.JoinHostPort(host, port)}, nil
 }
 
 // wildcardHost reports a listen address on every interface.

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/halapi/halapi/agent"
 )
 
 func TestResolveAPIAdvertise(t *testing.T) {
@@ -32,15 +34,16 @@ func TestResolveAPIAdvertise(t *testing.T) {
 		{scheme: "https", listen: "[::]:8080", advertise: "https://[fd00::2]:8080/", url: "https://[fd00::2]:8080/", san: "fd00::2"},
 		// refused: clear errors
 		{scheme: "https", listen: "0.0.0.0:8080", advertise: "http://n1.example:8080/", err: "this node serves https"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "n1.example:8080", err: "want http://HOST:PORT/"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://0.0.0.0:8080/", err: "wildcard address"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://[::]:8080/", err: "wildcard address"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:8080/v1", err: "no path"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://u:p@n1.example:8080/", err: "no path, user"},
-		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:8080/?a=b", err: "no path, user, query"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "n1.example:8080", err: "scheme must be http or https"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://0.0.0.0:8080/", err: "unspecified address"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://[::]:8080/", err: "unspecified address"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:8080/v1", err: "nothing else"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://u:p@n1.example:8080/", err: "nothing else"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:8080/?a=b", err: "nothing else"},
 		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:0/", err: "invalid port"},
 		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://n1.example:99999/", err: "invalid port"},
 		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://:8080/", err: "no host"},
+		{scheme: "https", listen: "0.0.0.0:8080", advertise: "https://bad_name!:8080/", err: "invalid host"},
 	} {
 		got, err := resolveAPIAdvertise(tc.scheme, tc.listen, tc.advertise)
 		name := tc.scheme + " " + tc.listen + " " + tc.advertise
@@ -62,7 +65,7 @@ func TestResolveAPIAdvertise(t *testing.T) {
 		}
 		if tc.advertise != "" && tc.err == "" {
 			// what it advertises, halapi agent accepts
-			if _, err := parseAdvertiseURL(got.URL); err != nil {
+			if _, err := agent.ParseNodeURL(got.URL); err != nil {
 				t.Errorf("%s: advertised %q does not parse again: %v", name, got.URL, err)
 			}
 		}
