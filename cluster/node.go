@@ -108,6 +108,7 @@ type Node struct {
 	closers   []io.Closer
 	log       *slog.Logger
 	started   int64
+	profInfo  atomic.Pointer[func() ProfilesInfo] // profilesinfo.go
 	hasState  atomic.Bool
 	closing   atomic.Bool
 	left      atomic.Bool
@@ -837,6 +838,8 @@ type Member struct {
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	CommitIndex  uint64 `json:"commit_index,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Profiles: what the member evaluates (profilesinfo.go).
+	Profiles *ProfilesInfo `json:"profiles,omitempty"`
 }
 
 // Status is a point-in-time view of the node and, through it, the cluster.
@@ -852,6 +855,8 @@ type Status struct {
 	Members      []Member `json:"members,omitempty"`
 	// Warnings name risky settings of members (plainhttp.go).
 	Warnings []string `json:"warnings,omitempty"`
+	// Profiles: what this node evaluates (profilesinfo.go).
+	Profiles *ProfilesInfo `json:"profiles,omitempty"`
 }
 
 func statU(st map[string]string, k string) uint64 {
@@ -864,7 +869,7 @@ func (n *Node) localStatus() Status {
 	_, leader := n.raft.LeaderWithID()
 	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
 		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: n.FSM.AppliedIndex(),
-		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != ""}
+		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != "", Profiles: n.profilesInfo()}
 }
 
 // Status returns this node's view plus every member, asking each for its
@@ -917,6 +922,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		if id == n.cfg.NodeID {
 			m.State, m.APIURL = "alive", n.cfg.APIURL
 			m.AppliedIndex, m.CommitIndex = st.AppliedIndex, st.CommitIndex
+			m.Profiles = st.Profiles
 			mu.Lock()
 			st.Members = append(st.Members, m)
 			mu.Unlock()
@@ -933,6 +939,7 @@ func (n *Node) Status(ctx context.Context) Status {
 					m.Error = err.Error()
 				} else if resp.Status != nil {
 					m.AppliedIndex, m.CommitIndex = resp.Status.AppliedIndex, resp.Status.CommitIndex
+					m.Profiles = resp.Status.Profiles
 				}
 			}
 			mu.Lock()
@@ -943,6 +950,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	wg.Wait()
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
 	st.Warnings = memberWarnings(st.Members)
+	st.Warnings = append(st.Warnings, profilesWarnings(st.Members, st.Leader)...)
 	return st
 }
 
