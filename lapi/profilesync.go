@@ -225,12 +225,13 @@ func (s *Server) rebuildProfiles(force bool) *ActiveProfiles {
 			// Another version of halapi validated it. Keep what is in
 			// use; cluster status shows this node's hash apart.
 			s.log.Error("the replicated profiles do not load on this node: keeping the profiles in use", "hash", p.Hash, "err", err)
-			if old == nil {
-				old = s.localActive(local, nil)
+			if old != nil && (old.Replicated != nil || !force) {
+				c := *old // the set in use stays (a new local file applies)
+				a = &c
+			} else {
+				a = s.localActive(local, nil)
 			}
-			c := *old
-			c.seen, c.Error, c.LocalHash = p, err.Error(), local.Hash
-			a = &c
+			a.seen, a.Error, a.LocalHash = p, err.Error(), local.Hash
 			break
 		}
 		e := profiles.NewEngine(profs, s.fsm)

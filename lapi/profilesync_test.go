@@ -223,6 +223,20 @@ func TestProfilesReplicatedSetThatDoesNotLoad(t *testing.T) {
 	if typ, _ := e.pushDecision(tok, "192.0.2.1"); typ != "ban" {
 		t.Fatalf("got %q", typ)
 	}
+	// its own file still reloads (SIGHUP) while the replicated set cannot load
+	path := filepath.Join(t.TempDir(), "profiles.yaml")
+	if err := os.WriteFile(path, []byte(captchaProfiles), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.ReloadLocalProfiles(path, ""); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.srv.Profiles(); a.Source != ProfilesFile || a.Error == "" {
+		t.Fatalf("after a reload: %+v", a)
+	}
+	if typ, _ := e.pushDecision(tok, "192.0.2.2"); typ != "captcha" {
+		t.Fatalf("got %q after a reload", typ)
+	}
 }
 
 func TestReadNotificationsDirBounds(t *testing.T) {
