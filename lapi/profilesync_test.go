@@ -2,7 +2,9 @@ package lapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/halapi/halapi/fsm"
 )
@@ -278,4 +281,48 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// Without any request, the watcher swaps the set in use when the
+// replicated one changes, and ProfilesChanged fires (what notify waits
+// on); concurrent pushes and applies are race-free.
+func TestProfilesWatcherSwapsWithoutTraffic(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("m1")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	e.srv.Run(ctx)
+	ch := e.srv.ProfilesChanged()
+	if _, err := e.srv.cluster.Apply(ctx, fsm.Command{Type: fsm.CmdProfilesSet, Body: fsm.ProfilesSet{YAML: []byte(captchaProfiles)}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ProfilesChanged did not fire without traffic")
+	}
+	if a := e.srv.prof.active.Load(); a.Source != ProfilesReplicated {
+		t.Fatalf("watcher did not swap: %+v", a)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 20; i++ {
+			dur := fmt.Sprintf("%dh", i+1)
+			if _, err := e.srv.cluster.Apply(ctx, fsm.Command{Type: fsm.CmdProfilesSet, Body: fsm.ProfilesSet{YAML: []byte(strings.ReplaceAll(captchaProfiles, "17h", dur))}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 20; i++ {
+		if typ, _ := e.pushDecision(tok, fmt.Sprintf("192.0.2.%d", i+1)); typ != "captcha" {
+			t.Fatalf("push %d: %q", i, typ)
+		}
+	}
+	wg.Wait()
+	if a := e.srv.Profiles(); a.Hash != e.fsm.Profiles().Hash {
+		t.Fatalf("in use %s, replicated %s", a.Hash, e.fsm.Profiles().Hash)
+	}
 }
