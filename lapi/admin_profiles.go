@@ -1,13 +1,19 @@
 package lapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"sort"
+	"strings"
 
 	"github.com/gorilla/mux"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/profiles"
+	"gopkg.in/yaml.v3"
 )
 
 // maxProfilesRequest bounds PUT /admin/v1/profiles: the largest set the
@@ -47,6 +53,10 @@ func (s *Server) adminProfilesApply(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "invalid profiles: "+err.Error())
 		return
 	}
+	if err := checkNotificationYAML(req.Notifications); err != nil {
+		writeErr(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	body := fsm.ProfilesSet{YAML: req.YAML, Notifications: req.Notifications, SetBy: req.SetBy}
 	if err := body.Validate(); err != nil {
 		writeErr(w, http.StatusBadRequest, err.Error())
@@ -59,4 +69,30 @@ func (s *Server) adminProfilesApply(w http.ResponseWriter, r *http.Request) {
 	s.Profiles()
 	s.waitReplicated(r.Context())
 	writeJSON(w, http.StatusOK, s.profilesView())
+}
+
+// checkNotificationYAML refuses notification configs that are not YAML
+// (what they mean is the notification side's business), naming the first
+// bad file in name order.
+func checkNotificationYAML(files map[string][]byte) error {
+	names := make([]string, 0, len(files))
+	for k := range files {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		dec := yaml.NewDecoder(bytes.NewReader(files[name]))
+		for {
+			var doc any
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "yaml: "), "\n", " ")
+				return fmt.Errorf("notification config %s is not YAML: %s", name, msg)
+			}
+		}
+	}
+	return nil
 }

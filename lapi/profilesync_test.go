@@ -73,6 +73,10 @@ func TestProfilesReplicatedWinAndSwapAtOnce(t *testing.T) {
 	if r.code != 400 || !strings.Contains(r.body, "file name") {
 		t.Fatalf("bad notification name: %d %s", r.code, r.body)
 	}
+	r = e.admin("PUT", "/profiles", ProfilesApplyRequest{YAML: []byte(captchaProfiles), Notifications: map[string][]byte{"a.yaml": []byte("type: http"), "b.yaml": []byte("type: [\n")}})
+	if r.code != 400 || !strings.Contains(r.body, "notification config b.yaml is not YAML") || strings.Contains(r.body, "\\n") {
+		t.Fatalf("notification config that is not YAML: %d %s", r.code, r.body)
+	}
 	if e.fsm.Profiles() != nil {
 		t.Fatal("a refused set was stored")
 	}
