@@ -104,6 +104,7 @@ type Node struct {
 	gossip    *gossip
 	rpc       rpcClient
 	closers   []io.Closer
+	profInfo  atomic.Pointer[func() ProfilesInfo] // profilesinfo.go
 	log       *slog.Logger
 	started   int64
 	hasState  atomic.Bool

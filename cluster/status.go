@@ -21,6 +21,8 @@ type Member struct {
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	CommitIndex  uint64 `json:"commit_index,omitempty"`
 	Error        string `json:"error,omitempty"`
+	// Profiles: what the member evaluates (profilesinfo.go).
+	Profiles *ProfilesInfo `json:"profiles,omitempty"`
 }
 
 // Status is a point-in-time view of the node and, through it, the cluster.
@@ -36,6 +38,8 @@ type Status struct {
 	Members      []Member `json:"members,omitempty"`
 	// Warnings name risky settings of members (plainhttp.go).
 	Warnings []string `json:"warnings,omitempty"`
+	// Profiles: what this node evaluates (profilesinfo.go).
+	Profiles *ProfilesInfo `json:"profiles,omitempty"`
 }
 
 func statU(st map[string]string, k string) uint64 {
@@ -48,7 +52,7 @@ func (n *Node) localStatus() Status {
 	_, leader := n.raft.LeaderWithID()
 	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
 		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: n.FSM.AppliedIndex(),
-		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != ""}
+		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != "", Profiles: n.profilesInfo()}
 }
 
 // Status returns this node's view plus every member, asking each for its
@@ -101,6 +105,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		if id == n.cfg.NodeID {
 			m.State, m.APIURL = string(MemberAlive), n.cfg.APIURL
 			m.AppliedIndex, m.CommitIndex = st.AppliedIndex, st.CommitIndex
+			m.Profiles = st.Profiles
 			mu.Lock()
 			st.Members = append(st.Members, m)
 			mu.Unlock()
@@ -117,6 +122,7 @@ func (n *Node) Status(ctx context.Context) Status {
 					m.Error = err.Error()
 				} else if resp.Status != nil {
 					m.AppliedIndex, m.CommitIndex = resp.Status.AppliedIndex, resp.Status.CommitIndex
+					m.Profiles = resp.Status.Profiles
 				}
 			}
 			mu.Lock()
@@ -127,6 +133,7 @@ func (n *Node) Status(ctx context.Context) Status {
 	wg.Wait()
 	sort.Slice(st.Members, func(i, j int) bool { return st.Members[i].ID < st.Members[j].ID })
 	st.Warnings = memberWarnings(st.Members)
+	st.Warnings = append(st.Warnings, profilesWarnings(st.Members, st.Leader)...)
 	return st
 }
 

@@ -39,6 +39,8 @@ type FSM struct {
 	// OnApply, if set, is called after each entry with its type and
 	// duration (metrics). It must not block.
 	OnApply func(t CmdType)
+
+	profWatch profilesWatch // ProfilesChanged (profiles.go)
 }
 
 // New returns an empty FSM.
@@ -55,7 +57,10 @@ func New(logger *slog.Logger) *FSM {
 func (f *FSM) read() *state { return f.pub.Load() }
 
 // publishLocked makes the writer's state visible to readers (mu held).
-func (f *FSM) publishLocked() { f.pub.Store(f.s.publish()) }
+func (f *FSM) publishLocked() {
+	f.pub.Store(f.s.publish())
+	f.profilesPublished(f.s.profiles)
+}
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {

@@ -50,13 +50,14 @@ func doneRecs(s *state) []doneRec {
 }
 
 type snapRecord struct {
-	Meta      *snapMeta  `json:"meta,omitempty"`
-	Machine   *Machine   `json:"machine,omitempty"`
-	Bouncer   *Bouncer   `json:"bouncer,omitempty"`
-	Allowlist *Allowlist `json:"allowlist,omitempty"`
-	Alert     *Alert     `json:"alert,omitempty"`
-	Decision  *Decision  `json:"decision,omitempty"`
-	Tombstone *Decision  `json:"tombstone,omitempty"`
+	Meta      *snapMeta   `json:"meta,omitempty"`
+	Machine   *Machine    `json:"machine,omitempty"`
+	Bouncer   *Bouncer    `json:"bouncer,omitempty"`
+	Allowlist *Allowlist  `json:"allowlist,omitempty"`
+	Alert     *Alert      `json:"alert,omitempty"`
+	Decision  *Decision   `json:"decision,omitempty"`
+	Tombstone *Decision   `json:"tombstone,omitempty"`
+	Profiles  *ProfileSet `json:"profiles,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -67,6 +68,7 @@ type fsmSnapshot struct {
 	alerts     *btree.BTreeG[*Alert]
 	decisions  *btree.BTreeG[*Decision]
 	tombstones *btree.BTreeG[*Decision]
+	profiles   *ProfileSet
 }
 
 // Snapshot implements raft.FSM. It runs between applies; it takes a
@@ -86,6 +88,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		alerts:     s.alerts,
 		decisions:  s.decisions,
 		tombstones: s.tombstones,
+		profiles:   s.profiles,
 	}
 	for _, m := range s.machines {
 		snap.machines = append(snap.machines, m)
@@ -134,6 +137,9 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 		return err == nil
 	}
 	put(snapRecord{Meta: &s.meta})
+	if s.profiles != nil {
+		put(snapRecord{Profiles: s.profiles})
+	}
 	for _, m := range s.machines {
 		put(snapRecord{Machine: m})
 	}
@@ -380,6 +386,8 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 	case rec.Tombstone != nil:
 		t := rec.Tombstone
 		s.tombstones.ReplaceOrInsert(t)
+	case rec.Profiles != nil:
+		return s.restoreProfiles(rec.Profiles)
 	}
 	return nil
 }

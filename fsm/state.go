@@ -50,6 +50,8 @@ type state struct {
 
 	jwtKey []byte
 	config map[string][]byte
+	// profiles is the replicated profiles set (profiles.go), immutable.
+	profiles *ProfileSet
 	// done remembers the results of the last idempotent commands (by
 	// request ID), so a retried write is applied once (dedupCap entries,
 	// oldest dropped first).

@@ -39,6 +39,7 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	mid := machineID(r)
 	batch := make([]fsm.NewAlert, 0, len(in))
+	engine := s.Profiles().Engine // one set for the whole request
 	for _, a := range in {
 		a.Source.Scope = models.Str(models.NormalizeScope(a.Source.GetScope()))
 		for _, d := range a.Decisions {
@@ -59,7 +60,7 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 				d.UUID = uuid.NewString()
 			}
 		}
-		if err := s.engine.Apply(a, now); err != nil {
+		if err := engine.Apply(a, now); err != nil {
 			writeErr(w, http.StatusInternalServerError, err.Error())
 			return
 		}

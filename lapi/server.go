@@ -112,7 +112,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	engine  *profiles.Engine
+	prof    profileState // profilesync.go
 	touches *toucher
 	now     func() time.Time
 
@@ -139,15 +139,10 @@ func New(cfg Config, f *fsm.FSM, c Cluster, profs []*profiles.Profile, logger *s
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if profs == nil {
-		p, err := profiles.Parse(profiles.DefaultYAML())
-		if err != nil {
-			return nil, err
-		}
-		profs = p
-	}
 	s := &Server{cfg: cfg, fsm: f, cluster: c, log: logger, now: time.Now}
-	s.engine = profiles.NewEngine(profs, f)
+	if err := s.initProfiles(profs); err != nil {
+		return nil, err
+	}
 	s.metrics = newMetrics(f, func() time.Time { return s.now() })
 	s.touches = newToucher(s)
 	s.regLimit = newRateLimiter(cfg.RegisterEvery, cfg.RegisterBurst, limiterEntries)
@@ -184,6 +179,7 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 // are run by the cluster's leader loop.
 func (s *Server) Run(ctx context.Context) {
 	go s.touches.run(ctx)
+	go s.watchProfiles(ctx.Done())
 }
 
 // OnLeadership makes sure the cluster secrets exist (tests; a node runs

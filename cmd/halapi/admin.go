@@ -545,9 +545,9 @@ func clusterCmd() *cobra.Command {
 			var rows [][]string
 			for _, m := range st.Members {
 				note := m.Error
-				rows = append(rows, []string{m.ID, m.Role, m.State, m.APIURL, m.RaftAddr, fmt.Sprint(m.AppliedIndex), note})
+				rows = append(rows, []string{m.ID, m.Role, m.State, m.APIURL, m.RaftAddr, fmt.Sprint(m.AppliedIndex), memberProfiles(m.Profiles), note})
 			}
-			table("ID\tROLE\tSTATE\tAPI URL\tCLUSTER ADDR\tAPPLIED\tERROR", rows)
+			table("ID\tROLE\tSTATE\tAPI URL\tCLUSTER ADDR\tAPPLIED\tPROFILES\tERROR", rows)
 			for _, w := range st.Warnings {
 				fmt.Println("WARNING:", w)
 			}

@@ -23,7 +23,6 @@ import (
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi"
 	"github.com/halapi/halapi/lapi/models"
-	"github.com/halapi/halapi/lapi/profiles"
 	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
 )
@@ -55,6 +54,7 @@ type serveFlags struct {
 	memoryLimitSet                                                  bool
 	files                                                           configFlags
 	flushAuto                                                       flushAutoFlags
+	notificationsDir                                                string
 }
 
 func serveCmd() *cobra.Command {
@@ -80,6 +80,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	fl.StringVar(&f.dataDir, "data-dir", "halapi-data", "directory holding the raft log, snapshots and the admin socket")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "LAPI listen address (host:port)")
 	fl.StringVar(&f.profiles, "profiles", "", "profiles.yaml to use (default: the built-in CrowdSec default profiles)")
+	fl.StringVar(&f.notificationsDir, "notifications-dir", "", "notification plugin configs (*.yaml) of this node, used until `halapi profiles apply` replicates a set (re-read with --profiles on SIGHUP)")
 	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
 	fl.StringVar(&f.clusterListen, "cluster-listen", "", "cluster port for raft and write forwarding (host:port); empty: single node, in-process transport")
 	fl.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "address peers use to reach --cluster-listen (default: the listen address)")
@@ -223,11 +224,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
 
-	var profs []*profiles.Profile
-	if f.profiles != "" {
-		if profs, err = profiles.Load(f.profiles); err != nil {
-			return fmt.Errorf("profiles: %w", err)
-		}
+	localProfiles, err := lapi.LoadLocalProfiles(f.profiles, f.notificationsDir)
+	if err != nil {
+		return fmt.Errorf("profiles: %w", err)
 	}
 	if f.raftHeartbeat < 5*time.Millisecond || f.raftElection < 5*time.Millisecond || f.raftLease < 5*time.Millisecond || f.raftCommit <= 0 {
 		return errors.New("raft timeouts must be at least 5ms (--raft-commit-timeout > 0)")
@@ -285,10 +284,12 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer node.Close()
 
-	srv, err := lapi.New(cfg, machine, node, profs, logger)
+	srv, err := lapi.New(cfg, machine, node, nil, logger)
 	if err != nil {
 		return err
 	}
+	srv.SetLocalProfiles(localProfiles)
+	node.SetProfilesInfo(profilesInfo(srv))
 	srv.Metrics().Registry.MustRegister(node.Collector())
 	node.AddLeaderJob(cluster.LeaderJob{Name: "jwt-key", MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
 		Run: func(ctx context.Context) error {
@@ -312,6 +313,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	srv.Run(runCtx)
+	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notificationsDir, logger)
+	srv.AddAdminRoutes(srv.ProfilesAdminRoutes)
 	go rt.run(runCtx, machine, node)
 	srv.AddAdminRoutes(rt.adminRoutes)
 	srv.AddAdminRoutes(backupRoutes(node))
