@@ -232,7 +232,11 @@ var exprOptions = []expr.Option{
 		return getFromStash(p[0].(string), p[1].(string))
 	}, new(func(string, string) (string, error))),
 	expr.Function("SetInStash", func(p ...any) (any, error) {
-		return setInStash(p[0].(string), p[1].(string), p[2].(string), p[3].(*time.Duration)), nil
+		// A profile can only pass nil (expr has no *time.Duration
+		// values): halapi takes it as the stash's TTL, where the
+		// reference's type assertion fails.
+		exp, _ := p[3].(*time.Duration)
+		return setInStash(p[0].(string), p[1].(string), p[2].(string), exp), nil
 	}, new(func(string, string, string, *time.Duration) error)),
 	expr.Function("LookupHost", func(p ...any) (any, error) {
 		return lookupHost(p[0].(string)), nil
