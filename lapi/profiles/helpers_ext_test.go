@@ -106,19 +106,19 @@ func TestGeoIPHelpers(t *testing.T) {
 	writeGeoIPDBs(t, dir)
 	configure(t, HelperConfig{DataDir: dir})
 	checkTable(t, a, map[string]any{
-		`GeoIPEnrich(Alert.GetValue()).Country.IsoCode`:                      "FR",
-		`GeoIPEnrich(Alert.GetValue()).City.Names.en`:                        "Paris",
-		`GeoIPEnrich(Alert.GetValue()).Country.IsInEuropeanUnion`:            true,
-		`GeoIPEnrich(Alert.GetValue()).Location.TimeZone`:                    "Europe/Paris",
-		`GeoIPEnrich(Alert.GetValue()).Location.Latitude > 48`:               true,
-		`GeoIPEnrich("::ffff:1.2.3.9").Country.IsoCode`:                      "FR",
-		`GeoIPEnrich("2a01:4f8::1").Country.Names["en"]`:                     "Deutschland – ü",
-		`GeoIPEnrich("9.9.9.9").Country.IsoCode`:                             "", // not found: an empty record
-		`GeoIPASNEnrich(Alert.GetValue()).AutonomousSystemNumber`:            uint(16276),
-		`GeoIPASNEnrich("2a01:4f8:1::5").AutonomousSystemOrganization`:       "Example",
-		`GeoIPRangeEnrich(Alert.GetValue()).String()`:                        "1.2.0.0/16",
-		`GeoIPRangeEnrich("2a01:4f8::1").String()`:                           "2a01:4f8::/32",
-		`GeoIPRangeEnrich("9.9.9.9") == nil`:                                 true,
+		`GeoIPEnrich(Alert.GetValue()).Country.IsoCode`:                                                  "FR",
+		`GeoIPEnrich(Alert.GetValue()).City.Names.en`:                                                    "Paris",
+		`GeoIPEnrich(Alert.GetValue()).Country.IsInEuropeanUnion`:                                        true,
+		`GeoIPEnrich(Alert.GetValue()).Location.TimeZone`:                                                "Europe/Paris",
+		`GeoIPEnrich(Alert.GetValue()).Location.Latitude > 48`:                                           true,
+		`GeoIPEnrich("::ffff:1.2.3.9").Country.IsoCode`:                                                  "FR",
+		`GeoIPEnrich("2a01:4f8::1").Country.Names["en"]`:                                                 "Deutschland – ü",
+		`GeoIPEnrich("9.9.9.9").Country.IsoCode`:                                                         "", // not found: an empty record
+		`GeoIPASNEnrich(Alert.GetValue()).AutonomousSystemNumber`:                                        uint(16276),
+		`GeoIPASNEnrich("2a01:4f8:1::5").AutonomousSystemOrganization`:                                   "Example",
+		`GeoIPRangeEnrich(Alert.GetValue()).String()`:                                                    "1.2.0.0/16",
+		`GeoIPRangeEnrich("2a01:4f8::1").String()`:                                                       "2a01:4f8::/32",
+		`GeoIPRangeEnrich("9.9.9.9") == nil`:                                                             true,
 		`Distance(Sprintf("%v", GeoIPEnrich("1.2.3.4").Location.Latitude), "2.35", "48.85", "2.35") < 1`: true,
 	})
 	for _, src := range []string{`GeoIPEnrich("nope")`, `GeoIPASNEnrich("")`, `GeoIPRangeEnrich("fe80::1%eth0")`} {
@@ -188,15 +188,15 @@ func TestCTIHelper(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	st.cti.now = func() time.Time { return now }
 	checkTable(t, a, map[string]any{
-		`CrowdsecCTI(Alert.GetValue()).Reputation`:                                                                "malicious",
-		`CrowdsecCTI(Alert.GetValue()).GetMaliciousnessScore()`:                                                   float32(1),
+		`CrowdsecCTI(Alert.GetValue()).Reputation`:                                                                        "malicious",
+		`CrowdsecCTI(Alert.GetValue()).GetMaliciousnessScore()`:                                                           float32(1),
 		`CrowdsecCTI(Alert.GetValue()).GetBackgroundNoiseScore() > 6 && !CrowdsecCTI(Alert.GetValue()).IsFalsePositive()`: true,
-		`CrowdsecCTI(Alert.GetValue()).GetBehaviors()`:                                                            []string{"ssh:bruteforce"},
-		`CrowdsecCTI(Alert.GetValue()).GetAttackDetails()`:                                                        []string{"crowdsecurity/ssh-bf"},
-		`CrowdsecCTI(Alert.GetValue()).GetClassifications()`:                                                      []string{"community-blocklist"},
-		`CrowdsecCTI("5.6.7.8").GetMaliciousnessScore()`:                                                          float32(0.3),
-		`CrowdsecCTI("5.6.7.8").IsFalsePositive()`:                                                                true,
-		`CrowdsecCTI("5.6.7.8").GetFalsePositives()`:                                                              []string{"seo:crawler"},
+		`CrowdsecCTI(Alert.GetValue()).GetBehaviors()`:                                                                    []string{"ssh:bruteforce"},
+		`CrowdsecCTI(Alert.GetValue()).GetAttackDetails()`:                                                                []string{"crowdsecurity/ssh-bf"},
+		`CrowdsecCTI(Alert.GetValue()).GetClassifications()`:                                                              []string{"community-blocklist"},
+		`CrowdsecCTI("5.6.7.8").GetMaliciousnessScore()`:                                                                  float32(0.3),
+		`CrowdsecCTI("5.6.7.8").IsFalsePositive()`:                                                                        true,
+		`CrowdsecCTI("5.6.7.8").GetFalsePositives()`:                                                                      []string{"seo:crawler"},
 	})
 	if n := calls.Load(); n != 2 {
 		t.Errorf("%d CTI requests, want 2 (answers cached)", n)
@@ -274,17 +274,17 @@ func TestDataFileHelpers(t *testing.T) {
 
 	configure(t, HelperConfig{DataDir: dir, MaxDataFileBytes: 100})
 	checkTable(t, a, map[string]any{
-		`File("ips.txt")`:                          []string{"1.2.3.4", "2001:db8::1", "ü-host"},
-		`Alert.GetValue() in File("ips.txt")`:      true,
-		`"ü-host" in File("ips.txt")`:              true,
-		`RegexpInFile("curl/8.1", "ua.regex")`:     true,
+		`File("ips.txt")`:                           []string{"1.2.3.4", "2001:db8::1", "ü-host"},
+		`Alert.GetValue() in File("ips.txt")`:       true,
+		`"ü-host" in File("ips.txt")`:               true,
+		`RegexpInFile("curl/8.1", "ua.regex")`:      true,
 		`RegexpInFile("Mozilla NIKTO", "ua.regex")`: true,
-		`RegexpInFile("wget", "ua.regex")`:         false,
-		`RegexpInFile("ok", "broken.regex")`:       false, // refused whole
-		`File("missing.txt")`:                      []string{},
-		`File("../etc/passwd")`:                    []string{},
-		`File("/etc/passwd")`:                      []string{},
-		`File("big.txt")`:                          []string{}, // over the size bound
+		`RegexpInFile("wget", "ua.regex")`:          false,
+		`RegexpInFile("ok", "broken.regex")`:        false, // refused whole
+		`File("missing.txt")`:                       []string{},
+		`File("../etc/passwd")`:                     []string{},
+		`File("/etc/passwd")`:                       []string{},
+		`File("big.txt")`:                           []string{}, // over the size bound
 	})
 }
 
@@ -321,17 +321,17 @@ func TestParsingHelpers(t *testing.T) {
 	a := richAlert()
 	checkTable(t, a, map[string]any{
 		`XMLGetAttributeValue("<a><b id='x' v='ü'/></a>", "/a/b[@id='x']", "v")`: "ü",
-		`XMLGetNodeValue("<a><b>one</b><b>two</b></a>", "/a/b")`:                  "one",
-		`XMLGetNodeValue("<a>", "/a")`:                                            "",
-		`XMLGetNodeValue("<a>x</a>", "[[[")`:                                      "",
-		`XMLGetAttributeValue("<a/>", "/a", "nope")`:                              "",
-		`LibInjectionIsSQLI("1' OR '1'='1")`:                                      true,
-		`LibInjectionIsSQLI("hello world")`:                                       false,
-		`LibInjectionIsXSS("<script>alert(1)</script>")`:                          true,
-		`LibInjectionIsXSS("")`:                                                   false,
-		`let m = {}; ParseKV("a=1 b=\"x y\" c= d==e", m, "kv") == nil && m.kv.a == "1" && m.kv.b == "x y" && m.kv.c == "" && m.kv.d == "" && len(m.kv) == 4`: true,
+		`XMLGetNodeValue("<a><b>one</b><b>two</b></a>", "/a/b")`:                 "one",
+		`XMLGetNodeValue("<a>", "/a")`:                                           "",
+		`XMLGetNodeValue("<a>x</a>", "[[[")`:                                     "",
+		`XMLGetAttributeValue("<a/>", "/a", "nope")`:                             "",
+		`LibInjectionIsSQLI("1' OR '1'='1")`:                                     true,
+		`LibInjectionIsSQLI("hello world")`:                                      false,
+		`LibInjectionIsXSS("<script>alert(1)</script>")`:                         true,
+		`LibInjectionIsXSS("")`:                                                  false,
+		`let m = {}; ParseKV("a=1 b=\"x y\" c= d==e", m, "kv") == nil && m.kv.a == "1" && m.kv.b == "x y" && m.kv.c == "" && m.kv.d == "" && len(m.kv) == 4`:                        true,
 		`let m = {}; ParseKVLax("msg=hello world user=\"bob \\\"b\\\"\" x=", m, "p") == nil && m.p.msg == "hello world" && m.p.user == "bob \"b\"" && m.p.x == "" && len(m.p) == 3`: true,
-		`let m = {}; UnmarshalJSON("{\"a\": [1, \"ü\"]}", m, "j") == nil && m.j.a[1] == "ü"`: true,
+		`let m = {}; UnmarshalJSON("{\"a\": [1, \"ü\"]}", m, "j") == nil && m.j.a[1] == "ü"`:                                                                                        true,
 	})
 	// Errors, as in the reference (the expression fails).
 	for _, src := range []string{`JA4H(nil)`, `ParseKV("no pairs here", {}, "kv")`, `let m = {"kv": 1}; ParseKV("a=1", m, "kv")`,
