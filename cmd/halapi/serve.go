@@ -54,6 +54,7 @@ type serveFlags struct {
 	memoryLimitSet                                                  bool
 	files                                                           configFlags
 	flushAuto                                                       flushAutoFlags
+	helpers                                                         helperFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -116,6 +117,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindPKIFlags(fl, &f.pki)
 	bindConfigFlags(fl, &f.files, &f.pki.plainRemote)
 	bindFlushAutoFlags(fl, &f.flushAuto)
+	bindHelperFlags(fl, &f.helpers)
 	return c, f
 }
 
@@ -221,6 +223,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
 
+	if err := f.helpers.configure(logger); err != nil {
+		return err
+	}
 	var profs []*profiles.Profile
 	if f.profiles != "" {
 		if profs, err = profiles.Load(f.profiles); err != nil {

@@ -26,7 +26,8 @@ type HelperConfig struct {
 	// endpoint is CTIURL + "/smoke/" + ip.
 	CTIURL string
 	// CTICacheTTL and CTICacheSize bound the answer cache (CrowdSec's
-	// api.cti.cache_timeout and cache_size; defaults 5m and 1000).
+	// api.cti.cache_timeout and cache_size; defaults 10m and 100, the
+	// values CrowdSec's config loading gives them).
 	CTICacheTTL  time.Duration
 	CTICacheSize int
 	// CTITimeout bounds one CTI request (default 5s; the reference has none).
@@ -69,8 +70,8 @@ type StashConfig struct {
 // Bounds of the helper configuration.
 const (
 	DefaultCTIURL          = "https://cti.api.crowdsec.net/v2"
-	DefaultCTICacheTTL     = 5 * time.Minute
-	DefaultCTICacheSize    = 1000
+	DefaultCTICacheTTL     = 10 * time.Minute // CrowdSec's api.cti.cache_timeout default
+	DefaultCTICacheSize    = 100              // CrowdSec's api.cti.cache_size default
 	MaxCTICacheSize        = 100_000
 	DefaultCTITimeout      = 5 * time.Second
 	DefaultMaxDataFileSize = 64 << 20
