@@ -176,11 +176,19 @@ var exprOptions = []expr.Option{
 	expr.Function("JsonExtract", func(p ...any) (any, error) {
 		return jsonExtractString(p[0].(string), dottedPath(p[1].(string)), false), nil
 	}, new(func(string, string) string)),
+	// As in the reference, only the first path argument counts, and
+	// JsonExtractLib only takes it as a []string, which a profile cannot
+	// pass (expr passes variadic strings one by one and refuses a list):
+	// it always fails.
 	expr.Function("JsonExtractLib", func(p ...any) (any, error) {
-		return jsonExtractString(p[0].(string), stringArgs(p[1:]), false), nil
+		path, ok := p[1].([]string)
+		if !ok {
+			return nil, fmt.Errorf("interface conversion: interface {} is %T, not []string", p[1])
+		}
+		return jsonExtractString(p[0].(string), path, false), nil
 	}, new(func(string, ...string) string)),
 	expr.Function("JsonExtractUnescape", func(p ...any) (any, error) {
-		return jsonExtractString(p[0].(string), stringArgs(p[1:]), true), nil
+		return jsonExtractString(p[0].(string), stringArgs(p[1:2]), true), nil
 	}, new(func(string, ...string) string)),
 	expr.Function("JsonExtractSlice", func(p ...any) (any, error) {
 		var out []any
@@ -460,12 +468,14 @@ func distance(lat1s, lon1s, lat2s, lon2s string) (float64, error) {
 	if (v[0] == 0 && v[1] == 0) || (v[2] == 0 && v[3] == 0) {
 		return 0, nil
 	}
+	// Haversine, with the reference's order of operations so that the
+	// floats agree to the last bit.
 	const earthRadiusKm = 6371
 	rad := func(d float64) float64 { return d * math.Pi / 180 }
-	dLat, dLon := rad(v[2]-v[0]), rad(v[3]-v[1])
-	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
-		math.Cos(rad(v[0]))*math.Cos(rad(v[2]))*math.Sin(dLon/2)*math.Sin(dLon/2)
-	return 2 * earthRadiusKm * math.Atan2(math.Sqrt(a), math.Sqrt(1-a)), nil
+	lat1, lon1, lat2, lon2 := rad(v[0]), rad(v[1]), rad(v[2]), rad(v[3])
+	a := math.Pow(math.Sin((lat2-lat1)/2), 2) + math.Cos(lat1)*math.Cos(lat2)*math.Pow(math.Sin((lon2-lon1)/2), 2)
+	c := 2 * math.Atan2(math.Sqrt(a), math.Sqrt(1-a))
+	return c * earthRadiusKm, nil
 }
 
 func intervalStat(arg any, median bool) (time.Duration, error) {
