@@ -296,22 +296,35 @@ func TestStashHelpers(t *testing.T) {
 	st := configure(t, HelperConfig{Stashes: []StashConfig{{Name: "s", Size: 2, TTL: time.Minute}}})
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	st.stash["s"].now = func() time.Time { return now }
-	checkTable(t, a, map[string]any{
-		`SetInStash("s", Alert.GetValue(), "seen", nil) == nil`: true,
-		`GetFromStash("s", Alert.GetValue())`:                   "seen",
-		`GetFromStash("s", "other")`:                            "",
-		`GetFromStash("nope", Alert.GetValue())`:                "",
-		`SetInStash("s", "ü", "ñ", nil) == nil`:                 true,
-		`GetFromStash("s", "ü")`:                                "ñ",
-	})
-	now = now.Add(time.Minute)
-	checkTable(t, a, map[string]any{`GetFromStash("s", "ü")`: ""})
-	// Size bound: least recently used evicted.
-	checkTable(t, a, map[string]any{
-		`SetInStash("s", "a", "1", nil) == nil && SetInStash("s", "b", "2", nil) == nil && SetInStash("s", "c", "3", nil) == nil`: true,
-		`GetFromStash("s", "a")`: "",
-		`GetFromStash("s", "c")`: "3",
-	})
+	// in order: each step sees the writes of the ones before
+	steps := []struct {
+		src  string
+		want any
+	}{
+		{`SetInStash("s", Alert.GetValue(), "seen", nil) == nil`, true},
+		{`GetFromStash("s", Alert.GetValue())`, "seen"},
+		{`GetFromStash("s", "other")`, ""},
+		{`GetFromStash("nope", Alert.GetValue())`, ""},
+		{`SetInStash("s", "ü", "ñ", nil) == nil`, true},
+		{`GetFromStash("s", "ü")`, "ñ"},
+		{"advance", nil},
+		{`GetFromStash("s", "ü")`, ""}, // expired
+		// size bound: the least recently used is evicted
+		{`SetInStash("s", "a", "1", nil) == nil && SetInStash("s", "b", "2", nil) == nil && SetInStash("s", "c", "3", nil) == nil`, true},
+		{`GetFromStash("s", "a")`, ""},
+		{`GetFromStash("s", "c")`, "3"},
+		{`SetInStash("s", "big", Sprintf("%0100000d", 1), nil) == nil`, true},
+		{`GetFromStash("s", "big")`, ""}, // over the value bound: not stored
+	}
+	for _, step := range steps {
+		if step.src == "advance" {
+			now = now.Add(time.Minute)
+			continue
+		}
+		if got := evalOK(t, step.src, a); !reflect.DeepEqual(got, step.want) {
+			t.Errorf("%s = %#v, want %#v", step.src, got, step.want)
+		}
+	}
 	if err := Configure(HelperConfig{Stashes: []StashConfig{{Name: "s", Size: MaxStashSize + 1}}}); err == nil {
 		t.Error("stash over the size bound accepted")
 	}
