@@ -23,12 +23,12 @@ import (
 	"testing"
 	"time"
 
-	csmodels "github.com/crowdsecurity/crowdsec/pkg/models"
 	"github.com/crowdsecurity/crowdsec/pkg/cache"
 	"github.com/crowdsecurity/crowdsec/pkg/csconfig"
 	"github.com/crowdsecurity/crowdsec/pkg/csprofiles"
 	"github.com/crowdsecurity/crowdsec/pkg/cticlient/ctiexpr"
 	"github.com/crowdsecurity/crowdsec/pkg/exprhelpers"
+	csmodels "github.com/crowdsecurity/crowdsec/pkg/models"
 	"github.com/expr-lang/expr"
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
@@ -209,10 +209,10 @@ func fakeCTI(t *testing.T) *httptest.Server {
 		items := map[string]any{
 			"1.2.3.4": map[string]any{"ip": "1.2.3.4", "reputation": "malicious", "ip_range": "1.2.3.0/24", "as_num": 16276,
 				"background_noise_score": 8, "location": map[string]any{"country": "FR", "latitude": 48.85},
-				"behaviors": []map[string]any{{"name": "http:scan", "label": "HTTP Scan"}},
-				"attack_details": []map[string]any{{"name": "crowdsecurity/http-probing", "references": []string{"x"}}},
-				"classifications": map[string]any{"classifications": []map[string]any{{"name": "community-blocklist"}}, "false_positives": []any{}},
-				"scores":          map[string]any{"overall": map[string]any{"total": 4}, "last_day": map[string]any{"total": 5}},
+				"behaviors":        []map[string]any{{"name": "http:scan", "label": "HTTP Scan"}},
+				"attack_details":   []map[string]any{{"name": "crowdsecurity/http-probing", "references": []string{"x"}}},
+				"classifications":  map[string]any{"classifications": []map[string]any{{"name": "community-blocklist"}}, "false_positives": []any{}},
+				"scores":           map[string]any{"overall": map[string]any{"total": 4}, "last_day": map[string]any{"total": 5}},
 				"target_countries": map[string]int{"FR": 60, "DE": 40}, "cves": []string{"CVE-2024-1"}},
 			"2a01:4f8::1": map[string]any{"ip": "2a01:4f8::1", "as_name": "Hetzner Ünïcode", "scores": map[string]any{"last_day": map[string]any{"total": 2}},
 				"classifications": map[string]any{"false_positives": []map[string]any{{"name": "seo:crawler"}}}},
@@ -400,7 +400,6 @@ func TestProfilesExprHelpersDifferential(t *testing.T) {
 		t.Errorf("FormatAsStrings with a decision = %#v", got)
 	}
 }
-
 
 // refOutcome is what the reference's alert handler does with the profiles
 // for an alert without decisions: the decisions set, the profiles that
