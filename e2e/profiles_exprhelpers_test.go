@@ -10,7 +10,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -69,6 +71,10 @@ var diffAlerts = map[string]string{
 	"empty": `{"scenario":"","scenario_hash":"","scenario_version":"","message":"",
 		"capacity":0,"leakspeed":"","events_count":0,"remediation":false,"simulated":false,
 		"start_at":"","stop_at":"","source":{"scope":"","value":""},"events":[]}`,
+	"country": `{"scenario":"crowdsecurity/geo-block","scenario_hash":"h","scenario_version":"0.1","message":"geo",
+		"capacity":0,"leakspeed":"0","events_count":1,"remediation":true,"simulated":false,
+		"start_at":"2025-06-01T11:00:00Z","stop_at":"2025-06-01T11:02:00Z",
+		"source":{"scope":"Country","value":"CN"},"events":[]}`,
 	"custom-scope": `{"scenario":"crowdsecurity/ssh-enforce-mfa","scenario_hash":"h","scenario_version":"0.1","message":"mfa",
 		"capacity":5,"leakspeed":"10s","events_count":3,"remediation":true,"simulated":false,
 		"start_at":"2025-06-01T11:00:00Z","stop_at":"2025-06-01T11:02:00Z",
@@ -410,11 +416,10 @@ type outcome struct {
 	Err       bool
 }
 
-func refProfiles(t *testing.T, path string) []*csprofiles.Runtime {
-	t.Helper()
+func refProfiles(path string) ([]*csprofiles.Runtime, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
@@ -423,15 +428,14 @@ func refProfiles(t *testing.T, path string) []*csprofiles.Runtime {
 	for {
 		var c csconfig.ProfileCfg
 		if err := dec.Decode(&c); err != nil {
-			break
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return nil, err
 		}
 		cfgs = append(cfgs, &c)
 	}
-	rts, err := csprofiles.NewProfile(cfgs)
-	if err != nil {
-		t.Fatalf("reference refuses %s: %v", path, err)
-	}
-	return rts
+	return csprofiles.NewProfile(cfgs)
 }
 
 func refOutcome(rts []*csprofiles.Runtime, a *csmodels.Alert) outcome {
@@ -495,12 +499,17 @@ func TestProfilesExampleFilesDifferential(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no example profiles: %v", err)
 	}
+	files = append(files, "../lapi/profiles/default_profiles.yaml")
 	for _, path := range files {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			rts := refProfiles(t, path)
-			hps, err := profiles.Load(path)
-			if err != nil {
-				t.Fatalf("halapi refuses %s: %v", path, err)
+			rts, rerr := refProfiles(path)
+			hps, herr := profiles.Load(path)
+			if (rerr == nil) != (herr == nil) {
+				t.Fatalf("load: reference %v, halapi %v", rerr, herr)
+			}
+			if rerr != nil {
+				t.Logf("refused by both: reference %v; halapi %v", rerr, herr)
+				return
 			}
 			engine := profiles.NewEngine(hps, nil)
 			for name, raw := range diffAlerts {
@@ -509,6 +518,7 @@ func TestProfilesExampleFilesDifferential(t *testing.T) {
 				if !reflect.DeepEqual(ref, hal) {
 					t.Errorf("[%s]\n  reference: %+v\n  halapi:    %+v", name, ref, hal)
 				}
+				t.Logf("[%s] %+v", name, hal)
 			}
 		})
 	}

@@ -258,3 +258,25 @@ func TestLoadReferenceFixture(t *testing.T) {
 		t.Fatalf("got %d profiles", len(ps))
 	}
 }
+
+// Every example profiles file kept in testdata loads (the differential test
+// in e2e checks their decisions against the reference), except the copy of
+// the reference's config fixture, which both refuse.
+func TestExampleProfilesLoad(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) < 6 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		_, err := Load(f)
+		if strings.HasSuffix(f, "config_fixture_profiles.yaml") {
+			if err == nil || !strings.Contains(err.Error(), "unknown name sprintf") {
+				t.Errorf("%s: %v", f, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
