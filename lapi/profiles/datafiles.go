@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -86,10 +87,10 @@ func (d *dataFiles) load(name, kind string) ([]string, bool) {
 	}
 	switch {
 	case d.dir == "":
-		d.fail(name, kind, fmt.Errorf("no hub data directory configured"))
+		d.fail(name, kind, errors.New("no hub data directory configured"))
 		return nil, false
 	case !filepath.IsLocal(name):
-		d.fail(name, kind, fmt.Errorf("file name must be relative to the data directory, without .."))
+		d.fail(name, kind, errors.New("file name must be relative to the data directory (no \"..\", not absolute)"))
 		return nil, false
 	case len(d.strs)+len(d.regexps) >= MaxDataFiles:
 		d.fail(name, kind, fmt.Errorf("more than %d data files", MaxDataFiles))
