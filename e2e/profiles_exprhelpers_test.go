@@ -205,9 +205,10 @@ func writeDiffGeoIP(t *testing.T, dir string) {
 	})
 }
 
-// fakeCTI answers the smoke endpoint like the CTI API.
-func fakeCTI(t *testing.T) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// fakeCTI answers the smoke endpoint like the CTI API, on loopback, for the
+// rest of the test binary (both sides' clients keep pointing at it).
+func fakeCTI() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Api-Key") != diffCTIKey {
 			w.WriteHeader(http.StatusForbidden)
 			return
@@ -235,8 +236,6 @@ func fakeCTI(t *testing.T) *httptest.Server {
 		}
 		_ = json.NewEncoder(w).Encode(it)
 	}))
-	t.Cleanup(srv.Close)
-	return srv
 }
 
 // ctiRedirect sends the reference's requests for the CTI API (its URL is a
@@ -271,7 +270,7 @@ func setupDiffHelpers(t *testing.T) {
 		must(os.WriteFile(filepath.Join(dir, "ips.txt"), []byte("# known\n1.2.3.4\n\n2a01:4f8::1\nbob\nünï\n"), 0o600))
 		must(os.WriteFile(filepath.Join(dir, "ua.regex"), []byte("^curl/\n(?i)nikto\n# comment\n"), 0o600))
 		writeDiffGeoIP(t, dir)
-		srv := fakeCTI(&testing.T{}) // lives for the whole test binary
+		srv := fakeCTI()
 		log.SetLevel(log.PanicLevel)
 
 		// reference
