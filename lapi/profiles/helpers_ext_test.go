@@ -2,6 +2,7 @@ package profiles
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -384,4 +385,78 @@ func TestFormatAsStrings(t *testing.T) {
 		"(crowdsec) crowdsecurity/http-bf for 1/2 decisions : 4h ban on Ip 1.2.3.4",
 		"(crowdsec) crowdsecurity/http-bf for 2/2 decisions : (simulated decision)1h captcha on Ip 1.2.3.4",
 	}})
+}
+
+func TestConfigureBounds(t *testing.T) {
+	for name, cfg := range map[string]HelperConfig{
+		"cache size":   {CTICacheSize: MaxCTICacheSize + 1},
+		"negative ttl": {CTICacheTTL: -time.Second},
+		"stash size":   {Stashes: []StashConfig{{Name: "s", Size: 0}}},
+		"stash name":   {Stashes: []StashConfig{{Size: 1}}},
+		"too many":     {Stashes: make([]StashConfig, MaxStashes+1)},
+		"file bound":   {MaxDataFileBytes: -1},
+		"lookup bound": {LookupTimeout: -1},
+		"cti timeout":  {CTITimeout: -1},
+	} {
+		if err := Configure(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// A refused configuration leaves the one in force.
+	st := configure(t, HelperConfig{Stashes: []StashConfig{{Name: "kept", Size: 1, TTL: time.Hour}}})
+	if err := Configure(HelperConfig{CTICacheSize: -1}); err == nil || state() != st {
+		t.Errorf("refused configuration replaced the state: %v", err)
+	}
+	if st.cfg.CTICacheTTL != DefaultCTICacheTTL || st.cfg.CTICacheSize != DefaultCTICacheSize || st.cfg.CTIURL != DefaultCTIURL {
+		t.Errorf("defaults: %+v", st.cfg)
+	}
+}
+
+// The helpers' shared state (CTI cache, stash, data files, GeoIP readers)
+// is safe under concurrent evaluations (run with -race).
+func TestHelpersConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	writeGeoIPDBs(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "ips.txt"), []byte("1.2.3.4\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"ip":"x","background_noise_score":3}`))
+	}))
+	defer srv.Close()
+	configure(t, HelperConfig{DataDir: dir, CTIKey: "k", CTIURL: srv.URL, CTICacheSize: 4,
+		Stashes: []StashConfig{{Name: "s", Size: 8, TTL: time.Hour}}})
+	ps := mustParse(t, `name: all
+filters:
+  - CrowdsecCTI(Alert.GetValue()).GetBackgroundNoiseScore() == 3 && Alert.GetValue() in File("ips.txt") && GeoIPEnrich(Alert.GetValue()).Country.IsoCode == "FR" && SetInStash("s", Alert.GetValue(), "1", nil) == nil && GetFromStash("s", Alert.GetValue()) == "1" && !RegexpInFile("x", "ips.txt")
+decisions:
+  - type: ban
+    duration: 1h
+`)
+	e := NewEngine(ps, nil)
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 50 {
+				a := agentAlert("Ip", "1.2.3.4", "s", true)
+				if g%2 == 0 {
+					a.Source.Value = models.Str(fmt.Sprintf("1.2.3.%d", 4+i%3)) // CTI cache churn
+				}
+				if err := e.Apply(a, t0); err != nil {
+					done <- err
+					return
+				}
+				if *a.Source.Value == "1.2.3.4" && len(a.Decisions) != 1 {
+					done <- fmt.Errorf("1.2.3.4 not banned: %d decisions", len(a.Decisions))
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
 }
