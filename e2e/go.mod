@@ -10,6 +10,7 @@ require (
 	github.com/go-openapi/strfmt v0.23.0
 	github.com/go-sql-driver/mysql v1.9.3
 	github.com/google/uuid v1.6.0
+	github.com/halapi/halapi v0.0.0
 	github.com/hashicorp/memberlist v0.6.0
 	github.com/maxmind/mmdbwriter v1.2.0
 	github.com/sirupsen/logrus v1.9.4
@@ -76,7 +77,6 @@ require (
 	github.com/google/btree v1.1.3 // indirect
 	github.com/google/go-cmp v0.7.0 // indirect
 	github.com/google/go-querystring v1.1.0 // indirect
-	github.com/halapi/halapi v0.0.0
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
 	github.com/hashicorp/go-metrics v0.6.0 // indirect
