@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/crowdsecurity/crowdsec/pkg/appsec/ja4h"
 	"github.com/crowdsecurity/crowdsec/pkg/cache"
 	"github.com/crowdsecurity/crowdsec/pkg/csconfig"
 	"github.com/crowdsecurity/crowdsec/pkg/csprofiles"
@@ -520,5 +521,40 @@ func TestProfilesExampleFilesDifferential(t *testing.T) {
 				t.Logf("[%s] %+v", name, hal)
 			}
 		})
+	}
+}
+
+// TestProfilesJA4HDifferential: JA4H fingerprints agree with the reference's
+// for requests a profile could never build but the helper must still get
+// right (methods, versions, cookies, referer, languages, header counts).
+func TestProfilesJA4HDifferential(t *testing.T) {
+	mk := func(method, proto string, major, minor int, headers ...string) *http.Request {
+		r := httptest.NewRequest(method, "/x?y=1", nil)
+		r.Proto, r.ProtoMajor, r.ProtoMinor = proto, major, minor
+		r.Header = http.Header{}
+		for i := 0; i+1 < len(headers); i += 2 {
+			r.Header.Add(headers[i], headers[i+1])
+		}
+		return r
+	}
+	many := []string{}
+	for i := range 120 {
+		many = append(many, fmt.Sprintf("X-H%03d", i), "v")
+	}
+	reqs := map[string]*http.Request{
+		"bare get":       mk("GET", "HTTP/1.1", 1, 1),
+		"post cookies":   mk("POST", "HTTP/1.0", 1, 0, "Cookie", "b=2; a=1; c=ü", "User-Agent", "curl/8", "Accept-Language", "fr-FR,en;q=0.5"),
+		"referer":        mk("PUT", "HTTP/2.0", 2, 0, "Referer", "https://example.com/", "Accept-Language", "en", "Accept", "*/*"),
+		"lang semicolon": mk("DELETE", "HTTP/1.1", 1, 1, "Accept-Language", "de-DE;q=0.9", "Cookie", "", "Cookie2", "x"),
+		"one letter":     mk("X", "HTTP/1.1", 1, 1, "accept-language", "zh-Hant-TW"),
+		"many headers":   mk("OPTIONS", "HTTP/1.1", 1, 1, many...),
+		"unicode":        mk("GET", "HTTP/1.1", 1, 1, "Accept-Language", "ü-ÜÖ", "Cookie", "ñ=ü; a=b"),
+	}
+	for name, r := range reqs {
+		want := ja4h.JA4H(r.Clone(r.Context()))
+		got, err := profiles.JA4H(r.Clone(r.Context()))
+		if err != nil || got != want {
+			t.Errorf("%s: halapi %q (%v), reference %q", name, got, err, want)
+		}
 	}
 }

@@ -264,7 +264,7 @@ var exprOptions = []expr.Option{
 		return isXSS(p[0].(string)), nil
 	}, new(func(string) bool)),
 	expr.Function("JA4H", func(p ...any) (any, error) {
-		return ja4h(p[0].(*http.Request))
+		return JA4H(p[0].(*http.Request))
 	}, new(func(*http.Request) string)),
 	expr.Function("ParseKV", func(p ...any) (any, error) {
 		return nil, parseKV(p[0].(string), p[1].(map[string]any), p[2].(string))

@@ -101,7 +101,9 @@ func isXSS(s string) bool { return libinjection.IsXSS(s) }
 // pairs sorted by name, "000000000000" without cookies. A profile has no
 // request to give it, so in practice JA4H(nil), which is an error in both.
 
-func ja4h(req *http.Request) (string, error) {
+// JA4H is the JA4H fingerprint of req (the JA4H profile helper; exported for
+// the differential test).
+func JA4H(req *http.Request) (string, error) {
 	if req == nil {
 		return "", errors.New("JA4H: nil request")
 	}

@@ -358,7 +358,7 @@ func TestParsingHelpers(t *testing.T) {
 	req.Header.Set("Accept-Language", "fr-FR,en;q=0.5")
 	req.Header.Set("Cookie", "b=2; a=1")
 	req.Header.Set("User-Agent", "x")
-	got, err := ja4h(req)
+	got, err := JA4H(req)
 	if err != nil || !strings.HasPrefix(got, "ge11cn02frfr_") || len(got) != 51 {
 		t.Errorf("JA4H = %q, %v", got, err)
 	}
