@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // CTI errors, with the reference's messages (an expression that fails on one
@@ -185,6 +187,8 @@ type ctiClient struct {
 	cache     *lru[*CTIItem]
 	ttl       time.Duration
 
+	inflight singleflight.Group
+
 	mu           sync.Mutex
 	enabled      bool
 	backoffUntil time.Time
@@ -225,6 +229,13 @@ func (c *ctiClient) lookup(ip string) (*CTIItem, error) {
 	}
 	c.mu.Unlock()
 
+	// Concurrent misses for one IP (several agents reporting it at once)
+	// share one request: CTI keys have small daily quotas.
+	v, err, _ := c.inflight.Do(ip, func() (any, error) { return c.fetchAndCache(ip) })
+	return v.(*CTIItem), err
+}
+
+func (c *ctiClient) fetchAndCache(ip string) (*CTIItem, error) {
 	it, err := c.fetch(ip)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -460,3 +460,42 @@ decisions:
 		}
 	}
 }
+
+// Concurrent misses for one IP share one CTI request.
+func TestCTIConcurrentMissesShareOneRequest(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		<-release
+		_, _ = w.Write([]byte(`{"ip":"1.2.3.4","reputation":"malicious"}`))
+	}))
+	defer srv.Close()
+	st := configure(t, HelperConfig{CTIKey: "k", CTIURL: srv.URL})
+	const n = 8
+	out := make(chan string, n)
+	for range n {
+		go func() {
+			it, err := st.cti.lookup("1.2.3.4")
+			if err != nil {
+				out <- err.Error()
+				return
+			}
+			out <- it.Reputation
+		}()
+	}
+	// wait until the first request reached the server, then let it answer
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	for range n {
+		if got := <-out; got != "malicious" {
+			t.Errorf("lookup = %q", got)
+		}
+	}
+	if c := calls.Load(); c != 1 {
+		t.Errorf("%d CTI requests for %d concurrent lookups, want 1", c, n)
+	}
+}
