@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 	"time"
 )
@@ -150,6 +151,8 @@ func newHelperState(cfg HelperConfig) (*helperState, error) {
 		return nil, errors.New("data file size bound must be > 0")
 	case cfg.LookupTimeout < 0:
 		return nil, errors.New("LookupHost timeout must be > 0")
+	case !validHTTPURL(cfg.CTIURL):
+		return nil, fmt.Errorf("CTI URL %q: want an http or https URL", cfg.CTIURL)
 	case len(cfg.Stashes) > MaxStashes:
 		return nil, fmt.Errorf("at most %d stashes", MaxStashes)
 	}
@@ -174,7 +177,16 @@ func newHelperState(cfg HelperConfig) (*helperState, error) {
 	st.cti = newCTIClient(cfg, logger)
 	st.files = newDataFiles(cfg.DataDir, cfg.MaxDataFileBytes, logger)
 	st.geo = openGeoDBs(cfg.GeoIPDir, logger)
+	if cfg.Logger != nil {
+		logger.Info("profile expression helpers", "cti", cfg.CTIKey != "", "hub_data_dir", cfg.DataDir,
+			"geoip_city", st.geo.city != nil, "geoip_asn", st.geo.asn != nil, "stashes", len(st.stash))
+	}
 	return st, nil
+}
+
+func validHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 func (st *helperState) close() {
