@@ -41,19 +41,24 @@ func crowdsecSettings(path string, lookupEnv func(string) (string, bool)) (map[s
 	}
 	t.flush(doc.sub("db_config"))
 	t.prometheus(doc.sub("prometheus"), doc.has("prometheus"))
+	if err := t.helpers(path, doc); err != nil {
+		return nil, nil, err
+	}
 
 	var skipped []string
 	for _, k := range doc.keys() {
 		switch k {
 		case "api":
 			for _, ak := range doc.sub("api").keys() {
-				if ak != "server" {
+				if ak != "server" && ak != "cti" {
 					skipped = append(skipped, "api."+ak)
 				}
 			}
 		case "db_config":
 			skipped = append(skipped, "db_config (connection: read by `halapi import`)")
 		case "prometheus":
+		case "config_paths":
+			skipped = append(skipped, "config_paths (but data_dir)")
 		case "common":
 			skipped = append(skipped, "common (but log_level)")
 		default:

@@ -55,6 +55,7 @@ type serveFlags struct {
 	files                                                           configFlags
 	flushAuto                                                       flushAutoFlags
 	notificationsDir                                                string
+	helpers                                                         helperFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -119,6 +120,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindPKIFlags(fl, &f.pki)
 	bindConfigFlags(fl, &f.files, &f.pki.plainRemote)
 	bindFlushAutoFlags(fl, &f.flushAuto)
+	bindHelperFlags(fl, &f.helpers)
 	return c, f
 }
 
@@ -224,6 +226,11 @@ func serve(ctx context.Context, f serveFlags) error {
 		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
 
+	// The expression helpers' configuration comes first: profiles
+	// compile against it.
+	if err := f.helpers.configure(logger); err != nil {
+		return err
+	}
 	localProfiles, err := lapi.LoadLocalProfiles(f.profiles, f.notificationsDir)
 	if err != nil {
 		return fmt.Errorf("profiles: %w", err)

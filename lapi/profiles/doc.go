@@ -7,13 +7,20 @@
 // The package owns:
 //   - loading a profiles file plus its "<path>.local" overlay (strict YAML,
 //     every filter and duration_expr compiled up front, clear one-line errors);
-//   - the expression environment (Alert plus the helper functions that make
-//     sense without external data; the others are rejected at load time);
+//   - the expression environment: Alert plus every helper the reference
+//     registers (helpers.go, env.go, helpers_ext.go), with the same results
+//     (checked against the reference by e2e/profiles_exprhelpers_test.go);
+//   - the helpers' outside data, configured once at start by Configure
+//     (HelperConfig): the CTI client and its bounded cache (cti.go), MaxMind
+//     databases (geoip.go), hub data files (datafiles.go), stashes
+//     (stash.go);
 //   - the evaluation algorithm (Engine.Apply / Engine.Evaluate), including the
 //     reference's observable quirks, which are documented where implemented.
 //
-// It must not: do any I/O other than reading the profiles files in Load, talk
-// to raft or the FSM directly (decision counts come through the Store
-// interface, implemented elsewhere), store alerts, or send notifications (it
-// only reports which profiles matched).
+// It must not: talk to raft or the FSM directly (decision counts come through
+// the Store interface, implemented elsewhere), store alerts, or send
+// notifications (it only reports which profiles matched). Its only I/O is
+// reading the profiles files in Load and what the helpers need: the CTI
+// HTTP API (bounded by a timeout, cached), data files and GeoIP databases
+// (size-bounded, read once), and DNS for LookupHost (bounded by a timeout).
 package profiles

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -22,31 +23,6 @@ import (
 	"github.com/expr-lang/expr/parser"
 	"github.com/expr-lang/expr/vm"
 )
-
-// unsupportedHelpers are CrowdSec helpers that need data halapi does not have
-// (CTI API key, hub data files, GeoIP databases, the parser stash, DNS, HTTP
-// requests, WAF libraries) or that only make sense on a mutable map the
-// profile environment never provides. A profile using one fails to load
-// instead of silently evaluating to something different from CrowdSec.
-var unsupportedHelpers = map[string]bool{
-	"CrowdsecCTI":          true,
-	"File":                 true,
-	"RegexpInFile":         true,
-	"GetFromStash":         true,
-	"SetInStash":           true,
-	"GeoIPEnrich":          true,
-	"GeoIPASNEnrich":       true,
-	"GeoIPRangeEnrich":     true,
-	"LibInjectionIsSQLI":   true,
-	"LibInjectionIsXSS":    true,
-	"JA4H":                 true,
-	"LookupHost":           true,
-	"XMLGetAttributeValue": true,
-	"XMLGetNodeValue":      true,
-	"ParseKV":              true,
-	"ParseKVLax":           true,
-	"UnmarshalJSON":        true,
-}
 
 // exprOptions are the compile options shared by every program: the typed
 // environment and the stateless helpers. (Stateful helpers are methods of env.)
@@ -200,11 +176,19 @@ var exprOptions = []expr.Option{
 	expr.Function("JsonExtract", func(p ...any) (any, error) {
 		return jsonExtractString(p[0].(string), dottedPath(p[1].(string)), false), nil
 	}, new(func(string, string) string)),
+	// As in the reference, only the first path argument counts, and
+	// JsonExtractLib only takes it as a []string, which a profile cannot
+	// pass (expr passes variadic strings one by one and refuses a list):
+	// it always fails.
 	expr.Function("JsonExtractLib", func(p ...any) (any, error) {
-		return jsonExtractString(p[0].(string), stringArgs(p[1:]), false), nil
+		path, ok := p[1].([]string)
+		if !ok {
+			return nil, fmt.Errorf("interface conversion: interface {} is %T, not []string", p[1])
+		}
+		return jsonExtractString(p[0].(string), path, false), nil
 	}, new(func(string, ...string) string)),
 	expr.Function("JsonExtractUnescape", func(p ...any) (any, error) {
-		return jsonExtractString(p[0].(string), stringArgs(p[1:]), true), nil
+		return jsonExtractString(p[0].(string), stringArgs(p[1:2]), true), nil
 	}, new(func(string, ...string) string)),
 	expr.Function("JsonExtractSlice", func(p ...any) (any, error) {
 		var out []any
@@ -233,6 +217,65 @@ var exprOptions = []expr.Option{
 	}, new(func(any) string)),
 
 	// Lists (untyped, like the reference).
+	// Outside data (HelperConfig): CTI, GeoIP, hub data files, stash.
+	expr.Function("CrowdsecCTI", func(p ...any) (any, error) {
+		return state().cti.lookup(p[0].(string))
+	}, new(func(string) (*CTIItem, error))),
+	expr.Function("GeoIPEnrich", func(p ...any) (any, error) {
+		return geoIPEnrich(p[0].(string))
+	}, new(func(string) *GeoIPCity)),
+	expr.Function("GeoIPASNEnrich", func(p ...any) (any, error) {
+		return geoIPASNEnrich(p[0].(string))
+	}, new(func(string) *GeoIPASN)),
+	expr.Function("GeoIPRangeEnrich", func(p ...any) (any, error) {
+		return geoIPRangeEnrich(p[0].(string))
+	}, new(func(string) *net.IPNet)),
+	expr.Function("File", func(p ...any) (any, error) {
+		return state().files.strings(p[0].(string)), nil
+	}, new(func(string) []string)),
+	expr.Function("RegexpInFile", func(p ...any) (any, error) {
+		return regexpInFile(p[0].(string), p[1].(string)), nil
+	}, new(func(string, string) bool)),
+	expr.Function("GetFromStash", func(p ...any) (any, error) {
+		return getFromStash(p[0].(string), p[1].(string))
+	}, new(func(string, string) (string, error))),
+	expr.Function("SetInStash", func(p ...any) (any, error) {
+		// A profile can only pass nil (expr has no *time.Duration
+		// values): halapi takes it as the stash's TTL, where the
+		// reference's type assertion fails.
+		exp, _ := p[3].(*time.Duration)
+		return setInStash(p[0].(string), p[1].(string), p[2].(string), exp), nil
+	}, new(func(string, string, string, *time.Duration) error)),
+	expr.Function("LookupHost", func(p ...any) (any, error) {
+		return lookupHost(p[0].(string)), nil
+	}, new(func(string) []string)),
+
+	// Parsing.
+	expr.Function("XMLGetAttributeValue", func(p ...any) (any, error) {
+		return xmlGetAttributeValue(p[0].(string), p[1].(string), p[2].(string)), nil
+	}, new(func(string, string, string) string)),
+	expr.Function("XMLGetNodeValue", func(p ...any) (any, error) {
+		return xmlGetNodeValue(p[0].(string), p[1].(string)), nil
+	}, new(func(string, string) string)),
+	expr.Function("LibInjectionIsSQLI", func(p ...any) (any, error) {
+		return isSQLI(p[0].(string)), nil
+	}, new(func(string) bool)),
+	expr.Function("LibInjectionIsXSS", func(p ...any) (any, error) {
+		return isXSS(p[0].(string)), nil
+	}, new(func(string) bool)),
+	expr.Function("JA4H", func(p ...any) (any, error) {
+		return JA4H(p[0].(*http.Request))
+	}, new(func(*http.Request) string)),
+	expr.Function("ParseKV", func(p ...any) (any, error) {
+		return nil, parseKV(p[0].(string), p[1].(map[string]any), p[2].(string))
+	}, new(func(string, map[string]any, string) error)),
+	expr.Function("ParseKVLax", func(p ...any) (any, error) {
+		return nil, parseKVLax(p[0].(string), p[1].(map[string]any), p[2].(string))
+	}, new(func(string, map[string]any, string) error)),
+	expr.Function("UnmarshalJSON", func(p ...any) (any, error) {
+		return nil, unmarshalJSON(p[0].(string), p[1].(map[string]any), p[2].(string))
+	}, new(func(string, map[string]any, string) error)),
+
 	expr.Function("Flatten", func(p ...any) (any, error) {
 		return flatten(nil, reflect.ValueOf(p)), nil
 	}),
@@ -244,13 +287,12 @@ var exprOptions = []expr.Option{
 	}),
 }
 
-// compile checks src for unsupported helpers and compiles it against the
-// profile environment; asBool requires a boolean result (filters).
+// compile compiles src against the profile environment; asBool requires a
+// boolean result (filters). Data files named by a literal in File or
+// RegexpInFile are loaded now, so a missing one is logged at load time.
 func compile(src string, asBool bool) (*vm.Program, error) {
 	if tree, err := parser.Parse(src); err == nil {
-		if name := findUnsupported(tree.Node); name != "" {
-			return nil, fmt.Errorf("helper %s is not supported by halapi", name)
-		}
+		preloadDataFiles(tree.Node)
 	}
 	if asBool {
 		// Type-check only: a filter whose static type is not bool is
@@ -270,18 +312,41 @@ func compile(src string, asBool bool) (*vm.Program, error) {
 	return prog, nil
 }
 
-type unsupportedFinder struct{ found string }
+type dataFileFinder struct{}
 
-func (f *unsupportedFinder) Visit(n *ast.Node) {
-	if id, ok := (*n).(*ast.IdentifierNode); ok && f.found == "" && unsupportedHelpers[id.Value] {
-		f.found = id.Value
+func (dataFileFinder) Visit(n *ast.Node) {
+	call, ok := (*n).(*ast.CallNode)
+	if !ok {
+		return
+	}
+	id, ok := call.Callee.(*ast.IdentifierNode)
+	if !ok {
+		return
+	}
+	arg := func(i int) (string, bool) {
+		if i >= len(call.Arguments) {
+			return "", false
+		}
+		lit, ok := call.Arguments[i].(*ast.StringNode)
+		if !ok {
+			return "", false
+		}
+		return lit.Value, true
+	}
+	switch id.Value {
+	case "File":
+		if name, ok := arg(0); ok {
+			state().files.strings(name)
+		}
+	case "RegexpInFile":
+		if name, ok := arg(1); ok {
+			state().files.regexpList(name)
+		}
 	}
 }
 
-func findUnsupported(n ast.Node) string {
-	f := &unsupportedFinder{}
-	ast.Walk(&n, f)
-	return f.found
+func preloadDataFiles(n ast.Node) {
+	ast.Walk(&n, dataFileFinder{})
 }
 
 // oneLineExprError drops the multi-line source snippet expr appends to its
@@ -403,12 +468,14 @@ func distance(lat1s, lon1s, lat2s, lon2s string) (float64, error) {
 	if (v[0] == 0 && v[1] == 0) || (v[2] == 0 && v[3] == 0) {
 		return 0, nil
 	}
+	// Haversine, with the reference's order of operations so that the
+	// floats agree to the last bit.
 	const earthRadiusKm = 6371
 	rad := func(d float64) float64 { return d * math.Pi / 180 }
-	dLat, dLon := rad(v[2]-v[0]), rad(v[3]-v[1])
-	a := math.Sin(dLat/2)*math.Sin(dLat/2) +
-		math.Cos(rad(v[0]))*math.Cos(rad(v[2]))*math.Sin(dLon/2)*math.Sin(dLon/2)
-	return 2 * earthRadiusKm * math.Atan2(math.Sqrt(a), math.Sqrt(1-a)), nil
+	lat1, lon1, lat2, lon2 := rad(v[0]), rad(v[1]), rad(v[2]), rad(v[3])
+	a := math.Pow(math.Sin((lat2-lat1)/2), 2) + math.Cos(lat1)*math.Cos(lat2)*math.Pow(math.Sin((lon2-lon1)/2), 2)
+	c := 2 * math.Atan2(math.Sqrt(a), math.Sqrt(1-a))
+	return c * earthRadiusKm, nil
 }
 
 func intervalStat(arg any, median bool) (time.Duration, error) {

@@ -100,11 +100,6 @@ func TestParseErrors(t *testing.T) {
 		{"non-bool filter", "name: p1\nfilters:\n  - Alert.GetScope()\n", []string{`profile "p1"`, "expected bool"}},
 		{"helper type check", "name: p1\nfilters:\n  - GetDecisionsCount(1) > 0\n", []string{`profile "p1"`, "filter 1"}},
 		{"duration_expr compile error", "name: p1\nduration_expr: Sprintf(\nfilters: [true]\n", []string{`profile "p1"`, "duration_expr"}},
-		{"unsupported CTI", "name: cti\non_error: continue\nfilters:\n  - CrowdsecCTI(Alert.GetValue()).GetBackgroundNoiseScore() > 6 && !CrowdsecCTI(Alert.GetValue()).IsFalsePositive()\n",
-			[]string{`profile "cti"`, "helper CrowdsecCTI is not supported by halapi"}},
-		{"unsupported File", "name: f\nfilters:\n  - Alert.GetValue() in File('ips.txt')\n", []string{`profile "f"`, "helper File is not supported by halapi"}},
-		{"unsupported in duration_expr", "name: g\nfilters: [true]\nduration_expr: GeoIPEnrich(Alert.GetValue()).Country\n", []string{`profile "g"`, "duration_expr", "helper GeoIPEnrich is not supported by halapi"}},
-		{"unsupported LookupHost", "name: l\nfilters:\n  - len(LookupHost('x')) > 0\n", []string{"helper LookupHost is not supported by halapi"}},
 		{"unnamed profile", "filters:\n  - nope\n", []string{"document 1", "filter 1"}},
 	}
 	for _, tc := range tests {
@@ -261,5 +256,27 @@ func TestLoadReferenceFixture(t *testing.T) {
 	}
 	if len(ps) != 3 {
 		t.Fatalf("got %d profiles", len(ps))
+	}
+}
+
+// Every example profiles file kept in testdata loads (the differential test
+// in e2e checks their decisions against the reference), except the copy of
+// the reference's config fixture, which both refuse.
+func TestExampleProfilesLoad(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	if err != nil || len(files) < 6 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		_, err := Load(f)
+		if strings.HasSuffix(f, "config_fixture_profiles.yaml") {
+			if err == nil || !strings.Contains(err.Error(), "unknown name sprintf") {
+				t.Errorf("%s: %v", f, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
 	}
 }
