@@ -54,6 +54,8 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return s.usageSent(b)
 	case *UsageFlush:
 		return s.usageFlush(b)
+	case *NotifyCursor:
+		return s.notifyCursor(b, now)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {

@@ -334,6 +334,8 @@ func bodyFor(t CmdType) (any, error) {
 		return &UsageSent{}, nil
 	case CmdUsageFlush:
 		return &UsageFlush{}, nil
+	case CmdNotifyCursor:
+		return &NotifyCursor{}, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d", t)
 }
