@@ -56,6 +56,10 @@ func crowdsecSettings(path string, lookupEnv func(string) (string, bool)) (map[s
 		case "prometheus":
 		case "common":
 			skipped = append(skipped, "common (but log_level)")
+		case "config_paths":
+			skipped = append(skipped, t.notifyPaths(doc.sub("config_paths"))...)
+		case "plugin_config":
+			t.pluginConfig(doc.sub("plugin_config"))
 		default:
 			skipped = append(skipped, k)
 		}
@@ -509,6 +513,39 @@ func (t *csTranslator) prometheus(pm csMap, present bool) {
 			}
 		default:
 			t.warn("prometheus.%s: ignored (no halapi equivalent)", k)
+		}
+	}
+}
+
+// notifyPaths maps config_paths.notification_dir and plugin_dir to
+// --notification-dir and --plugin-dir; it returns the other keys (skipped).
+func (t *csTranslator) notifyPaths(m csMap) []string {
+	var skipped []string
+	for _, k := range m.keys() {
+		v, _ := scalar(m[k])
+		switch k {
+		case "notification_dir":
+			t.set("notification-dir", "config_paths.notification_dir", v)
+		case "plugin_dir":
+			t.set("plugin-dir", "config_paths.plugin_dir", v)
+		default:
+			skipped = append(skipped, "config_paths."+k)
+		}
+	}
+	return skipped
+}
+
+// pluginConfig maps plugin_config.user/group to --plugin-user/--plugin-group.
+func (t *csTranslator) pluginConfig(m csMap) {
+	for _, k := range m.keys() {
+		v, _ := scalar(m[k])
+		switch k {
+		case "user":
+			t.set("plugin-user", "plugin_config.user", v)
+		case "group":
+			t.set("plugin-group", "plugin_config.group", v)
+		default:
+			t.warn("plugin_config.%s: not used", k)
 		}
 	}
 }

@@ -20,6 +20,7 @@ func main() {
 	root.AddCommand(serveCmd(), machinesCmd(), bouncersCmd(), decisionsCmd(), alertsCmd(), allowlistsCmd(), clusterCmd(), capiCmd(), certCmd(), agentCmd())
 	root.AddCommand(versionCmd())
 	root.AddCommand(importCmd())
+	root.AddCommand(notificationsCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -54,6 +54,7 @@ type serveFlags struct {
 	memoryLimitSet                                                  bool
 	files                                                           configFlags
 	flushAuto                                                       flushAutoFlags
+	notify                                                          notifyFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -116,6 +117,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindPKIFlags(fl, &f.pki)
 	bindConfigFlags(fl, &f.files, &f.pki.plainRemote)
 	bindFlushAutoFlags(fl, &f.flushAuto)
+	bindNotifyFlags(fl, &f.notify)
 	return c, f
 }
 
@@ -300,6 +302,12 @@ func serve(ctx context.Context, f serveFlags) error {
 	srv.Metrics().Registry.MustRegister(csInfo())
 	registerOpsMetrics(srv.Metrics().Registry, rt)
 	srv.AddAdminRoutes(capiSvc.AdminRoutes)
+	notifySvc, err := startNotify(f.notify, machine, node, srv, logger)
+	if err != nil {
+		return err
+	}
+	srv.AddAdminRoutes(notifySvc.AdminRoutes)
+	srv.Metrics().Registry.MustRegister(notifyMetrics(notifySvc)...)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()

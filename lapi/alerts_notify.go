@@ -1,0 +1,42 @@
+package lapi
+
+import (
+	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/lapi/profiles"
+)
+
+// notifyList turns the profiles that matched an alert into the
+// notifications stored with it (fsm.Alert.Notify): each name once, in
+// match order, marked when the matching profile saw the alert before
+// another profile gave it decisions (the reference sends that copy).
+// Names beyond the FSM's bounds are dropped.
+func notifyList(matches []profiles.Match) []fsm.AlertNotify {
+	var out []fsm.AlertNotify
+	seen := map[string]bool{}
+	for _, m := range matches {
+		for _, n := range m.Profile.Notifications {
+			if seen[n] || n == "" || len(n) > fsm.MaxNotifyName || len(out) >= fsm.MaxAlertNotify {
+				continue
+			}
+			seen[n] = true
+			out = append(out, fsm.AlertNotify{Name: n, NoDecisions: len(m.Alert.Decisions) == 0})
+		}
+	}
+	return out
+}
+
+// ProfileNotifications returns every notification name the profiles list,
+// once each, in profile order.
+func (s *Server) ProfileNotifications() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range s.engine.Profiles() {
+		for _, n := range p.Notifications {
+			if !seen[n] {
+				seen[n] = true
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
