@@ -518,3 +518,14 @@ func Names(cfgs []*Config) []string {
 	sort.Strings(out)
 	return out
 }
+
+// PluginPIDs returns the process IDs of the plugins this node runs.
+func (d *Dispatcher) PluginPIDs() []int {
+	d.mu.Lock()
+	p := d.plugins
+	d.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.PIDs()
+}
