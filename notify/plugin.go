@@ -266,7 +266,8 @@ func startOne(path, typ string, cred *syscall.Credential, log *slog.Logger) (Not
 }
 
 // slogWriter turns go-plugin's log lines (its own and the plugin's stderr)
-// into slog records.
+// into slog records: errors and warnings as such, the rest at debug level
+// (the reference logs plugins at trace level).
 type slogWriter struct {
 	log *slog.Logger
 	mu  sync.Mutex
@@ -278,8 +279,16 @@ func (w *slogWriter) Write(b []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		if line = strings.TrimSpace(line); line != "" {
-			w.log.Info(line)
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "":
+		case strings.Contains(line, "[ERROR]"):
+			w.log.Error(line)
+		case strings.Contains(line, "[WARN]"):
+			w.log.Warn(line)
+		default:
+			// the plugins' own chatter (one line per notification)
+			w.log.Debug(line)
 		}
 	}
 	return len(b), nil
