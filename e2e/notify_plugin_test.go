@@ -43,6 +43,19 @@ type notifyReceiver struct {
 	bad     []string
 	srv     *http.Server
 	URL     string
+	// hold, when armed, makes the next batch wait (recorded, unanswered)
+	// until release is closed: the test kills the sender meanwhile.
+	hold    chan struct{} // closed when a batch is held
+	release chan struct{}
+}
+
+// arm makes the next batch wait for the returned release function.
+func (r *notifyReceiver) arm() (held <-chan struct{}, release func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hold, r.release = make(chan struct{}), make(chan struct{})
+	rel := r.release
+	return r.hold, func() { close(rel) }
 }
 
 type receivedAlert struct {
@@ -71,11 +84,20 @@ func startNotifyReceiver(t *testing.T) *notifyReceiver {
 		body, _ := io.ReadAll(io.LimitReader(req.Body, 16<<20))
 		var batch []receivedAlert
 		r.mu.Lock()
-		defer r.mu.Unlock()
 		if err := json.Unmarshal(body, &batch); err != nil || req.Header.Get("X-Test") != "halapi" {
 			r.bad = append(r.bad, fmt.Sprintf("%v %q: %.200s", err, req.Header.Get("X-Test"), body))
 		} else {
 			r.batches = append(r.batches, batch)
+		}
+		hold, release := r.hold, r.release
+		r.hold = nil
+		r.mu.Unlock()
+		if hold != nil {
+			close(hold)
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
 		}
 		w.WriteHeader(http.StatusOK)
 	})}
@@ -210,9 +232,10 @@ func storedUUIDs(t *testing.T, s *ClusterNode) map[string]string {
 // TestNotifyPluginClusterExactlyOnce: a 3-node cluster runs CrowdSec's own
 // notification-http plugin on the leader. Alerts pushed through every node
 // arrive once each, in batches of at most group_threshold; the leader is
-// SIGKILLed while alerts keep coming and the count stays exact: every
-// stored alert arrives, and the only repeats are those of one batch in
-// flight at the kill.
+// SIGKILLed while alerts keep coming and one batch is in flight (the
+// receiver holds its answer), and the count stays exact: every stored
+// alert arrives, the only repeats are that batch, and the new leader says
+// so in its log.
 func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 	recv := startNotifyReceiver(t)
 	const threshold = 5
@@ -302,8 +325,17 @@ func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 	}()
 	for i := range pushed {
 		if i == 12 {
-			t.Logf("SIGKILL the leader %s", leader.ID)
+			// kill the leader while its plugin waits for the receiver's
+			// answer to a batch: the batch was delivered, not recorded
+			held, release := recv.arm()
+			select {
+			case <-held:
+			case <-time.After(20 * time.Second):
+				t.Fatal("no batch sent while alerts keep coming")
+			}
+			t.Logf("SIGKILL the leader %s while a batch is in flight", leader.ID)
 			leader.Kill()
+			release()
 		}
 	}
 	wg.Wait()
@@ -359,12 +391,21 @@ func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 			t.Errorf("%d repeated alerts are not one repeated batch", len(repeated))
 		}
 	}
+	// a repeat is announced by the new leader
+	announced := 0
+	for _, n := range survivors {
+		b, _ := os.ReadFile(n.logPath)
+		announced += strings.Count(string(b), "in flight at the previous leader's end is sent again")
+	}
+	if announced != 1 || len(repeated) == 0 {
+		t.Errorf("%d repeated alerts, %d repeat announcements in the logs", len(repeated), announced)
+	}
 	ips := make([]string, 0, len(repeated))
 	for _, u := range repeated {
 		ips = append(ips, stored[u])
 	}
-	t.Logf("phase 2: %d stored alerts all notified, %d batches after the kill; repeated after the failover: %d alert(s) %v",
-		len(stored), len(batches)-phase1, len(repeated), strings.Join(ips, " "))
+	t.Logf("phase 2: %d stored alerts all notified, %d batches after the kill; repeated after the failover: %d alert(s) %v (%d announced in the log)",
+		len(stored), len(batches)-phase1, len(repeated), strings.Join(ips, " "), announced)
 	// the killed leader's plugin died with it (Pdeathsig); the new leader runs one
 	waitFor(t, 15*time.Second, "one plugin process after the failover", func() (bool, string) {
 		n := pluginProcs(t, pdir)

@@ -57,6 +57,10 @@ type NotifyState struct {
 	LastError string `json:"last_error,omitempty"`
 	// UpdatedAt is the time of the last advance (unix ns).
 	UpdatedAt int64 `json:"updated_at,omitempty"`
+	// InFlight, when above Cursor, is the last alert of a batch the
+	// leader started to send and has not recorded yet: a successor that
+	// finds it knows that batch may be delivered twice, and says so.
+	InFlight int64 `json:"in_flight,omitempty"`
 }
 
 // NotifyCursor moves the cursor of notification Name forward to Cursor
@@ -71,6 +75,9 @@ type NotifyCursor struct {
 	Lost    int64  `json:"lost,omitempty"`
 	Batches int64  `json:"batches,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// InFlight announces a batch about to be sent (alerts up to it);
+	// every advance sets it (0 clears it).
+	InFlight int64 `json:"in_flight,omitempty"`
 }
 
 // Validate bounds a cursor advance (whatever a peer sends is validated).
@@ -81,6 +88,7 @@ func (b NotifyCursor) Validate() error {
 	k.nonNeg("sent", b.Sent)
 	k.nonNeg("lost", b.Lost)
 	k.nonNeg("batches", b.Batches)
+	k.nonNeg("in_flight", b.InFlight)
 	if k.err == nil && b.Sent+b.Lost > int64(MaxItemsPerEntry) {
 		k.fail("sent", "sent+lost above %d", MaxItemsPerEntry)
 	}
@@ -135,6 +143,7 @@ func (s *state) notifyCursor(b *NotifyCursor, now int64) *Result {
 	} else if b.Sent > 0 {
 		st.LastError = ""
 	}
+	st.InFlight = b.InFlight
 	st.UpdatedAt = now
 	v, err := json.Marshal(st)
 	if err != nil {

@@ -19,8 +19,12 @@ func TestNotifyCursorForwardOnlyAndSnapshot(t *testing.T) {
 		st.LastSent != T0 || st.UpdatedAt != T0+sec {
 		t.Fatalf("state %+v", st)
 	}
+	h.must(CmdNotifyCursor, T0+2*sec, NotifyCursor{Name: "slack", Cursor: 10, InFlight: 12})
+	if st, _ := h.f.NotifyState("slack"); st.InFlight != 12 || st.Cursor != 10 {
+		t.Fatalf("announce: %+v", st)
+	}
 	h.must(CmdNotifyCursor, T0+2*sec, NotifyCursor{Name: "slack", Cursor: 12, Sent: 1, Batches: 1})
-	if st, _ := h.f.NotifyState("slack"); st.LastError != "" || st.Cursor != 12 {
+	if st, _ := h.f.NotifyState("slack"); st.LastError != "" || st.Cursor != 12 || st.InFlight != 0 {
 		t.Fatalf("a delivery clears the last error: %+v", st)
 	}
 	if _, ok := h.f.NotifyState("email"); ok {
@@ -60,6 +64,7 @@ func TestNotifyValidateBounds(t *testing.T) {
 		{NotifyCursor{Name: "n", Sent: -5}, "sent"},
 		{NotifyCursor{Name: "n", Lost: -5}, "lost"},
 		{NotifyCursor{Name: "n", Batches: -1}, "batches"},
+		{NotifyCursor{Name: "n", InFlight: -1}, "in_flight"},
 		{NotifyCursor{Name: "n", Sent: 1 << 40}, "sent+lost"},
 		{NotifyCursor{Name: "n", Error: strings.Repeat("e", 2000)}, "error"},
 	} {

@@ -291,6 +291,13 @@ func (d *Dispatcher) runName(ctx context.Context, cfg *Config, plugins *Plugins)
 	st := &nameState{cfg: cfg, lastSend: now, persisted: now}
 	st.cursor = d.startCursor(cfg.Name)
 	st.pos = st.cursor
+	if rs, ok := d.store.NotifyState(cfg.Name); ok && rs.InFlight > rs.Cursor {
+		// the previous leader announced a batch and did not record its
+		// outcome: it may have been delivered, and is sent again
+		d.o.Logger.Warn("notification batch in flight at the previous leader's end is sent again: the receiver may see it twice",
+			"notification", cfg.Name, "first_alert_after", rs.Cursor, "last_alert", rs.InFlight)
+		d.metrics.repeated.WithLabelValues(cfg.Name).Inc()
+	}
 	t := time.NewTicker(d.o.Tick)
 	defer t.Stop()
 	for {
@@ -386,6 +393,10 @@ func (d *Dispatcher) step(ctx context.Context, st *nameState, plugins *Plugins) 
 			last = st.pos // everything scanned is handled after this chunk
 		}
 		adv := fsm.NotifyCursor{Name: name, Cursor: last}
+		// announce the batch, so a successor can tell a repeat
+		if err := d.advance(ctx, fsm.NotifyCursor{Name: name, Cursor: st.cursor, InFlight: last}); err != nil {
+			return fmt.Errorf("notification %s: cursor: %w", name, err)
+		}
 		err := d.deliver(ctx, st.cfg, n, chunk)
 		switch {
 		case err == nil:

@@ -23,13 +23,15 @@ type direct struct {
 	mu    sync.Mutex
 	f     *fsm.FSM
 	index uint64
-	fail  error // when set, every apply fails (a lost quorum)
+	fail  error // when set, applies fail (a lost quorum)
+	// failIf limits fail to the commands it accepts (nil: all)
+	failIf func(fsm.Command) bool
 }
 
 func (d *direct) Apply(_ context.Context, c fsm.Command) (*fsm.Result, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fail != nil {
+	if d.fail != nil && (d.failIf == nil || d.failIf(c)) {
 		return nil, d.fail
 	}
 	if err := c.Validate(); err != nil {
@@ -320,8 +322,9 @@ func TestDispatchResumeAfterLeaderChange(t *testing.T) {
 	}
 }
 
-// A cursor write that fails (leadership lost after the delivery) ends the
-// run with an error, and the next run repeats only that batch.
+// A cursor write that fails after the delivery (leadership lost) ends the
+// run with an error; the next run repeats only that batch and reports it
+// (the batch was announced in flight).
 func TestDispatchCursorWriteLostRepeatsOneBatch(t *testing.T) {
 	e := newDenv(t, "group_threshold: 2\n")
 	d := e.dispatcher()
@@ -331,21 +334,29 @@ func TestDispatchCursorWriteLostRepeatsOneBatch(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
+	e.push("b", 2, n1)
 	e.ap.mu.Lock()
 	e.ap.fail = errors.New("no quorum")
+	e.ap.failIf = func(c fsm.Command) bool {
+		nc, ok := c.Body.(fsm.NotifyCursor)
+		return ok && nc.InFlight == 0 // the announce passes, the outcome is lost
+	}
 	e.ap.mu.Unlock()
-	e.push2("b", 2)
 	d = e.dispatcher()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	err := d.RunLeader(ctx) // delivers b0 b1, cannot write the cursor
+	err := d.RunLeader(ctx) // delivers b0 b1, cannot record it
 	if err == nil || !strings.Contains(err.Error(), "no quorum") {
 		t.Fatalf("run: %v", err)
+	}
+	if st := e.state(); st.InFlight != 4 || st.Cursor != 2 {
+		t.Fatalf("state after the lost write %+v", st)
 	}
 	e.ap.mu.Lock()
 	e.ap.fail = nil
 	e.ap.mu.Unlock()
-	stop = e.run(e.dispatcher())
+	d = e.dispatcher()
+	stop = e.run(d)
 	e.waitFor("cursor", func() bool { return e.state().Sent == 4 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -353,18 +364,12 @@ func TestDispatchCursorWriteLostRepeatsOneBatch(t *testing.T) {
 	if got := e.texts(); strings.Join(got, "|") != "a0/1 a1/1|b0/1 b1/1|b0/1 b1/1" {
 		t.Fatalf("received %q", got)
 	}
-}
-
-// push2 stores alerts bypassing the (failing) applier.
-func (e *denv) push2(p string, n int) {
-	e.ap.mu.Lock()
-	fail := e.ap.fail
-	e.ap.fail = nil
-	e.ap.mu.Unlock()
-	e.push(p, n, n1)
-	e.ap.mu.Lock()
-	e.ap.fail = fail
-	e.ap.mu.Unlock()
+	if v := testutil.ToFloat64(d.Metrics().repeated.WithLabelValues("n1")); v != 1 {
+		t.Fatalf("repeated metric %v", v)
+	}
+	if st := e.state(); st.InFlight != 0 || st.Cursor != 4 {
+		t.Fatalf("final state %+v", st)
+	}
 }
 
 // A notification-only profile that matched before the one that set the
