@@ -77,12 +77,12 @@ func usedConfigs(all []*notify.Config, names []string) []*notify.Config {
 	return out
 }
 
-// startNotify checks the notification setup as the reference does at
+// prepareNotify checks the notification setup as the reference does at
 // start (a profile naming a notification without config, or a plugin
-// without a valid binary, refuses the start) and registers the leader job
-// that runs the plugins.
-func startNotify(f notifyFlags, machine *fsm.FSM, node *cluster.Node, srv *lapi.Server, logger *slog.Logger) (*notify.Service, error) {
-	names := srv.ProfileNotifications()
+// without a valid binary, refuses the start). It returns the admin service
+// and the configs the dispatcher runs (none when no profile lists a
+// notification).
+func prepareNotify(f notifyFlags, names []string, logger *slog.Logger) (*notify.Service, []*notify.Config, error) {
 	popts := notify.PluginOptions{Dir: f.pluginDir, User: f.pluginUser, Group: f.pluginGroup, Logger: logger.With("part", "notify")}
 	all := func() ([]*notify.Config, []string, error) {
 		files, err := readConfigDir(f.notificationDir)
@@ -93,35 +93,48 @@ func startNotify(f notifyFlags, machine *fsm.FSM, node *cluster.Node, srv *lapi.
 	}
 	cfgs, warnings, err := all()
 	if err != nil {
-		if len(names) == 0 && f.notificationDir == "" {
-			return nil, err
-		}
-		return nil, fmt.Errorf("notifications: %w", err)
+		return nil, nil, fmt.Errorf("notifications: %w", err)
 	}
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	svc := &notify.Service{Configs: all, ProfileNames: names, Store: machine, Plugins: popts, Metrics: notify.NewMetrics()}
+	svc := &notify.Service{Configs: all, ProfileNames: names, Plugins: popts, Metrics: notify.NewMetrics()}
 	if len(names) == 0 {
 		if len(cfgs) > 0 {
 			logger.Info("notification configs found but no profile lists a notification: no plugin runs")
 		}
-		return svc, nil
+		return svc, nil, nil
 	}
 	if err := notify.CheckProfiles(cfgs, names); err != nil {
-		return nil, fmt.Errorf("notifications: %w (--notification-dir %q)", err, f.notificationDir)
+		return nil, nil, fmt.Errorf("notifications: %w (--notification-dir %q)", err, f.notificationDir)
 	}
 	if f.pluginDir == "" {
-		return nil, fmt.Errorf("notifications: profiles list notifications (%s) but --plugin-dir is not set", strings.Join(names, ", "))
+		return nil, nil, fmt.Errorf("notifications: profiles list notifications (%s) but --plugin-dir is not set", strings.Join(names, ", "))
 	}
-	if err := notify.CheckPlugins(popts, usedConfigs(cfgs, names)); err != nil {
-		return nil, fmt.Errorf("notifications: %w", err)
+	used := usedConfigs(cfgs, names)
+	if err := notify.CheckPlugins(popts, used); err != nil {
+		return nil, nil, fmt.Errorf("notifications: %w", err)
+	}
+	return svc, used, nil
+}
+
+// startNotify prepares the notifications and registers the leader job that
+// runs the plugins.
+func startNotify(f notifyFlags, machine *fsm.FSM, node *cluster.Node, srv *lapi.Server, logger *slog.Logger) (*notify.Service, error) {
+	names := srv.ProfileNotifications()
+	svc, used, err := prepareNotify(f, names, logger)
+	if err != nil {
+		return nil, err
+	}
+	svc.Store = machine
+	if len(used) == 0 {
+		return svc, nil
 	}
 	src := func() ([]*notify.Config, error) {
-		c, _, err := all()
+		c, _, err := svc.Configs()
 		return usedConfigs(c, names), err
 	}
-	svc.Dispatcher = notify.NewDispatcher(notify.Options{Plugins: popts, Logger: logger.With("part", "notify")}, machine, node, src, svc.Metrics)
+	svc.Dispatcher = notify.NewDispatcher(notify.Options{Plugins: svc.Plugins, Logger: logger.With("part", "notify")}, machine, node, src, svc.Metrics)
 	node.AddLeaderJob(cluster.LeaderJob{Name: "notify", Run: svc.Dispatcher.RunLeader, MinBackoff: time.Second, MaxBackoff: 30 * time.Second})
 	logger.Info("notifications enabled", "notifications", strings.Join(names, ", "), "plugin_dir", f.pluginDir)
 	return svc, nil
