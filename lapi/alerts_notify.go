@@ -3,6 +3,7 @@ package lapi
 import (
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/profiles"
+	"github.com/halapi/halapi/notify"
 )
 
 // notifyList turns the profiles that matched an alert into the
@@ -39,4 +40,17 @@ func (s *Server) ProfileNotifications() []string {
 		}
 	}
 	return out
+}
+
+// manualNotify evaluates the profiles for a decision added by hand (`halapi
+// decisions add`, cscli's `decisions add` in the reference, which posts an
+// alert that already carries its decision): only notifications can come
+// of it.
+func (s *Server) manualNotify(a *fsm.Alert, d *fsm.Decision) []fsm.AlertNotify {
+	m := notify.AlertModel(a, []*fsm.Decision{d}, false)
+	ms, err := s.engine.Evaluate(m, s.now())
+	if err != nil {
+		return nil // never for an alert with decisions; keep the decision anyway
+	}
+	return notifyList(ms)
 }

@@ -50,3 +50,25 @@ notifications: [email_default]
 		t.Fatalf("no match: %+v", got)
 	}
 }
+
+// A decision added by hand goes through the profiles for notifications,
+// as cscli's does in the reference.
+func TestManualDecisionNotifies(t *testing.T) {
+	e := newEnv(t)
+	profs, err := profiles.Parse([]byte(`name: notify_manual
+filters: ["Alert.GetScope() == 'Ip' && len(Alert.Decisions) > 0 && Alert.Decisions[0].Origin == 'cscli'"]
+notifications: [slack_default]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.engine = profiles.NewEngine(profs, nil)
+	r := e.doAdmin("POST", "/admin/v1/decisions", AddDecisionRequest{Value: "192.0.2.7", Scope: "Ip"})
+	if r.code != 201 {
+		t.Fatalf("add: %d %s", r.code, r.body)
+	}
+	a := e.fsm.Alert(e.fsm.LastAlertID())
+	if a == nil || !slices.Equal(a.Notify, []fsm.AlertNotify{{Name: "slack_default"}}) {
+		t.Fatalf("stored alert %+v", a)
+	}
+}

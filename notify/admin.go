@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"sort"
@@ -222,11 +223,9 @@ func SampleAlert(now time.Time) *models.Alert {
 func (s *Service) test(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	var req TestRequest
-	if r.ContentLength != 0 {
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, http.ErrBodyNotAllowed) {
-			writeErr(w, http.StatusBadRequest, "test: "+err.Error())
-			return
-		}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		writeErr(w, http.StatusBadRequest, "test: "+err.Error())
+		return
 	}
 	_, cfgs, err := s.list()
 	if err != nil {
