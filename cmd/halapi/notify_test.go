@@ -39,6 +39,11 @@ func TestPrepareNotifyRefusals(t *testing.T) {
 	if svc, used, err := prepareNotify(notifyFlags{}, nil, log); err != nil || svc == nil || used != nil {
 		t.Fatalf("no notifications: %v %v", err, used)
 	}
+	// nor a missing or broken notification dir (CrowdSec's config.yaml
+	// names one whether or not notifications are used)
+	if _, used, err := prepareNotify(notifyFlags{notificationDir: filepath.Join(dir, "absent")}, nil, log); err != nil || used != nil {
+		t.Fatalf("absent dir without notifications: %v", err)
+	}
 	for _, tc := range []struct {
 		f     notifyFlags
 		names []string

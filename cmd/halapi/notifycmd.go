@@ -91,14 +91,20 @@ func prepareNotify(f notifyFlags, names []string, logger *slog.Logger) (*notify.
 		}
 		return notify.ParseConfigs(files)
 	}
+	svc := &notify.Service{Configs: all, ProfileNames: names, Plugins: popts, Metrics: notify.NewMetrics()}
 	cfgs, warnings, err := all()
+	if err != nil && len(names) == 0 {
+		// as the reference: without a profile listing a notification,
+		// the configs are not needed (`notifications list` shows the error)
+		logger.Debug("notification configs not read: no profile lists a notification", "err", err)
+		return svc, nil, nil
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("notifications: %w", err)
 	}
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
-	svc := &notify.Service{Configs: all, ProfileNames: names, Plugins: popts, Metrics: notify.NewMetrics()}
 	if len(names) == 0 {
 		if len(cfgs) > 0 {
 			logger.Info("notification configs found but no profile lists a notification: no plugin runs")
