@@ -373,8 +373,19 @@ func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 		}
 	}
 	sort.Strings(repeated)
-	// the repeats must be one batch sent again: some batch holds all of them
-	if len(repeated) > 0 {
+	// a repeat is announced by the new leader; with the one leader change
+	// of this test the repeats are one batch (the held one) sent again. A
+	// further election on a loaded host may repeat one more batch, and
+	// must announce it too.
+	announced := 0
+	for _, n := range survivors {
+		b, _ := os.ReadFile(n.logPath)
+		announced += strings.Count(string(b), "in flight at the previous leader's end is sent again")
+	}
+	if announced == 0 || len(repeated) == 0 || len(repeated) > threshold*announced {
+		t.Errorf("%d repeated alerts, %d repeat announcements in the logs (at most %d per announcement)", len(repeated), announced, threshold)
+	}
+	if announced == 1 {
 		one := false
 		for _, b := range batches[phase1:] {
 			in := map[string]bool{}
@@ -387,18 +398,9 @@ func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 			}
 			one = one || all
 		}
-		if !one || len(repeated) > threshold {
+		if !one {
 			t.Errorf("%d repeated alerts are not one repeated batch", len(repeated))
 		}
-	}
-	// a repeat is announced by the new leader
-	announced := 0
-	for _, n := range survivors {
-		b, _ := os.ReadFile(n.logPath)
-		announced += strings.Count(string(b), "in flight at the previous leader's end is sent again")
-	}
-	if announced != 1 || len(repeated) == 0 {
-		t.Errorf("%d repeated alerts, %d repeat announcements in the logs", len(repeated), announced)
 	}
 	ips := make([]string, 0, len(repeated))
 	for _, u := range repeated {
