@@ -15,7 +15,9 @@ import (
 
 type noState struct{}
 
-func (noState) NotifyState(string) (fsm.NotifyState, bool) { return fsm.NotifyState{Cursor: 7, Sent: 3}, true }
+func (noState) NotifyState(string) (fsm.NotifyState, bool) {
+	return fsm.NotifyState{Cursor: 7, Sent: 3}, true
+}
 
 // list/inspect show every config with its replicated state and never a
 // credential; test sends the sample alert through a plugin started for it

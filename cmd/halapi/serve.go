@@ -299,15 +299,15 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
-	srv.Metrics().Registry.MustRegister(csInfo())
-	registerOpsMetrics(srv.Metrics().Registry, rt)
-	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 	notifySvc, err := startNotify(f.notify, machine, node, srv, logger)
 	if err != nil {
 		return err
 	}
 	srv.AddAdminRoutes(notifySvc.AdminRoutes)
 	srv.Metrics().Registry.MustRegister(notifyMetrics(notifySvc)...)
+	srv.Metrics().Registry.MustRegister(csInfo())
+	registerOpsMetrics(srv.Metrics().Registry, rt)
+	srv.AddAdminRoutes(capiSvc.AdminRoutes)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
