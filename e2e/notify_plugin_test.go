@@ -448,4 +448,20 @@ func TestNotifyPluginClusterExactlyOnce(t *testing.T) {
 	if len(stored) != 70 {
 		t.Logf("stored %d alerts (70 pushed; a push that failed on every try is not stored or stored once)", len(stored))
 	}
+
+	// a graceful stop (SIGTERM) of the leader, then of the last node, stops
+	// their plugins: none is left behind
+	first := c.Leader(survivors[0])
+	for _, n := range append([]*ClusterNode{first}, c.Others(leader, first)...) {
+		n.Stop()
+		n.setUp(false)
+		b, _ := os.ReadFile(n.logPath)
+		if strings.Contains(string(b), "after SIGTERM, sending SIGKILL") {
+			t.Fatalf("%s did not stop on SIGTERM", n.ID)
+		}
+	}
+	waitFor(t, 15*time.Second, "no plugin process after the nodes stopped", func() (bool, string) {
+		n := pluginProcs(t, pdir)
+		return n == 0, fmt.Sprintf("%d plugin processes", n)
+	})
 }
