@@ -56,6 +56,8 @@ func (s *state) apply(index uint64, c Command) *Result {
 		return s.usageFlush(b)
 	case *ProfilesSet:
 		return s.profilesSet(index, b, now)
+	case *NotifyCursor:
+		return s.notifyCursor(b, now)
 	case *BouncerDelete:
 		n := 0
 		for _, name := range b.Names {

@@ -336,6 +336,8 @@ func bodyFor(t CmdType) (any, error) {
 		return &UsageFlush{}, nil
 	case CmdProfilesSet:
 		return &ProfilesSet{}, nil
+	case CmdNotifyCursor:
+		return &NotifyCursor{}, nil
 	}
 	return nil, fmt.Errorf("unknown command type %d", t)
 }

@@ -19,7 +19,7 @@ import (
 // CmdProfilesSet replaces the replicated profiles and notification configs.
 // Numbered apart from the iota block (like the usage commands) so that
 // types other branches append cannot collide; feature-gated.
-const CmdProfilesSet CmdType = 56
+const CmdProfilesSet CmdType = 57
 
 // Bounds of a profiles set (Validate).
 const (

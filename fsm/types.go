@@ -102,6 +102,8 @@ type Alert struct {
 	Events          []Event `json:"events,omitempty"`
 	Meta            []KV    `json:"meta,omitempty"`
 	DecisionIDs     []int64 `json:"decision_ids,omitempty"`
+	// Notify lists the notifications the alert must be sent to (fsm/notify.go).
+	Notify []AlertNotify `json:"notify,omitempty"`
 }
 
 // Decision is a stored decision.

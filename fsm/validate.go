@@ -259,6 +259,7 @@ func (k *checker) alert(a *Alert) {
 	}
 	k.kvs("meta", a.Meta)
 	k.count("decision_ids", len(a.DecisionIDs), MaxDecisionsPerEntry)
+	k.notify(a.Notify)
 }
 
 // decisions checks a list of decisions under field.

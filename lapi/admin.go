@@ -371,6 +371,7 @@ func (s *Server) adminAddDecision(w http.ResponseWriter, r *http.Request) {
 		Source: fsm.Source{Scope: req.Scope, Value: req.Value, IP: req.Value}}
 	d := fsm.Decision{UUID: fsm.UUID(uuid.New()), Origin: "cscli", Type: req.Type, Scope: req.Scope, Value: req.Value,
 		Scenario: req.Reason, Until: fsm.ClampUntil(now, fsm.AddClamped(now, int64(dur)))}
+	a.Notify = s.manualNotify(&a, &d)
 	res, err := s.apply(r.Context(), fsm.CmdAlertsCreate, fsm.AlertsCreate{Alerts: []fsm.NewAlert{{Alert: a, Decisions: []fsm.Decision{d}}}})
 	if err != nil {
 		s.writeApplyErr(w, err)

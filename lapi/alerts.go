@@ -60,7 +60,8 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 				d.UUID = uuid.NewString()
 			}
 		}
-		if err := engine.Apply(a, now); err != nil {
+		matches, err := engine.Evaluate(a, now)
+		if err != nil {
 			writeErr(w, http.StatusInternalServerError, err.Error())
 			return
 		}
@@ -69,6 +70,7 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, http.StatusInternalServerError, err.Error())
 			return
 		}
+		na.Alert.Notify = notifyList(matches)
 		if keep {
 			batch = append(batch, na)
 		}

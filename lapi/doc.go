@@ -25,7 +25,10 @@
 // `halapi agent`'s retries; /halapi/v1/members tells a credentialed client
 // the nodes' API URLs. Usage metrics are stored bounded per component and
 // aged out by the retention job, as are machines and bouncers not seen
-// for the autodelete ages (autodelete.go).
+// for the autodelete ages (autodelete.go). The notifications of the
+// profiles that match a pushed alert (or a decision added by hand) are
+// stored with it (alerts_notify.go); the leader's notify dispatcher sends
+// them.
 //
 // It must not touch raft directly, and it must never log a secret
 // (passwords, API keys, JWTs).

@@ -175,6 +175,8 @@ func csEquivalentFlags(dir string) []string {
 		"--flush-bouncers-autodelete-cert", "60m", "--flush-bouncers-autodelete-api-key", "1d12h",
 		"--metrics-listen", "127.0.0.1:6060", "--log-level", "info",
 		"--hub-data-dir", "/var/lib/crowdsec/data/",
+		"--notification-dir", dir + "/notifications/", "--plugin-dir", "/usr/local/lib/crowdsec/plugins/",
+		"--plugin-user", "nobody", "--plugin-group", "nogroup",
 	}
 }
 
@@ -197,7 +199,7 @@ func TestCrowdsecConfigEqualsFlags(t *testing.T) {
 		t.Fatalf("--crowdsec-config resolves to\n%+v\nthe flags to\n%+v", a, b)
 	}
 	for _, w := range []string{"api.server.tls.cache_expiration: ignored (no halapi equivalent)",
-		"not LAPI settings, not used by serve: api.client, common (but log_level), config_paths (but data_dir), crowdsec_service, cscli, db_config (connection: read by `halapi import`), plugin_config"} {
+		"not LAPI settings, not used by serve: api.client, common (but log_level), config_paths.config_dir, config_paths.hub_dir, config_paths.index_path, config_paths.simulation_path, crowdsec_service, cscli, db_config (connection: read by `halapi import`)"} {
 		if !strings.Contains(warn, "WARNING: --crowdsec-config "+w+"\n") {
 			t.Errorf("no warning %q in:\n%s", w, warn)
 		}

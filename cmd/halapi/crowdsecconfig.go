@@ -57,10 +57,12 @@ func crowdsecSettings(path string, lookupEnv func(string) (string, bool)) (map[s
 		case "db_config":
 			skipped = append(skipped, "db_config (connection: read by `halapi import`)")
 		case "prometheus":
-		case "config_paths":
-			skipped = append(skipped, "config_paths (but data_dir)")
 		case "common":
 			skipped = append(skipped, "common (but log_level)")
+		case "config_paths":
+			skipped = append(skipped, t.notifyPaths(doc.sub("config_paths"))...)
+		case "plugin_config":
+			t.pluginConfig(doc.sub("plugin_config"))
 		default:
 			skipped = append(skipped, k)
 		}
@@ -514,6 +516,40 @@ func (t *csTranslator) prometheus(pm csMap, present bool) {
 			}
 		default:
 			t.warn("prometheus.%s: ignored (no halapi equivalent)", k)
+		}
+	}
+}
+
+// notifyPaths maps config_paths.notification_dir and plugin_dir to
+// --notification-dir and --plugin-dir; it returns the other keys (skipped).
+func (t *csTranslator) notifyPaths(m csMap) []string {
+	var skipped []string
+	for _, k := range m.keys() {
+		v, _ := scalar(m[k])
+		switch k {
+		case "notification_dir":
+			t.set("notification-dir", "config_paths.notification_dir", v)
+		case "plugin_dir":
+			t.set("plugin-dir", "config_paths.plugin_dir", v)
+		case "data_dir": // --hub-data-dir (helperflags.go)
+		default:
+			skipped = append(skipped, "config_paths."+k)
+		}
+	}
+	return skipped
+}
+
+// pluginConfig maps plugin_config.user/group to --plugin-user/--plugin-group.
+func (t *csTranslator) pluginConfig(m csMap) {
+	for _, k := range m.keys() {
+		v, _ := scalar(m[k])
+		switch k {
+		case "user":
+			t.set("plugin-user", "plugin_config.user", v)
+		case "group":
+			t.set("plugin-group", "plugin_config.group", v)
+		default:
+			t.warn("plugin_config.%s: not used", k)
 		}
 	}
 }

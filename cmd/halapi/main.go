@@ -21,6 +21,7 @@ func main() {
 	root.AddCommand(versionCmd())
 	root.AddCommand(importCmd())
 	root.AddCommand(profilesCmd())
+	root.AddCommand(notificationsCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

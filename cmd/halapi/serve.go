@@ -56,6 +56,7 @@ type serveFlags struct {
 	flushAuto                                                       flushAutoFlags
 	notificationsDir                                                string
 	helpers                                                         helperFlags
+	notify                                                          notifyFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -121,6 +122,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindConfigFlags(fl, &f.files, &f.pki.plainRemote)
 	bindFlushAutoFlags(fl, &f.flushAuto)
 	bindHelperFlags(fl, &f.helpers)
+	bindNotifyFlags(fl, &f.notify)
 	return c, f
 }
 
@@ -311,6 +313,12 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
+	notifySvc, err := startNotify(f.notify, machine, node, srv, logger)
+	if err != nil {
+		return err
+	}
+	srv.AddAdminRoutes(notifySvc.AdminRoutes)
+	srv.Metrics().Registry.MustRegister(notifyMetrics(notifySvc)...)
 	srv.Metrics().Registry.MustRegister(csInfo())
 	registerOpsMetrics(srv.Metrics().Registry, rt)
 	srv.AddAdminRoutes(capiSvc.AdminRoutes)
