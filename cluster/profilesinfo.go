@@ -65,10 +65,10 @@ func profilesWarnings(members []Member, leader string) []string {
 		}
 		if p.Hash != ref {
 			p.Mismatch = true
-			out = append(out, fmt.Sprintf("%s evaluates other profiles (%s, %s) than %s (%s): apply one set with `halapi profiles apply`, or give every node the same --profiles file and --notifications-dir", members[i].ID, p.Source, p.Hash, refBy, ref))
+			out = append(out, fmt.Sprintf("%s evaluates other profiles (%s, %s) than %s (%s): apply one set with `halapi profiles apply`, or give every node the same --profiles file and --notification-dir", members[i].ID, p.Source, p.Hash, refBy, ref))
 		}
 		if p.LocalDiffers {
-			out = append(out, fmt.Sprintf("%s: its --profiles file or --notifications-dir differs from the replicated profiles (which are in use; the local copy is ignored)", members[i].ID))
+			out = append(out, fmt.Sprintf("%s: its --profiles file or --notification-dir differs from the replicated profiles (which are in use; the local copy is ignored)", members[i].ID))
 		}
 		if p.Error != "" {
 			out = append(out, fmt.Sprintf("%s cannot load the replicated profiles and keeps its previous set: %s", members[i].ID, p.Error))

@@ -136,7 +136,7 @@ func TestProfilesSyncApplyThroughFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTestFile(t, ndir, "http.yaml", "type: http\nname: http_default\nformat: '{{.|toJson}}'\nurl: http://127.0.0.1:9/\nmethod: POST\n")
-	follower.MustCLI("profiles", "apply", file, "--notifications-dir", ndir)
+	follower.MustCLI("profiles", "apply", file, "--notification-dir", ndir)
 
 	// bad YAML: one line, exit 1, nothing changed
 	bad := writeTestFile(t, dir, "bad.yaml", "name: broken\nfilters: [\n")

@@ -18,7 +18,7 @@ import (
 //   - the replicated set (fsm.Profiles, set with `halapi profiles apply`)
 //     as soon as one was ever applied: it wins over the node's own file;
 //   - before that, the node's own --profiles file (with its .local overlay)
-//     or the built-in default, and its --notifications-dir.
+//     or the built-in default, and its --notification-dir.
 //
 // The set in use (ActiveProfiles) is swapped atomically: an alert push
 // takes one set for the whole request. Every node compiles the replicated
@@ -244,7 +244,7 @@ func (s *Server) rebuildProfiles(force bool) *ActiveProfiles {
 		a.LocalDiffers = true
 		if key := local.Hash + "/" + a.Hash; st.warned != key {
 			st.warned = key
-			s.log.Warn("this node's --profiles file or --notifications-dir differs from the cluster's replicated profiles, which are in use (halapi profiles show)",
+			s.log.Warn("this node's --profiles file or --notification-dir differs from the cluster's replicated profiles, which are in use (halapi profiles show)",
 				"local_hash", local.Hash, "replicated_hash", a.Hash)
 		}
 	}

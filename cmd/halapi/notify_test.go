@@ -36,12 +36,12 @@ func TestPrepareNotifyRefusals(t *testing.T) {
 	f := notifyFlags{notificationDir: ndir, pluginDir: pdir}
 
 	// no profile lists a notification: nothing to check, nothing runs
-	if svc, used, err := prepareNotify(notifyFlags{}, nil, log); err != nil || svc == nil || used != nil {
+	if svc, used, err := prepareNotify(notifyFlags{}, nil, nil, log); err != nil || svc == nil || used != nil {
 		t.Fatalf("no notifications: %v %v", err, used)
 	}
 	// nor a missing or broken notification dir (CrowdSec's config.yaml
 	// names one whether or not notifications are used)
-	if _, used, err := prepareNotify(notifyFlags{notificationDir: filepath.Join(dir, "absent")}, nil, log); err != nil || used != nil {
+	if _, used, err := prepareNotify(notifyFlags{notificationDir: filepath.Join(dir, "absent")}, nil, nil, log); err != nil || used != nil {
 		t.Fatalf("absent dir without notifications: %v", err)
 	}
 	for _, tc := range []struct {
@@ -54,18 +54,18 @@ func TestPrepareNotifyRefusals(t *testing.T) {
 		{f, []string{"http_default"}, "notification-http does not exist"},
 		{notifyFlags{notificationDir: filepath.Join(dir, "nope")}, []string{"x"}, "--notification-dir: open"},
 	} {
-		_, _, err := prepareNotify(tc.f, tc.names, log)
+		_, _, err := prepareNotify(tc.f, tc.names, nil, log)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: got %v, want %q", tc.names, err, tc.want)
 		}
 	}
 	bin := filepath.Join(pdir, "notification-http")
 	write(bin, "#!/bin/sh\n", 0o777)
-	if _, _, err := prepareNotify(f, []string{"http_default"}, log); err == nil || !strings.Contains(err.Error(), "world writable") {
+	if _, _, err := prepareNotify(f, []string{"http_default"}, nil, log); err == nil || !strings.Contains(err.Error(), "world writable") {
 		t.Errorf("world-writable plugin: %v", err)
 	}
 	write(bin, "#!/bin/sh\n", 0o755)
-	_, used, err := prepareNotify(f, []string{"http_default"}, log)
+	_, used, err := prepareNotify(f, []string{"http_default"}, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestPrepareNotifyRefusals(t *testing.T) {
 		t.Fatalf("used configs %v", used)
 	}
 	write(filepath.Join(ndir, "bad.yaml"), "type: http\n", 0o600)
-	if _, _, err := prepareNotify(f, []string{"http_default"}, log); err == nil ||
+	if _, _, err := prepareNotify(f, []string{"http_default"}, nil, log); err == nil ||
 		err.Error() != "notifications: notification config bad.yaml: document 0: missing required field 'name'" {
 		t.Errorf("bad config: %v", err)
 	}

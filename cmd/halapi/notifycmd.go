@@ -82,14 +82,21 @@ func usedConfigs(all []*notify.Config, names []string) []*notify.Config {
 // without a valid binary, refuses the start). It returns the admin service
 // and the configs the dispatcher runs (none when no profile lists a
 // notification).
-func prepareNotify(f notifyFlags, names []string, logger *slog.Logger) (*notify.Service, []*notify.Config, error) {
+//
+// files gives the notification config files in force (nil: read
+// --notification-dir); a node serving reads them from the profiles set it
+// evaluates, which is the replicated one once `halapi profiles apply` ran.
+func prepareNotify(f notifyFlags, names []string, files func() (map[string][]byte, error), logger *slog.Logger) (*notify.Service, []*notify.Config, error) {
 	popts := notify.PluginOptions{Dir: f.pluginDir, User: f.pluginUser, Group: f.pluginGroup, Logger: logger.With("part", "notify")}
+	if files == nil {
+		files = func() (map[string][]byte, error) { return readConfigDir(f.notificationDir) }
+	}
 	all := func() ([]*notify.Config, []string, error) {
-		files, err := readConfigDir(f.notificationDir)
+		fs, err := files()
 		if err != nil {
 			return nil, nil, fmt.Errorf("--notification-dir: %w", err)
 		}
-		return notify.ParseConfigs(files)
+		return notify.ParseConfigs(fs)
 	}
 	svc := &notify.Service{Configs: all, ProfileNames: names, Plugins: popts, Metrics: notify.NewMetrics()}
 	cfgs, warnings, err := all()
@@ -128,17 +135,21 @@ func prepareNotify(f notifyFlags, names []string, logger *slog.Logger) (*notify.
 // runs the plugins.
 func startNotify(f notifyFlags, machine *fsm.FSM, node *cluster.Node, srv *lapi.Server, logger *slog.Logger) (*notify.Service, error) {
 	names := srv.ProfileNotifications()
-	svc, used, err := prepareNotify(f, names, logger)
+	files := func() (map[string][]byte, error) { return srv.Profiles().Notifications, nil }
+	svc, used, err := prepareNotify(f, names, files, logger)
 	if err != nil {
 		return nil, err
 	}
 	svc.Store = machine
-	if len(used) == 0 {
+	// Without a plugin dir no plugin can run; with one, the dispatcher
+	// follows the profiles in force (a `profiles apply` that adds a
+	// notification starts its plugin on the leader without a restart).
+	if len(used) == 0 && f.pluginDir == "" {
 		return svc, nil
 	}
 	src := func() ([]*notify.Config, error) {
 		c, _, err := svc.Configs()
-		return usedConfigs(c, names), err
+		return usedConfigs(c, srv.ProfileNotifications()), err
 	}
 	svc.Dispatcher = notify.NewDispatcher(notify.Options{Plugins: svc.Plugins, Logger: logger.With("part", "notify")}, machine, node, src, svc.Metrics)
 	node.AddLeaderJob(cluster.LeaderJob{Name: "notify", Run: svc.Dispatcher.RunLeader, MinBackoff: time.Second, MaxBackoff: 30 * time.Second})

@@ -27,8 +27,8 @@ func profilesCmd() *cobra.Command {
 	var notifDir string
 	apply := &cobra.Command{
 		Use:   "apply FILE",
-		Short: "Replicate a profiles.yaml (and its .local overlay) and, with --notifications-dir, the notification configs to every node",
-		Long: "Replicate a profiles.yaml (and its .local overlay) and, with --notifications-dir, the notification configs (*.yaml) to every node.\n" +
+		Short: "Replicate a profiles.yaml (and its .local overlay) and, with --notification-dir, the notification configs to every node",
+		Long: "Replicate a profiles.yaml (and its .local overlay) and, with --notification-dir, the notification configs (*.yaml) to every node.\n" +
 			"The set replaces the previous one as a whole and wins over each node's --profiles file; every node evaluates it from the moment it applies it.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -62,7 +62,7 @@ func profilesCmd() *cobra.Command {
 			return nil
 		},
 	}
-	apply.Flags().StringVar(&notifDir, "notifications-dir", "", "directory of notification plugin configs (*.yaml) to replicate with the profiles")
+	apply.Flags().StringVar(&notifDir, "notification-dir", "", "directory of notification plugin configs (*.yaml) to replicate with the profiles")
 	var content bool
 	show := &cobra.Command{
 		Use: "show", Short: "Show the replicated profiles and what this node evaluates", Args: cobra.NoArgs,
@@ -90,7 +90,7 @@ func printProfilesView(v lapi.ProfilesView, content bool) {
 	u := v.InUse
 	fmt.Printf("in use on this node: %s profiles, hash %s: %s\n", u.Source, u.Hash, strings.Join(u.Profiles, ", "))
 	if u.LocalDiffers {
-		fmt.Printf("WARNING: this node's --profiles file or --notifications-dir (hash %s) differs from the replicated set and is ignored\n", u.LocalHash)
+		fmt.Printf("WARNING: this node's --profiles file or --notification-dir (hash %s) differs from the replicated set and is ignored\n", u.LocalHash)
 	}
 	if u.Error != "" {
 		fmt.Println("WARNING: the replicated profiles do not load on this node:", u.Error)
@@ -142,7 +142,7 @@ func whoAmI() string {
 }
 
 // reloadProfilesOnHUP re-reads the node's --profiles file and
-// --notifications-dir on SIGHUP until ctx ends; a bad file is logged and
+// --notification-dir on SIGHUP until ctx ends; a bad file is logged and
 // changes nothing.
 func reloadProfilesOnHUP(ctx context.Context, srv *lapi.Server, path, dir string, logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)

@@ -54,7 +54,6 @@ type serveFlags struct {
 	memoryLimitSet                                                  bool
 	files                                                           configFlags
 	flushAuto                                                       flushAutoFlags
-	notificationsDir                                                string
 	helpers                                                         helperFlags
 	notify                                                          notifyFlags
 }
@@ -82,7 +81,6 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	fl.StringVar(&f.dataDir, "data-dir", "halapi-data", "directory holding the raft log, snapshots and the admin socket")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8080", "LAPI listen address (host:port)")
 	fl.StringVar(&f.profiles, "profiles", "", "profiles.yaml to use (default: the built-in CrowdSec default profiles)")
-	fl.StringVar(&f.notificationsDir, "notifications-dir", "", "notification plugin configs (*.yaml) of this node, used until `halapi profiles apply` replicates a set (re-read with --profiles on SIGHUP)")
 	fl.StringVar(&f.nodeID, "node-id", "node1", "this node's unique id in the cluster")
 	fl.StringVar(&f.clusterListen, "cluster-listen", "", "cluster port for raft and write forwarding (host:port); empty: single node, in-process transport")
 	fl.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "address peers use to reach --cluster-listen (default: the listen address)")
@@ -233,7 +231,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err := f.helpers.configure(logger); err != nil {
 		return err
 	}
-	localProfiles, err := lapi.LoadLocalProfiles(f.profiles, f.notificationsDir)
+	localProfiles, err := lapi.LoadLocalProfiles(f.profiles, f.notify.notificationDir)
 	if err != nil {
 		return fmt.Errorf("profiles: %w", err)
 	}
@@ -328,7 +326,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	srv.Run(runCtx)
-	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notificationsDir, logger)
+	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notify.notificationDir, logger)
 	srv.AddAdminRoutes(srv.ProfilesAdminRoutes)
 	go rt.run(runCtx, machine, node)
 	srv.AddAdminRoutes(rt.adminRoutes)
