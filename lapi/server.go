@@ -116,7 +116,6 @@ type Server struct {
 	touches *toucher
 	now     func() time.Time
 
-	adminRoutes []func(*mux.Router)
 	certs       CertVerifier
 	keyHashes   keyHashes
 

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
 	"github.com/halapi/halapi/capi"
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
@@ -22,13 +21,6 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 )
-
-// importRoutes serves `halapi import` on the admin socket.
-func importRoutes(node *cluster.Node, store *fsm.FSM) func(r *mux.Router) {
-	return func(r *mux.Router) {
-		r.HandleFunc(importer.Route, importer.Handler(store, node.Apply, node.SyncLeader)).Methods("POST")
-	}
-}
 
 // maxSkipLines bounds the not-carried lines printed per reason (-o json
 // lists them all).

@@ -12,15 +12,15 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/importer"
 	"github.com/halapi/halapi/lapi"
 	"github.com/halapi/halapi/lapi/models"
 	"github.com/halapi/halapi/lapi/profiles"
@@ -220,6 +220,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.pki.plainHTTP && f.tlsCert != "" {
 		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
+	if err := f.pki.check(f.listen, f.clusterListen); err != nil {
+		return err
+	}
 
 	var profs []*profiles.Profile
 	if f.profiles != "" {
@@ -251,12 +254,14 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.pki.plainHTTP {
 		scheme = "http"
 	}
-	rt, err := preparePKI(ctx, f.pki, f.nodeID, f.dataDir, f.listen, f.clusterListen, logger)
+	pcfg := f.pkiRuntimeConfig()
+	pcfg.Logger = logger
+	rt, err := pki.Prepare(ctx, pcfg)
 	if err != nil {
 		return err
 	}
 	join, expect := f.join, f.bootstrapExpect
-	if rt.firstNode(f.clusterListen) {
+	if rt.FirstNode() {
 		// Nodes join a secure cluster with tokens; a node with neither a
 		// token nor a certificate founds the cluster alone.
 		if len(join) > 0 || expect > 1 {
@@ -270,7 +275,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		APIURL: scheme + "://" + f.listen + "/", DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
 		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
 		HeartbeatTimeout: f.raftHeartbeat, ElectionTimeout: f.raftElection, LeaderLeaseTimeout: f.raftLease, CommitTimeout: f.raftCommit}
-	if err := rt.clusterTLS(&ccfg, machine); err != nil {
+	if err := rt.ClusterTLS(&ccfg, machine); err != nil {
 		return err
 	}
 	node, err := cluster.Open(ccfg, machine)
@@ -298,19 +303,14 @@ func serve(ctx context.Context, f serveFlags) error {
 	defer capiSvc.Close() // runs before node.Close()
 	srv.Metrics().Registry.MustRegister(capiSvc.Collector())
 	srv.Metrics().Registry.MustRegister(csInfo())
-	registerOpsMetrics(srv.Metrics().Registry, rt)
-	srv.AddAdminRoutes(capiSvc.AdminRoutes)
+	registerOpsMetrics(srv.Metrics().Registry, rt.Collector())
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	defer cancelRun()
 	srv.Run(runCtx)
-	go rt.run(runCtx, machine, node)
-	srv.AddAdminRoutes(rt.adminRoutes)
-	srv.AddAdminRoutes(backupRoutes(node))
-	srv.AddAdminRoutes(apiInfoRoutes(&f))
-	srv.AddAdminRoutes(importRoutes(node, machine))
+	rt.Start(runCtx, machine, node)
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
 		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
 		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
@@ -336,11 +336,11 @@ func serve(ctx context.Context, f serveFlags) error {
 
 	// HTTPS needs this node's certificate: from its identity, or issued
 	// by the cluster CA once it exists here.
-	if _, err := rt.getCertificate(nil); err != nil && !f.pki.plainHTTP && f.tlsCert == "" {
+	if _, err := rt.GetCertificate(nil); err != nil && !f.pki.plainHTTP && f.tlsCert == "" {
 		select {
-		case <-rt.ready:
+		case <-rt.Ready():
 		case <-time.After(30 * time.Second):
-			if _, err := rt.getCertificate(nil); err != nil {
+			if _, err := rt.GetCertificate(nil); err != nil {
 				return errors.New("no node certificate after 30 s: the cluster CA is not reachable (is there a leader?)")
 			}
 		case <-ctx.Done():
@@ -348,18 +348,17 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 
-	// Admin socket: root-only, in the data dir.
-	sock := filepath.Join(f.dataDir, agent.SocketName)
-	_ = os.Remove(sock)
-	aln, err := net.Listen("unix", sock)
+	// Admin socket: each owner's routes (package admin).
+	adm, err := admin.Listen(f.dataDir, admin.Handler(logger,
+		srv.AdminRoutes,
+		admin.ClusterRoutes(node, rt.RemoveMember, currentBuild().Version),
+		rt.AdminRoutes,
+		capiSvc.AdminRoutes,
+		importer.AdminRoutes(machine, node.Apply, node.SyncLeader),
+	))
 	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	admin := &http.Server{Handler: srv.AdminHandler(clusterAdmin{Node: node, rt: rt, store: machine}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = admin.Serve(aln) }()
 
 	mux := http.NewServeMux()
 	api := srv.Handler()
@@ -382,7 +381,7 @@ func serve(ctx context.Context, f serveFlags) error {
 			defer ms.Close()
 		}
 	}
-	rt.mount(mux)
+	rt.Mount(mux)
 	mux.Handle(lapi.MembersPath, srv.MembersHandler(node))
 	mux.Handle("/", api)
 
@@ -407,7 +406,7 @@ func serve(ctx context.Context, f serveFlags) error {
 			errc <- hs.Serve(ln)
 			return
 		}
-		base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rt.getCertificate}
+		base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rt.GetCertificate}
 		if f.tlsCert != "" {
 			cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
 			if err != nil {
@@ -437,9 +436,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	defer cancel()
 	node.Leave()
 	_ = hs.Shutdown(sctx)
-	_ = admin.Shutdown(sctx)
+	_ = adm.Shutdown(sctx)
 	cancelRun()
-	_ = os.Remove(sock)
 	return nil
 }
 
