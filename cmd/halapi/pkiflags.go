@@ -90,4 +90,3 @@ func (c certVerifier) Verify(cs *tls.ConnectionState, agent bool) (string, error
 	}
 	return c.v.Verify(cs, pki.RoleBouncer)
 }
-
