@@ -289,13 +289,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	srv.Metrics().Registry.MustRegister(node.Collector())
-	node.AddLeaderJob(cluster.LeaderJob{Name: "jwt-key", MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		Run: func(ctx context.Context) error {
-			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			return srv.EnsureJWTKey(jctx)
-		}})
-	node.AddLeaderJob(cluster.LeaderJob{Name: "retention", Run: srv.Retention})
+	for _, j := range srv.LeaderJobs() {
+		node.AddLeaderJob(j)
+	}
 	capiSvc, err := startCAPI(f.capi, machine, node, logger)
 	if err != nil {
 		return err
