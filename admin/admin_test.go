@@ -118,8 +118,10 @@ func TestWriteApplyError(t *testing.T) {
 
 type fakeCluster struct{ backupErr error }
 
-func (fakeCluster) Status(context.Context) cluster.Status { return cluster.Status{NodeID: "n1", Leader: "n1"} }
-func (fakeCluster) Snapshot() error                        { return errors.New("no space") }
+func (fakeCluster) Status(context.Context) cluster.Status {
+	return cluster.Status{NodeID: "n1", Leader: "n1"}
+}
+func (fakeCluster) Snapshot() error { return errors.New("no space") }
 func (f fakeCluster) WriteBackup(_ context.Context, w io.Writer, version string) (cluster.BackupMeta, error) {
 	if f.backupErr != nil {
 		return cluster.BackupMeta{}, f.backupErr

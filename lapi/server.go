@@ -116,8 +116,8 @@ type Server struct {
 	touches *toucher
 	now     func() time.Time
 
-	certs       CertVerifier
-	keyHashes   keyHashes
+	certs     CertVerifier
+	keyHashes keyHashes
 
 	regLimit     *rateLimiter
 	loginIP      *failBackoff
