@@ -153,6 +153,21 @@ func Prepare(ctx context.Context, cfg RuntimeConfig) (*Runtime, error) {
 	return rt, nil
 }
 
+// CheckJoin refuses, before anything is written, a secure node that
+// would join others (joining: --join or --bootstrap-expect > 1) with no
+// join token, no node certificate and no raft state: it would found a
+// second cluster with its own CA. The other side of FirstNode.
+func (c RuntimeConfig) CheckJoin(joining bool) error {
+	secure := c.ClusterListen != "" && !c.InsecureCluster
+	if !secure || c.JoinToken != "" || !joining {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(c.DataDir, "pki", NodeCertFile)); err == nil || cluster.HasState(c.DataDir) {
+		return nil
+	}
+	return errors.New("--join/--bootstrap-expect on a fresh data dir needs --join-token and --join-api (get a token with `halapi cluster token` on a member); to found a new cluster, start without --join")
+}
+
 // FirstNode reports whether this node must found the cluster alone (secure
 // mode, no certificate yet, no token): joiners come with tokens.
 func (rt *Runtime) FirstNode() bool {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
@@ -154,12 +155,12 @@ records every node's certificate is checked against.`,
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return err
 			}
-			unlock, err := lockDataDir(dir)
+			unlock, err := datadir.Lock(dir)
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) {
+			if pki.HasIdentity(dir) {
 				return fmt.Errorf("%s holds a node identity (pki/): restore into an empty data dir", dir)
 			}
 			f, err := os.Open(args[0])
@@ -224,7 +225,7 @@ two clusters would then diverge.`,
 			if _, err := os.Stat(o.dataDir); err != nil {
 				return fmt.Errorf("--data-dir %s: %w", o.dataDir, errors.Unwrap(err))
 			}
-			unlock, err := lockDataDir(o.dataDir)
+			unlock, err := datadir.Lock(o.dataDir)
 			if err != nil {
 				return fmt.Errorf("%w: stop the node first", err)
 			}

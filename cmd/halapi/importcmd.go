@@ -8,12 +8,12 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/halapi/halapi/capi"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/importer"
 	"github.com/halapi/halapi/lapi/profiles"
@@ -195,8 +195,7 @@ func readFiles(cfg *importer.Config, src *importer.Source, extra *importer.Repor
 // importFresh writes the imported state into an empty data dir as the
 // state of a new one-node cluster (the restore path of a backup).
 func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dryRun bool) (importer.Report, error) {
-	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) ||
-		fileExists(filepath.Join(dir, "raft", "raft.db")) {
+	if pki.HasIdentity(dir) || cluster.HasState(dir) {
 		return importer.Report{}, fmt.Errorf("%s already holds a node: import into it without --node-id while it runs (--node-id is for a fresh data dir)", dir)
 	}
 	now := time.Now()
@@ -212,13 +211,13 @@ func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dr
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return rep, err
 	}
-	unlock, err := lockDataDir(dir)
+	unlock, err := datadir.Lock(dir)
 	if err != nil {
 		return rep, err
 	}
 	defer unlock()
 	// checked again under the lock (a node may have started meanwhile)
-	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) {
+	if pki.HasIdentity(dir) {
 		return rep, fmt.Errorf("%s holds a node identity (pki/): a fresh import needs an empty data dir (import into the running cluster without --node-id)", dir)
 	}
 	var archive bytes.Buffer

@@ -19,6 +19,7 @@ import (
 
 	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/importer"
 	"github.com/halapi/halapi/lapi"
@@ -246,7 +247,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer release()
-	if err := protectDataDir(f.dataDir); err != nil {
+	if err := datadir.Protect(f.dataDir); err != nil {
 		return fmt.Errorf("data dir permissions: %w", err)
 	}
 
