@@ -110,23 +110,27 @@ func WriteError(w http.ResponseWriter, status int, msg string) {
 	WriteJSON(w, status, map[string]string{"message": strings.TrimSpace(msg)})
 }
 
-// WriteApplyError answers a failed replicated write: no leader is 503
-// with Retry-After (the CLI says so), a command-level failure answers by
-// its code (not found 404, conflict 409, invalid 400, forbidden 403),
-// anything else 500; the message is the error's.
+// WriteApplyError answers a failed replicated write, on the admin API and
+// the LAPI alike: no leader is 503 with Retry-After (clients retry 503),
+// a command-level failure answers by its code (not found 404, conflict
+// 409, invalid 400, forbidden 403), anything else 500; the message is the
+// error's, as it is.
 func WriteApplyError(w http.ResponseWriter, err error) {
+	msg := func(status int, m string) { WriteJSON(w, status, map[string]string{"message": m}) }
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		w.Header().Set("Retry-After", "1")
-		WriteError(w, http.StatusServiceUnavailable, "cluster has no leader, write refused: "+err.Error())
+		msg(http.StatusServiceUnavailable, "cluster has no leader, write refused: "+err.Error())
 	case errors.Is(err, fsm.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "object not found")
+		msg(http.StatusNotFound, "object not found")
 	default:
-		WriteError(w, codeStatus(fsm.CodeOf(err)), err.Error())
+		msg(CodeStatus(fsm.CodeOf(err)), err.Error())
 	}
 }
 
-func codeStatus(c fsm.Code) int {
+// CodeStatus is the HTTP status of a command-level failure code. Only the
+// code is ever looked at, never the message.
+func CodeStatus(c fsm.Code) int {
 	switch c {
 	case fsm.CodeNotFound:
 		return http.StatusNotFound
