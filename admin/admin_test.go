@@ -152,6 +152,9 @@ func TestClusterRoutes(t *testing.T) {
 	if w := call(fakeCluster{}, "POST", "/admin/v1/snapshot"); w.Code != 500 || w.Body.String() != `{"message":"snapshot: no space"}` {
 		t.Fatalf("snapshot %d %s", w.Code, w.Body)
 	}
+	if w := call(fakeCluster{}, "DELETE", "/admin/v1/members/n%2F2%20b"); w.Code != 204 || removed != "n/2 b" {
+		t.Fatalf("remove %d %q", w.Code, removed)
+	}
 	if w := call(fakeCluster{}, "DELETE", "/admin/v1/members/n2"); w.Code != 204 || removed != "n2" {
 		t.Fatalf("remove %d %q", w.Code, removed)
 	}

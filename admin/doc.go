@@ -7,7 +7,8 @@
 //     data dir, so only the node's user (and root) can open it; whoever
 //     can is root on the node, so requests carry no other credential.
 //     Listen removes a stale socket of a previous run and Close removes it.
-//   - The router: every route lives under Prefix (/admin/v1); an unknown
+//   - The router: every route lives under Prefix (/admin/v1); path
+//     variables reach handlers decoded (the CLI escapes them); an unknown
 //     route answers 404 {"message": "unknown admin route"}; a panicking
 //     handler answers 500 and is logged, the node keeps serving.
 //   - The answer shape: JSON bodies, errors {"message": "..."} like the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,7 @@ func Handler(logger *slog.Logger, owners ...Routes) http.Handler {
 		WriteError(w, http.StatusNotFound, "unknown admin route")
 	})
 	a := r.PathPrefix(Prefix).Subrouter()
+	a.Use(unescapeVars)
 	for _, add := range owners {
 		add(a)
 	}
@@ -55,6 +57,27 @@ func Handler(logger *slog.Logger, owners ...Routes) http.Handler {
 			}
 		}()
 		r.ServeHTTP(w, req)
+	})
+}
+
+// unescapeVars hands handlers their path variables decoded: the router
+// matches the encoded path (a name may hold a '/'), the CLI escapes with
+// url.PathEscape, and a name with a space must reach the owner as written.
+func unescapeVars(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if vars := mux.Vars(r); len(vars) > 0 {
+			dec := make(map[string]string, len(vars))
+			for k, v := range vars {
+				u, err := url.PathUnescape(v)
+				if err != nil {
+					WriteError(w, http.StatusBadRequest, fmt.Sprintf("invalid %s %q in the path", k, v))
+					return
+				}
+				dec[k] = u
+			}
+			r = mux.SetURLVars(r, dec)
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
