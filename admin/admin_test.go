@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +169,40 @@ func TestClusterRoutes(t *testing.T) {
 	if w := call(fakeCluster{backupErr: errors.New("closed")}, "GET", "/admin/v1/backup"); w.Code != 500 ||
 		w.Body.String() != `{"message":"backup: closed"}` {
 		t.Fatalf("failed backup %d %q", w.Code, w.Body)
+	}
+}
+
+// The socket reads who connects: a peer the policy does not allow gets a
+// 403 with a message, whatever the socket's mode; root and the node's own
+// user are allowed.
+func TestSocketRefusesOtherUsers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("peer credentials are read on linux only")
+	}
+	if !allowUID(0) || !allowUID(uint32(os.Geteuid())) || (os.Geteuid() != 12345 && allowUID(12345)) {
+		t.Fatal("default policy: root and the node's user only")
+	}
+	dir := shortDir(t)
+	srv, err := Listen(dir, Handler(nil, func(r *mux.Router) {
+		r.HandleFunc("/ok", func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, http.StatusOK, "ok") })
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = srv.Shutdown(context.Background()) }()
+	c, err := NewClient(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do("GET", "/ok", nil, nil, nil); err != nil {
+		t.Fatalf("own user refused: %v", err)
+	}
+	me := uint32(os.Geteuid())
+	saved := allowUID
+	allowUID = func(uid uint32) bool { return uid != me }
+	defer func() { allowUID = saved }()
+	err = c.Do("GET", "/ok", nil, nil, nil)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("not uid %d", me)) {
+		t.Fatalf("refused peer: %v", err)
 	}
 }

@@ -5,8 +5,10 @@
 //
 //   - The socket (server.go): DATA/admin.sock, mode 0600 inside the 0700
 //     data dir, so only the node's user (and root) can open it; whoever
-//     can is root on the node, so requests carry no other credential.
-//     Listen removes a stale socket of a previous run and Close removes it.
+//     can is root on the node, so requests carry no other credential. On
+//     Linux the peer's uid is read too (SO_PEERCRED) and anyone but root
+//     and the node's user gets 403, should a mode ever be widened.
+//     Listen removes a stale socket of a previous run, Shutdown removes it.
 //   - The router: every route lives under Prefix (/admin/v1); path
 //     variables reach handlers decoded (the CLI escapes them); an unknown
 //     route answers 404 {"message": "unknown admin route"}; a panicking

@@ -88,7 +88,9 @@ type Server struct {
 }
 
 // Listen serves h on DATA/admin.sock (a stale socket of a previous run is
-// replaced), readable and writable by the node's user only.
+// replaced), readable and writable by the node's user only; a peer that is
+// neither root nor that user is refused even if the mode were widened
+// (onlyOwner).
 func Listen(dataDir string, h http.Handler) (*Server, error) {
 	path := filepath.Join(dataDir, SocketName)
 	_ = os.Remove(path)
@@ -100,9 +102,39 @@ func Listen(dataDir string, h http.Handler) (*Server, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	s := &Server{path: path, srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}}
+	s := &Server{path: path, srv: &http.Server{Handler: onlyOwner(h), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			uid, ok := peerUID(c)
+			return context.WithValue(ctx, peerKey{}, peer{uid: uid, known: ok})
+		}}}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil
+}
+
+// peerKey holds, in a connection's context, who connected (peer).
+type peerKey struct{}
+
+type peer struct {
+	uid   uint32
+	known bool
+}
+
+// allowUID is who may use the socket besides what its mode allows: root
+// and the node's own user. A variable for the test of the refusal.
+var allowUID = func(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
+
+// onlyOwner answers 403 to a peer that is neither root nor the node's
+// user (read with SO_PEERCRED where the system has it): should the
+// socket's or the data dir's mode ever be widened, the admin API still
+// answers only them.
+func onlyOwner(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p, ok := r.Context().Value(peerKey{}).(peer); ok && p.known && !allowUID(p.uid) {
+			WriteError(w, http.StatusForbidden, fmt.Sprintf("the admin socket answers only root and the node's user (uid %d), not uid %d", os.Geteuid(), p.uid))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Path is the socket's path.
