@@ -21,3 +21,20 @@ func (s *Server) LeaderJobs() []cluster.LeaderJob {
 		{Name: "retention", Run: s.Retention},
 	}
 }
+
+// WaitJWTKey waits, at most max (and not beyond ctx), until the cluster's
+// JWT key is in the local state, and reports whether it is: a fresh node
+// elects itself and creates the cluster secrets within a second, and the
+// first login should not get a 503. A node whose peers are down starts
+// without it (reads keep working, writes wait for a leader).
+func (s *Server) WaitJWTKey(ctx context.Context, max time.Duration) bool {
+	wctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	for len(s.fsm.JWTKey()) == 0 && wctx.Err() == nil {
+		select {
+		case <-wctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return len(s.fsm.JWTKey()) > 0
+}

@@ -347,9 +347,42 @@ func (rt *Runtime) run(ctx context.Context, store *fsm.FSM, node *cluster.Node) 
 	r.Run(ctx)
 }
 
-// Ready is closed once the CA is loaded here and the node has its
-// certificate (Start).
-func (rt *Runtime) Ready() <-chan struct{} { return rt.ready }
+// WaitCertificate waits, at most max (and not beyond ctx), until this
+// node has its certificate (from its identity, or issued by the cluster
+// CA once it exists here): HTTPS cannot be served without it.
+func (rt *Runtime) WaitCertificate(ctx context.Context, max time.Duration) error {
+	if _, err := rt.GetCertificate(nil); err == nil {
+		return nil
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-rt.ready:
+		return nil
+	case <-t.C:
+		if _, err := rt.GetCertificate(nil); err == nil {
+			return nil
+		}
+		return fmt.Errorf("no node certificate after %g s: the cluster CA is not reachable (is there a leader?)", max.Seconds())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// JoinPlan is the gossip join list and bootstrap expectation the node
+// starts with: a secure node with neither a token nor a certificate
+// founds the cluster alone (joiners come with tokens; CheckJoin refused
+// the case where --join meant to join), whatever join and expect say.
+func (rt *Runtime) JoinPlan(join []string, expect int) ([]string, int) {
+	if !rt.FirstNode() {
+		return join, expect
+	}
+	if len(join) > 0 || expect > 1 {
+		rt.log.Info("no join token and no node certificate: founding a new cluster; add nodes with `halapi cluster token`")
+	}
+	return nil, 0
+}
+
 
 // CA is the cluster CA as loaded on this node (nil until Start loaded it).
 func (rt *Runtime) CA() *CA {

@@ -261,15 +261,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	join, expect := f.join, f.bootstrapExpect
-	if rt.FirstNode() {
-		// Nodes join a secure cluster with tokens; a node with neither a
-		// token nor a certificate founds the cluster alone.
-		if len(join) > 0 || expect > 1 {
-			logger.Info("no join token and no node certificate: founding a new cluster; add nodes with `halapi cluster token`")
-		}
-		join, expect = nil, 0
-	}
+	join, expect := rt.JoinPlan(f.join, f.bootstrapExpect)
 	machine := fsm.New(logger)
 	ccfg := cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: join, BootstrapExpect: expect,
@@ -316,32 +308,15 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	srv.SetCertVerifier(certVerifier{verifier})
 
-	// A fresh node elects itself and creates the cluster secrets within a
-	// second; wait for that so the first login does not get a 503. A node
-	// whose peers are down still starts (reads keep working).
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	for len(machine.JWTKey()) == 0 && wctx.Err() == nil {
-		select {
-		case <-wctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	wcancel()
-	if len(machine.JWTKey()) == 0 {
+	if !srv.WaitJWTKey(ctx, 10*time.Second) {
 		logger.Warn("no raft leader yet: serving reads, writes wait for a leader")
 	}
-
-	// HTTPS needs this node's certificate: from its identity, or issued
-	// by the cluster CA once it exists here.
-	if _, err := rt.GetCertificate(nil); err != nil && !f.pki.plainHTTP && f.tlsCert == "" {
-		select {
-		case <-rt.Ready():
-		case <-time.After(30 * time.Second):
-			if _, err := rt.GetCertificate(nil); err != nil {
-				return errors.New("no node certificate after 30 s: the cluster CA is not reachable (is there a leader?)")
+	if !f.pki.plainHTTP && f.tlsCert == "" {
+		if err := rt.WaitCertificate(ctx, 30*time.Second); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting
 			}
-		case <-ctx.Done():
-			return nil
+			return err
 		}
 	}
 
