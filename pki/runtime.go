@@ -383,7 +383,6 @@ func (rt *Runtime) JoinPlan(join []string, expect int) ([]string, int) {
 	return nil, 0
 }
 
-
 // CA is the cluster CA as loaded on this node (nil until Start loaded it).
 func (rt *Runtime) CA() *CA {
 	rt.mu.Lock()
