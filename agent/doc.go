@@ -1,7 +1,7 @@
 // Package agent is the client side of halapi: `halapi agent run`, the
 // local failover proxy that lets unmodified CrowdSec clients (crowdsec's
 // agent, cscli, go-cs-bouncer based bouncers) survive the loss of the
-// node they use, plus the admin-socket client the CLI uses (admin.go).
+// node they use. (The admin-socket client the CLI uses is admin.Client.)
 //
 // # What it owns
 //

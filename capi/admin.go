@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/admin"
 )
 
 // BlocklistStatus is one subscribed blocklist as status shows it.
@@ -175,26 +176,11 @@ type RegisterResponse struct {
 	Status  StatusView `json:"status"`
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		w.WriteHeader(http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(b)
-}
-
-func writeMsg(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"message": msg})
-}
-
 // AdminRoutes serves the CAPI admin API under the admin router:
 // GET /capi/status and POST /capi/register (body {"force": bool}).
 func (s *Service) AdminRoutes(r *mux.Router) {
 	r.HandleFunc("/capi/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.Status())
+		admin.WriteJSON(w, http.StatusOK, s.Status())
 	}).Methods(http.MethodGet)
 	r.HandleFunc("/capi/register", s.adminRegister).Methods(http.MethodPost)
 	r.HandleFunc("/capi/enroll", s.adminEnroll).Methods(http.MethodPost)
@@ -210,16 +196,16 @@ func (s *Service) adminRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.ContentLength != 0 {
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-			writeMsg(w, http.StatusBadRequest, "invalid body: "+err.Error())
+			admin.WriteError(w, http.StatusBadRequest, "invalid body: "+err.Error())
 			return
 		}
 	}
 	if s.cfg.Disabled {
-		writeMsg(w, http.StatusConflict, "CAPI is disabled on this node (--capi-disable)")
+		admin.WriteError(w, http.StatusConflict, "CAPI is disabled on this node (--capi-disable)")
 		return
 	}
 	if sc := readCredentials(s.f); sc != nil && sc.Registered && !req.Force {
-		writeJSON(w, http.StatusOK, RegisterResponse{Message: "already registered as " + sc.Login +
+		admin.WriteJSON(w, http.StatusOK, RegisterResponse{Message: "already registered as " + sc.Login +
 			" (use --force to register new credentials)", Status: s.Status()})
 		return
 	}
@@ -230,7 +216,7 @@ func (s *Service) adminRegister(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), RegisterWait)
 	defer cancel()
 	if err := s.RequestRegistration(ctx, req.Force); err != nil {
-		writeMsg(w, http.StatusServiceUnavailable, "cannot submit the registration request: "+err.Error())
+		admin.WriteError(w, http.StatusServiceUnavailable, "cannot submit the registration request: "+err.Error())
 		return
 	}
 	t := time.NewTicker(50 * time.Millisecond)
@@ -239,7 +225,7 @@ func (s *Service) adminRegister(w http.ResponseWriter, r *http.Request) {
 		sc := readCredentials(s.f)
 		_, pending := s.registerRequested()
 		if !pending && sc != nil && sc.Registered && (!req.Force || sc.Login != before) {
-			writeJSON(w, http.StatusOK, RegisterResponse{Message: "registered with the Central API as " + sc.Login,
+			admin.WriteJSON(w, http.StatusOK, RegisterResponse{Message: "registered with the Central API as " + sc.Login,
 				Status: s.Status()})
 			return
 		}
@@ -250,7 +236,7 @@ func (s *Service) adminRegister(w http.ResponseWriter, r *http.Request) {
 			if st.RegisterError != "" {
 				msg += ": " + st.RegisterError
 			}
-			writeJSON(w, http.StatusAccepted, RegisterResponse{Message: msg, Status: st})
+			admin.WriteJSON(w, http.StatusAccepted, RegisterResponse{Message: msg, Status: st})
 			return
 		case <-t.C:
 		}

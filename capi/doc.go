@@ -11,7 +11,8 @@
 //     pull state with blocklist last-pull times, registration requests);
 //   - turning pulled data into fsm.CmdImportDecisions (chunked),
 //     fsm.CmdExpireByValue, fsm.CmdExpireSet and fsm.CmdAllowlistReplace;
-//   - the CAPI admin routes (status, register) and Prometheus metrics.
+//   - the CAPI admin routes (AdminRoutes, served by package admin: status,
+//     register, enroll, credentials) and Prometheus metrics.
 //
 // What it must not do:
 //   - run on a follower: the loops start only when the cluster reports

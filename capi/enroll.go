@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/fsm"
 )
 
@@ -197,26 +198,26 @@ type EnrollResponse struct {
 func (s *Service) adminEnroll(w http.ResponseWriter, r *http.Request) {
 	var req EnrollRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-		writeMsg(w, http.StatusBadRequest, "invalid body: "+err.Error())
+		admin.WriteError(w, http.StatusBadRequest, "invalid body: "+err.Error())
 		return
 	}
 	if err := req.validate(); err != nil {
-		writeMsg(w, http.StatusBadRequest, err.Error())
+		admin.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if s.cfg.Disabled {
-		writeMsg(w, http.StatusConflict, "CAPI is disabled on this node (--capi-disable)")
+		admin.WriteError(w, http.StatusConflict, "CAPI is disabled on this node (--capi-disable)")
 		return
 	}
 	if readCredentials(s.f) == nil {
-		writeMsg(w, http.StatusConflict, "the cluster has no CAPI credentials: run `halapi capi register` first")
+		admin.WriteError(w, http.StatusConflict, "the cluster has no CAPI credentials: run `halapi capi register` first")
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), EnrollWait)
 	defer cancel()
 	id, err := s.RequestEnrollment(ctx, req)
 	if err != nil {
-		writeMsg(w, http.StatusServiceUnavailable, "cannot submit the enrollment request: "+err.Error())
+		admin.WriteError(w, http.StatusServiceUnavailable, "cannot submit the enrollment request: "+err.Error())
 		return
 	}
 	t := time.NewTicker(50 * time.Millisecond)
@@ -227,13 +228,13 @@ func (s *Service) adminEnroll(w http.ResponseWriter, r *http.Request) {
 			if e.Result == "failed" {
 				status = http.StatusBadGateway
 			}
-			writeJSON(w, status, EnrollResponse{Message: e.Message, Enrollment: &e})
+			admin.WriteJSON(w, status, EnrollResponse{Message: e.Message, Enrollment: &e})
 			return
 		}
 		select {
 		case <-ctx.Done():
 			st := s.Status()
-			writeJSON(w, http.StatusAccepted, EnrollResponse{Pending: true,
+			admin.WriteJSON(w, http.StatusAccepted, EnrollResponse{Pending: true,
 				Message: "enrollment requested; the leader (" + st.Leader + ") has not sent it yet (see `halapi capi status`)"})
 			return
 		case <-t.C:
@@ -251,12 +252,12 @@ type CredentialsFile struct {
 func (s *Service) adminCredentials(w http.ResponseWriter, _ *http.Request) {
 	sc := readCredentials(s.f)
 	if sc == nil {
-		writeMsg(w, http.StatusNotFound, "the cluster has no CAPI credentials")
+		admin.WriteError(w, http.StatusNotFound, "the cluster has no CAPI credentials")
 		return
 	}
 	u := sc.URL
 	if s.cfg.OverrideURL || u == "" {
 		u = s.cfg.URL
 	}
-	writeJSON(w, http.StatusOK, CredentialsFile{URL: u, Login: sc.Login, Password: sc.Password})
+	admin.WriteJSON(w, http.StatusOK, CredentialsFile{URL: u, Login: sc.Login, Password: sc.Password})
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/fsm"
 	"github.com/hashicorp/raft"
 )
@@ -61,6 +63,13 @@ func describe(c fsm.Command) string {
 // dry_run=true plans only).
 const Route = "/import"
 
+// AdminRoutes serves Route on the admin socket (admin.Routes).
+func AdminRoutes(f *fsm.FSM, apply ApplyFunc, sync func(ctx context.Context) error) admin.Routes {
+	return func(r *mux.Router) {
+		r.HandleFunc(Route, Handler(f, apply, sync)).Methods(http.MethodPost)
+	}
+}
+
 // Handler serves Route on a node: it brings the node's state up to the
 // leader's (sync) so the plan sees every acknowledged write, plans, and
 // applies through raft. Errors are {"message": "..."}.
@@ -68,7 +77,7 @@ func Handler(f *fsm.FSM, apply ApplyFunc, sync func(ctx context.Context) error) 
 	return func(w http.ResponseWriter, r *http.Request) {
 		var src Source
 		if err := json.NewDecoder(r.Body).Decode(&src); err != nil {
-			writeErr(w, http.StatusBadRequest, "import: "+err.Error())
+			admin.WriteError(w, http.StatusBadRequest, "import: "+err.Error())
 			return
 		}
 		dry := r.URL.Query().Get("dry_run") == "true"
@@ -77,24 +86,17 @@ func Handler(f *fsm.FSM, apply ApplyFunc, sync func(ctx context.Context) error) 
 			err := sync(sctx)
 			cancel()
 			if err != nil && !dry {
-				writeErr(w, http.StatusServiceUnavailable, "import needs a leader: "+err.Error())
+				admin.WriteError(w, http.StatusServiceUnavailable, "import needs a leader: "+err.Error())
 				return
 			}
 		}
 		rep, err := Run(r.Context(), f, &src, time.Now(), dry, apply)
 		if err != nil {
-			writeErr(w, http.StatusConflict, err.Error())
+			admin.WriteError(w, http.StatusConflict, err.Error())
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(rep)
+		admin.WriteJSON(w, http.StatusOK, rep)
 	}
-}
-
-func writeErr(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
 }
 
 // memSink collects a snapshot in memory.

@@ -1,7 +1,6 @@
 package importer
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -90,19 +89,93 @@ func expandDefined(s string, lookup func(string) (string, bool)) string {
 	return b.String()
 }
 
-// LoadConfig reads CrowdSec's config.yaml. Environment variables are
-// expanded as CrowdSec expands them ($VAR and ${VAR}, only when defined);
-// unknown keys are ignored
-// (the file configures much more than the LAPI).
-func LoadConfig(path string) (*Config, error) {
-	raw, err := os.ReadFile(path)
+// ReadConfigYAML reads a CrowdSec config.yaml as CrowdSec does: FILE.local,
+// when it exists, merged over it (mappings key by key, anything else
+// replaced), and environment variables expanded ($VAR and ${VAR}, only
+// when lookupEnv defines them). Both `halapi import` and `halapi serve
+// --crowdsec-config` read the file through it.
+func ReadConfigYAML(path string, lookupEnv func(string) (string, bool)) (map[string]any, error) {
+	doc, err := readConfigNode(path, lookupEnv)
+	if err != nil || doc == nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := doc.Decode(&m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// readConfigNode is ReadConfigYAML as a YAML node (nil for an empty
+// file): decoding the node keeps each scalar as written (a password
+// "0123" stays a string where a map would make it a number).
+func readConfigNode(path string, lookupEnv func(string) (string, bool)) (*yaml.Node, error) {
+	load := func(p string) (*yaml.Node, error) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		var doc yaml.Node
+		if err := yaml.Unmarshal([]byte(expandDefined(string(b), lookupEnv)), &doc); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+			return doc.Content[0], nil
+		}
+		return nil, nil // empty
+	}
+	base, err := load(path)
 	if err != nil {
 		return nil, err
 	}
-	expanded := expandDefined(string(raw), os.LookupEnv)
+	local, err := load(path + ".local")
+	switch {
+	case err == nil:
+		base = mergeNodes(base, local)
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, err
+	}
+	return base, nil
+}
+
+// mergeNodes merges b over a: mappings key by key, anything else replaced.
+func mergeNodes(a, b *yaml.Node) *yaml.Node {
+	if b == nil {
+		return a
+	}
+	if a == nil || a.Kind != yaml.MappingNode || b.Kind != yaml.MappingNode {
+		return b
+	}
+	for i := 0; i+1 < len(b.Content); i += 2 {
+		k, v := b.Content[i], b.Content[i+1]
+		found := false
+		for j := 0; j+1 < len(a.Content); j += 2 {
+			if a.Content[j].Value == k.Value {
+				a.Content[j+1] = mergeNodes(a.Content[j+1], v)
+				found = true
+				break
+			}
+		}
+		if !found {
+			a.Content = append(a.Content, k, v)
+		}
+	}
+	return a
+}
+
+// LoadConfig reads CrowdSec's config.yaml (ReadConfigYAML: .local merged,
+// environment expanded); unknown keys are ignored (the file configures
+// much more than the LAPI).
+func LoadConfig(path string) (*Config, error) {
+	doc, err := readConfigNode(path, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
 	var c csConfig
-	if err := yaml.NewDecoder(bytes.NewReader([]byte(expanded))).Decode(&c); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if doc != nil {
+		if err := doc.Decode(&c); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	if c.DbConfig == nil {
 		return nil, fmt.Errorf("%s: no db_config section", path)

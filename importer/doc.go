@@ -11,6 +11,11 @@
 // list name and value) is counted as present and left alone. What cannot
 // be carried is reported with its reason, never dropped silently.
 //
+// ReadConfigYAML is the one reader of CrowdSec's config.yaml (FILE.local
+// merged, environment expanded) for both `halapi import` and `halapi
+// serve --crowdsec-config`. A live import is the admin route Route
+// (AdminRoutes, served by package admin).
+//
 // The package never imports CrowdSec's own module: only its database
 // layout and file formats are read.
 package importer

@@ -330,3 +330,30 @@ func TestExpandDefined(t *testing.T) {
 		}
 	}
 }
+
+// config.yaml.local is merged over config.yaml as CrowdSec merges it
+// (mappings key by key), before the values are read; scalars keep their
+// written form (a numeric-looking password stays a string).
+func TestLoadConfigLocal(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(p, []byte("db_config:\n  type: mysql\n  user: cs\n  password: \"0123\"\n  host: db1\napi:\n  server:\n    profiles_path: /a/profiles.yaml\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p+".local", []byte("db_config:\n  host: db2\n  port: 3307\n  password: 0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DB.Host != "db2" || c.DB.Port != 3307 || c.DB.User != "cs" || c.DB.Password != "0123" || c.ProfilesPath != "/a/profiles.yaml" {
+		t.Fatalf("merged: %+v", c)
+	}
+	if err := os.WriteFile(p+".local", []byte("db_config: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), p+".local") {
+		t.Fatalf("bad .local: %v", err)
+	}
+}

@@ -145,6 +145,14 @@ func (s *Source) Parts(maxDecisions int) []*Source {
 // (of another part of the same Source). Applied stays true only if both
 // were applied.
 func (r *Report) Merge(o Report) {
+	applied := r.Applied && o.Applied
+	r.Include(o)
+	r.Applied = applied
+}
+
+// Include adds the counts, not-carried records and notes of another
+// report (ReadLocalFiles'), leaving Applied as it is.
+func (r *Report) Include(o Report) {
 	for _, c := range o.Counts {
 		mine := r.count(c.Kind)
 		mine.Add += c.Add
@@ -153,6 +161,5 @@ func (r *Report) Merge(o Report) {
 	}
 	r.Skipped = append(r.Skipped, o.Skipped...)
 	r.Notes = append(r.Notes, o.Notes...)
-	r.Applied = r.Applied && o.Applied
 	r.Sort()
 }

@@ -1,7 +1,6 @@
 package lapi
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -14,52 +13,19 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/mux"
-	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/models"
 	"golang.org/x/crypto/bcrypt"
 )
 
-// The admin API is served only on the node's unix socket (mode 0600 in the
-// data dir): whoever can open it is root on the node. It does what cscli
-// does straight in CrowdSec's database.
+// The admin API is served only on the node's unix socket (package
+// admin): whoever can open it is root on the node. These are lapi's
+// routes in it; they do what cscli does straight in CrowdSec's database.
 
-// Membership is what the admin API needs from the cluster.
-type Membership interface {
-	Status(ctx context.Context) cluster.Status
-	Remove(ctx context.Context, id string) error
-	Snapshot() error
-}
-
-// AddAdminRoutes lets another part (CAPI) serve routes under /admin/v1.
-// Call it before AdminHandler.
-func (s *Server) AddAdminRoutes(fn func(r *mux.Router)) { s.adminRoutes = append(s.adminRoutes, fn) }
-
-// AdminHandler returns the admin API handler.
-func (s *Server) AdminHandler(members Membership) http.Handler {
-	r := mux.NewRouter()
-	r.UseEncodedPath()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeErr(w, http.StatusNotFound, "unknown admin route")
-	})
-	a := r.PathPrefix("/admin/v1").Subrouter()
-	a.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, members.Status(r.Context()))
-	}).Methods("GET")
-	a.HandleFunc("/snapshot", func(w http.ResponseWriter, _ *http.Request) {
-		if err := members.Snapshot(); err != nil {
-			writeErr(w, http.StatusInternalServerError, "snapshot: "+err.Error())
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}).Methods("POST")
-	a.HandleFunc("/members/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := members.Remove(r.Context(), mux.Vars(r)["id"]); err != nil {
-			s.writeApplyErr(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	}).Methods("DELETE")
+// AdminRoutes serves lapi's admin routes (machines, bouncers, decisions,
+// alerts, allowlists, flush) on the admin router a (admin.Routes).
+func (s *Server) AdminRoutes(a *mux.Router) {
+	s.ProfilesAdminRoutes(a) // admin_profiles.go
 	a.HandleFunc("/machines", s.adminListMachines).Methods("GET")
 	a.HandleFunc("/machines", s.adminAddMachine).Methods("POST")
 	a.HandleFunc("/machines/{id}/validate", s.adminValidateMachine).Methods("POST")
@@ -80,10 +46,6 @@ func (s *Server) AdminHandler(members Membership) http.Handler {
 	a.HandleFunc("/allowlists/{name}", s.adminAllowlistDelete).Methods("DELETE")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistAdd).Methods("POST")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistRemove).Methods("DELETE")
-	for _, fn := range s.adminRoutes {
-		fn(a)
-	}
-	return s.recoverer(r)
 }
 
 // MachineView is a machine as the admin API shows it (no password hash).

@@ -3,14 +3,19 @@ package lapi
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/fsm"
 	"golang.org/x/crypto/bcrypt"
 )
+
+// adminAPI is the admin API with lapi's routes only, as the socket serves them.
+func adminAPI(s *Server) http.Handler { return admin.Handler(nil, s.AdminRoutes) }
 
 func tokenOf(t *testing.T, r resp) string {
 	t.Helper()
@@ -122,7 +127,7 @@ func (e *env) doAdmin(method, path string, body any) resp {
 		s = string(data)
 	}
 	w := newRecorder()
-	e.srv.AdminHandler(nil).ServeHTTP(w, mustReq(method, path, s))
+	adminAPI(e.srv).ServeHTTP(w, mustReq(method, path, s))
 	return resp{code: w.Code, body: w.Body.String(), hdr: w.Header()}
 }
 

@@ -2,8 +2,10 @@
 // routes of ../shared/spec/lapi.md, authentication (JWT for machines,
 // API keys for bouncers), request decoding and validation, profile
 // evaluation (lapi/profiles), the wire shapes (lapi/models), Prometheus
-// metrics, the admin API served on the node's unix socket, the leader jobs
-// it registers (JWT key, retention and expiry of unvalidated machines), the
+// metrics, its routes in the admin API (AdminRoutes: machines, bouncers,
+// decisions, alerts, allowlists, flush; package admin serves the socket),
+// its leader jobs (LeaderJobs: JWT key, retention and expiry of
+// unvalidated machines), the
 // coalescing of "last seen" writes (toucher.go: gathered per node, relayed
 // by followers to the leader, one Touch command per interval for the
 // cluster), and the bounds on anonymous clients

@@ -348,7 +348,7 @@ func TestAllowlistsRoutes(t *testing.T) {
 	if r := e.expect(e.do("GET", "/v1/allowlists", nil, withToken(tok)), 200); r.body != "[]" {
 		t.Fatalf("empty list %q", r.body)
 	}
-	admin := e.srv.AdminHandler(nil)
+	admin := adminAPI(e.srv)
 	call := func(method, path, body string) int {
 		w := newRecorder()
 		admin.ServeHTTP(w, mustReq(method, path, body))

@@ -46,9 +46,7 @@ func (e *env) admin(method, path string, body any) resp {
 	}
 	r := httptest.NewRequest(method, "/admin/v1"+path, bytes.NewReader(b))
 	w := httptest.NewRecorder()
-	e.srv.AddAdminRoutes(e.srv.ProfilesAdminRoutes)
-	e.srv.AdminHandler(nil).ServeHTTP(w, r)
-	e.srv.adminRoutes = nil
+	adminAPI(e.srv).ServeHTTP(w, r)
 	return resp{code: w.Code, body: w.Body.String()}
 }
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
-	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/lapi/profiles"
 	"golang.org/x/crypto/bcrypt"
@@ -116,9 +116,8 @@ type Server struct {
 	touches *toucher
 	now     func() time.Time
 
-	adminRoutes []func(*mux.Router)
-	certs       CertVerifier
-	keyHashes   keyHashes
+	certs     CertVerifier
+	keyHashes keyHashes
 
 	regLimit     *rateLimiter
 	loginIP      *failBackoff
@@ -396,20 +395,13 @@ func writeErr(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"message": msg})
 }
 
-// writeApplyErr maps a write failure to an HTTP answer: no leader → 503
-// with Retry-After (clients retry 503); a command-level failure by its
-// code (codeStatus); anything else 500. Handlers whose reference answer
-// differs check the code themselves before calling it.
+// writeApplyErr maps a write failure to an HTTP answer
+// (admin.WriteApplyError: no leader → 503 with Retry-After, clients retry
+// 503; a command-level failure by its code; anything else 500). Handlers
+// whose reference answer differs check the code themselves before
+// calling it.
 func (s *Server) writeApplyErr(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
-		w.Header().Set("Retry-After", "1")
-		writeErr(w, http.StatusServiceUnavailable, "cluster has no leader, write refused: "+err.Error())
-	case errors.Is(err, fsm.ErrNotFound):
-		writeErr(w, http.StatusNotFound, "object not found")
-	default:
-		writeErr(w, codeStatus(fsm.CodeOf(err)), err.Error())
-	}
+	admin.WriteApplyError(w, err)
 }
 
 // behindProxy makes a request relayed by a trusted proxy carry the
@@ -436,22 +428,6 @@ func (s *Server) writeCmdErr(w http.ResponseWriter, err error, status int) {
 		return
 	}
 	s.writeApplyErr(w, err)
-}
-
-// codeStatus is the HTTP status of a command-level failure code. Only the
-// code is ever looked at, never the message.
-func codeStatus(c fsm.Code) int {
-	switch c {
-	case fsm.CodeNotFound:
-		return http.StatusNotFound
-	case fsm.CodeConflict:
-		return http.StatusConflict
-	case fsm.CodeInvalid:
-		return http.StatusBadRequest
-	case fsm.CodeForbidden:
-		return http.StatusForbidden
-	}
-	return http.StatusInternalServerError
 }
 
 // clientIP is the TCP peer address (unix socket peers are 127.0.0.1).

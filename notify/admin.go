@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/halapi/halapi/admin"
 	"io"
 	"net/http"
 	"regexp"
@@ -156,41 +157,31 @@ func (s *Service) list() (ListView, []*Config, error) {
 	return lv, cfgs, nil
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeErr(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"message": msg})
-}
-
 // AdminRoutes serves /notifications (list), /{name} (inspect)
 // and POST /{name}/test.
 func (s *Service) AdminRoutes(r *mux.Router) {
 	r.HandleFunc("/notifications", func(w http.ResponseWriter, _ *http.Request) {
 		lv, _, err := s.list()
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err.Error())
+			admin.WriteError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, lv)
+		admin.WriteJSON(w, http.StatusOK, lv)
 	}).Methods("GET")
 	r.HandleFunc("/notifications/{name}", func(w http.ResponseWriter, r *http.Request) {
 		lv, _, err := s.list()
 		if err != nil {
-			writeErr(w, http.StatusInternalServerError, err.Error())
+			admin.WriteError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
 		name := mux.Vars(r)["name"]
 		for _, v := range lv.Notifications {
 			if v.Name == name {
-				writeJSON(w, http.StatusOK, v)
+				admin.WriteJSON(w, http.StatusOK, v)
 				return
 			}
 		}
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("notification '%s' not found", name))
+		admin.WriteError(w, http.StatusNotFound, fmt.Sprintf("notification '%s' not found", name))
 	}).Methods("GET")
 	r.HandleFunc("/notifications/{name}/test", s.test).Methods("POST")
 }
@@ -224,12 +215,12 @@ func (s *Service) test(w http.ResponseWriter, r *http.Request) {
 	name := mux.Vars(r)["name"]
 	var req TestRequest
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		writeErr(w, http.StatusBadRequest, "test: "+err.Error())
+		admin.WriteError(w, http.StatusBadRequest, "test: "+err.Error())
 		return
 	}
 	_, cfgs, err := s.list()
 	if err != nil {
-		writeErr(w, http.StatusInternalServerError, err.Error())
+		admin.WriteError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	var cfg *Config
@@ -239,7 +230,7 @@ func (s *Service) test(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if cfg == nil {
-		writeErr(w, http.StatusNotFound, fmt.Sprintf("notification '%s' not found", name))
+		admin.WriteError(w, http.StatusNotFound, fmt.Sprintf("notification '%s' not found", name))
 		return
 	}
 	alert := req.Alert
@@ -257,16 +248,16 @@ func (s *Service) test(w http.ResponseWriter, r *http.Request) {
 		res.Plugin = "started for the test"
 		p, err := StartPlugins(ctx, s.Plugins, []*Config{cfg})
 		if err != nil {
-			writeErr(w, http.StatusBadGateway, "test: "+err.Error())
+			admin.WriteError(w, http.StatusBadGateway, "test: "+err.Error())
 			return
 		}
 		defer p.Close()
 		n, _ = p.Notifier(name)
 	}
 	if err := Test(ctx, cfg, n, alert); err != nil {
-		writeErr(w, http.StatusBadGateway, fmt.Sprintf("test of '%s' failed: %v", name, err))
+		admin.WriteError(w, http.StatusBadGateway, fmt.Sprintf("test of '%s' failed: %v", name, err))
 		return
 	}
 	res.Message = fmt.Sprintf("notification '%s' sent: the plugin accepted the test alert", name)
-	writeJSON(w, http.StatusOK, res)
+	admin.WriteJSON(w, http.StatusOK, res)
 }

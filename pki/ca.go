@@ -283,7 +283,6 @@ type CA struct {
 	inter    *x509.Certificate
 	interKey crypto.Signer
 	rootPEM  []byte
-	interPEM []byte
 	fp       string
 	roots    *x509.CertPool
 
@@ -346,7 +345,6 @@ func New(store Store, ap Applier, opts Options) (*CA, error) {
 	}
 	pub := c.jwk.Public()
 	c.rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.root.Raw})
-	c.interPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.inter.Raw})
 	sum := sha256.Sum256(c.root.Raw)
 	c.fp = hex.EncodeToString(sum[:])
 	c.roots = x509.NewCertPool()
@@ -412,14 +410,8 @@ func New(store Store, ap Applier, opts Options) (*CA, error) {
 // Close stops the authority's background CRL refresh.
 func (c *CA) Close() error { return c.auth.Shutdown() }
 
-// Authority exposes the embedded step-ca authority (for tests and tools).
-func (c *CA) Authority() *authority.Authority { return c.auth }
-
 // RootPEM returns the root certificate, PEM.
 func (c *CA) RootPEM() []byte { return append([]byte(nil), c.rootPEM...) }
-
-// IntermediatePEM returns the intermediate certificate, PEM.
-func (c *CA) IntermediatePEM() []byte { return append([]byte(nil), c.interPEM...) }
 
 // Root returns the root certificate.
 func (c *CA) Root() *x509.Certificate { return c.root }
@@ -433,9 +425,6 @@ func (c *CA) Fingerprint() string { return c.fp }
 
 // RootPool is a pool holding the root.
 func (c *CA) RootPool() *x509.CertPool { return c.roots.Clone() }
-
-// Options returns the options the CA was built with (defaults applied).
-func (c *CA) Options() Options { return c.opts }
 
 func (c *CA) ouFor(r Role) (string, error) {
 	switch r {

@@ -38,6 +38,20 @@
 //     replicated gossip keyring (pki:gossip-keyring, rotated on removal).
 //   - Prune (a leader job): used and expired tokens, long-expired
 //     certificates and their revocations.
+//   - A node's PKI runtime (Runtime: runtime.go, removal.go, admin.go,
+//     metrics.go). Prepare, before the cluster opens: the node's identity
+//     on disk, redeeming a join token, a first node's gossip key, a
+//     removed node's data dir refused or rejoined; CheckJoin, FirstNode and
+//     JoinPlan (join with a token or found alone). ClusterTLS: peer mTLS, gossip key
+//     and the voter rule in the cluster config. Start: the ca-bootstrap
+//     and ca-prune leader jobs, the local CA once replicated, this node's
+//     certificate (obtained, then renewed; WaitCertificate before HTTPS is
+//     served), the replicated gossip keyring applied. RemoveMember: `cluster remove` in a secure cluster (out of
+//     raft, node certificates revoked, gossip key rotated in three
+//     confirmed steps). Its admin routes (AdminRoutes: pki tokens,
+//     certificates, revocation, api-info; revocations answer once every
+//     reachable node applied them), the step-ca and join routes on the API
+//     port (Mount) and the halapi_pki_* metrics (Collector).
 //   - TLS policy: PeerTLS (mTLS between nodes, node-ou required, revoked
 //     peers refused, connections closed once the peer is revoked) and
 //     ClientVerifier (CrowdSec's client-certificate

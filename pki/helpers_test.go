@@ -63,13 +63,13 @@ func testOptions() Options {
 	return Options{DNSNames: []string{"lapi.example", "127.0.0.1"}, Logger: quietLogger()}
 }
 
-// cluster is two nodes sharing one fake raft.
-type cluster struct {
+// twoNodes is two nodes sharing one fake raft.
+type twoNodes struct {
 	r    *replicas
 	a, b *CA
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *twoNodes {
 	t.Helper()
 	r := newReplicas(2)
 	if err := Bootstrap(context.Background(), r.fsms[0], r, testOptions()); err != nil {
@@ -84,7 +84,7 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close(); b.Close() })
-	return &cluster{r: r, a: a, b: b}
+	return &twoNodes{r: r, a: a, b: b}
 }
 
 func parseChainPEM(t *testing.T, b []byte) []*x509.Certificate {

@@ -141,3 +141,15 @@ func SaveGossipKeys(dir string, primary []byte, keys [][]byte) error {
 	}
 	return writeFileAtomic(filepath.Join(dir, GossipKeyFile), []byte(b.String()), 0o600)
 }
+
+// HasIdentity reports whether dataDir holds a node identity (DATA/pki:
+// a node certificate or a gossip key): an offline restore or import
+// refuses such a data dir.
+func HasIdentity(dataDir string) bool {
+	for _, name := range []string{NodeCertFile, GossipKeyFile} {
+		if _, err := os.Stat(filepath.Join(dataDir, "pki", name)); err == nil {
+			return true
+		}
+	}
+	return false
+}

@@ -100,13 +100,19 @@ func (p *PeerWrap) Set(server, client *tls.Config) {
 	p.client.Store(client)
 }
 
+// notConfigured closes c and stands for it: every operation fails
+// (the node has no cluster TLS yet).
+func notConfigured(c net.Conn) net.Conn {
+	c.Close()
+	return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
+}
+
 // Server wraps an accepted connection. The handshake runs on first use,
 // under the read deadline the mux sets for the service byte.
 func (p *PeerWrap) Server(c net.Conn) net.Conn {
 	cfg := p.server.Load()
 	if cfg == nil {
-		c.Close()
-		return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
+		return notConfigured(c)
 	}
 	tc := tls.Server(c, cfg)
 	if p.Revoked != nil {
@@ -155,8 +161,7 @@ func (c *recheckConn) Read(b []byte) (int, error) {
 func (p *PeerWrap) Client(c net.Conn) net.Conn {
 	cfg := p.client.Load()
 	if cfg == nil {
-		c.Close()
-		return failedConn{Conn: c, err: errors.New("pki: cluster TLS not configured yet")}
+		return notConfigured(c)
 	}
 	tc := tls.Client(c, cfg)
 	to := p.HandshakeTimeout

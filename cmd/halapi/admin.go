@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/lapi"
 	"github.com/spf13/cobra"
@@ -25,7 +25,7 @@ func (o *adminOpts) bind(c *cobra.Command) {
 	c.PersistentFlags().StringVarP(&o.output, "output", "o", "human", "output format: human or json")
 }
 
-func (o *adminOpts) client() (*agent.Admin, error) { return agent.NewAdmin(o.dataDir) }
+func (o *adminOpts) client() (*admin.Client, error) { return admin.NewClient(o.dataDir) }
 
 // call sends one admin request to the local node.
 func (o *adminOpts) call(method, path string, query url.Values, body, out any) error {

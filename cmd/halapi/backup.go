@@ -1,18 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
@@ -24,54 +23,6 @@ import (
 //	cluster snapshot inspect FILE  check a backup's checksums, print its metadata
 //	cluster restore FILE         a new one-node cluster from a backup (empty data dir, node stopped)
 //	cluster recover --voters …   rewrite a stopped node's configuration after a lost quorum
-
-// backupRoute is the admin route that streams a backup of this node.
-const backupRoute = "/backup"
-
-// backupRoutes serves GET /admin/v1/backup on the admin socket.
-func backupRoutes(node *cluster.Node) func(r *mux.Router) {
-	return func(r *mux.Router) {
-		r.HandleFunc(backupRoute, func(w http.ResponseWriter, r *http.Request) {
-			// Buffer the first bytes so that a snapshot that fails at once
-			// answers an error instead of a 200 with a truncated body (a
-			// later failure truncates the archive, which the CLI detects).
-			var head bytes.Buffer
-			bw := &startWriter{w: w, head: &head}
-			if _, err := node.WriteBackup(r.Context(), bw, currentBuild().Version); err != nil && !bw.started {
-				writeAdminErr(w, http.StatusInternalServerError, "backup: "+err.Error())
-				return
-			}
-			bw.flush()
-		}).Methods("GET")
-	}
-}
-
-// startWriter holds the first 64 KiB before committing to a 200.
-type startWriter struct {
-	w       http.ResponseWriter
-	head    *bytes.Buffer
-	started bool
-}
-
-func (s *startWriter) Write(p []byte) (int, error) {
-	if s.started {
-		return s.w.Write(p)
-	}
-	s.head.Write(p)
-	if s.head.Len() >= 64<<10 {
-		s.flush()
-	}
-	return len(p), nil
-}
-
-func (s *startWriter) flush() {
-	if s.started {
-		return
-	}
-	s.started = true
-	s.w.Header().Set("Content-Type", "application/gzip")
-	_, _ = s.w.Write(s.head.Bytes())
-}
 
 func snapshotSaveCmd(o *adminOpts) *cobra.Command {
 	return &cobra.Command{
@@ -90,7 +41,7 @@ credentials): it is written 0600, keep it like key material. Restore it with
 				return err
 			}
 			if args[0] == "-" {
-				return a.Download(backupRoute, os.Stdout)
+				return a.Download(admin.BackupRoute, os.Stdout)
 			}
 			dst := args[0]
 			tmp, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".*.tmp")
@@ -104,7 +55,7 @@ credentials): it is written 0600, keep it like key material. Restore it with
 			if err := tmp.Chmod(0o600); err != nil {
 				return err
 			}
-			if err := a.Download(backupRoute, tmp); err != nil {
+			if err := a.Download(admin.BackupRoute, tmp); err != nil {
 				return err
 			}
 			if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -204,12 +155,12 @@ records every node's certificate is checked against.`,
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return err
 			}
-			unlock, err := lockDataDir(dir)
+			unlock, err := datadir.Lock(dir)
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) {
+			if pki.HasIdentity(dir) {
 				return fmt.Errorf("%s holds a node identity (pki/): restore into an empty data dir", dir)
 			}
 			f, err := os.Open(args[0])
@@ -274,7 +225,7 @@ two clusters would then diverge.`,
 			if _, err := os.Stat(o.dataDir); err != nil {
 				return fmt.Errorf("--data-dir %s: %w", o.dataDir, errors.Unwrap(err))
 			}
-			unlock, err := lockDataDir(o.dataDir)
+			unlock, err := datadir.Lock(o.dataDir)
 			if err != nil {
 				return fmt.Errorf("%w: stop the node first", err)
 			}

@@ -54,19 +54,9 @@ func bindCAPIFlags(fl *pflag.FlagSet, f *capiFlags) {
 	fl.BoolVar(&f.console.ConsoleManagement, "console-management", d.Console.ConsoleManagement, "console management option (reported to CAPI; PAPI itself is not supported)")
 }
 
-// scaledJitter keeps the reference's jitter/interval ratio for a custom
-// interval.
-func scaledJitter(interval, defInterval, defJitter time.Duration) time.Duration {
-	if interval == defInterval {
-		return defJitter
-	}
-	return time.Duration(float64(interval) * float64(defJitter) / float64(defInterval))
-}
-
 // capiConfig turns the flags into a service configuration.
 func capiConfig(f capiFlags) (capi.Config, error) {
-	d := capi.DefaultConfig()
-	cfg := d
+	cfg := capi.DefaultConfig()
 	cfg.Disabled = f.disable
 	if f.disable {
 		return cfg, nil
@@ -89,10 +79,7 @@ func capiConfig(f capiFlags) (capi.Config, error) {
 			return cfg, fmt.Errorf("%s must be > 0", name)
 		}
 	}
-	cfg.PullInterval, cfg.PullJitter = f.pullInterval, scaledJitter(f.pullInterval, d.PullInterval, d.PullJitter)
-	cfg.PushInterval, cfg.PushJitter = f.pushInterval, scaledJitter(f.pushInterval, d.PushInterval, d.PushJitter)
-	cfg.MetricsInterval, cfg.MetricsJitter = f.metricsInterval, scaledJitter(f.metricsInterval, d.MetricsInterval, d.MetricsJitter)
-	cfg.UsageMetricsInterval, cfg.UsageMetricsJitter = f.metricsInterval, scaledJitter(f.metricsInterval, d.UsageMetricsInterval, d.UsageMetricsJitter)
+	cfg.SetIntervals(f.pullInterval, f.pushInterval, f.metricsInterval)
 	cfg.Sharing, cfg.PullCommunity, cfg.PullBlocklists = f.sharing, f.pullCommunity, f.pullBlocklists
 	cfg.DisableUsageMetrics = f.disableUsageMetrics
 	cfg.Console = f.console

@@ -51,7 +51,7 @@ func certCmd() *cobra.Command {
 				return fmt.Errorf("--out DIR is required")
 			}
 			if !cmd.Flags().Changed("url") {
-				var info APIInfo
+				var info pki.APIInfo
 				if o.call("GET", "/api-info", nil, nil, &info) == nil && info.URL != "" {
 					lapiURL = info.URL
 				}

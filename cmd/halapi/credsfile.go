@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/halapi/halapi/pki"
 	"gopkg.in/yaml.v3"
 )
 
@@ -36,7 +37,7 @@ type credsTarget struct {
 // before the machine is created, so a bad -u creates nothing.
 func resolveCredsTarget(o *adminOpts, file, apiURL string, urlGiven bool) (*credsTarget, error) {
 	t := &credsTarget{url: apiURL}
-	var info APIInfo
+	var info pki.APIInfo
 	infoErr := o.call("GET", "/api-info", nil, nil, &info)
 	if infoErr != nil {
 		t.warn = append(t.warn, "cannot ask the node for its API URL ("+infoErr.Error()+"): check url and ca_cert_path in the file")

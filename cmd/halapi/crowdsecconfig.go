@@ -3,13 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/halapi/halapi/importer"
 	"gopkg.in/yaml.v3"
 )
 
@@ -94,63 +95,19 @@ func (m csMap) keys() []string {
 	return out
 }
 
-var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)`)
-
 // readCrowdsecYAML reads path (+ path.local merged over it) with
-// CrowdSec's strict expansion: a reference to an unset variable is kept.
+// CrowdSec's strict expansion (importer.ReadConfigYAML); errors name the flag.
 func readCrowdsecYAML(path string, lookupEnv func(string) (string, bool)) (csMap, error) {
-	expand := func(b []byte) []byte {
-		return envRef.ReplaceAllFunc(b, func(ref []byte) []byte {
-			name := strings.Trim(string(ref), "${}")
-			if v, ok := lookupEnv(name); ok {
-				return []byte(v)
-			}
-			return ref
-		})
-	}
-	load := func(p string) (map[string]any, error) {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(expand(b), &m); err != nil {
-			return nil, fmt.Errorf("--crowdsec-config %s: %w", p, err)
-		}
-		return m, nil
-	}
-	base, err := load(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("--crowdsec-config: %w", err)
-		}
-		return nil, err
-	}
-	local, err := load(path + ".local")
+	m, err := importer.ReadConfigYAML(path, lookupEnv)
+	var pe *fs.PathError
 	switch {
 	case err == nil:
-		base = mergeYAML(base, local)
-	case !errors.Is(err, os.ErrNotExist):
-		return nil, err
+		return m, nil
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("--crowdsec-config: %w", err)
+	default:
+		return nil, fmt.Errorf("--crowdsec-config %w", err)
 	}
-	return base, nil
-}
-
-// mergeYAML merges b over a: mappings key by key, anything else replaced.
-func mergeYAML(a, b map[string]any) map[string]any {
-	if a == nil {
-		a = map[string]any{}
-	}
-	for k, bv := range b {
-		am, aok := a[k].(map[string]any)
-		bm, bok := bv.(map[string]any)
-		if aok && bok {
-			a[k] = mergeYAML(am, bm)
-			continue
-		}
-		a[k] = bv
-	}
-	return a
 }
 
 type csTranslator struct {

@@ -8,27 +8,16 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/gorilla/mux"
-	"github.com/halapi/halapi/capi"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
 	"github.com/halapi/halapi/importer"
-	"github.com/halapi/halapi/lapi/profiles"
 	"github.com/halapi/halapi/pki"
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 )
-
-// importRoutes serves `halapi import` on the admin socket.
-func importRoutes(node *cluster.Node, store *fsm.FSM) func(r *mux.Router) {
-	return func(r *mux.Router) {
-		r.HandleFunc(importer.Route, importer.Handler(store, node.Apply, node.SyncLeader)).Methods("POST")
-	}
-}
 
 // maxSkipLines bounds the not-carried lines printed per reason (-o json
 // lists them all).
@@ -79,8 +68,7 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 			if err != nil {
 				return fmt.Errorf("reading the CrowdSec database: %w", err)
 			}
-			var extra importer.Report
-			readFiles(cfg, src, &extra)
+			extra := importer.ReadLocalFiles(cfg, src)
 
 			var rep importer.Report
 			switch {
@@ -92,18 +80,7 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 			if err != nil {
 				return err
 			}
-			for _, c := range extra.Counts {
-				rc := rep.Counts
-				for i := range rc {
-					if rc[i].Kind == c.Kind {
-						rc[i].Add += c.Add
-						rc[i].Present += c.Present
-						rc[i].NotCarried += c.NotCarried
-					}
-				}
-			}
-			rep.Skipped = append(rep.Skipped, extra.Skipped...)
-			rep.Notes = append(rep.Notes, extra.Notes...)
+			rep.Include(extra)
 			if o.output == "json" {
 				return printJSON(rep)
 			}
@@ -123,8 +100,6 @@ they are checked here and used by 'halapi serve --crowdsec-config'.`,
 	return c
 }
 
-// readFiles reads the CAPI credentials into src and checks the node-local
-// files (console.yaml, profiles.yaml + .local), reported in extra.
 // maxDecisionsPerRequest bounds one admin request of a live import (each
 // answers well within the admin client's 30 s timeout: 100,000 decisions
 // take about 4 s on a 3-node loopback cluster).
@@ -156,55 +131,10 @@ func importLive(o *adminOpts, src *importer.Source, dryRun bool) (importer.Repor
 	return total, nil
 }
 
-func readFiles(cfg *importer.Config, src *importer.Source, extra *importer.Report) {
-	if cfg.CredentialsPath != "" {
-		c, err := capi.LoadCredentials(cfg.CredentialsPath)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			extra.Skip(importer.KindCAPI, cfg.CredentialsPath, "file not found")
-		case err != nil:
-			extra.Skip(importer.KindCAPI, cfg.CredentialsPath, err.Error())
-		default:
-			src.CAPI = &importer.Credentials{URL: c.URL, Login: c.Login, Password: c.Password, PapiURL: c.PapiURL}
-		}
-	}
-	if b, err := os.ReadFile(cfg.ConsolePath); err == nil {
-		var opts map[string]*bool
-		if err := yaml.Unmarshal(b, &opts); err != nil {
-			extra.Skip(importer.KindConsole, cfg.ConsolePath, err.Error())
-		} else {
-			var flags []string
-			for _, k := range []string{"share_manual_decisions", "share_custom", "share_tainted", "share_context", "console_management"} {
-				if v := opts[k]; v != nil {
-					flag := "--console-" + strings.ReplaceAll(k, "_", "-")
-					if k == "console_management" {
-						flag = "--console-management"
-					}
-					flags = append(flags, fmt.Sprintf("%s=%v", flag, *v))
-				}
-			}
-			extra.Present(importer.KindConsole)
-			extra.Notes = append(extra.Notes, fmt.Sprintf("console options (%s) are node settings: halapi serve --crowdsec-config reads them, or give %s",
-				cfg.ConsolePath, strings.Join(flags, " ")))
-		}
-	}
-	if _, err := os.Stat(cfg.ProfilesPath); err == nil {
-		ps, err := profiles.Load(cfg.ProfilesPath)
-		if err != nil {
-			extra.Skip(importer.KindProfiles, cfg.ProfilesPath, "does not load in halapi: "+err.Error())
-		} else {
-			extra.Present(importer.KindProfiles)
-			extra.Notes = append(extra.Notes, fmt.Sprintf("%d profiles of %s (and .local) load in halapi; they are node settings: halapi serve --crowdsec-config (or --profiles %s) uses them",
-				len(ps), cfg.ProfilesPath, cfg.ProfilesPath))
-		}
-	}
-}
-
 // importFresh writes the imported state into an empty data dir as the
 // state of a new one-node cluster (the restore path of a backup).
 func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dryRun bool) (importer.Report, error) {
-	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) ||
-		fileExists(filepath.Join(dir, "raft", "raft.db")) {
+	if pki.HasIdentity(dir) || cluster.HasState(dir) {
 		return importer.Report{}, fmt.Errorf("%s already holds a node: import into it without --node-id while it runs (--node-id is for a fresh data dir)", dir)
 	}
 	now := time.Now()
@@ -220,13 +150,13 @@ func importFresh(dir, nodeID, listen, advertise string, src *importer.Source, dr
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return rep, err
 	}
-	unlock, err := lockDataDir(dir)
+	unlock, err := datadir.Lock(dir)
 	if err != nil {
 		return rep, err
 	}
 	defer unlock()
 	// checked again under the lock (a node may have started meanwhile)
-	if fileExists(filepath.Join(dir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(dir, "pki", pki.GossipKeyFile)) {
+	if pki.HasIdentity(dir) {
 		return rep, fmt.Errorf("%s holds a node identity (pki/): a fresh import needs an empty data dir (import into the running cluster without --node-id)", dir)
 	}
 	var archive bytes.Buffer

@@ -9,25 +9,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-func TestAdvertisedAPIURL(t *testing.T) {
-	for _, c := range []struct {
-		scheme, listen string
-		names          []string
-		want           string
-	}{
-		{"https", "127.0.0.1:8080", nil, "https://127.0.0.1:8080/"},
-		{"http", "127.0.0.5:9000", []string{"lapi.example"}, "http://127.0.0.5:9000/"},
-		{"https", "0.0.0.0:8080", nil, "https://127.0.0.1:8080/"},
-		{"https", ":8080", []string{"lapi.example", "10.0.0.1"}, "https://lapi.example:8080/"},
-		{"https", "[::]:8080", []string{"*.example", "fd00::1"}, "https://[fd00::1]:8080/"},
-		{"https", "[::1]:8443", nil, "https://[::1]:8443/"},
-	} {
-		if got := advertisedAPIURL(c.scheme, c.listen, c.names); got != c.want {
-			t.Errorf("advertisedAPIURL(%s, %s, %v) = %s, want %s", c.scheme, c.listen, c.names, got, c.want)
-		}
-	}
-}
-
 // On a plain-HTTP node the file names http and no CA; -u still wins; a bad
 // -u is refused before the machine exists.
 func TestMachinesAddCredentialsFilePlain(t *testing.T) {

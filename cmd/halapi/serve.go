@@ -12,15 +12,16 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/halapi/halapi/agent"
+	"github.com/halapi/halapi/admin"
 	"github.com/halapi/halapi/cluster"
+	"github.com/halapi/halapi/datadir"
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/importer"
 	"github.com/halapi/halapi/lapi"
 	"github.com/halapi/halapi/lapi/models"
 	"github.com/halapi/halapi/pki"
@@ -225,6 +226,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	if f.pki.plainHTTP && f.tlsCert != "" {
 		return errors.New("--plain-http and --tls-cert exclude each other")
 	}
+	if err := f.pki.check(f.listen, f.clusterListen); err != nil {
+		return err
+	}
 
 	// The expression helpers' configuration comes first: profiles
 	// compile against it.
@@ -251,7 +255,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		return err
 	}
 	defer release()
-	if err := protectDataDir(f.dataDir); err != nil {
+	if err := datadir.Protect(f.dataDir); err != nil {
 		return fmt.Errorf("data dir permissions: %w", err)
 	}
 
@@ -263,26 +267,20 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	rt, err := preparePKI(ctx, f.pki, f.nodeID, f.dataDir, f.listen, f.clusterListen, logger)
+	pcfg := f.pkiRuntimeConfig()
+	pcfg.Logger = logger
+	rt, err := pki.Prepare(ctx, pcfg)
 	if err != nil {
 		return err
 	}
-	join, expect := f.join, f.bootstrapExpect
-	if rt.firstNode(f.clusterListen) {
-		// Nodes join a secure cluster with tokens; a node with neither a
-		// token nor a certificate founds the cluster alone.
-		if len(join) > 0 || expect > 1 {
-			logger.Info("no join token and no node certificate: founding a new cluster; add nodes with `halapi cluster token`")
-		}
-		join, expect = nil, 0
-	}
+	join, expect := rt.JoinPlan(f.join, f.bootstrapExpect)
 	machine := fsm.New(logger)
 	ccfg := cluster.Config{NodeID: f.nodeID, DataDir: f.dataDir, RaftAddr: f.clusterListen, RaftAdvertise: f.clusterAdvertise,
 		GossipAddr: f.gossipListen, Join: join, BootstrapExpect: expect,
 		APIURL: apiURL, DeadNodeTimeout: f.deadNodeTimeout, Logger: logger,
 		SnapshotThreshold: f.snapshotThreshold, TrailingLogs: f.trailingLogs,
 		HeartbeatTimeout: f.raftHeartbeat, ElectionTimeout: f.raftElection, LeaderLeaseTimeout: f.raftLease, CommitTimeout: f.raftCommit}
-	if err := rt.clusterTLS(&ccfg, machine); err != nil {
+	if err := rt.ClusterTLS(&ccfg, machine); err != nil {
 		return err
 	}
 	node, err := cluster.Open(ccfg, machine)
@@ -298,13 +296,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	srv.SetLocalProfiles(localProfiles)
 	node.SetProfilesInfo(profilesInfo(srv))
 	srv.Metrics().Registry.MustRegister(node.Collector())
-	node.AddLeaderJob(cluster.LeaderJob{Name: "jwt-key", MinBackoff: 200 * time.Millisecond, MaxBackoff: 10 * time.Second,
-		Run: func(ctx context.Context) error {
-			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			return srv.EnsureJWTKey(jctx)
-		}})
-	node.AddLeaderJob(cluster.LeaderJob{Name: "retention", Run: srv.Retention})
+	for _, j := range srv.LeaderJobs() {
+		node.AddLeaderJob(j)
+	}
 	capiSvc, err := startCAPI(f.capi, machine, node, logger)
 	if err != nil {
 		return err
@@ -315,11 +309,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	srv.AddAdminRoutes(notifySvc.AdminRoutes)
 	srv.Metrics().Registry.MustRegister(notifyMetrics(notifySvc)...)
 	srv.Metrics().Registry.MustRegister(csInfo())
-	registerOpsMetrics(srv.Metrics().Registry, rt)
-	srv.AddAdminRoutes(capiSvc.AdminRoutes)
+	registerOpsMetrics(srv.Metrics().Registry, rt.Collector())
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -327,12 +319,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	defer cancelRun()
 	srv.Run(runCtx)
 	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notify.notificationDir, logger)
-	srv.AddAdminRoutes(srv.ProfilesAdminRoutes)
-	go rt.run(runCtx, machine, node)
-	srv.AddAdminRoutes(rt.adminRoutes)
-	srv.AddAdminRoutes(backupRoutes(node))
-	srv.AddAdminRoutes(apiInfoRoutes(&f))
-	srv.AddAdminRoutes(importRoutes(node, machine))
+	rt.Start(runCtx, machine, node)
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
 		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
 		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
@@ -341,47 +328,30 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	srv.SetCertVerifier(certVerifier{verifier})
 
-	// A fresh node elects itself and creates the cluster secrets within a
-	// second; wait for that so the first login does not get a 503. A node
-	// whose peers are down still starts (reads keep working).
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	for len(machine.JWTKey()) == 0 && wctx.Err() == nil {
-		select {
-		case <-wctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	wcancel()
-	if len(machine.JWTKey()) == 0 {
+	if !srv.WaitJWTKey(ctx, 10*time.Second) {
 		logger.Warn("no raft leader yet: serving reads, writes wait for a leader")
 	}
-
-	// HTTPS needs this node's certificate: from its identity, or issued
-	// by the cluster CA once it exists here.
-	if _, err := rt.getCertificate(nil); err != nil && !f.pki.plainHTTP && f.tlsCert == "" {
-		select {
-		case <-rt.ready:
-		case <-time.After(30 * time.Second):
-			if _, err := rt.getCertificate(nil); err != nil {
-				return errors.New("no node certificate after 30 s: the cluster CA is not reachable (is there a leader?)")
+	if !f.pki.plainHTTP && f.tlsCert == "" {
+		if err := rt.WaitCertificate(ctx, 30*time.Second); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting
 			}
-		case <-ctx.Done():
-			return nil
+			return err
 		}
 	}
 
-	// Admin socket: root-only, in the data dir.
-	sock := filepath.Join(f.dataDir, agent.SocketName)
-	_ = os.Remove(sock)
-	aln, err := net.Listen("unix", sock)
+	// Admin socket: each owner's routes (package admin).
+	adm, err := admin.Listen(f.dataDir, admin.Handler(logger,
+		srv.AdminRoutes,
+		admin.ClusterRoutes(node, rt.RemoveMember, currentBuild().Version),
+		rt.AdminRoutes,
+		capiSvc.AdminRoutes,
+		importer.AdminRoutes(machine, node.Apply, node.SyncLeader),
+		notifySvc.AdminRoutes,
+	))
 	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	admin := &http.Server{Handler: srv.AdminHandler(clusterAdmin{Node: node, rt: rt, store: machine}), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = admin.Serve(aln) }()
 
 	mux := http.NewServeMux()
 	api := srv.Handler()
@@ -404,7 +374,7 @@ func serve(ctx context.Context, f serveFlags) error {
 			defer ms.Close()
 		}
 	}
-	rt.mount(mux)
+	rt.Mount(mux)
 	mux.Handle(lapi.MembersPath, srv.MembersHandler(node))
 	mux.Handle("/", api)
 
@@ -429,7 +399,7 @@ func serve(ctx context.Context, f serveFlags) error {
 			errc <- hs.Serve(ln)
 			return
 		}
-		base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rt.getCertificate}
+		base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: rt.GetCertificate}
 		if f.tlsCert != "" {
 			cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
 			if err != nil {
@@ -459,9 +429,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	defer cancel()
 	node.Leave()
 	_ = hs.Shutdown(sctx)
-	_ = admin.Shutdown(sctx)
+	_ = adm.Shutdown(sctx)
 	cancelRun()
-	_ = os.Remove(sock)
 	return nil
 }
 

@@ -4,67 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 
-	"github.com/halapi/halapi/pki"
+	"github.com/halapi/halapi/datadir"
 )
 
-// LockFile is the file in the data dir a serving node holds an exclusive
-// flock on: a second `serve` on the same data dir is refused.
-const LockFile = "halapi.lock"
-
 // startupChecks refuses, before any state is written, a start that could
-// only fail later or do harm. It returns the held data-dir lock (release
-// it on exit) and a cleanup that removes a data dir it created when the
-// start is abandoned.
+// only fail later or do harm: a data dir in use, a listen address in use,
+// --join without a token on a fresh secure data dir. It returns the held
+// data-dir lock (release it on exit); a refused start leaves no data dir
+// it created behind (datadir.Open).
 func startupChecks(f serveFlags) (release func(), err error) {
-	_, statErr := os.Stat(f.dataDir)
-	created := errors.Is(statErr, os.ErrNotExist)
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	unlock, err := lockDataDir(f.dataDir)
-	if err != nil {
-		if created {
-			_ = os.RemoveAll(f.dataDir)
+	return datadir.Open(f.dataDir, func() error {
+		if err := probeListen(f); err != nil {
+			return err
 		}
-		return nil, err
-	}
-	fail := func(err error) (func(), error) {
-		unlock()
-		if created {
-			_ = os.RemoveAll(f.dataDir)
-		}
-		return nil, err
-	}
-	if err := probeListen(f); err != nil {
-		return fail(err)
-	}
-	if err := checkJoin(f); err != nil {
-		return fail(err)
-	}
-	return unlock, nil
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// checkJoin: in secure mode a node with no certificate and no raft state
-// either founds the cluster (no --join, no --bootstrap-expect) or joins
-// with a token; --join without one would silently found a second cluster
-// with its own CA.
-func checkJoin(f serveFlags) error {
-	secure := f.clusterListen != "" && !f.pki.insecureCluster
-	if !secure || f.pki.joinToken != "" || (len(f.join) == 0 && f.bootstrapExpect <= 1) {
-		return nil
-	}
-	if fileExists(filepath.Join(f.dataDir, "pki", pki.NodeCertFile)) || fileExists(filepath.Join(f.dataDir, "raft", "raft.db")) {
-		return nil
-	}
-	return errors.New("--join/--bootstrap-expect on a fresh data dir needs --join-token and --join-api (get a token with `halapi cluster token` on a member); to found a new cluster, start without --join")
+		return f.pkiRuntimeConfig().CheckJoin(len(f.join) > 0 || f.bootstrapExpect > 1)
+	})
 }
 
 // probeListen binds every listen address once (and releases it) so a port

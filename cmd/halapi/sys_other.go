@@ -2,6 +2,4 @@
 
 package main
 
-func privateUmask() {}
-
 func fdLimit() uint64 { return 0 }

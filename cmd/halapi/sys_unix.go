@@ -4,9 +4,6 @@ package main
 
 import "syscall"
 
-// privateUmask makes every file this process creates private to its user.
-func privateUmask() { syscall.Umask(0o077) }
-
 // fdLimit is the soft RLIMIT_NOFILE (Go raises it to the hard limit at
 // start), 0 if unknown.
 func fdLimit() uint64 {

@@ -1,4 +1,4 @@
-package main
+package pki
 
 import (
 	"context"
@@ -8,12 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
-	"github.com/halapi/halapi/pki"
 )
 
 // Taking a node out for good (secure clusters): `halapi cluster remove`
@@ -21,47 +19,39 @@ import (
 // stops raft and marks its data dir), revokes every node certificate it
 // holds (the cluster port and every step-ca endpoint then refuse it), and
 // rotates the gossip key so the key it knows no longer opens gossip. With
-// --insecure-cluster only the raft removal happens, as before.
-
-// clusterAdmin is the admin API's view of the membership: the node, with
-// a Remove that also revokes and rotates in secure clusters.
-type clusterAdmin struct {
-	*cluster.Node
-	rt    *pkiRuntime
-	store *fsm.FSM
-}
-
-// rotateMu serializes the removals started on this node (each rotates the
-// gossip key; two rotations interleaved would still converge, since every
-// node applies the last keyring written, but members could miss gossip
-// for a moment).
-var rotateMu sync.Mutex
+// --insecure-cluster only the raft removal happens.
 
 // keyStepWait bounds the wait for every live voter to apply one step of a
 // key rotation; a voter that lags applies the keyring from raft later.
 const keyStepWait = 10 * time.Second
 
-func (a clusterAdmin) secure() bool {
-	return !a.rt.f.insecureCluster && len(a.rt.id.GossipKey) > 0
-}
-
-// Remove takes node id out of the cluster for good (see the top of this
-// file).
-func (a clusterAdmin) Remove(ctx context.Context, id string) error {
-	if !a.secure() {
-		return a.Node.Remove(ctx, id)
+// RemoveMember takes node id out of the cluster for good (see above);
+// the admin route DELETE /members/{id} calls it. Before Start it refuses
+// with cluster.ErrNotLeader.
+func (rt *Runtime) RemoveMember(ctx context.Context, id string) error {
+	rt.mu.Lock()
+	node, ca := rt.node, rt.ca
+	rt.mu.Unlock()
+	if node == nil {
+		return cluster.ErrNotLeader
 	}
-	ca := a.rt.currentCA()
+	if rt.cfg.InsecureCluster || len(rt.id.GossipKey) == 0 {
+		return node.Remove(ctx, id)
+	}
 	if ca == nil {
 		return cluster.ErrNotLeader
 	}
-	if id == a.rt.nodeID {
+	if id == rt.cfg.NodeID {
 		return fmt.Errorf("node %q cannot remove itself: run `halapi cluster remove %s` on another member", id, id)
 	}
-	rotateMu.Lock()
-	defer rotateMu.Unlock()
-	if slices.Contains(a.Node.Voters(), id) {
-		if err := a.Node.Remove(ctx, id); err != nil {
+	// Removals started here are serialized: each rotates the gossip key;
+	// two rotations interleaved would still converge (every node applies
+	// the last keyring written), but members could miss gossip for a
+	// moment.
+	rt.rotateMu.Lock()
+	defer rt.rotateMu.Unlock()
+	if slices.Contains(node.Voters(), id) {
+		if err := node.Remove(ctx, id); err != nil {
 			return err
 		}
 	} else if !ca.HasNodeCert(id) && !ca.NodeRevoked(id) {
@@ -74,12 +64,12 @@ func (a clusterAdmin) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("node %q is out of raft but revoking its certificates failed (run the command again): %w", id, err)
 	}
-	a.rt.log.Info("node removed from the cluster: its node certificates are revoked", "node", id, "serials", serials)
-	if err := a.rotateGossipKey(ctx); err != nil {
+	rt.log.Info("node removed from the cluster: its node certificates are revoked", "node", id, "serials", serials)
+	if err := rt.rotateGossipKey(ctx, node); err != nil {
 		return fmt.Errorf("node %q is out and its certificates are revoked, but rotating the gossip key failed (run the command again): %w", id, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	a.rt.waitReplicated(wctx)
+	rt.waitReplicated(wctx)
 	cancel()
 	return nil
 }
@@ -91,17 +81,17 @@ func (a clusterAdmin) Remove(ctx context.Context, id string) error {
 // until every live voter announces, in its gossip metadata, that it
 // applied the step: a node then only ever receives messages encrypted
 // with a key it has installed, so live members never lose gossip.
-func (a clusterAdmin) rotateGossipKey(ctx context.Context) error {
-	cur := pki.GossipKeyringIn(a.store)
+func (rt *Runtime) rotateGossipKey(ctx context.Context, node *cluster.Node) error {
+	cur := GossipKeyringIn(rt.store)
 	if len(cur.Primary) == 0 {
 		return errors.New("the cluster has no gossip key")
 	}
-	nk, err := pki.NewGossipKey()
+	nk, err := NewGossipKey()
 	if err != nil {
 		return err
 	}
 	both := append(slices.Clone(cur.Keys), nk)
-	steps := []pki.GossipKeyring{
+	steps := []GossipKeyring{
 		{Primary: cur.Primary, Keys: both}, // 1. install everywhere
 		{Primary: nk, Keys: both},          // 2. send with the new key
 		{Primary: nk, Keys: [][]byte{nk}},  // 3. drop the old ones
@@ -110,28 +100,28 @@ func (a clusterAdmin) rotateGossipKey(ctx context.Context) error {
 	for i, kr := range steps {
 		gen++
 		kr.Gen = gen
-		if err := pki.SetGossipKeyring(ctx, a.Node, kr); err != nil {
+		if err := SetGossipKeyring(ctx, node, kr); err != nil {
 			return fmt.Errorf("step %d: %w", i+1, err)
 		}
-		if lag := a.waitKeyGen(ctx, gen); len(lag) > 0 {
-			a.rt.log.Warn("gossip key rotation: voters did not confirm a step in time; they apply it from the replicated state",
+		if lag := waitKeyGen(ctx, node, gen); len(lag) > 0 {
+			rt.log.Warn("gossip key rotation: voters did not confirm a step in time; they apply it from the replicated state",
 				"step", i+1, "nodes", lag)
 		}
 	}
-	a.rt.log.Info("gossip key rotated", "generation", gen)
+	rt.log.Info("gossip key rotated", "generation", gen)
 	return nil
 }
 
 // waitKeyGen waits until every voter alive in gossip announces keyring
 // generation gen or later, and returns the ones that did not in time.
-func (a clusterAdmin) waitKeyGen(ctx context.Context, gen uint64) []string {
+func waitKeyGen(ctx context.Context, node *cluster.Node, gen uint64) []string {
 	start := time.Now()
 	deadline := start.Add(keyStepWait)
 	lastRefresh := start
 	for {
-		gens := a.Node.GossipKeyGens()
+		gens := node.GossipKeyGens()
 		var lag []string
-		for _, v := range a.Node.Voters() {
+		for _, v := range node.Voters() {
 			if g, alive := gens[v]; alive && g < gen {
 				lag = append(lag, v)
 			}
@@ -143,7 +133,7 @@ func (a clusterAdmin) waitKeyGen(ctx context.Context, gen uint64) []string {
 			// The announcement may have missed this node: ask the
 			// laggards for their state directly.
 			lastRefresh = time.Now()
-			a.Node.RefreshGossip(lag)
+			node.RefreshGossip(lag)
 		}
 		select {
 		case <-ctx.Done():
@@ -157,11 +147,11 @@ func (a clusterAdmin) waitKeyGen(ctx context.Context, gen uint64) []string {
 // primary first, so a restart sends with the current key), then applies
 // it to memberlist. A node that was down catches up through raft, which
 // does not depend on gossip, and then applies the latest keyring.
-func (rt *pkiRuntime) applyGossipKeyring(ctx context.Context, store *fsm.FSM, node *cluster.Node) {
+func (rt *Runtime) applyGossipKeyring(ctx context.Context, store *fsm.FSM, node *cluster.Node) {
 	var applied uint64
 	for ctx.Err() == nil {
-		if kr := pki.GossipKeyringIn(store); kr.Gen > 0 && kr.Gen != applied {
-			if err := pki.SaveGossipKeys(rt.dir, kr.Primary, kr.Keys); err != nil {
+		if kr := GossipKeyringIn(store); kr.Gen > 0 && kr.Gen != applied {
+			if err := SaveGossipKeys(rt.dir, kr.Primary, kr.Keys); err != nil {
 				rt.log.Warn("cannot save the gossip keyring", "err", err)
 			}
 			if err := node.SetGossipKeys(kr.Gen, kr.Primary, kr.Keys); err != nil {
@@ -184,18 +174,19 @@ func (rt *pkiRuntime) applyGossipKeyring(ctx context.Context, store *fsm.FSM, no
 // revoked, its gossip key rotated away). With a fresh token it redeems it
 // first, then sets the old state aside and returns the new identity, saved
 // in DATA/pki: the node joins as a new member.
-func (rt *pkiRuntime) checkRemoved(ctx context.Context, dataDir string) (*pki.JoinResult, error) {
+func (rt *Runtime) checkRemoved(ctx context.Context) (*JoinResult, error) {
+	dataDir := rt.cfg.DataDir
 	ri, err := cluster.ReadRemovedMarker(dataDir)
 	if err != nil || ri == nil {
 		return nil, err
 	}
 	out := fmt.Sprintf("this data dir belongs to node %q, removed from the cluster at %s (halapi cluster remove): its certificate is revoked and it stays out; to bring it back, start it with a new --join-token from `halapi cluster token`",
 		ri.NodeID, ri.At.Format(time.RFC3339))
-	if rt.f.joinToken == "" || rt.f.joinAPI == "" {
+	if rt.cfg.JoinToken == "" || rt.cfg.JoinAPI == "" {
 		return nil, errors.New(out)
 	}
 	jctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	res, err := pki.Join(jctx, rt.f.joinAPI, rt.f.joinToken, rt.nodeID, rt.sans)
+	res, err := Join(jctx, rt.cfg.JoinAPI, rt.cfg.JoinToken, rt.cfg.NodeID, rt.sans)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%s (the --join-token given was refused: %v)", out, err)
@@ -209,7 +200,7 @@ func (rt *pkiRuntime) checkRemoved(ctx context.Context, dataDir string) (*pki.Jo
 			return nil, fmt.Errorf("setting the removed node's state aside: %w", err)
 		}
 	}
-	if err := pki.SaveIdentity(rt.dir, res); err != nil {
+	if err := SaveIdentity(rt.dir, res); err != nil {
 		return nil, err
 	}
 	rt.log.Warn("this data dir belonged to a node removed from the cluster: rejoined with the join token, its old state is set aside",

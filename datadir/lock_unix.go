@@ -1,6 +1,6 @@
 //go:build unix
 
-package main
+package datadir
 
 import (
 	"errors"
@@ -10,9 +10,9 @@ import (
 	"syscall"
 )
 
-// lockDataDir takes an exclusive, non-blocking flock on the data dir's lock
+// Lock takes an exclusive, non-blocking flock on the data dir's lock
 // file, held until the returned release is called or the process exits.
-func lockDataDir(dir string) (func(), error) {
+func Lock(dir string) (release func(), err error) {
 	p := filepath.Join(dir, LockFile)
 	fh, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -30,3 +30,5 @@ func lockDataDir(dir string) (func(), error) {
 		_ = fh.Close()
 	}, nil
 }
+
+func privateUmask() { syscall.Umask(0o077) }

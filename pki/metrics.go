@@ -1,4 +1,4 @@
-package main
+package pki
 
 import (
 	"crypto/x509"
@@ -7,12 +7,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// pkiCollector exports the expiries a cluster's operator watches: the
-// root and intermediate CA, this node's certificate (renewed at two thirds
-// of its life: a not_after closer than a third of the lifetime means
-// renewal is failing), and the issued agent/bouncer certificates by state.
-type pkiCollector struct {
-	rt       *pkiRuntime
+// collector exports the expiries a cluster's operator watches: the root
+// and intermediate CA, this node's certificate (renewed at two thirds of
+// its life: a not_after closer than a third of the lifetime means renewal
+// is failing), and the issued agent/bouncer certificates by state.
+type collector struct {
+	rt       *Runtime
 	notAfter *prometheus.Desc
 	issued   *prometheus.Desc
 }
@@ -21,8 +21,9 @@ type pkiCollector struct {
 // "expiring".
 const expiringWithin = 7 * 24 * time.Hour
 
-func newPKICollector(rt *pkiRuntime) *pkiCollector {
-	return &pkiCollector{rt: rt,
+// Collector is the node's PKI metrics (halapi_pki_*, docs/metrics.md).
+func (rt *Runtime) Collector() prometheus.Collector {
+	return &collector{rt: rt,
 		notAfter: prometheus.NewDesc("halapi_pki_cert_not_after_timestamp_seconds",
 			"End of validity (unix seconds) of the cluster CA certificates and of this node's certificate.", []string{"cert"}, nil),
 		issued: prometheus.NewDesc("halapi_pki_issued_certificates",
@@ -31,12 +32,12 @@ func newPKICollector(rt *pkiRuntime) *pkiCollector {
 	}
 }
 
-func (c *pkiCollector) Describe(ch chan<- *prometheus.Desc) {
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.notAfter
 	ch <- c.issued
 }
 
-func (c *pkiCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ts := func(cert string, t time.Time) {
 		ch <- prometheus.MustNewConstMetric(c.notAfter, prometheus.GaugeValue, float64(t.Unix()), cert)
 	}
@@ -50,7 +51,7 @@ func (c *pkiCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	ca := c.rt.currentCA()
+	ca := c.rt.CA()
 	if ca == nil {
 		return
 	}
@@ -80,18 +81,5 @@ func (c *pkiCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.issued, prometheus.GaugeValue, float64(n), k[0], k[1])
-	}
-}
-
-// metricsHook, when set (tests), receives the node's registry once every
-// collector is registered.
-var metricsHook func(*prometheus.Registry)
-
-// registerOpsMetrics registers the PKI collector and hands the registry
-// to metricsHook.
-func registerOpsMetrics(reg *prometheus.Registry, rt *pkiRuntime) {
-	reg.MustRegister(newPKICollector(rt))
-	if metricsHook != nil {
-		metricsHook(reg)
 	}
 }

@@ -1,0 +1,48 @@
+// Package admin is a node's admin API: the unix socket every `halapi`
+// command but serve talks to, both ends of it.
+//
+// # What it owns
+//
+//   - The socket (server.go): DATA/admin.sock, mode 0600 inside the 0700
+//     data dir, so only the node's user (and root) can open it; whoever
+//     can is root on the node, so requests carry no other credential. On
+//     Linux the peer's uid is read too (SO_PEERCRED) and anyone but root
+//     and the node's user gets 403, should a mode ever be widened.
+//     Listen removes a stale socket of a previous run, Shutdown removes it.
+//   - The router: every route lives under Prefix (/admin/v1); path
+//     variables reach handlers decoded (the CLI escapes them); an unknown
+//     route answers 404 {"message": "unknown admin route"}; a panicking
+//     handler answers 500 and is logged, the node keeps serving.
+//   - The answer shape: JSON bodies, errors {"message": "..."} like the
+//     LAPI's (WriteJSON, WriteError, WriteApplyError), so the client turns
+//     any error into one line for the CLI.
+//   - The routes of the cluster (cluster.go: status, snapshot, member
+//     removal, backup), since package cluster knows no HTTP.
+//   - The client (client.go) the CLI uses: Do for JSON calls (30 s),
+//     Download for streamed answers (no timeout).
+//
+// # Who adds routes
+//
+// Each package that owns a concern serves its own admin routes and hands
+// them to Handler as a Routes function, called with the /admin/v1
+// subrouter:
+//
+//	lapi.Server.AdminRoutes        machines, bouncers, decisions, alerts, allowlists, flush
+//	capi.Service.AdminRoutes       capi status, register, enroll, credentials
+//	pki.Runtime.AdminRoutes        pki tokens, certificates, revocation, api-info
+//	importer.AdminRoutes           import
+//	admin.ClusterRoutes            status, snapshot, members, backup
+//
+// Adding a route is one line in the owner (r.HandleFunc(path,
+// handler).Methods(...)); adding an owner is one more argument to
+// admin.Handler in cmd/halapi/serve.go. Handlers write with this
+// package's writers (lapi's handlers share the LAPI's writers, which give
+// the same shape).
+//
+// # What it must not do
+//
+//   - Listen on anything but the unix socket, or loosen its mode.
+//   - Hold the logic of a route: it routes, writes and authenticates by
+//     file mode; the owner decides.
+//   - Log request bodies (machine passwords, API keys, enrollment keys).
+package admin
