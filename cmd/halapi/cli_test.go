@@ -4,15 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 var binPath string
@@ -32,26 +32,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// handedOut: ports given out in this process. A port is released before
-// the server binds it, so the kernel may offer it again to the next lookup.
-var handedOut sync.Map
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
-		}
-	}
-	t.Fatal("no unclaimed port")
-	return ""
-}
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // startNode runs `halapi serve` and waits for /health.
 func startNode(t *testing.T, extra ...string) (dataDir, addr string) {
