@@ -19,6 +19,8 @@ import (
 	"github.com/crowdsecurity/crowdsec/pkg/models"
 	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
 	"github.com/go-openapi/strfmt"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // agentProc is one `halapi agent run` process on loopback.
@@ -48,7 +50,7 @@ func startAgent(t testing.TB, args ...string) *agentProc {
 	defer f.Close()
 	cmd := exec.Command(halapiBin, full...)
 	cmd.Stdout, cmd.Stderr = f, f
-	setProcAttr(cmd)
+	testharness.SetProcAttr(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
@@ -156,12 +158,12 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 // reach raft, and the idempotency keys keep them from being stored twice.
 func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
 	agentFaultRun(t, 80, "SIGSTOP", func(victim *ClusterNode) {
-		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if err := victim.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP: %v", err)
 		}
-		t.Cleanup(func() { _ = victim.cmd.Process.Signal(syscall.SIGCONT) })
+		t.Cleanup(func() { _ = victim.Signal(syscall.SIGCONT) })
 	}, func(c *Cluster, victim *ClusterNode) {
-		if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		if err := victim.Signal(syscall.SIGCONT); err != nil {
 			t.Fatalf("SIGCONT: %v", err)
 		}
 		c.WaitCaughtUp(c.Nodes...)

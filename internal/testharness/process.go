@@ -15,8 +15,9 @@ import (
 // the same or another command line, its output appended to one log file.
 // Its methods are for one goroutine (the test's or the benchmark's).
 type Process struct {
-	Bin     string // the program; read at each Start
-	LogPath string // standard output and error, appended; a line per start, signal
+	Bin     string   // the program; read at each Start
+	Env     []string // added to this process's environment; read at each Start
+	LogPath string   // standard output and error, appended; a line per start, signal
 
 	args   []string
 	starts int
@@ -41,6 +42,9 @@ func (p *Process) Start(args ...string) error {
 		p.Bin, strings.Join(args, " "))
 
 	cmd := exec.Command(p.Bin, args...)
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	cmd.Stdout = f
 	cmd.Stderr = f
 	SetProcAttr(cmd)
@@ -88,6 +92,14 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Exit is how the last start ended (valid once Done is closed).
 func (p *Process) Exit() error { return p.exit }
+
+// Signal sends sig to the running process (SIGSTOP, SIGCONT...).
+func (p *Process) Signal(sig os.Signal) error {
+	if !p.Running() {
+		return fmt.Errorf("signal %v: not running (exit: %v)", sig, p.exit)
+	}
+	return p.cmd.Process.Signal(sig)
+}
 
 // Kill sends SIGKILL (a crash) and waits up to timeout for the process to
 // be gone.
