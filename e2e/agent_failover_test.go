@@ -136,6 +136,19 @@ func (a *agentProc) status() (agentStatus, error) {
 // nodeURLKey is how the agent names a node: scheme://host:port.
 func nodeURLKey(u string) string { return strings.TrimSuffix(u, "/") }
 
+// preferredNode is the node of nodes whose URL is the agent's preferred
+// one (its status's preferred field).
+func preferredNode(t testing.TB, nodes []*ClusterNode, preferred string) *ClusterNode {
+	t.Helper()
+	for _, nd := range nodes {
+		if nodeURLKey(nd.URL) == preferred {
+			return nd
+		}
+	}
+	t.Fatalf("the agent prefers %q, which is no node of the cluster", preferred)
+	return nil
+}
+
 // TestAgentFailoverKeepsAlertsAndBans drives the real crowdsec apiclient
 // (alerts) and go-cs-bouncer (1 s stream poll) through `halapi agent`,
 // bootstrapped with the leader's URL, and SIGKILLs the node the agent uses
@@ -293,15 +306,7 @@ func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode)
 	if err != nil {
 		t.Fatalf("agent status: %v", err)
 	}
-	var victim *ClusterNode
-	for _, nd := range c.Nodes {
-		if nodeURLKey(nd.URL) == st.Preferred {
-			victim = nd
-		}
-	}
-	if victim == nil {
-		t.Fatalf("the agent prefers %q, which is no node of the cluster", st.Preferred)
-	}
+	victim := preferredNode(t, c.Nodes, st.Preferred)
 	t.Logf("%s of %s (the agent's node; leader %s)", what, victim.ID, c.Leader(victim).ID)
 	fault(victim)
 	killedAt, _ := counts()

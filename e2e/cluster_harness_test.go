@@ -130,13 +130,7 @@ func StartCluster(t testing.TB, n, base int, opts ...ClusterOption) *Cluster {
 	// quorum that is already gone).
 	t.Cleanup(c.stopAll)
 
-	for _, nd := range c.Nodes {
-		nd.Launch()
-	}
-	for _, nd := range c.Nodes {
-		nd.waitHealthy()
-		nd.setUp(true)
-	}
+	startNodes(c.Nodes...)
 	c.WaitStable(clusterFormTimeout, c.Nodes...)
 	if !c.CheckMembersAlive(clusterFormTimeout, c.Nodes...) {
 		t.FailNow()
@@ -229,9 +223,30 @@ func (c *Cluster) Others(except ...*ClusterNode) []*ClusterNode {
 }
 
 func (c *Cluster) stopAll() {
+	stopNodes(c.Nodes...)
+	if c.Net != nil {
+		c.Net.close()
+	}
+}
+
+// startNodes starts the given nodes with their command lines, all before
+// waiting for any (a node of a cluster answers /health once its peers are
+// up).
+func startNodes(nodes ...*ClusterNode) {
+	for _, nd := range nodes {
+		nd.Launch()
+	}
+	for _, nd := range nodes {
+		nd.waitHealthy()
+		nd.setUp(true)
+	}
+}
+
+// stopNodes stops the given nodes at once (SIGTERM): one by one, the last
+// ones would wait for a quorum that is already gone.
+func stopNodes(nodes ...*ClusterNode) {
 	var wg sync.WaitGroup
-	for _, nd := range c.Nodes {
-		nd.setUp(false)
+	for _, nd := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -239,9 +254,6 @@ func (c *Cluster) stopAll() {
 		}()
 	}
 	wg.Wait()
-	if c.Net != nil {
-		c.Net.close()
-	}
 }
 
 // Kill crashes the node (SIGKILL).

@@ -5,32 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
-)
 
-// repoRoot is the directory of the root module's go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err == nil {
-		if mod := strings.TrimSpace(string(out)); mod != "" && mod != os.DevNull {
-			return filepath.Dir(mod)
-		}
-	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("root module not found: %v", err)
-	}
-	return root
-}
+	"github.com/halapi/halapi/internal/testharness"
+)
 
 // TestQuickBenchmark builds halapi and runs the whole benchmark (every
 // phase, 3-node clusters and the scale phase included) in -quick mode with 1 s runs: every
@@ -43,14 +25,13 @@ func TestQuickBenchmark(t *testing.T) {
 		t.Skip("reads memory and CPU figures from /proc")
 	}
 
-	bin := filepath.Join(t.TempDir(), "halapi")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/halapi")
-	build.Dir = repoRoot(t)
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/halapi: %v\n%s", err, out)
+	root, err := testharness.RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := testharness.BuildHalapi(context.Background(), root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
@@ -207,39 +188,6 @@ func TestThousands(t *testing.T) {
 		if got := thousands(v); got != want {
 			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
 		}
-	}
-}
-
-// TestPortsNeverRepeat: the allocator hands out distinct ports, each one
-// bindable at the time (for UDP too when asked), even when the kernel
-// would give back a port just released.
-func TestPortsNeverRepeat(t *testing.T) {
-	seen := map[string]bool{}
-	for i := range 300 {
-		addr, err := ports.addr(i%3 == 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen[addr] {
-			t.Fatalf("port %s handed out twice", addr)
-		}
-		seen[addr] = true
-		if !free(addr, i%3 == 0) {
-			t.Fatalf("port %s handed out but not free", addr)
-		}
-	}
-	// The kernel fallback (port 0) must not repeat either.
-	k := &portAllocator{given: map[int]bool{}}
-	kseen := map[string]bool{}
-	for range 100 {
-		addr, err := k.addr(false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if kseen[addr] {
-			t.Fatalf("kernel fallback: port %s handed out twice", addr)
-		}
-		kseen[addr] = true
 	}
 }
 

@@ -11,19 +11,6 @@ import (
 	"time"
 )
 
-// startKind is b.start for a given kind of server (HTTPS or plain HTTP
-// whatever -tls says).
-func (b *bench) startKind(ctx context.Context, kind serverKind, name string, extra ...string) (*server, error) {
-	s, err := startServer(ctx, kind, b.tmp, name, extra...)
-	if err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	b.servers = append(b.servers, s)
-	b.mu.Unlock()
-	return s, nil
-}
-
 // --------------------------------------------------------------------------
 // Phase: the built-in PKI's HTTPS against plain HTTP, and the cost of a
 // full TLS handshake per request.
@@ -44,19 +31,11 @@ func (b *bench) phaseTLS(ctx context.Context) error {
 	}
 	keys := map[*server]string{}
 	for _, s := range []*server{hs, ps} {
-		token, err := s.addMachine(ctx, "bench-loader")
+		d, err := loadServer(ctx, s, n)
 		if err != nil {
 			return err
 		}
-		if keys[s], err = s.addBouncer(ctx, "bench-bouncer"); err != nil {
-			return err
-		}
-		if _, err := loadDecisions(ctx, s, token, n); err != nil {
-			return err
-		}
-		if err := checkLookups(ctx, s, keys[s], n); err != nil {
-			return err
-		}
+		keys[s] = d.key
 	}
 	conn, err := describeTLS(ctx, hs, keys[hs])
 	if err != nil {

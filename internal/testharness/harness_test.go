@@ -43,11 +43,15 @@ func helper(t *testing.T, mode string) *Process {
 	return p
 }
 
+// The allocator hands out distinct ports, each one bindable at the time
+// (for UDP too when asked), even when the kernel would give back a port
+// just released.
 func TestPortsNeverRepeat(t *testing.T) {
 	p := NewPorts()
 	seen := map[int]bool{}
-	for i := range 200 {
-		port, err := p.Port("127.0.0.1", i%2 == 0)
+	for i := range 300 {
+		udp := i%3 == 0
+		port, err := p.Port("127.0.0.1", udp)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,6 +61,9 @@ func TestPortsNeverRepeat(t *testing.T) {
 		seen[port] = true
 		if p.hi != 0 && (port < p.lo || port >= p.hi) {
 			t.Fatalf("port %d outside [%d, %d)", port, p.lo, p.hi)
+		}
+		if err := bindable(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), udp); err != nil {
+			t.Fatalf("port %d handed out but not free: %v", port, err)
 		}
 	}
 }
@@ -90,16 +97,16 @@ func TestPortsKernelFallback(t *testing.T) {
 	if p.hi != 0 {
 		t.Fatalf("range [%d, %d) used though it leaves no room", p.lo, p.hi)
 	}
-	a, err := p.Port("127.0.0.1", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := p.Port("127.0.0.1", false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a == b || a == 0 {
-		t.Fatalf("kernel ports %d, %d", a, b)
+	seen := map[int]bool{}
+	for range 100 {
+		port, err := p.Port("127.0.0.1", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[port] || port == 0 {
+			t.Fatalf("kernel fallback: port %d handed out twice", port)
+		}
+		seen[port] = true
 	}
 }
 
@@ -221,5 +228,28 @@ func TestRepoRoot(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "cmd", "halapi")); err != nil {
 		t.Fatalf("root %s: %v", root, err)
+	}
+}
+
+func TestSumSamples(t *testing.T) {
+	text := `# HELP halapi_raft_entries_total entries
+# TYPE halapi_raft_entries_total counter
+halapi_raft_entries_total{command="touch"} 3
+halapi_raft_entries_total{command="decisions"} 40
+halapi_raft_entries_total_extra{command="touch"} 1000
+halapi_raft_entries_total{command="touch",node="b"} 2.5
+other 7
+`
+	for _, c := range []struct {
+		match string
+		want  float64
+	}{{`command="touch"`, 5.5}, {"", 45.5}, {`command="none"`, 0}} {
+		got, err := SumSamples(strings.NewReader(text), "halapi_raft_entries_total", c.match)
+		if err != nil || got != c.want {
+			t.Errorf("match %q: %v, %v; want %v", c.match, got, err, c.want)
+		}
+	}
+	if _, err := SumSamples(strings.NewReader("m{a=\"b\"} x\n"), "m", ""); err == nil {
+		t.Error("a sample that is no number accepted")
 	}
 }
