@@ -613,7 +613,17 @@ func (b *bench) phaseIngest(ctx context.Context) error {
 	}
 	b.rep.Runs["ingest_bare"] = bareRuns
 	b.rep.Runs["ingest_halapi"] = halRuns
+	per := make([]string, len(afters))
+	for i, a := range afters {
+		per[i] = fmt.Sprintf("%s alerts sent, RSS %.0f MiB", thousands(float64(a.alerts)), mib(a.mem.RSS))
+	}
+	b.reportIngest(bareRuns, halRuns, per)
+	return nil
+}
 
+// reportIngest adds the ingestion figures; after describes each halapi
+// run's server afterwards.
+func (b *bench) reportIngest(bareRuns, halRuns []loadResult, after []string) {
 	ups := func(r loadResult) float64 { return r.UnitsPerS }
 	p50 := func(r loadResult) float64 { return ms(r.P50) }
 	h, bare := medianOf(halRuns, ups), medianOf(bareRuns, ups)
@@ -627,12 +637,7 @@ func (b *bench) phaseIngest(ctx context.Context) error {
 		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("ingest: the halapi process used %.2f CPU cores (%.1f µs of CPU per alert)",
 			cpu/b.cfg.Duration.Seconds(), cpu/(h*b.cfg.Duration.Seconds())*1e6))
 	}
-	per := make([]string, len(afters))
-	for i, a := range afters {
-		per[i] = fmt.Sprintf("%s alerts sent, RSS %.0f MiB", thousands(float64(a.alerts)), mib(a.mem.RSS))
-	}
-	b.rep.Notes = append(b.rep.Notes, "ingest: each halapi run on a fresh server (--flush-max-items 10000000); afterwards: "+strings.Join(per, "; "))
-	return nil
+	b.rep.Notes = append(b.rep.Notes, "ingest: each halapi run on a fresh server (--flush-max-items 10000000); afterwards: "+strings.Join(after, "; "))
 }
 
 // --------------------------------------------------------------------------
