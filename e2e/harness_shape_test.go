@@ -1,7 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
+	"os"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,13 +46,28 @@ func TestHarnessShapeClusterRestart(t *testing.T) {
 		t.FailNow()
 	}
 
+	log := leader.proc.LogTail(1 << 20)
+	for _, want := range []string{"start #1", "start #2", "SIGKILL"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log of %s lacks %q", leader.ID, want)
+		}
+	}
+
 	// A stopped process keeps its port and answers nothing; resumed, it
-	// serves again.
+	// serves again (the stopped state is read from /proc).
+	if runtime.GOOS != "linux" {
+		return
+	}
 	victim := c.Others(c.Leader(c.Nodes[0]))[0]
 	if err := victim.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = victim.Signal(syscall.SIGCONT) })
+	// The signal takes effect asynchronously: wait for the stopped state.
+	waitFor(t, 5*time.Second, victim.ID+" stopped", func() (bool, string) {
+		st := procState(victim.Pid())
+		return st == "T" || st == "t", "state " + st
+	})
 	if code, _, err := httpGet(&http.Client{Timeout: 300 * time.Millisecond}, victim.URL+"health"); err == nil {
 		t.Fatalf("GET /health answered %d by a SIGSTOPped node", code)
 	}
@@ -62,11 +81,19 @@ func TestHarnessShapeClusterRestart(t *testing.T) {
 		}
 		return st.Leader != "", st.String()
 	})
+}
 
-	log := leader.proc.LogTail(1 << 20)
-	for _, want := range []string{"start #1", "start #2", "SIGKILL"} {
-		if !strings.Contains(log, want) {
-			t.Errorf("log of %s lacks %q", leader.ID, want)
-		}
+// procState is the state letter of /proc/<pid>/stat (R, S, T...), "" when
+// unreadable.
+func procState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
 	}
+	// The command name (field 2) may hold spaces: the state follows ") ".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
 }
