@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/halapi/halapi/internal/testharness"
 	"github.com/halapi/halapi/internal/testutil"
 )
 
@@ -34,43 +35,25 @@ func TestMain(m *testing.M) {
 
 func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
-// startNode runs `halapi serve` and waits for /health.
+// startNode runs `halapi serve` and waits for /health (the admin socket
+// is created before the API listener).
 func startNode(t *testing.T, extra ...string) (dataDir, addr string) {
 	t.Helper()
 	dataDir, addr = t.TempDir(), freeAddr(t)
-	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--plain-http"}, extra...)
-	cmd := exec.Command(binPath, args...)
-	logf, _ := os.Create(filepath.Join(dataDir, "node.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p := &testharness.Process{Bin: binPath, LogPath: filepath.Join(dataDir, "node.log")}
+	if err := p.Start(append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--plain-http"}, extra...)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
-		logf.Close()
+		_ = p.Kill(10 * time.Second)
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("node log:\n%s", b)
+			t.Logf("node log:\n%s", p.LogTail(64<<10))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		resp, err := http.Get("http://" + addr + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				// admin socket is created before the API listener
-				return dataDir, addr
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("node did not become healthy")
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := testharness.WaitHealthy(context.Background(), p, "http://"+addr+"/health", nil, 15*time.Second); err != nil {
+		t.Fatal(err)
 	}
+	return dataDir, addr
 }
 
 func run(t *testing.T, args ...string) (string, string, error) {
