@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,8 +28,7 @@ type agentProc struct {
 	URL         string // http://127.0.0.1:port/
 	MetricsAddr string
 	logPath     string
-	cmd         *exec.Cmd
-	done        chan struct{}
+	proc        *testharness.Process
 }
 
 // startAgent runs `halapi agent run` with the given extra flags and waits
@@ -38,38 +36,19 @@ type agentProc struct {
 func startAgent(t testing.TB, args ...string) *agentProc {
 	t.Helper()
 
-	dir := t.TempDir()
-	a := &agentProc{t: t, MetricsAddr: freeLoopbackAddr(t), logPath: filepath.Join(dir, "agent.log")}
+	a := &agentProc{t: t, MetricsAddr: freeLoopbackAddr(t), logPath: filepath.Join(t.TempDir(), "agent.log")}
 	listen := freeLoopbackAddr(t)
 	a.URL = "http://" + listen + "/"
-	full := append([]string{"agent", "run", "--listen", listen, "--metrics-listen", a.MetricsAddr, "--log-level", "debug"}, args...)
-	f, err := os.Create(a.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(halapiBin, full...)
-	cmd.Stdout, cmd.Stderr = f, f
-	testharness.SetProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
+	a.proc = &testharness.Process{Bin: halapiBin, LogPath: a.logPath}
+	if err := a.proc.Start(append([]string{"agent", "run", "--listen", listen, "--metrics-listen", a.MetricsAddr, "--log-level", "debug"}, args...)...); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(a.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.done:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-a.done
+		if err := a.proc.Stop(stopTimeout); err != nil {
+			t.Errorf("agent: %v", err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(a.logPath)
-			if len(b) > 64<<10 {
-				b = b[len(b)-64<<10:]
-			}
-			t.Logf("agent output:\n%s", b)
+			t.Logf("agent output:\n%s", a.proc.LogTail(64<<10))
 		}
 	})
 	waitFor(t, 15*time.Second, "the agent to prefer a node", func() (bool, string) {
