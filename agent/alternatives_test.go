@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 // The alternative to the agent that needs nothing on the client host: one
@@ -120,14 +122,7 @@ func hungOn(t *testing.T, ip string, port int) *atomic.Int64 {
 	return &accepted
 }
 
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // A dead node first in the DNS answer (connection refused) costs a Go
 // client almost nothing: it tries the next address at once.

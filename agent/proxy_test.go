@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 // backend is a fake halapi node on loopback whose behaviour the test
@@ -146,13 +148,7 @@ func startAgent(t *testing.T, cfg Config, bs ...*backend) (*Agent, *httptest.Ser
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, what, cond)
 }
 
 func do(t *testing.T, method, u, body string, hdr ...string) (int, string, http.Header) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"runtime"
 	"sort"
 	"strings"
@@ -16,30 +15,12 @@ import (
 	"github.com/halapi/halapi/capi/capitest"
 	"github.com/halapi/halapi/cluster"
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/internal/testutil"
 )
 
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeTCP(t *testing.T) string { return testutil.FreeAddr(t) }
 
-func freeTCPUDP(t *testing.T) string {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		addr := freeTCP(t)
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port for gossip")
-	return ""
-}
+func freeTCPUDP(t *testing.T) string { return testutil.FreeGossipAddr(t) }
 
 type cnode struct {
 	id   string

@@ -15,6 +15,8 @@ import (
 	"github.com/halapi/halapi/capi/capitest"
 	"github.com/halapi/halapi/fsm"
 	"github.com/hashicorp/raft"
+
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 // localApplier applies commands straight to an FSM (no raft): the write
@@ -127,13 +129,7 @@ func fakeCreds(fake *capitest.Server, login string) Credentials {
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 // logBuffer collects log lines (thread safe).

@@ -4,47 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/internal/testutil"
 )
 
-// handedOut: ports given out in this process. A port is released before
-// the server binds it, so the kernel may offer it again to the next lookup.
-var handedOut sync.Map
+func freePort(t *testing.T) string { return testutil.FreeAddr(t) }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
-		}
-	}
-	t.Fatal("no unclaimed port")
-	return ""
-}
-
-func freeUDPTCPPort(t *testing.T) string {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		addr := freePort(t)
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port for gossip")
-	return ""
-}
+func freeUDPTCPPort(t *testing.T) string { return testutil.FreeGossipAddr(t) }
 
 type testNode struct {
 	id, raftAddr, gossipAddr, dir string
@@ -82,13 +51,7 @@ func (tn *testNode) start(t *testing.T, join string, expect int, deadTimeout tim
 
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
 
 func leaderOf(nodes []*testNode) *testNode {

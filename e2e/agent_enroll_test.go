@@ -84,15 +84,7 @@ func TestAgentEnrollCertBouncer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var victim *ClusterNode
-	for _, nd := range sc.Nodes {
-		if nodeURLKey(nd.URL) == st.Preferred {
-			victim = nd
-		}
-	}
-	if victim == nil {
-		t.Fatalf("the agent prefers %q, no node of the cluster", st.Preferred)
-	}
+	victim := preferredNode(t, sc.Nodes, st.Preferred)
 	victim.Kill()
 	victim.setUp(false)
 	start := time.Now()

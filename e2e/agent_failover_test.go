@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +18,8 @@ import (
 	"github.com/crowdsecurity/crowdsec/pkg/models"
 	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
 	"github.com/go-openapi/strfmt"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // agentProc is one `halapi agent run` process on loopback.
@@ -27,8 +28,7 @@ type agentProc struct {
 	URL         string // http://127.0.0.1:port/
 	MetricsAddr string
 	logPath     string
-	cmd         *exec.Cmd
-	done        chan struct{}
+	proc        *testharness.Process
 }
 
 // startAgent runs `halapi agent run` with the given extra flags and waits
@@ -36,38 +36,19 @@ type agentProc struct {
 func startAgent(t testing.TB, args ...string) *agentProc {
 	t.Helper()
 
-	dir := t.TempDir()
-	a := &agentProc{t: t, MetricsAddr: freeLoopbackAddr(t), logPath: filepath.Join(dir, "agent.log")}
+	a := &agentProc{t: t, MetricsAddr: freeLoopbackAddr(t), logPath: filepath.Join(t.TempDir(), "agent.log")}
 	listen := freeLoopbackAddr(t)
 	a.URL = "http://" + listen + "/"
-	full := append([]string{"agent", "run", "--listen", listen, "--metrics-listen", a.MetricsAddr, "--log-level", "debug"}, args...)
-	f, err := os.Create(a.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd := exec.Command(halapiBin, full...)
-	cmd.Stdout, cmd.Stderr = f, f
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
+	a.proc = &testharness.Process{Bin: halapiBin, LogPath: a.logPath}
+	if err := a.proc.Start(append([]string{"agent", "run", "--listen", listen, "--metrics-listen", a.MetricsAddr, "--log-level", "debug"}, args...)...); err != nil {
 		t.Fatalf("start agent: %v", err)
 	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(a.done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.done:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-a.done
+		if err := a.proc.Stop(stopTimeout); err != nil {
+			t.Errorf("agent: %v", err)
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(a.logPath)
-			if len(b) > 64<<10 {
-				b = b[len(b)-64<<10:]
-			}
-			t.Logf("agent output:\n%s", b)
+			t.Logf("agent output:\n%s", a.proc.LogTail(64<<10))
 		}
 	})
 	waitFor(t, 15*time.Second, "the agent to prefer a node", func() (bool, string) {
@@ -134,6 +115,19 @@ func (a *agentProc) status() (agentStatus, error) {
 // nodeURLKey is how the agent names a node: scheme://host:port.
 func nodeURLKey(u string) string { return strings.TrimSuffix(u, "/") }
 
+// preferredNode is the node of nodes whose URL is the agent's preferred
+// one (its status's preferred field).
+func preferredNode(t testing.TB, nodes []*ClusterNode, preferred string) *ClusterNode {
+	t.Helper()
+	for _, nd := range nodes {
+		if nodeURLKey(nd.URL) == preferred {
+			return nd
+		}
+	}
+	t.Fatalf("the agent prefers %q, which is no node of the cluster", preferred)
+	return nil
+}
+
 // TestAgentFailoverKeepsAlertsAndBans drives the real crowdsec apiclient
 // (alerts) and go-cs-bouncer (1 s stream poll) through `halapi agent`,
 // bootstrapped with the leader's URL, and SIGKILLs the node the agent uses
@@ -156,12 +150,12 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 // reach raft, and the idempotency keys keep them from being stored twice.
 func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
 	agentFaultRun(t, 80, "SIGSTOP", func(victim *ClusterNode) {
-		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		if err := victim.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP: %v", err)
 		}
-		t.Cleanup(func() { _ = victim.cmd.Process.Signal(syscall.SIGCONT) })
+		t.Cleanup(func() { _ = victim.Signal(syscall.SIGCONT) })
 	}, func(c *Cluster, victim *ClusterNode) {
-		if err := victim.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		if err := victim.Signal(syscall.SIGCONT); err != nil {
 			t.Fatalf("SIGCONT: %v", err)
 		}
 		c.WaitCaughtUp(c.Nodes...)
@@ -291,15 +285,7 @@ func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode)
 	if err != nil {
 		t.Fatalf("agent status: %v", err)
 	}
-	var victim *ClusterNode
-	for _, nd := range c.Nodes {
-		if nodeURLKey(nd.URL) == st.Preferred {
-			victim = nd
-		}
-	}
-	if victim == nil {
-		t.Fatalf("the agent prefers %q, which is no node of the cluster", st.Preferred)
-	}
+	victim := preferredNode(t, c.Nodes, st.Preferred)
 	t.Logf("%s of %s (the agent's node; leader %s)", what, victim.ID, c.Leader(victim).ID)
 	fault(victim)
 	killedAt, _ := counts()

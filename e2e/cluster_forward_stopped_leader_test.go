@@ -42,14 +42,14 @@ func TestForwardToStoppedLeaderRetriesOnNewLeader(t *testing.T) {
 	// below is the only write that meets the hung leader.
 	listAlerts(t, w, nil)
 
-	if err := leader.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := leader.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP: %v", err)
 	}
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			if err := leader.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			if err := leader.Signal(syscall.SIGCONT); err != nil {
 				t.Errorf("SIGCONT: %v", err)
 			}
 		}

@@ -17,6 +17,8 @@ import (
 	"github.com/crowdsecurity/crowdsec/pkg/apiclient"
 	"github.com/crowdsecurity/crowdsec/pkg/models"
 	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // Multi-node harness: several halapi processes on loopback forming one raft
@@ -128,13 +130,7 @@ func StartCluster(t testing.TB, n, base int, opts ...ClusterOption) *Cluster {
 	// quorum that is already gone).
 	t.Cleanup(c.stopAll)
 
-	for _, nd := range c.Nodes {
-		nd.Launch()
-	}
-	for _, nd := range c.Nodes {
-		nd.waitHealthy()
-		nd.setUp(true)
-	}
+	startNodes(c.Nodes...)
 	c.WaitStable(clusterFormTimeout, c.Nodes...)
 	if !c.CheckMembersAlive(clusterFormTimeout, c.Nodes...) {
 		t.FailNow()
@@ -227,9 +223,30 @@ func (c *Cluster) Others(except ...*ClusterNode) []*ClusterNode {
 }
 
 func (c *Cluster) stopAll() {
+	stopNodes(c.Nodes...)
+	if c.Net != nil {
+		c.Net.close()
+	}
+}
+
+// startNodes starts the given nodes with their command lines, all before
+// waiting for any (a node of a cluster answers /health once its peers are
+// up).
+func startNodes(nodes ...*ClusterNode) {
+	for _, nd := range nodes {
+		nd.Launch()
+	}
+	for _, nd := range nodes {
+		nd.waitHealthy()
+		nd.setUp(true)
+	}
+}
+
+// stopNodes stops the given nodes at once (SIGTERM): one by one, the last
+// ones would wait for a quorum that is already gone.
+func stopNodes(nodes ...*ClusterNode) {
 	var wg sync.WaitGroup
-	for _, nd := range c.Nodes {
-		nd.setUp(false)
+	for _, nd := range nodes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -237,9 +254,6 @@ func (c *Cluster) stopAll() {
 		}()
 	}
 	wg.Wait()
-	if c.Net != nil {
-		c.Net.close()
-	}
 }
 
 // Kill crashes the node (SIGKILL).
@@ -401,22 +415,13 @@ func (c *Cluster) stable(nodes []*ClusterNode, alive bool) (leader string, ok bo
 
 // poll is waitFor that reports instead of failing the test.
 func poll(timeout time.Duration, cond func() (bool, string)) (bool, string) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-
-	for {
-		ok, last := cond()
-		if ok {
-			return true, last
-		}
-		select {
-		case <-deadline.C:
-			return false, last
-		case <-tick.C:
-		}
-	}
+	var last string
+	err := testharness.Poll(context.Background(), timeout, func() (bool, string) {
+		var ok bool
+		ok, last = cond()
+		return ok, last
+	})
+	return err == nil, last
 }
 
 // Leader asks the node which node leads, waiting until it knows one.
@@ -472,38 +477,6 @@ func containsNode(nodes []*ClusterNode, id string) bool {
 		}
 	}
 	return false
-}
-
-// freePortOn returns a port free on host for TCP (and UDP too with udp,
-// for gossip).
-func freePortOn(t testing.TB, host string, udp bool) int {
-	t.Helper()
-
-	var last error
-	for range 500 {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(portRange().candidate())))
-		if err != nil {
-			last = err
-			continue
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if udp {
-			p, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
-			if err != nil {
-				l.Close()
-				last = err
-				continue
-			}
-			p.Close()
-		}
-		l.Close()
-		if !claimPort(port) {
-			continue
-		}
-		return port
-	}
-	t.Fatalf("no free port on %s: %v", host, last)
-	return 0
 }
 
 // ---------------------------------------------------------------------------

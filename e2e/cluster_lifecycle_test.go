@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/crowdsecurity/crowdsec/pkg/apiclient"
@@ -45,19 +44,6 @@ func raftSnapshots(t testing.TB, nd *ClusterNode) []raftSnapshot {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Index > out[j].Index })
 	return out
-}
-
-// stopNodes stops the given nodes at once (SIGTERM).
-func stopNodes(nodes ...*ClusterNode) {
-	var wg sync.WaitGroup
-	for _, nd := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			nd.Stop()
-		}()
-	}
-	wg.Wait()
 }
 
 // memberIDs lists the member ids of a status, sorted.
@@ -187,13 +173,7 @@ func TestClusterLifecycle(t *testing.T) {
 	{
 		t.Log("whole-cluster restart")
 		stopNodes(c.Nodes...)
-		for _, nd := range c.Nodes {
-			nd.Launch()
-		}
-		for _, nd := range c.Nodes {
-			nd.waitHealthy()
-			nd.setUp(true)
-		}
+		startNodes(c.Nodes...)
 		leader := c.WaitStable(clusterFormTimeout, c.Nodes...)
 		c.CheckMembersAlive(gossipSettle, c.Nodes...)
 		t.Logf("leader after the restart: %s", leader.ID)

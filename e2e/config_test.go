@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -106,26 +105,7 @@ func (ca *extCA) crl(t *testing.T, revoked ...int64) {
 // dir, log, stop on cleanup), without the harness's --listen/--plain-http.
 func launchServe(t *testing.T, s *Server, env []string, args ...string) {
 	t.Helper()
-	args = append([]string{"serve", "--data-dir", s.DataDir}, args...)
-	f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "==== e2e: start at %s: %s %s\n", time.Now().Format(time.RFC3339Nano), halapiBin, strings.Join(args, " "))
-	cmd := exec.Command(halapiBin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = f, f
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.cmd, s.done, s.exit = cmd, make(chan struct{}), nil
-	done := s.done
-	go func() {
-		s.exit = cmd.Wait()
-		close(done)
-	}()
+	s.launch(env, append([]string{"serve", "--data-dir", s.DataDir}, args...))
 }
 
 func TestConfigCrowdsecConfigServes(t *testing.T) {

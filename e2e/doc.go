@@ -10,6 +10,10 @@
 //
 // Set HALAPI_BIN to a prebuilt binary to skip the build step.
 //
+// Processes, ports, the /health wait and admin commands come from the root
+// module's internal/testharness (required through `replace => ../`), which
+// the benchmarks (cmd/halapi-bench, cmd/halapi-agent-bench) use too.
+//
 // The cluster tests (cluster_*_test.go) run several nodes on 127.0.0.<B+i>
 // (cluster and gossip ports; client API on 127.0.0.1), crash, stop,
 // partition (fault proxies in front of the cluster ports) and restart them

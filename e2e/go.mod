@@ -145,4 +145,6 @@ require (
 	modernc.org/sqlite v1.46.2 // indirect
 )
 
+// The harness of processes and ports (internal/testharness) is the root
+// module's: the e2e suite and the benchmarks share it.
 replace github.com/halapi/halapi => ../

@@ -123,7 +123,7 @@ func listedMachines(t testing.TB, s *Server) map[string]map[string]any {
 func TestAnonJunkAPIKeysLeaveRSSFlat(t *testing.T) {
 	s := StartServer(t)
 	addBouncer(t, s, "fw", "e2e-anon-bouncer-key-0123456789")
-	pid := s.cmd.Process.Pid
+	pid := s.Pid()
 	c := anonClient("127.0.0.1")
 	url := s.URL + "v1/decisions?ip=1.2.3.4"
 

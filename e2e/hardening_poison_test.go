@@ -114,13 +114,7 @@ func TestPoisonEntryRefused(t *testing.T) {
 
 	// A whole-cluster restart replays the log: no node dies on it.
 	stopNodes(c.Nodes...)
-	for _, nd := range c.Nodes {
-		nd.Launch()
-	}
-	for _, nd := range c.Nodes {
-		nd.waitHealthy()
-		nd.setUp(true)
-	}
+	startNodes(c.Nodes...)
 	c.WaitStable(clusterFormTimeout, c.Nodes...)
 	for _, nd := range c.Nodes {
 		if code := bouncerStatus(t, nd, key); code != http.StatusOK {

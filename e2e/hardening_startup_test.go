@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // refusedServeTimeout bounds a `serve` that must refuse to start.
@@ -31,7 +33,7 @@ func refusedServe(t *testing.T, want string, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), refusedServeTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, halapiBin, append([]string{"serve"}, args...)...)
-	setProcAttr(cmd)
+	testharness.SetProcAttr(cmd)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()

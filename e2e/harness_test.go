@@ -1,24 +1,19 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +22,8 @@ import (
 
 	"github.com/crowdsecurity/crowdsec/pkg/apiclient"
 	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 const (
@@ -43,7 +40,7 @@ const (
 	// stopTimeout bounds the wait for the process to exit after a signal.
 	stopTimeout = 10 * time.Second
 	// pollInterval is the period of every condition poll.
-	pollInterval = 50 * time.Millisecond
+	pollInterval = testharness.PollInterval
 
 	// watcherUA is the User-Agent the crowdsec agent and cscli send.
 	watcherUA = "crowdsec/v1.7.6-test-linux"
@@ -82,7 +79,12 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 
-	bin, err := buildHalapi(dir)
+	root, err := testharness.RepoRoot("..")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 2
+	}
+	bin, err := testharness.BuildHalapi(context.Background(), root, dir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 2
@@ -90,34 +92,6 @@ func runMain(m *testing.M) int {
 	halapiBin = bin
 
 	return m.Run()
-}
-
-// buildHalapi builds ./cmd/halapi of the root module (the parent of this
-// module) into dir.
-func buildHalapi(dir string) (string, error) {
-	root, err := filepath.Abs("..")
-	if err != nil {
-		return "", err
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("root module not found at %s: %w", root, err)
-	}
-
-	bin := filepath.Join(dir, "halapi")
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/halapi")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build ./cmd/halapi in %s: %w\n%s", root, err, out)
-	}
-
-	return bin, nil
 }
 
 // Server is one halapi process on a loopback port with its own data dir.
@@ -136,10 +110,7 @@ type Server struct {
 	TLS     func() (*tls.Config, error)
 	logPath string
 
-	starts int
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when the process has exited
-	exit   error         // cmd.Wait result, valid once done is closed
+	proc *testharness.Process
 }
 
 // ServerOption tunes a server before its first start.
@@ -181,6 +152,7 @@ func NewServer(t testing.TB, opts ...ServerOption) *Server {
 		DataDir: filepath.Join(base, "data"),
 		logPath: filepath.Join(base, "halapi.log"),
 	}
+	s.proc = &testharness.Process{LogPath: s.logPath}
 	if err := os.MkdirAll(s.DataDir, 0o700); err != nil {
 		t.Fatalf("mkdir data dir: %v", err)
 	}
@@ -203,60 +175,20 @@ func NewServer(t testing.TB, opts ...ServerOption) *Server {
 	return s
 }
 
-// handedOut remembers every port given to a test in this process: a port
-// is released before the server binds it, so the kernel may offer it again
-// to the next lookup (a gossip port equal to an API port, seen in CI).
-var handedOut sync.Map
-
-// claimPort reports whether port was not handed out before, and claims it.
-func claimPort(port int) bool {
-	_, taken := handedOut.LoadOrStore(port, true)
-	return !taken
-}
-
 func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePortOn(t, "127.0.0.1", false)))
 }
 
-// portRange is where test ports come from: below the kernel's ephemeral
-// range, which outgoing connections use (a port the kernel hands out for
-// :0 may be taken by a client's connection before the server binds it:
-// `bind: address already in use`, seen in CI). The walk starts at a random
-// point so that two test processes try different sequences; the bench's
-// allocator (cmd/halapi-bench/ports.go) works the same way.
-var portRange = sync.OnceValue(func() *portWalk {
-	eph := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				eph = v
-			}
-		}
+// freePortOn returns a port free on host for TCP (and UDP too with udp,
+// for gossip) that no other server of this test binary got.
+func freePortOn(t testing.TB, host string, udp bool) int {
+	t.Helper()
+	port, err := testharness.FreePortOn(host, udp)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if eph < 12000 {
-		return &portWalk{} // ask the kernel
-	}
-	return &portWalk{lo: 10000, hi: eph, next: 10000 + rand.IntN(eph-10000)}
-})
-
-type portWalk struct {
-	mu           sync.Mutex
-	lo, hi, next int
-}
-
-// candidate is the next port to try, 0 when the kernel must pick.
-func (w *portWalk) candidate() int {
-	if w.hi == 0 {
-		return 0
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	p := w.next
-	if w.next++; w.next >= w.hi {
-		w.next = w.lo
-	}
-	return p
+	return port
 }
 
 // Start (re)starts the process on the same data dir and port and waits for
@@ -287,95 +219,27 @@ func (s *Server) Launch() {
 	}
 	args = append(args, s.ExtraArgs...)
 
-	f, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		s.t.Fatalf("open server log: %v", err)
-	}
-	defer f.Close()
+	s.launch(nil, args)
+}
 
-	s.starts++
-	fmt.Fprintf(f, "==== e2e: start #%d at %s: %s %s\n", s.starts, time.Now().Format(time.RFC3339Nano),
-		halapiBin, strings.Join(args, " "))
-
-	cmd := exec.Command(halapiBin, args...)
-	cmd.Stdout = f
-	cmd.Stderr = f
-	setProcAttr(cmd)
-
-	if err := cmd.Start(); err != nil {
+// launch starts halapiBin (read now: a test may swap binaries between
+// starts) with args and env.
+func (s *Server) launch(env, args []string) {
+	s.t.Helper()
+	s.proc.Bin, s.proc.Env = halapiBin, env
+	if err := s.proc.Start(args...); err != nil {
 		s.t.Fatalf("start halapi: %v", err)
 	}
-
-	s.cmd = cmd
-	s.done = make(chan struct{})
-	s.exit = nil
-
-	done := s.done
-	go func() {
-		s.exit = cmd.Wait()
-		close(done)
-	}()
 }
 
-func (s *Server) running() bool {
-	if s.done == nil {
-		return false
-	}
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *Server) running() bool { return s.proc.Running() }
 
 // waitHealthy polls GET /health until it answers 200 {"status":"up"}.
 func (s *Server) waitHealthy() {
 	s.t.Helper()
 
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.NewTimer(healthTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-
-	last := "no answer yet"
-	for {
-		var code int
-		var body []byte
-		var err error
-		if s.TLS != nil {
-			var cfg *tls.Config
-			if cfg, err = s.TLS(); err == nil {
-				tc := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
-				code, body, err = httpGet(tc, s.URL+"health")
-				tc.CloseIdleConnections()
-			}
-		} else {
-			code, body, err = httpGet(client, s.URL+"health")
-		}
-		switch {
-		case err != nil:
-			last = err.Error()
-		case code != http.StatusOK:
-			last = fmt.Sprintf("status %d, body %q", code, body)
-		default:
-			var h struct {
-				Status string `json:"status"`
-			}
-			if err := json.Unmarshal(body, &h); err == nil && h.Status == "up" {
-				return
-			}
-			last = fmt.Sprintf("status 200 but body %q (want {\"status\":\"up\"})", body)
-		}
-
-		select {
-		case <-s.done:
-			s.t.Fatalf("halapi exited before becoming healthy: %v (last /health: %s)", s.exit, last)
-		case <-deadline.C:
-			s.t.Fatalf("halapi not healthy within %s: last /health: %s", healthTimeout, last)
-		case <-tick.C:
-		}
+	if err := testharness.WaitHealthy(context.Background(), s.proc, s.URL+"health", s.TLS, healthTimeout); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
@@ -395,88 +259,34 @@ func httpGet(client *http.Client, u string) (int, []byte, error) {
 func (s *Server) Kill() {
 	s.t.Helper()
 
-	if !s.running() {
-		s.t.Fatalf("Kill: server not running (exit: %v)", s.exit)
-	}
-	s.appendLog("==== e2e: SIGKILL at %s\n", time.Now().Format(time.RFC3339Nano))
-	if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		s.t.Fatalf("SIGKILL: %v", err)
-	}
-	select {
-	case <-s.done:
-	case <-time.After(stopTimeout):
-		s.t.Fatalf("halapi still running %s after SIGKILL", stopTimeout)
+	if err := s.proc.Kill(stopTimeout); err != nil {
+		s.t.Fatalf("Kill: %v", err)
 	}
 }
 
 // Stop asks the process to terminate (SIGTERM), then kills it if it is still
 // there after stopTimeout. Safe to call when it is not running.
 func (s *Server) Stop() {
-	if !s.running() {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return
-	case <-time.After(stopTimeout):
-	}
-	s.appendLog("==== e2e: still running %s after SIGTERM, sending SIGKILL\n", stopTimeout)
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-s.done:
-	case <-time.After(stopTimeout):
-		s.t.Errorf("halapi (pid %d) survived SIGKILL for %s", s.cmd.Process.Pid, stopTimeout)
+	if err := s.proc.Stop(stopTimeout); err != nil {
+		s.t.Errorf("halapi: %v", err)
 	}
 }
 
-func (s *Server) appendLog(format string, args ...any) {
-	f, err := os.OpenFile(s.logPath, os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	fmt.Fprintf(f, format, args...)
-}
+// Signal sends sig to the running process (SIGSTOP, SIGCONT).
+func (s *Server) Signal(sig os.Signal) error { return s.proc.Signal(sig) }
+
+// Pid is the process id of the running server.
+func (s *Server) Pid() int { return s.proc.Pid() }
 
 // dumpLog prints the end of the server's output into the test log.
 func (s *Server) dumpLog() {
-	const maxBytes = 64 << 10
-
-	data, err := os.ReadFile(s.logPath)
-	if err != nil {
-		s.t.Logf("halapi log unavailable: %v", err)
-		return
-	}
-	if len(data) > maxBytes {
-		data = append([]byte("...(truncated)...\n"), data[len(data)-maxBytes:]...)
-	}
-	s.t.Logf("halapi output (%s):\n%s", s.logPath, data)
+	s.t.Logf("halapi output (%s):\n%s", s.logPath, s.proc.LogTail(64<<10))
 }
 
 // CLI runs an admin command against this server's data dir and returns its
 // standard output; the error includes standard error.
 func (s *Server) CLI(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
-	defer cancel()
-
-	full := append(append([]string{}, args...), "--data-dir", s.DataDir)
-	cmd := exec.CommandContext(ctx, halapiBin, full...)
-
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("timed out after %s: %w", cliTimeout, ctx.Err())
-	}
-	if err != nil {
-		return stdout.String(), fmt.Errorf("halapi %s: %w\nstdout: %s\nstderr: %s",
-			strings.Join(full, " "), err, stdout.String(), stderr.String())
-	}
-
-	return stdout.String(), nil
+	return testharness.CLI(context.Background(), cliTimeout, halapiBin, s.DataDir, args...)
 }
 
 // MustCLI is CLI that fails the test on error.
@@ -599,21 +409,8 @@ func statusOf(resp *apiclient.Response) int {
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-
-	for {
-		ok, last := cond()
-		if ok {
-			return
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("%s: not true within %s; last: %s", what, timeout, last)
-		case <-tick.C:
-		}
+	if err := testharness.Poll(context.Background(), timeout, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

@@ -26,6 +26,8 @@ import (
 	"github.com/crowdsecurity/crowdsec/pkg/apiclient"
 	"github.com/crowdsecurity/crowdsec/pkg/models"
 	csbouncer "github.com/crowdsecurity/go-cs-bouncer"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // Secure-cluster harness: halapi nodes with the built-in PKI (HTTPS API
@@ -210,7 +212,7 @@ func runUntilExit(timeout time.Duration, args ...string) (out string, timedOut b
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, halapiBin, args...)
-	setProcAttr(cmd)
+	testharness.SetProcAttr(cmd)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err = cmd.Run()

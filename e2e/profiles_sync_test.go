@@ -242,7 +242,7 @@ func TestProfilesSyncLocalFileFlaggedAndReloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := n3.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := n3.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, convergeTimeout, "n3 reloads its file on SIGHUP", func() (bool, string) {
@@ -257,7 +257,7 @@ func TestProfilesSyncLocalFileFlaggedAndReloaded(t *testing.T) {
 
 	// a broken file on SIGHUP changes nothing (and the node keeps serving)
 	writeTestFile(t, dir, "profiles.yaml", "filters: [\n")
-	if err := n3.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := n3.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, convergeTimeout, "n3 logs the refused reload", func() (bool, string) {

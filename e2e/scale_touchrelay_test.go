@@ -1,50 +1,25 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // scrapeSum sums the samples of a metric whose labels contain match from
 // a node's --metrics-listen /metrics.
 func scrapeSum(t testing.TB, nd *ClusterNode, name, match string) float64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+nd.MetricsAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	sum, err := testharness.ScrapeSum(context.Background(), "http://"+nd.MetricsAddr+"/metrics", name, match)
 	if err != nil {
 		t.Fatalf("%s /metrics: %v", nd.ID, err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) || !strings.Contains(line, match) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			t.Fatalf("%s /metrics: %q", nd.ID, line)
-		}
-		sum += v
 	}
 	return sum
 }

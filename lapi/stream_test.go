@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 func gunzipString(t *testing.T, b []byte) string {
@@ -86,13 +87,7 @@ func wholeBody(e *env, f *fsm.DecisionFilter) string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, what, cond)
 }
 
 // get runs one request on the handler with its own context.

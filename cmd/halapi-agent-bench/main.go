@@ -14,15 +14,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 func main() {
@@ -38,57 +37,21 @@ func main() {
 	}
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-type proc struct{ cmd *exec.Cmd }
-
-func start(bin string, log string, args ...string) (*proc, error) {
-	f, err := os.Create(log)
-	if err != nil {
+// start runs `bin ARGS` with its output in log (internal/testharness: the
+// process dies with this one) and waits for GET healthURL.
+func start(bin, log, healthURL string, args ...string) (*testharness.Process, error) {
+	p := &testharness.Process{Bin: bin, LogPath: log}
+	if err := p.Start(args...); err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, err
+	if err := testharness.WaitHealthy(context.Background(), p, healthURL, nil, 30*time.Second); err != nil {
+		_ = p.Stop(stopTimeout)
+		return nil, fmt.Errorf("%s: %w\n%s", log, err, p.LogTail(4<<10))
 	}
-	return &proc{cmd}, nil
+	return p, nil
 }
 
-func (p *proc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func waitOK(u string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
-		if resp, err := c.Get(u); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not ready after %v", u, timeout)
-}
+const stopTimeout = 10 * time.Second
 
 func run(bin string, rounds int, dur time.Duration, conc, decisions int) error {
 	dir, err := os.MkdirTemp("", "halapi-agent-bench")
@@ -96,30 +59,25 @@ func run(bin string, rounds int, dur time.Duration, conc, decisions int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	api, err := freeAddr()
+	api, err := testharness.FreeAddr()
 	if err != nil {
 		return err
 	}
-	metrics, _ := freeAddr()
+	metrics, err := testharness.FreeAddr()
+	if err != nil {
+		return err
+	}
 	data := filepath.Join(dir, "data")
-	node, err := start(bin, filepath.Join(dir, "node.log"), "serve", "--data-dir", data, "--listen", api, "--plain-http",
+	node, err := start(bin, filepath.Join(dir, "node.log"), "http://"+api+"/health", "serve", "--data-dir", data, "--listen", api, "--plain-http",
 		"--metrics-listen", metrics)
 	if err != nil {
 		return err
 	}
-	defer node.stop()
-	if err := waitOK("http://"+api+"/health", 30*time.Second); err != nil {
-		return err
-	}
+	defer func() { _ = node.Stop(stopTimeout) }()
 	const key = "agent-bench-bouncer-key-0123456789abcdef"
 	cli := func(args ...string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, bin, append(args, "--data-dir", data)...).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("halapi %v: %v: %s", args, err, out)
-		}
-		return nil
+		_, err := testharness.CLI(context.Background(), time.Minute, bin, data, args...)
+		return err
 	}
 	if err := cli("bouncers", "add", "bench", "--key", key); err != nil {
 		return err
@@ -131,17 +89,20 @@ func run(bin string, rounds int, dur time.Duration, conc, decisions int) error {
 		}
 	}
 
-	listen, _ := freeAddr()
-	amet, _ := freeAddr()
-	ag, err := start(bin, filepath.Join(dir, "agent.log"), "agent", "run", "--listen", listen, "--server", "http://"+api+"/",
+	listen, err := testharness.FreeAddr()
+	if err != nil {
+		return err
+	}
+	amet, err := testharness.FreeAddr()
+	if err != nil {
+		return err
+	}
+	ag, err := start(bin, filepath.Join(dir, "agent.log"), "http://"+listen+"/health", "agent", "run", "--listen", listen, "--server", "http://"+api+"/",
 		"--metrics-listen", amet, "--log-level", "warn")
 	if err != nil {
 		return err
 	}
-	defer ag.stop()
-	if err := waitOK("http://"+listen+"/health", 30*time.Second); err != nil {
-		return err
-	}
+	defer func() { _ = ag.Stop(stopTimeout) }()
 
 	type result struct {
 		rps      float64

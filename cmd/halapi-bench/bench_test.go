@@ -5,36 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
-// repoRoot is the directory of the root module's go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err == nil {
-		if mod := strings.TrimSpace(string(out)); mod != "" && mod != os.DevNull {
-			return filepath.Dir(mod)
-		}
-	}
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("root module not found: %v", err)
-	}
-	return root
-}
-
 // TestQuickBenchmark builds halapi and runs the whole benchmark (every
-// phase, 3-node clusters and the scale phase included) in -quick mode with 1 s runs: every
-// metric must come out with a non-zero figure.
+// phase, 3-node clusters and the scale phase included) in -quick mode with
+// 1 s runs: every metric must come out with a non-zero figure.
 func TestQuickBenchmark(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real servers and clusters and loads them for ~50 s")
@@ -43,19 +25,23 @@ func TestQuickBenchmark(t *testing.T) {
 		t.Skip("reads memory and CPU figures from /proc")
 	}
 
-	bin := filepath.Join(t.TempDir(), "halapi")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/halapi")
-	build.Dir = repoRoot(t)
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/halapi: %v\n%s", err, out)
+	root, err := testharness.RepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := testharness.BuildHalapi(context.Background(), root, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
 	var stdout, stderr bytes.Buffer
-	code := realMain([]string{"-bin", bin, "-quick", "-duration", "1s", "-json", jsonPath}, &stdout, &stderr)
+	// -quick, made cheaper where a figure does not need the size to come
+	// out: no idle pauses (RSS is read right after loading), 20,000
+	// decisions for the memory phase, 3 stream fetches, 10 lag writes.
+	args := []string{"-bin", bin, "-quick", "-duration", "1s", "-json", jsonPath,
+		"-idle", "0", "-settle", "0", "-memory-decisions", "20000", "-stream-runs", "3", "-lag-writes", "10"}
+	code := realMain(args, &stdout, &stderr)
 	t.Logf("report:\n%s", stdout.String())
 	if code != 0 {
 		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
@@ -207,39 +193,6 @@ func TestThousands(t *testing.T) {
 		if got := thousands(v); got != want {
 			t.Errorf("thousands(%v) = %q, want %q", v, got, want)
 		}
-	}
-}
-
-// TestPortsNeverRepeat: the allocator hands out distinct ports, each one
-// bindable at the time (for UDP too when asked), even when the kernel
-// would give back a port just released.
-func TestPortsNeverRepeat(t *testing.T) {
-	seen := map[string]bool{}
-	for i := range 300 {
-		addr, err := ports.addr(i%3 == 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seen[addr] {
-			t.Fatalf("port %s handed out twice", addr)
-		}
-		seen[addr] = true
-		if !free(addr, i%3 == 0) {
-			t.Fatalf("port %s handed out but not free", addr)
-		}
-	}
-	// The kernel fallback (port 0) must not repeat either.
-	k := &portAllocator{given: map[int]bool{}}
-	kseen := map[string]bool{}
-	for range 100 {
-		addr, err := k.addr(false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if kseen[addr] {
-			t.Fatalf("kernel fallback: port %s handed out twice", addr)
-		}
-		kseen[addr] = true
 	}
 }
 

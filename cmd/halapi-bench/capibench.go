@@ -236,88 +236,33 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 		return res, err
 	}
 	fol := followers[0]
-	agentPW := randomHex(16)
-	agent := "capi-agent-" + randomHex(4)
+	agent, agentPW := "capi-agent-"+randomHex(4), randomHex(16)
 	if _, err := leader.cliWrite(ctx, "machines", "add", agent, "--password", agentPW); err != nil {
 		return res, err
 	}
 	if got := fake.Count(capitest.Stream); got != 0 {
 		return res, fmt.Errorf("the leader pulled before any machine had scenarios (%d stream calls)", got)
 	}
-
-	// The bouncer load on the follower and the pollers run from before the
-	// pull until the follower has the whole list.
 	paths := queryPathList(capiNet, n)
-	last := ipString(benchIP(capiNet, n-1))
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := make(chan struct{})
-	var samples []pacedSample
-	loadDone := make(chan struct{})
-	go func() {
-		defer close(loadDone)
-		samples = pacedLoad(pctx, fol, key, paths, capiQueryConns, capiQueryRate, stop)
-	}()
-	var leaderSeen time.Time
-	var leaderErr error
-	leaderDone := make(chan struct{})
-	go func() {
-		defer close(leaderDone)
-		leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, capiPullTimeout+time.Duration(n)*capiPullPerDecision)
-	}()
-	sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
-	timeout := capiPullTimeout + time.Duration(n)*capiPullPerDecision
-
-	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
-	cpu0, tLogin := sampleCPU(0, c.pids()...), time.Now()
-	if _, err := leader.login(ctx, agent, agentPW, []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"}); err != nil {
-		return res, err // the deferred cancel stops the load and the poller
-	}
-	seen, err := waitVisible(pctx, fol, key, last, timeout)
-	if err != nil {
-		return res, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
-	}
-	other := otherCores(cpu0, sampleCPU(0, c.pids()...), time.Since(tLogin))
-	close(stop)
-	<-loadDone
-	<-leaderDone
-	if leaderErr != nil {
-		return res, leaderErr
-	}
-	streams := fake.Requests(capitest.Stream)
-	if len(streams) == 0 {
-		return res, fmt.Errorf("the follower has the list but the fake CAPI saw no stream call:\n%s", fake.String())
-	}
-	pullStart := streams[0].Time
-	for _, r := range streams {
-		if r.Time.Before(pullStart) {
-			pullStart = r.Time
-		}
-	}
-	var download time.Time
-	if dl := fake.Requests(capitest.Blocklist); len(dl) > 0 {
-		download = dl[0].Time
-	}
-	res.pull = seen.Sub(pullStart)
-	during, duringErrs := window(samples, pullStart, seen)
-	b.progress("capi: stream call %s after the login; list on the leader after %s, on the follower after %s",
-		pullStart.Sub(tLogin).Round(time.Millisecond), leaderSeen.Sub(pullStart).Round(time.Millisecond), res.pull.Round(time.Millisecond))
-
-	// Every decision is on the follower.
-	client := fol.client(1, 120*time.Second)
-	got, err := countStream(ctx, client, fol.url, key, fmt.Appendf(nil, `"value":"%d.`, capiNet))
-	client.CloseIdleConnections()
+	pull, err := b.pullUnderLoad(ctx, c, fake, fol, key, paths, func() error {
+		_, err := leader.login(ctx, agent, agentPW, []string{"crowdsecurity/ssh-bf", "crowdsecurity/http-probing"})
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
-	if got != n {
-		return res, fmt.Errorf("the follower's startup stream holds %d decisions of the blocklist, want %d", got, n)
+	res.pull = pull.seen.Sub(pull.start)
+	during, duringErrs := window(pull.samples, pull.start, pull.seen)
+	b.progress("capi: stream call %s after the login; list on the leader after %s, on the follower after %s",
+		pull.start.Sub(pull.login).Round(time.Millisecond), pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), res.pull.Round(time.Millisecond))
+	if err := followerHolds(ctx, fol, key, n); err != nil {
+		return res, err
 	}
 
 	// The same load when nothing is applied.
 	sleepUntil(ctx, time.Now().Add(time.Second))
 	idleFrom := time.Now()
-	stop = make(chan struct{})
+	stop := make(chan struct{})
 	time.AfterFunc(b.cfg.Duration, func() { close(stop) })
 	idleSamples := pacedLoad(ctx, fol, key, paths, capiQueryConns, capiQueryRate, stop)
 	if err := ctx.Err(); err != nil {
@@ -327,18 +272,101 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	res.during, res.idle = statsOf(during), statsOf(idle)
 	res.errs = duringErrs + idleErrs
 
-	nd := thousands(float64(n))
 	dl := "no blocklist download recorded"
-	if !download.IsZero() {
-		dl = fmt.Sprintf("blocklist download at +%s", download.Sub(pullStart).Round(time.Millisecond))
+	if !pull.download.IsZero() {
+		dl = fmt.Sprintf("blocklist download at +%s", pull.download.Sub(pull.start).Round(time.Millisecond))
 	}
 	res.notes = append(res.notes,
 		fmt.Sprintf("%s: the leader's first stream call came %s after the agent's login (the pull waits for a machine with scenarios); %s; "+
 			"last decision of the list answered by the leader at +%s, by follower %s at +%s (polled every %s); %s decisions in the follower's startup stream; "+
 			"other processes used %.2f cores meanwhile",
-			c.name, pullStart.Sub(tLogin).Round(time.Millisecond), dl, leaderSeen.Sub(pullStart).Round(time.Millisecond), fol.name,
-			res.pull.Round(time.Millisecond), capiPollEvery, nd, other),
+			c.name, pull.start.Sub(pull.login).Round(time.Millisecond), dl, pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), fol.name,
+			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other),
 		fmt.Sprintf("%s: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
 			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle))
 	return res, nil
+}
+
+// pullRun is one blocklist pull watched from a follower under load.
+type pullRun struct {
+	samples          []pacedSample // the follower's load, from before the pull to seen
+	login, start     time.Time     // the agent's login; the leader's first stream call
+	download         time.Time     // the blocklist download (zero: none recorded)
+	leaderSeen, seen time.Time     // the list's last decision answered by the leader, by the follower
+	other            float64       // cores other processes used meanwhile
+}
+
+// pullUnderLoad runs the paced bouncer load on fol and a watcher of the
+// leader, unlocks the pull (login), and waits until fol answers the
+// blocklist's last decision.
+func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, fol *server, key string, paths []string, login func() error) (pullRun, error) {
+	var run pullRun
+	n := fake.n
+	leader, _, err := c.roles(ctx)
+	if err != nil {
+		return run, err
+	}
+	last := ipString(benchIP(capiNet, n-1))
+	timeout := capiPullTimeout + time.Duration(n)*capiPullPerDecision
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel() // on error: stops the load and the watcher
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		run.samples = pacedLoad(pctx, fol, key, paths, capiQueryConns, capiQueryRate, stop)
+	}()
+	var leaderErr error
+	leaderDone := make(chan struct{})
+	go func() {
+		defer close(leaderDone)
+		run.leaderSeen, leaderErr = waitVisible(pctx, leader, key, last, timeout)
+	}()
+	sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
+
+	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
+	cpu0 := sampleCPU(0, c.pids()...)
+	run.login = time.Now()
+	if err := login(); err != nil {
+		return run, err
+	}
+	if run.seen, err = waitVisible(pctx, fol, key, last, timeout); err != nil {
+		return run, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
+	}
+	run.other = otherCores(cpu0, sampleCPU(0, c.pids()...), time.Since(run.login))
+	close(stop)
+	<-loadDone
+	<-leaderDone
+	if leaderErr != nil {
+		return run, leaderErr
+	}
+	streams := fake.Requests(capitest.Stream)
+	if len(streams) == 0 {
+		return run, fmt.Errorf("the follower has the list but the fake CAPI saw no stream call:\n%s", fake.String())
+	}
+	run.start = streams[0].Time
+	for _, r := range streams {
+		if r.Time.Before(run.start) {
+			run.start = r.Time
+		}
+	}
+	if dl := fake.Requests(capitest.Blocklist); len(dl) > 0 {
+		run.download = dl[0].Time
+	}
+	return run, nil
+}
+
+// followerHolds checks that fol's startup stream holds the n decisions of
+// the blocklist.
+func followerHolds(ctx context.Context, fol *server, key string, n int) error {
+	client := fol.client(1, 120*time.Second)
+	defer client.CloseIdleConnections()
+	got, err := countStream(ctx, client, fol.url, key, fmt.Appendf(nil, `"value":"%d.`, capiNet))
+	if err != nil {
+		return err
+	}
+	if got != n {
+		return fmt.Errorf("the follower's startup stream holds %d decisions of the blocklist, want %d", got, n)
+	}
+	return nil
 }

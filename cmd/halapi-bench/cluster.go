@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 const (
@@ -62,15 +63,15 @@ func (b *bench) startCluster(ctx context.Context, name string, extra ...string) 
 // one's gossip address; it does not wait for it.
 func (c *cluster) spawnNode() error {
 	b := c.b
-	api, err := freeLoopbackAddr()
+	api, err := testharness.FreeAddr()
 	if err != nil {
 		return err
 	}
-	raftAddr, err := freeLoopbackAddr()
+	raftAddr, err := testharness.FreeAddr()
 	if err != nil {
 		return err
 	}
-	gossip, err := freeGossipAddr()
+	gossip, err := testharness.FreeGossipAddr()
 	if err != nil {
 		return err
 	}
@@ -78,31 +79,22 @@ func (c *cluster) spawnNode() error {
 		c.join = gossip
 	}
 	id := fmt.Sprintf("n%d", len(c.nodes)+1)
-	dir := filepath.Join(b.tmp, c.name+"-"+id)
-	s := &server{name: c.name + "/" + id, bin: b.kind.bin, dir: dir, dataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "halapi.log"), addr: api, url: "http://" + api}
-	s.metricsURL = s.url
-	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
+	s, err := newServer(b.kind.bin, filepath.Join(b.tmp, c.name+"-"+id), c.name+"/"+id, api)
+	if err != nil {
 		return err
 	}
 	args := []string{"serve", "--node-id", id, "--data-dir", s.dataDir, "--listen", s.addr, "--plain-http",
 		"--cluster-listen", raftAddr, "--gossip-listen", gossip, "--join", c.join,
 		"--bootstrap-expect", strconv.Itoa(clusterSize), "--insecure-cluster", "--log-level", "warn"}
 	if b.kind.metricsFlag {
-		maddr, err := freeLoopbackAddr()
-		if err != nil {
+		if args, err = s.withMetrics(args); err != nil {
 			return err
 		}
-		args = append(args, "--metrics-listen", maddr)
-		s.metricsURL = "http://" + maddr
 	}
-	args = append(args, c.extra...)
-	if err := s.spawn(args); err != nil {
+	if err := s.proc.Start(append(args, c.extra...)...); err != nil {
 		return err
 	}
-	b.mu.Lock()
-	b.servers = append(b.servers, s)
-	b.mu.Unlock()
+	b.track(s)
 	c.nodes = append(c.nodes, s)
 	return nil
 }
@@ -258,21 +250,16 @@ func (c *cluster) roles(ctx context.Context) (leader *server, followers []*serve
 
 // kill SIGKILLs a node and waits for the process to be gone.
 func (c *cluster) kill(s *server) error {
-	if err := s.cmd.Process.Kill(); err != nil {
-		return err
+	if err := s.proc.Kill(stopTimeout); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
 	}
-	select {
-	case <-s.done:
-		return nil
-	case <-time.After(stopTimeout):
-		return fmt.Errorf("%s still running %s after SIGKILL", s.name, stopTimeout)
-	}
+	return nil
 }
 
 // restart starts a stopped node again with the same command line and waits
 // until the cluster is whole again.
 func (c *cluster) restart(ctx context.Context, s *server) error {
-	if err := s.spawn(s.args); err != nil {
+	if err := s.proc.Restart(); err != nil {
 		return err
 	}
 	if err := s.waitHealthy(ctx); err != nil {

@@ -106,57 +106,13 @@ func (b *bench) clusterFailover(ctx context.Context, c *cluster, token string, s
 		if err != nil {
 			return err
 		}
-		via := followers[r%len(followers)]
-		client := via.client(1, 10*time.Second)
-		// The connection to the survivor is open before the kill.
-		if err := postAlerts(ctx, client, via.url, token, oneAlert(benchIP(clusterNet, *seq)), http.StatusCreated); err != nil {
-			client.CloseIdleConnections()
-			return fmt.Errorf("write through %s before the kill: %w", via.name, err)
-		}
-		*seq++
-		body := oneAlert(benchIP(clusterNet, *seq))
-		*seq++
-
-		survivors := c.peersOf(leader)
-		cpu0 := sampleCPU(0, survivors...)
-		t0 := time.Now()
-		if err := c.kill(leader); err != nil {
-			client.CloseIdleConnections()
+		d, desc, err := failover(ctx, c, leader, followers[r%len(followers)], token, seq)
+		if err != nil {
 			return err
 		}
-		attempts, firstErr := 0, ""
-		for {
-			attempts++
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := postAlerts(actx, client, via.url, token, body, http.StatusCreated)
-			cancel()
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				client.CloseIdleConnections()
-				return ctx.Err()
-			}
-			if firstErr == "" {
-				firstErr = err.Error()
-			}
-			if time.Since(t0) > failoverTimeout {
-				client.CloseIdleConnections()
-				return fmt.Errorf("no write acknowledged by %s within %s of killing %s (%d attempts, first error: %s)",
-					via.name, failoverTimeout, leader.name, attempts, firstErr)
-			}
-			sleepUntil(ctx, time.Now().Add(failoverRetry))
-		}
-		d := time.Since(t0)
-		other := otherCores(cpu0, sampleCPU(0, survivors...), d)
-		client.CloseIdleConnections()
 		times = append(times, d.Seconds())
-		desc := fmt.Sprintf("%s killed, write through %s after %s (%d attempt(s), other processes %.2f cores", leader.name, via.name, d.Round(time.Millisecond), attempts, other)
-		if firstErr != "" {
-			desc += "; first error: " + firstErr
-		}
-		per = append(per, desc+")")
-		b.progress("cluster: failover %d/%d: %s", r+1, b.cfg.Failovers, desc+")")
+		per = append(per, desc)
+		b.progress("cluster: failover %d/%d: %s", r+1, b.cfg.Failovers, desc)
 
 		t1 := time.Now()
 		if err := c.restart(ctx, leader); err != nil {
@@ -170,6 +126,56 @@ func (b *bench) clusterFailover(ctx context.Context, c *cluster, token string, s
 	m.judge(med < 2)
 	b.rep.Notes = append(b.rep.Notes, "cluster failover (SIGKILL of the leader, writes retried every 10 ms through a surviving follower): "+strings.Join(per, "; "))
 	return nil
+}
+
+// failover SIGKILLs leader and retries one write through via (on a
+// connection opened before the kill) until it is acknowledged: the time
+// from the kill, and a description of the round.
+func failover(ctx context.Context, c *cluster, leader, via *server, token string, seq *int) (time.Duration, string, error) {
+	client := via.client(1, 10*time.Second)
+	defer client.CloseIdleConnections()
+	// The connection to the survivor is open before the kill.
+	if err := postAlerts(ctx, client, via.url, token, oneAlert(benchIP(clusterNet, *seq)), http.StatusCreated); err != nil {
+		return 0, "", fmt.Errorf("write through %s before the kill: %w", via.name, err)
+	}
+	*seq++
+	body := oneAlert(benchIP(clusterNet, *seq))
+	*seq++
+
+	survivors := c.peersOf(leader)
+	cpu0 := sampleCPU(0, survivors...)
+	t0 := time.Now()
+	if err := c.kill(leader); err != nil {
+		return 0, "", err
+	}
+	attempts, firstErr := 0, ""
+	for {
+		attempts++
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := postAlerts(actx, client, via.url, token, body, http.StatusCreated)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return 0, "", ctx.Err()
+		}
+		if firstErr == "" {
+			firstErr = err.Error()
+		}
+		if time.Since(t0) > failoverTimeout {
+			return 0, "", fmt.Errorf("no write acknowledged by %s within %s of killing %s (%d attempts, first error: %s)",
+				via.name, failoverTimeout, leader.name, attempts, firstErr)
+		}
+		sleepUntil(ctx, time.Now().Add(failoverRetry))
+	}
+	d := time.Since(t0)
+	other := otherCores(cpu0, sampleCPU(0, survivors...), d)
+	desc := fmt.Sprintf("%s killed, write through %s after %s (%d attempt(s), other processes %.2f cores", leader.name, via.name, d.Round(time.Millisecond), attempts, other)
+	if firstErr != "" {
+		desc += "; first error: " + firstErr
+	}
+	return d, desc + ")", nil
 }
 
 // clusterLag writes one alert at a time, alternately through the leader

@@ -109,9 +109,38 @@ func main() {
 // realMain parses args, runs the benchmark, prints the report on stdout
 // (progress goes to stderr) and returns the exit status.
 func realMain(args []string, stdout, stderr io.Writer) int {
+	cfg, code := parseConfig(args, stderr)
+	if code >= 0 {
+		return code
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rep, err := run(ctx, cfg, stderr)
+	if rep != nil {
+		rep.print(stdout)
+		if cfg.JSONPath != "" {
+			if werr := rep.writeJSON(cfg.JSONPath); werr != nil {
+				fmt.Fprintf(stderr, "halapi-bench: write %s: %v\n", cfg.JSONPath, werr)
+				if err == nil {
+					err = werr
+				}
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// parseConfig parses the command line; code is the exit status when the
+// run must stop here (help, bad flags), -1 otherwise.
+func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs := flag.NewFlagSet("halapi-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg config
 	fs.StringVar(&cfg.Bin, "bin", "", "path of the halapi binary to measure (required)")
 	fs.DurationVar(&cfg.Duration, "duration", 5*time.Second, "length of each measured load run (-quick: 2s)")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smaller run for smoke tests: 10,000 decisions, 100,000 for memory, 10,000 for capi, 2s runs, 1 run per load phase, 1 failover, 40 lag writes")
@@ -146,13 +175,13 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return cfg, 0
 		}
-		return 2
+		return cfg, 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "halapi-bench: unexpected arguments %q\n", fs.Args())
-		return 2
+		return cfg, 2
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -191,39 +220,19 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		}
 		if !slices.Contains(allPhases, p) {
 			fmt.Fprintf(stderr, "halapi-bench: unknown phase %q (want %s)\n", p, strings.Join(allPhases, ", "))
-			return 2
+			return cfg, 2
 		}
 		cfg.Phases[p] = true
 	}
 	if len(cfg.Phases) == 0 {
 		fmt.Fprintln(stderr, "halapi-bench: -phases selects nothing")
-		return 2
+		return cfg, 2
 	}
 	if err := cfg.check(); err != nil {
 		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)
-		return 2
+		return cfg, 2
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	rep, err := run(ctx, cfg, stderr)
-	if rep != nil {
-		rep.print(stdout)
-		if cfg.JSONPath != "" {
-			if werr := rep.writeJSON(cfg.JSONPath); werr != nil {
-				fmt.Fprintf(stderr, "halapi-bench: write %s: %v\n", cfg.JSONPath, werr)
-				if err == nil {
-					err = werr
-				}
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "halapi-bench: %v\n", err)
-		return 1
-	}
-	return 0
+	return cfg, -1
 }
 
 func (c *config) check() error {

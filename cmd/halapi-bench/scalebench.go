@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,10 +12,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 // Phase scale: the figures of the "Scale" issue, each beside its target.
@@ -94,6 +94,26 @@ func (b *bench) scaleStorm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := b.firstStorm(ctx, s, keys); err != nil {
+		return err
+	}
+	// Up to a million: idle RSS, the startup stream, RSS after a storm.
+	b.progress("scale: loading up to %s decisions", thousands(float64(cfg.ScaleDecisions)))
+	if _, err := loadRange(ctx, s, token, cfg.StormDecisions, cfg.ScaleDecisions); err != nil {
+		return err
+	}
+	if err := b.scaleIdleRSS(ctx, s); err != nil {
+		return err
+	}
+	if err := b.scaleStream(ctx, s, keys[0]); err != nil {
+		return err
+	}
+	return b.settledStorm(ctx, s, keys)
+}
+
+// firstStorm: cfg.StormBouncers startups at once on cfg.StormDecisions.
+func (b *bench) firstStorm(ctx context.Context, s *server, keys []string) error {
+	cfg := b.cfg
 	st, err := b.storm(ctx, s, keys[:cfg.StormBouncers], cfg.StormDecisions)
 	if err != nil {
 		return err
@@ -107,13 +127,13 @@ func (b *bench) scaleStorm(ctx context.Context) error {
 	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale storm: %d startups of %s decisions (%.1f MB each): first complete after %s, median %s, all after %s; RSS before %.0f MiB, peak %.0f MiB, right after %.0f MiB",
 		cfg.StormBouncers, thousands(float64(cfg.StormDecisions)), float64(st.size)/1e6, st.first.Round(time.Millisecond), st.median.Round(time.Millisecond),
 		st.all.Round(time.Millisecond), mib(st.before), mib(st.peak), mib(st.after)))
+	return nil
+}
 
-	// Up to a million: idle RSS, the startup stream, RSS after a storm.
+// scaleIdleRSS is the RSS holding cfg.ScaleDecisions, after cfg.Idle.
+func (b *bench) scaleIdleRSS(ctx context.Context, s *server) error {
+	cfg := b.cfg
 	n := cfg.ScaleDecisions
-	b.progress("scale: loading up to %s decisions", thousands(float64(n)))
-	if _, err := loadRange(ctx, s, token, cfg.StormDecisions, n); err != nil {
-		return err
-	}
 	sleepUntil(ctx, time.Now().Add(cfg.Idle))
 	idle, err := readMem(s.pid())
 	if err != nil {
@@ -125,12 +145,19 @@ func (b *bench) scaleStorm(ctx context.Context) error {
 		Target: "< 400 MiB (main before: 828 MiB)"})
 	im.judge(idle.RSS < 400<<20)
 	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale: %s decisions, idle %s: %s", nd, cfg.Idle, describeMem(idle, g, gerr)))
+	return nil
+}
 
+// scaleStream times the startup stream of cfg.ScaleDecisions.
+func (b *bench) scaleStream(ctx context.Context, s *server, key string) error {
+	cfg := b.cfg
+	n := cfg.ScaleDecisions
+	nd := thousands(float64(n))
 	client := s.client(1, 2*time.Minute)
 	var durs []time.Duration
 	var size int64
 	for i := range min(cfg.StreamRuns, 5) {
-		r, err := getStream(ctx, client, s.url, keys[0], true, []byte(`"value":"`))
+		r, err := getStream(ctx, client, s.url, key, true, []byte(`"value":"`))
 		if err != nil {
 			return err
 		}
@@ -145,7 +172,15 @@ func (b *bench) scaleStorm(ctx context.Context) error {
 	stm := b.rep.add(&metric{Key: "scale_stream_ms", Name: fmt.Sprintf("startup stream, %s decisions (%.0f MB), to the last byte", nd, float64(size)/1e6),
 		Unit: unitMS, Value: ms(med), Target: "< 500 ms (main before: 940-1400 ms)"})
 	stm.judge(med < 500*time.Millisecond)
+	return nil
+}
 
+// settledStorm: cfg.SettleBouncers startups at once on cfg.ScaleDecisions,
+// then the RSS after cfg.Settle.
+func (b *bench) settledStorm(ctx context.Context, s *server, keys []string) error {
+	cfg := b.cfg
+	n := cfg.ScaleDecisions
+	nd := thousands(float64(n))
 	b.progress("scale: a storm of %d startups of %s decisions, then %s idle", cfg.SettleBouncers, nd, cfg.Settle)
 	st2, err := b.storm(ctx, s, keys[:cfg.SettleBouncers], n)
 	if err != nil {
@@ -159,7 +194,7 @@ func (b *bench) scaleStorm(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	g, gerr = s.goMem(ctx)
+	g, gerr := s.goMem(ctx)
 	am := b.rep.add(&metric{Key: "scale_settled_rss_mib", Name: fmt.Sprintf("  RSS %s after a storm of %d startups", cfg.Settle, cfg.SettleBouncers),
 		Unit: unitMiB, Value: mib(settled.RSS), Target: "< 400 MiB (main before: 2.6 GiB)"})
 	am.judge(settled.RSS < 400<<20)
@@ -411,54 +446,7 @@ func registerBouncers(ctx context.Context, s *server, prefix string, n int) ([]s
 // scrape reads the sum of the samples of a metric (every label set whose
 // labels contain match, e.g. `command="touch"`) from s's /metrics.
 func (s *server) scrape(ctx context.Context, name, match string) (float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.metricsURL+"/metrics", nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s/metrics: status %d", s.metricsURL, resp.StatusCode)
-	}
-	var sum float64
-	found := false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if match != "" && !strings.Contains(rest, match) {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metric %s: %q", name, line)
-		}
-		sum += v
-		found = true
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	if !found {
-		return 0, nil
-	}
-	return sum, nil
+	return testharness.ScrapeSum(ctx, s.metricsURL+"/metrics", name, match)
 }
 
 // scrapeAll sums a metric over the running nodes of c.

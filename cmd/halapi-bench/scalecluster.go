@@ -79,8 +79,7 @@ type pollSample struct {
 // machine writes a decision every trickleEvery. It returns the bouncers'
 // keys.
 func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]string, error) {
-	cfg := b.cfg
-	n := cfg.ScaleBouncers
+	n := b.cfg.ScaleBouncers
 	leader, _, err := c.roles(ctx)
 	if err != nil {
 		return nil, err
@@ -88,19 +87,8 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 	if _, err := loadDecisions(ctx, leader, token, pollDecisions); err != nil {
 		return nil, err
 	}
-	rss := func() ([]int64, error) {
-		out := make([]int64, len(c.nodes))
-		for i, s := range c.nodes {
-			m, err := readMem(s.pid())
-			if err != nil {
-				return nil, err
-			}
-			out[i] = m.RSS
-		}
-		return out, nil
-	}
-	rss0, err := rss()
-	if err != nil {
+	var rss [3][]int64 // before registering, registered, after polling
+	if rss[0], err = c.rss(); err != nil {
 		return nil, err
 	}
 	b.progress("scale: registering %s bouncers through %s's admin socket", thousands(float64(n)), leader.name)
@@ -113,18 +101,43 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 	if err := c.waitReady(ctx); err != nil {
 		return nil, err
 	}
-	rss1, err := rss()
+	if rss[1], err = c.rss(); err != nil {
+		return nil, err
+	}
+	stopTrickle := trickle(ctx, leader, token)
+	run, err := b.pollRounds(ctx, c, keys)
+	trickled := stopTrickle()
 	if err != nil {
 		return nil, err
 	}
+	if rss[2], err = c.rss(); err != nil {
+		return nil, err
+	}
+	return keys, b.reportPolls(c, run, reg, trickled, rss)
+}
 
-	// The trickle of new decisions, through the leader.
-	tctx, stopTrickle := context.WithCancel(ctx)
-	defer stopTrickle()
-	var trickled int
-	trickleDone := make(chan struct{})
+// rss is the resident memory of every node.
+func (c *cluster) rss() ([]int64, error) {
+	out := make([]int64, len(c.nodes))
+	for i, s := range c.nodes {
+		m, err := readMem(s.pid())
+		if err != nil {
+			return nil, err
+		}
+		out[i] = m.RSS
+	}
+	return out, nil
+}
+
+// trickle writes a decision through the leader every trickleEvery until
+// the function it returns is called; that function returns how many were
+// written.
+func trickle(ctx context.Context, leader *server, token string) (stop func() int) {
+	tctx, cancel := context.WithCancel(ctx)
+	var written int
+	done := make(chan struct{})
 	go func() {
-		defer close(trickleDone)
+		defer close(done)
 		client := leader.client(1, 10*time.Second)
 		defer client.CloseIdleConnections()
 		tk := time.NewTicker(trickleEvery)
@@ -134,57 +147,76 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 			case <-tctx.Done():
 				return
 			case <-tk.C:
-				if postAlerts(tctx, client, leader.url, token, oneAlert(benchIP(scaleNet, trickled)), http.StatusCreated) == nil {
-					trickled++
+				if postAlerts(tctx, client, leader.url, token, oneAlert(benchIP(scaleNet, written)), http.StatusCreated) == nil {
+					written++
 				}
 			}
 		}
 	}()
+	return func() int {
+		cancel()
+		<-done
+		return written
+	}
+}
 
+// pollRun is what pollRounds measured: the polls, and the touch entries
+// (count and bytes, cluster-wide) at the start of the measured rounds and
+// at scrapedAt.
+type pollRun struct {
+	samples                         []pollSample
+	measureFrom, measureTo, scraped time.Time
+	touch0, touch1, bytes0, bytes1  float64
+}
+
+// pollRounds has every bouncer poll on schedule (a startup round, then
+// cfg.PollRounds measured rounds) and scrapes the touch entries when the
+// measured rounds start and after the last one.
+func (b *bench) pollRounds(ctx context.Context, c *cluster, keys []string) (pollRun, error) {
+	cfg := b.cfg
 	rounds := 1 + cfg.PollRounds
 	b.progress("scale: %s bouncers polling every %s on %d nodes (%d connections per node): a startup round, then %d measured rounds",
-		thousands(float64(n)), cfg.PollEvery, len(c.nodes), pollConnsPerNode, cfg.PollRounds)
-	var touch0, bytes0 float64
-	var measureFrom time.Time
+		thousands(float64(len(keys))), cfg.PollEvery, len(c.nodes), pollConnsPerNode, cfg.PollRounds)
+	var run pollRun
 	var scrapeErr error
 	start := time.Now().Add(100 * time.Millisecond)
-	measureFrom = start.Add(cfg.PollEvery)
+	run.measureFrom = start.Add(cfg.PollEvery)
 	scraped := make(chan struct{})
 	go func() {
 		defer close(scraped)
-		sleepUntil(ctx, measureFrom)
-		touch0, scrapeErr = c.scrapeAll(ctx, entriesMetric, `command="touch"`)
+		sleepUntil(ctx, run.measureFrom)
+		run.touch0, scrapeErr = c.scrapeAll(ctx, entriesMetric, `command="touch"`)
 		if scrapeErr == nil {
-			bytes0, scrapeErr = c.scrapeAll(ctx, entryBytes, `command="touch"`)
+			run.bytes0, scrapeErr = c.scrapeAll(ctx, entryBytes, `command="touch"`)
 		}
 	}()
-	samples := pollLoad(ctx, c, keys, start, cfg.PollEvery, rounds)
-	measureTo := start.Add(time.Duration(rounds) * cfg.PollEvery)
+	run.samples = pollLoad(ctx, c, keys, start, cfg.PollEvery, rounds)
+	run.measureTo = start.Add(time.Duration(rounds) * cfg.PollEvery)
 	<-scraped
-	touch1, err := c.scrapeAll(ctx, entriesMetric, `command="touch"`)
+	var err error
+	run.touch1, err = c.scrapeAll(ctx, entriesMetric, `command="touch"`)
 	if err == nil {
 		err = scrapeErr
 	}
 	if err != nil {
-		return nil, err
+		return run, err
 	}
-	bytes1, err := c.scrapeAll(ctx, entryBytes, `command="touch"`)
-	if err != nil {
-		return nil, err
+	if run.bytes1, err = c.scrapeAll(ctx, entryBytes, `command="touch"`); err != nil {
+		return run, err
 	}
-	scrapedAt := time.Now()
-	stopTrickle()
-	<-trickleDone
-	rss2, err := rss()
-	if err != nil {
-		return nil, err
-	}
+	run.scraped = time.Now()
+	return run, nil
+}
 
-	// p99 per node, over the measured (delta) rounds.
+// reportPolls adds the polling figures: p99 per node over the measured
+// (delta) rounds, touch entries per second, memory per bouncer.
+func (b *bench) reportPolls(c *cluster, run pollRun, reg time.Duration, trickled int, rss [3][]int64) error {
+	cfg := b.cfg
+	n := cfg.ScaleBouncers
 	perNode := make([][]time.Duration, len(c.nodes))
 	var lates []time.Duration
 	var errs, startups, startupErrs int
-	for _, s := range samples {
+	for _, s := range run.samples {
 		if s.startup {
 			startups++
 			if s.err {
@@ -200,7 +232,7 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 		lates = append(lates, s.late)
 	}
 	if len(lates) == 0 {
-		return nil, fmt.Errorf("no delta poll succeeded (%d of %d startup polls and %d delta polls failed)", startupErrs, startups, errs)
+		return fmt.Errorf("no delta poll succeeded (%d of %d startup polls and %d delta polls failed)", startupErrs, startups, errs)
 	}
 	worst := 0.0
 	var per []string
@@ -210,13 +242,13 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 		per = append(per, fmt.Sprintf("%s %s", c.nodes[i].name, st))
 	}
 	slices.Sort(lates)
-	window := scrapedAt.Sub(measureFrom)
-	touchRate := (touch1 - touch0) / window.Seconds()
+	window := run.scraped.Sub(run.measureFrom)
+	touchRate := (run.touch1 - run.touch0) / window.Seconds()
 	perBouncer := 0.0
 	var mem []string
 	for i := range c.nodes {
-		perBouncer = max(perBouncer, float64(rss2[i]-rss0[i])/float64(n))
-		mem = append(mem, fmt.Sprintf("%s %.0f -> %.0f -> %.0f MiB", c.nodes[i].name, mib(rss0[i]), mib(rss1[i]), mib(rss2[i])))
+		perBouncer = max(perBouncer, float64(rss[2][i]-rss[0][i])/float64(n))
+		mem = append(mem, fmt.Sprintf("%s %.0f -> %.0f -> %.0f MiB", c.nodes[i].name, mib(rss[0][i]), mib(rss[1][i]), mib(rss[2][i])))
 	}
 	nb := thousands(float64(n))
 	pm := b.rep.add(&metric{Key: "scale_poll_p99_ms", Name: fmt.Sprintf("%s bouncers polling every %s, 3 nodes: stream p99, worst node", nb, cfg.PollEvery),
@@ -231,11 +263,11 @@ func (b *bench) scalePolls(ctx context.Context, c *cluster, token string) ([]str
 	b.rep.Notes = append(b.rep.Notes,
 		fmt.Sprintf("scale polls: %s bouncers registered in %s; %d startup polls, then %d delta polls over %d rounds (measured %s, %s); delta polls per node: %s; "+
 			"polls sent late by the load generator: p99 %s; %d decisions written meanwhile (one per %s)",
-			nb, reg.Round(time.Millisecond), startups, len(lates), cfg.PollRounds, measureFrom.Format("15:04:05.000"), measureTo.Sub(measureFrom),
+			nb, reg.Round(time.Millisecond), startups, len(lates), cfg.PollRounds, run.measureFrom.Format("15:04:05.000"), run.measureTo.Sub(run.measureFrom),
 			strings.Join(per, "; "), percentile(lates, 0.99).Round(time.Microsecond), trickled, trickleEvery),
 		fmt.Sprintf("scale polls: touch entries appended %.0f in %s (%.0f bytes each on average); RSS before registering -> registered -> after polling: %s",
-			touch1-touch0, window.Round(time.Millisecond), (bytes1-bytes0)/max(touch1-touch0, 1), strings.Join(mem, ", ")))
-	return keys, nil
+			run.touch1-run.touch0, window.Round(time.Millisecond), (run.bytes1-run.bytes0)/max(run.touch1-run.touch0, 1), strings.Join(mem, ", ")))
+	return nil
 }
 
 // pollLoad polls the stream for every key on schedule: bouncer i at
@@ -345,7 +377,7 @@ func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP, held 
 			last = err
 		}
 		if !s.running() {
-			return fmt.Errorf("%s exited: %v%s", s.name, s.exit, s.logTail())
+			return fmt.Errorf("%s exited: %v%s", s.name, s.proc.Exit(), s.logTail())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s has not caught up (index %.0f, decision %q) after %s (last error: %v)%s", s.name, snapIndex, lastIP, catchupTimeout, last, s.logTail())

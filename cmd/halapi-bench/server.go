@@ -14,12 +14,12 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
 )
 
 const (
@@ -61,27 +61,30 @@ type server struct {
 	// tls trusts the node's CA (nil for plain HTTP).
 	tls *tls.Config
 
-	args []string // command line of the running process (without the binary)
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	exit error         // cmd.Wait result, valid once done is closed
+	proc *testharness.Process
+}
+
+// newServer prepares a server of binary bin named name in dir (data dir
+// and log inside), listening on addr (plain HTTP until the caller says).
+func newServer(bin, dir, name, addr string) (*server, error) {
+	s := &server{name: name, bin: bin, dir: dir, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "halapi.log"),
+		addr: addr, url: "http://" + addr}
+	s.metricsURL = s.url
+	s.proc = &testharness.Process{Bin: bin, LogPath: s.logPath}
+	return s, os.MkdirAll(s.dataDir, 0o700)
 }
 
 // startServer starts `halapi serve` in a fresh data dir under parent and
 // waits for GET /health to answer 200.
 func startServer(ctx context.Context, kind serverKind, parent, name string, extra ...string) (*server, error) {
-	bin := kind.bin
-	dir := filepath.Join(parent, name)
-	s := &server{name: name, bin: bin, dir: dir, dataDir: filepath.Join(dir, "data"), logPath: filepath.Join(dir, "halapi.log")}
-	if err := os.MkdirAll(s.dataDir, 0o700); err != nil {
-		return nil, err
-	}
-	addr, err := freeLoopbackAddr()
+	addr, err := testharness.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s.addr = addr
-	s.url = "http://" + addr
+	s, err := newServer(kind.bin, filepath.Join(parent, name), name, addr)
+	if err != nil {
+		return nil, err
+	}
 	args := []string{"serve", "--data-dir", s.dataDir, "--listen", s.addr, "--log-level", "warn"}
 	switch {
 	case kind.https:
@@ -91,15 +94,11 @@ func startServer(ctx context.Context, kind serverKind, parent, name string, extr
 	}
 	s.metricsURL = s.url
 	if kind.metricsFlag {
-		maddr, err := freeLoopbackAddr()
-		if err != nil {
+		if args, err = s.withMetrics(args); err != nil {
 			return nil, err
 		}
-		args = append(args, "--metrics-listen", maddr)
-		s.metricsURL = "http://" + maddr
 	}
-	args = append(args, extra...)
-	if err := s.spawn(args); err != nil {
+	if err := s.proc.Start(append(args, extra...)...); err != nil {
 		return nil, err
 	}
 	if err := s.waitHealthy(ctx); err != nil {
@@ -113,100 +112,36 @@ func startServer(ctx context.Context, kind serverKind, parent, name string, extr
 	return s, nil
 }
 
-// spawn starts `halapi ARGS` with its output appended to the server's log
-// (also to start a killed node again with the same command line).
-func (s *server) spawn(args []string) error {
-	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+// withMetrics gives the server its own /metrics port (--metrics-listen).
+func (s *server) withMetrics(args []string) ([]string, error) {
+	maddr, err := testharness.FreeAddr()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "==== halapi-bench: %s %s\n", s.bin, strings.Join(args, " "))
-
-	cmd := exec.Command(s.bin, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", s.bin, err)
-	}
-	done := make(chan struct{})
-	s.args, s.cmd, s.done = args, cmd, done
-	go func() {
-		s.exit = cmd.Wait()
-		close(done)
-	}()
-	return nil
+	s.metricsURL = "http://" + maddr
+	return append(args, "--metrics-listen", maddr), nil
 }
 
-func (s *server) pid() int { return s.cmd.Process.Pid }
+func (s *server) pid() int { return s.proc.Pid() }
 
-func (s *server) running() bool {
-	if s.done == nil {
-		return false
-	}
-	select {
-	case <-s.done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *server) running() bool { return s.proc.Running() }
 
-// waitHealthy polls GET /health until it answers 200 or the deadline passes.
-// Over HTTPS it first waits for the node's CA certificate (DATA/pki/ca.crt)
-// and trusts it.
+// waitHealthy polls GET /health until it answers 200 {"status":"up"} or the
+// deadline passes. Over HTTPS it first waits for the node's CA
+// certificate (DATA/pki/ca.crt) and trusts it.
 func (s *server) waitHealthy(ctx context.Context) error {
-	deadline := time.NewTimer(healthTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	last := "no answer yet"
-	var client *http.Client
-	for {
-		if client == nil && strings.HasPrefix(s.url, "https:") {
-			if err := s.loadCA(); err != nil {
-				last = err.Error()
+	var tlsConfig func() (*tls.Config, error)
+	if strings.HasPrefix(s.url, "https:") {
+		tlsConfig = func() (*tls.Config, error) {
+			if s.tls == nil {
+				if err := s.loadCA(); err != nil {
+					return nil, err
+				}
 			}
-		}
-		if client == nil && (s.tls != nil || !strings.HasPrefix(s.url, "https:")) {
-			client = newClient(1, time.Second, s.tls)
-			defer client.CloseIdleConnections()
-		}
-		if client == nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-s.done:
-				return fmt.Errorf("halapi exited before becoming healthy: %v", s.exit)
-			case <-deadline.C:
-				return fmt.Errorf("not healthy within %s (%s)", healthTimeout, last)
-			case <-tick.C:
-			}
-			continue
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/health", nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = "status " + resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.done:
-			return fmt.Errorf("halapi exited before becoming healthy: %v", s.exit)
-		case <-deadline.C:
-			return fmt.Errorf("not healthy within %s (last /health: %s)", healthTimeout, last)
-		case <-tick.C:
+			return s.tls, nil
 		}
 	}
+	return testharness.WaitHealthy(ctx, s.proc, s.url+"/health", tlsConfig, healthTimeout)
 }
 
 // waitWritable polls `halapi cluster status -o json` until the node leads
@@ -231,8 +166,8 @@ func (s *server) waitWritable(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-s.done:
-			return fmt.Errorf("halapi exited: %v", s.exit)
+		case <-s.proc.Done():
+			return fmt.Errorf("halapi exited: %v", s.proc.Exit())
 		case <-time.After(pollInterval):
 		}
 	}
@@ -283,34 +218,14 @@ func (s *server) client(conns int, timeout time.Duration) *http.Client {
 
 // stop sends SIGTERM, then SIGKILL if the process is still there after
 // stopTimeout. Safe to call more than once.
-func (s *server) stop() {
-	if !s.running() {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-		return
-	case <-time.After(stopTimeout):
-	}
-	_ = s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-time.After(stopTimeout):
-	}
-}
+func (s *server) stop() { _ = s.proc.Stop(stopTimeout) }
 
 // logTail returns the end of the server's output, for error messages.
 func (s *server) logTail() string {
-	const maxBytes = 4 << 10
-	data, err := os.ReadFile(s.logPath)
-	if err != nil || len(bytes.TrimSpace(data)) == 0 {
-		return ""
+	if tail := s.proc.LogTail(4 << 10); tail != "" {
+		return "\n--- halapi output (" + s.name + ") ---\n" + tail
 	}
-	if len(data) > maxBytes {
-		data = data[len(data)-maxBytes:]
-	}
-	return "\n--- halapi output (" + s.name + ") ---\n" + string(data)
+	return ""
 }
 
 // cliWrite is cli for an admin write: it is retried while the node
@@ -332,16 +247,7 @@ func (s *server) cliWrite(ctx context.Context, args ...string) (string, error) {
 
 // cli runs an admin command against this server's data dir.
 func (s *server) cli(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, cliTimeout)
-	defer cancel()
-	full := append(append([]string{}, args...), "--data-dir", s.dataDir)
-	cmd := exec.CommandContext(ctx, s.bin, full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("halapi %s: %w\n%s%s", strings.Join(full, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String(), nil
+	return testharness.CLI(ctx, cliTimeout, s.bin, s.dataDir, args...)
 }
 
 func randomHex(n int) string {

@@ -11,19 +11,6 @@ import (
 	"time"
 )
 
-// startKind is b.start for a given kind of server (HTTPS or plain HTTP
-// whatever -tls says).
-func (b *bench) startKind(ctx context.Context, kind serverKind, name string, extra ...string) (*server, error) {
-	s, err := startServer(ctx, kind, b.tmp, name, extra...)
-	if err != nil {
-		return nil, err
-	}
-	b.mu.Lock()
-	b.servers = append(b.servers, s)
-	b.mu.Unlock()
-	return s, nil
-}
-
 // --------------------------------------------------------------------------
 // Phase: the built-in PKI's HTTPS against plain HTTP, and the cost of a
 // full TLS handshake per request.
@@ -34,42 +21,45 @@ func (b *bench) phaseTLS(ctx context.Context) error {
 	}
 	n := b.cfg.Decisions
 	b.progress("tls: starting a node with its default HTTPS and one with --plain-http, %s decisions each", thousands(float64(n)))
-	hs, err := b.startKind(ctx, serverKind{bin: b.kind.bin, https: true, plainFlag: true}, "tls-https")
+	hs, err := b.loadedKind(ctx, serverKind{bin: b.kind.bin, https: true, plainFlag: true}, "tls-https", n)
 	if err != nil {
 		return err
 	}
-	ps, err := b.startKind(ctx, serverKind{bin: b.kind.bin, plainFlag: true}, "tls-plain")
+	ps, err := b.loadedKind(ctx, serverKind{bin: b.kind.bin, plainFlag: true}, "tls-plain", n)
 	if err != nil {
 		return err
 	}
-	keys := map[*server]string{}
-	for _, s := range []*server{hs, ps} {
-		token, err := s.addMachine(ctx, "bench-loader")
-		if err != nil {
-			return err
-		}
-		if keys[s], err = s.addBouncer(ctx, "bench-bouncer"); err != nil {
-			return err
-		}
-		if _, err := loadDecisions(ctx, s, token, n); err != nil {
-			return err
-		}
-		if err := checkLookups(ctx, s, keys[s], n); err != nil {
-			return err
-		}
-	}
-	conn, err := describeTLS(ctx, hs, keys[hs])
+	conn, err := describeTLS(ctx, hs.s, hs.key)
 	if err != nil {
 		return err
 	}
 	b.progress("tls: %s", conn)
+	pr, kr, nr, err := b.tlsRounds(ctx, hs, ps, n)
+	if err != nil {
+		return err
+	}
+	b.reportTLS(n, conn, pr, kr, nr)
+	return nil
+}
 
+// loadedKind is loadedServer for a given kind of server.
+func (b *bench) loadedKind(ctx context.Context, kind serverKind, name string, n int) (loaded, error) {
+	s, err := b.startKind(ctx, kind, name)
+	if err != nil {
+		return loaded{}, err
+	}
+	return loadServer(ctx, s, n)
+}
+
+// tlsRounds runs the point-query load on plain HTTP, on HTTPS with
+// keep-alive and on HTTPS with a handshake per request, in rounds.
+func (b *bench) tlsRounds(ctx context.Context, hs, ps loaded, n int) (plain, keepAlive, handshake []loadResult, err error) {
 	paths := queryPathList(importNet, n)
-	run := func(s *server, noKeepAlive bool) func(context.Context) (loadResult, error) {
+	run := func(d loaded, noKeepAlive bool) func(context.Context) (loadResult, error) {
 		return func(ctx context.Context) (loadResult, error) {
-			spec := b.querySpec(s.url, s.tls, keys[s], paths)
+			spec := b.querySpec(d.s.url, d.s.tls, d.key, paths)
 			spec.noKeepAlive = noKeepAlive
-			return runLoad(ctx, spec, s.pid())
+			return runLoad(ctx, spec, d.s.pid())
 		}
 	}
 	res, err := b.rounds(ctx, "tls query", false, []contender{
@@ -78,11 +68,16 @@ func (b *bench) phaseTLS(ctx context.Context) error {
 		{"HTTPS, handshake per request", run(hs, true)},
 	}, showQuery)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
-	pr, kr, nr := res[0], res[1], res[2]
-	b.rep.Runs["tls_query_plain"], b.rep.Runs["tls_query_https"], b.rep.Runs["tls_query_https_no_keepalive"] = pr, kr, nr
+	plain, keepAlive, handshake = res[0], res[1], res[2]
+	b.rep.Runs["tls_query_plain"], b.rep.Runs["tls_query_https"], b.rep.Runs["tls_query_https_no_keepalive"] = plain, keepAlive, handshake
+	return plain, keepAlive, handshake, nil
+}
 
+// reportTLS adds the figures of plain HTTP (pr), HTTPS with keep-alive (kr)
+// and with a handshake per request (nr).
+func (b *bench) reportTLS(n int, conn string, pr, kr, nr []loadResult) {
 	rps := func(r loadResult) float64 { return r.RPS }
 	p50 := func(r loadResult) float64 { return ms(r.P50) }
 	nd := thousands(float64(n))
@@ -113,7 +108,6 @@ func (b *bench) phaseTLS(ctx context.Context) error {
 	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("tls: %s; halapi CPU per request: plain HTTP %.1f µs, HTTPS keep-alive %.1f µs, "+
 		"HTTPS with a handshake per request %.1f µs (so ~%.0f µs of server CPU per full handshake; the client's side of the handshake "+
 		"runs on the same 2 cores)", conn, cp, ck, cn, cn-ck))
-	return nil
 }
 
 // describeTLS makes one request to an HTTPS server and describes the

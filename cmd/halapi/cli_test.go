@@ -4,15 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/halapi/halapi/internal/testharness"
+	"github.com/halapi/halapi/internal/testutil"
 )
 
 var binPath string
@@ -32,64 +33,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// handedOut: ports given out in this process. A port is released before
-// the server binds it, so the kernel may offer it again to the next lookup.
-var handedOut sync.Map
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, taken := handedOut.LoadOrStore(addr, true); !taken {
-			return addr
-		}
-	}
-	t.Fatal("no unclaimed port")
-	return ""
-}
-
-// startNode runs `halapi serve` and waits for /health.
+// startNode runs `halapi serve` and waits for /health (the admin socket
+// is created before the API listener).
 func startNode(t *testing.T, extra ...string) (dataDir, addr string) {
 	t.Helper()
 	dataDir, addr = t.TempDir(), freeAddr(t)
-	args := append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--plain-http"}, extra...)
-	cmd := exec.Command(binPath, args...)
-	logf, _ := os.Create(filepath.Join(dataDir, "node.log"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p := &testharness.Process{Bin: binPath, LogPath: filepath.Join(dataDir, "node.log")}
+	if err := p.Start(append([]string{"serve", "--data-dir", dataDir, "--listen", addr, "--plain-http"}, extra...)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_, _ = cmd.Process.Wait()
-		logf.Close()
+		_ = p.Kill(10 * time.Second)
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("node log:\n%s", b)
+			t.Logf("node log:\n%s", p.LogTail(64<<10))
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		resp, err := http.Get("http://" + addr + "/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				// admin socket is created before the API listener
-				return dataDir, addr
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("node did not become healthy")
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := testharness.WaitHealthy(context.Background(), p, "http://"+addr+"/health", nil, 15*time.Second); err != nil {
+		t.Fatal(err)
 	}
+	return dataDir, addr
 }
 
 func run(t *testing.T, args ...string) (string, string, error) {
