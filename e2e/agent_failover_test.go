@@ -141,7 +141,7 @@ func nodeURLKey(u string) string { return strings.TrimSuffix(u, "/") }
 // the bouncer sees every ban, and alert-to-bouncer latency stays under
 // 3 s at p99.
 func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
-	agentFaultRun(t, 70, "SIGKILL", func(victim *ClusterNode) {
+	agentFaultRun(t, 215, "SIGKILL", func(victim *ClusterNode) {
 		victim.Kill()
 		victim.setUp(false)
 	}, nil)
@@ -155,7 +155,7 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 // (SIGCONT) after the stream: requests it had read while stopped may then
 // reach raft, and the idempotency keys keep them from being stored twice.
 func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
-	agentFaultRun(t, 80, "SIGSTOP", func(victim *ClusterNode) {
+	agentFaultRun(t, 220, "SIGSTOP", func(victim *ClusterNode) {
 		if err := victim.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP: %v", err)
 		}
