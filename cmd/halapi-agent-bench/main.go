@@ -32,7 +32,12 @@ func main() {
 	layouts := flag.String("layouts", "loopback,pinned,netns", "comma-separated layouts: loopback, pinned, netns (one that cannot run here is skipped)")
 	agentArgs := flag.String("agent-args", "", "extra `halapi agent run` flags, space-separated (e.g. \"--procs 2\")")
 	jsonPath := flag.String("json", "", "also write the results as JSON to this file")
+	vip := flag.Int("vip", 0, "instead: emulate a virtual IP moving this many times (agentbench.VIP; needs root) and print what the client saw")
+	vipMove := flag.Duration("vip-move-after", 500*time.Millisecond, "with -vip: time between the holder's host going down and the address moving")
 	flag.Parse()
+	if *vip > 0 {
+		os.Exit(runVIP(*bin, *vip, *vipMove))
+	}
 	var cs []int
 	for _, s := range strings.Split(*clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -79,4 +84,19 @@ func main() {
 	if failed {
 		os.Exit(1)
 	}
+}
+
+func runVIP(bin string, times int, moveAfter time.Duration) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for i := range times {
+		r, err := agentbench.VIP(ctx, bin, moveAfter, os.Stderr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+			return 1
+		}
+		fmt.Printf("vip %d: host down, address moved %v later; first answer %v after the move; %d failed request(s) %q\n",
+			i+1, r.MoveAfter, r.FirstOK.Round(time.Millisecond), r.Failed, r.Errors)
+	}
+	return 0
 }
