@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // remoteAddrs wraps b's handler to note the client address of every
@@ -151,4 +152,44 @@ func runAgent(t *testing.T, a *Agent) (stop func()) {
 	go func() { a.Run(ctx); close(done) }()
 	waitUntil(t, "a preferred node", func() bool { return a.Preferred() != "" })
 	return func() { cancel(); <-done }
+}
+
+// A client that gives up while its request waits on a stuck node: the
+// agent cuts its upstream connection at once (the node's handler sees its
+// request cancelled) instead of waiting for the node.
+func TestRelayClientGoneCutsUpstream(t *testing.T) {
+	x := newBackend(t, "x")
+	cut := make(chan time.Time, 1)
+	x.srv.Close() // replaced by one whose query route waits for its request's end
+	inner := http.HandlerFunc(x.serve)
+	x.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/decisions" {
+			<-r.Context().Done()
+			cut <- time.Now()
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(x.srv.Close)
+	a, front := startAgent(t, Config{HedgeAfter: 10 * time.Second}, x)
+	waitUntil(t, "a preferred node", func() bool { return a.Preferred() != "" })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", front.URL+"/v1/decisions?ip=10.0.0.1", nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("got %s from a stuck node", resp.Status)
+	}
+	gone := time.Now()
+	select {
+	case at := <-cut:
+		if d := at.Sub(gone); d > time.Second {
+			t.Fatalf("the node's request ended %v after the client left", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the node's request was not cancelled after the client left")
+	}
+	if st := a.Status(); st.Preferred != x.srv.URL || st.Failovers != 0 {
+		t.Fatalf("a client leaving moved the agent off its node: %+v", st)
+	}
 }
