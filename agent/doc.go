@@ -18,6 +18,13 @@
 //     Idempotency-Key, kept across attempts; the nodes turn it into the
 //     raft request ID bound to the client's identity, so a write replayed
 //     on another node is applied once (lapi/idempotency.go, fsm dedup).
+//   - The relay (relay.go), the hot path: the first attempt goes to the
+//     preferred node from the handler's goroutine over the node's pool of
+//     keep-alive connections, written and parsed there (no goroutine,
+//     channel or timer per request); a failure, a 502/503/504, or no
+//     answer by the hedge time hands it to the general path above as its
+//     first attempt. `--procs` (GOMAXPROCS, default 1) keeps idle threads
+//     from being woken per request. agentbench measures it.
 //   - The identity (identity.go): the host's enrolled certificate, reloaded
 //     when its files change and renewed through the cluster's step-CA
 //     /renew at two thirds of its lifetime (same key, file rewritten).
@@ -26,7 +33,7 @@
 //     enrolled certificate or a bouncer API key), refreshed every 10 s;
 //     at most 64 nodes; only http(s)://host:port URLs with a routable host.
 //   - Health: GET /health on every node every 250 ms (600 ms timeout) over
-//     the same keep-alive pool the clients' requests use. The preferred
+//     the keep-alive pool of the retries and hedges (the relay has its own). The preferred
 //     node is kept while healthy (warm connections, the bouncer's cursor
 //     on that node) and otherwise replaced by the healthy node with the
 //     lowest round trip.

@@ -233,6 +233,7 @@ func (a *Agent) dropIdentityConns() {
 	for _, n := range a.nodes {
 		if n.idTr != nil {
 			n.idTr.CloseIdleConnections()
+			n.idRelay.closeIdle(false)
 		}
 	}
 }

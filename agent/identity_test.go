@@ -138,6 +138,11 @@ func TestIdentityCertificatePresentedUpstream(t *testing.T) {
 	if code, body := get(nil); code != 200 || body != "none" {
 		t.Fatalf("no certificate: %d %q, want passthrough without one", code, body)
 	}
+	// every answer came from the first attempt (the relay, over TLS, with
+	// and without the identity): nothing failed and was retried
+	if st := a.Status(); st.Retries != 0 || st.Failovers != 0 || st.Nodes[0].Errors != 0 {
+		t.Fatalf("%d retries, %d failovers, %d errors (%s): want none", st.Retries, st.Failovers, st.Nodes[0].Errors, st.Nodes[0].LastError)
+	}
 }
 
 func TestSetupWritesAgentFiles(t *testing.T) {

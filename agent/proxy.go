@@ -103,6 +103,8 @@ type node struct {
 	static bool // from --server: never forgotten
 	tr     *http.Transport
 	idTr   *http.Transport // nil without an identity
+	// relay, idRelay: the hot path's connections (relay.go)
+	relay, idRelay *connPool
 
 	id       atomic.Pointer[string] // node ID from the member list
 	healthy  atomic.Bool
@@ -290,8 +292,10 @@ func (a *Agent) addNode(u *url.URL, static bool) *node {
 		return nil
 	}
 	n := &node{key: key, base: u, static: static, tr: a.transport(false)}
+	n.relay = a.relayPool(n, false)
 	if a.cfg.Identity != nil {
 		n.idTr = a.transport(true)
+		n.idRelay = a.relayPool(n, true)
 	}
 	n.down, n.kill = context.WithCancel(context.Background())
 	n.kill() // unknown until the first health check succeeds
@@ -312,8 +316,10 @@ func (a *Agent) removeNode(n *node) {
 		n.stop()
 	}
 	n.tr.CloseIdleConnections()
+	n.relay.closeIdle(true)
 	if n.idTr != nil {
 		n.idTr.CloseIdleConnections()
+		n.idRelay.closeIdle(true)
 	}
 	a.met.nodeGone(n)
 	a.log.Info("node left the member list", "node", n.key)
@@ -689,13 +695,24 @@ func (a *Agent) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && hdr.Get(IdempotencyHeader) == "" {
 		hdr.Set(IdempotencyHeader, newKey())
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.RequestTimeout)
-	defer cancel()
-	tmpl := &http.Request{Method: r.Method, URL: &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: hdr}
-	tmpl = tmpl.WithContext(ctx)
 	tr := &trace{}
-	resp, err := a.forward(tmpl, body, useID, tr)
+	var (
+		resp  *http.Response
+		err   error
+		first *attemptResult
+	)
+	u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	if n := a.relayNode(useID, body); n != nil {
+		// the hot path: inline, to the preferred node (relay.go)
+		resp, first = a.relayFirst(r, n, u.RequestURI(), hdr, body, useID, start, tr)
+	}
+	if resp == nil {
+		ctx, cancel := context.WithDeadline(r.Context(), start.Add(a.cfg.RequestTimeout))
+		defer cancel()
+		tmpl := &http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: hdr}
+		tmpl = tmpl.WithContext(ctx)
+		resp, err = a.forward(tmpl, body, useID, tr, first)
+	}
 	code := http.StatusBadGateway
 	if err != nil {
 		if r.Context().Err() == nil {
@@ -791,6 +808,8 @@ type attemptResult struct {
 	resp   *http.Response
 	err    error
 	cancel context.CancelFunc
+	// ch: a relayed first attempt still in flight reports there
+	ch chan *attemptResult
 }
 
 // forward sends tmpl (header, URL path and query, context) to the nodes
@@ -798,8 +817,9 @@ type attemptResult struct {
 // request still unanswered after HedgeAfter is also sent to the next
 // node (a live node can be stuck behind a hung leader: a follower
 // forwarding a write to it waits for its own timeout); the first answer
-// wins, the others are cancelled.
-func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) (*http.Response, error) {
+// wins, the others are cancelled. first, if not nil, is the relayed first
+// attempt (relay.go): done, or in flight past the hedge time.
+func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace, first *attemptResult) (*http.Response, error) {
 	ctx := tmpl.Context()
 	started := time.Now()
 	hedge := hedgeable(tmpl.Method, tmpl.URL.Path)
@@ -873,6 +893,64 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 			}
 		}
 	}
+	// handle takes one attempt's result; done: forward returns (resp, err)
+	handle := func(r *attemptResult) (*http.Response, error, bool) {
+		remove(r)
+		n := r.n
+		tr.node = n
+		if r.err != nil {
+			r.cancel()
+			if ctx.Err() != nil {
+				finish(nil)
+				return nil, r.err, true
+			}
+			lastErr = fmt.Errorf("%s: %w", n.key, r.err)
+			n.errors.Add(1)
+			reason := failReason(r.err)
+			a.met.retry(n, reason)
+			n.retries.Add(1)
+			if reason != "timeout" && reason != "canceled" {
+				// a refused or reset connection: out of rotation at
+				// once, the health loop brings it back
+				a.markDown(n, r.err)
+			}
+			return nil, nil, false
+		}
+		resp := r.resp
+		if retryStatus(resp.StatusCode) {
+			if last != nil {
+				last.Body.Close()
+			}
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRetryBody))
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			resp.ContentLength = int64(len(b))
+			resp.Header.Del("Content-Length")
+			last = resp
+			a.met.retry(n, fmt.Sprintf("status_%d", resp.StatusCode))
+			n.retries.Add(1)
+			return nil, nil, false
+		}
+		if last != nil {
+			last.Body.Close()
+		}
+		finish(r)
+		n.requests.Add(1)
+		return resp, nil, true
+	}
+	if first != nil {
+		tried = map[*node]bool{first.n: true}
+		if first.ch != nil {
+			// in flight past the hedge time: hedge now
+			results = first.ch
+			inflight = append(inflight, first)
+			fired := make(chan time.Time, 1)
+			fired <- time.Now()
+			hedgeC = fired
+		} else if resp, err, done := handle(first); done {
+			return resp, err
+		}
+	}
 	for {
 		if len(inflight) == 0 {
 			n := a.next(tried)
@@ -921,48 +999,9 @@ func (a *Agent) forward(tmpl *http.Request, body []byte, useID bool, tr *trace) 
 			}
 			continue
 		case r := <-results:
-			remove(r)
-			n := r.n
-			tr.node = n
-			if r.err != nil {
-				r.cancel()
-				if ctx.Err() != nil {
-					finish(nil)
-					return nil, r.err
-				}
-				lastErr = fmt.Errorf("%s: %w", n.key, r.err)
-				n.errors.Add(1)
-				reason := failReason(r.err)
-				a.met.retry(n, reason)
-				n.retries.Add(1)
-				if reason != "timeout" && reason != "canceled" {
-					// a refused or reset connection: out of rotation at
-					// once, the health loop brings it back
-					a.markDown(n, r.err)
-				}
-				continue
+			if resp, err, done := handle(r); done {
+				return resp, err
 			}
-			resp := r.resp
-			if retryStatus(resp.StatusCode) {
-				if last != nil {
-					last.Body.Close()
-				}
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, maxRetryBody))
-				resp.Body.Close()
-				resp.Body = io.NopCloser(bytes.NewReader(b))
-				resp.ContentLength = int64(len(b))
-				resp.Header.Del("Content-Length")
-				last = resp
-				a.met.retry(n, fmt.Sprintf("status_%d", resp.StatusCode))
-				n.retries.Add(1)
-				continue
-			}
-			if last != nil {
-				last.Body.Close()
-			}
-			finish(r)
-			n.requests.Add(1)
-			return resp, nil
 		}
 	}
 }

@@ -135,7 +135,7 @@ func preferredNode(t testing.TB, nodes []*ClusterNode, preferred string) *Cluste
 // the bouncer sees every ban, and alert-to-bouncer latency stays under
 // 3 s at p99.
 func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
-	agentFaultRun(t, 70, "SIGKILL", func(victim *ClusterNode) {
+	agentFaultRun(t, 215, "SIGKILL", func(victim *ClusterNode) {
 		victim.Kill()
 		victim.setUp(false)
 	}, nil)
@@ -149,7 +149,7 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 // (SIGCONT) after the stream: requests it had read while stopped may then
 // reach raft, and the idempotency keys keep them from being stored twice.
 func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
-	agentFaultRun(t, 80, "SIGSTOP", func(victim *ClusterNode) {
+	agentFaultRun(t, 220, "SIGSTOP", func(victim *ClusterNode) {
 		if err := victim.Signal(syscall.SIGSTOP); err != nil {
 			t.Fatalf("SIGSTOP: %v", err)
 		}

@@ -39,6 +39,9 @@
 //     decisions, 10,000 polling bouncers on a cluster, a million-decision
 //     blocklist pull, ingestion through a follower, a new node catching up
 //     from a snapshot): see scalebench.go.
+//  8. agent: a bouncer query straight to a node and through `halapi agent`
+//     (loopback; pinned to two CPUs; node in a network namespace behind a
+//     veth pair): see agentbench.go and agent/agentbench.
 //
 // The machine's CPU use by other processes is sampled during every load run
 // (/proc/stat minus this process and the servers); a bare/halapi pair (or
@@ -100,7 +103,7 @@ type config struct {
 	RetryBudget time.Duration `json:"-"`
 }
 
-var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi", "scale"}
+var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi", "scale", "agent"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -168,7 +171,8 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
 		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
-		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up)")
+		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up), "+
+		"agent (the agent's overhead on a bouncer query)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
 		fs.PrintDefaults()

@@ -90,6 +90,7 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		{"tls", b.phaseTLS},
 		{"capi", b.phaseCAPI},
 		{"scale", b.phaseScale},
+		{"agent", b.phaseAgent},
 	} {
 		if !cfg.Phases[p.name] {
 			continue

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -37,6 +38,7 @@ const (
 func agentRunCmd() *cobra.Command {
 	var cfgPath string
 	var f agentRunConfig
+	var procs int
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Run the local failover proxy: clients on this host point their LAPI URL at it",
@@ -73,6 +75,15 @@ func agentRunCmd() *cobra.Command {
 			if fl.Changed("server") {
 				cfg.Servers = f.Servers
 			}
+			// One P by default: the agent relays one host's clients, and
+			// with more Ps every request wakes idle threads (futex) for
+			// the goroutines net/http starts; see notes/agentperf.md.
+			if procs < 0 {
+				return errors.New("--procs must be 0 or more")
+			}
+			if procs > 0 && (fl.Changed("procs") || os.Getenv("GOMAXPROCS") == "") {
+				runtime.GOMAXPROCS(procs)
+			}
 			return runAgent(cmd.Context(), cfg)
 		},
 	}
@@ -89,6 +100,7 @@ func agentRunCmd() *cobra.Command {
 	fl.StringVar(&f.TLSCertPath, "tls-cert", "", "certificate of --tls-listen")
 	fl.StringVar(&f.TLSKeyPath, "tls-key", "", "key of --tls-cert")
 	fl.StringVar(&f.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fl.IntVar(&procs, "procs", 1, "CPUs the agent runs Go code on at once (GOMAXPROCS; 0: Go's default, one per CPU, or $GOMAXPROCS)")
 	return c
 }
 

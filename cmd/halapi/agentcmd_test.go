@@ -30,6 +30,7 @@ func TestAgentRunRefusals(t *testing.T) {
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--cert", "x.crt"}, "--cert and --key"},
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--tls-listen", "127.0.0.1:0"}, "--tls-listen needs"},
 		{[]string{"agent", "run", "--config", cfg}, "bogus"},
+		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--procs", "-1"}, "--procs must be 0 or more"},
 		{[]string{"agent", "status", "-o", "xml"}, "human or json"},
 	} {
 		cmd := exec.Command(binPath, c.args...)
