@@ -50,8 +50,14 @@ func statU(st map[string]string, k string) uint64 {
 func (n *Node) localStatus() Status {
 	st := n.raft.Stats()
 	_, leader := n.raft.LeaderWithID()
+	// The FSM's index counts the entries it applied; raft's also counts
+	// the entries the FSM never sees (a new leader's no-op, configuration
+	// changes). The larger is what "caught up with the commit index"
+	// means: after an election with no write since, the FSM's alone
+	// would stay below the commit index for ever.
+	applied := max(n.FSM.AppliedIndex(), statU(st, "applied_index"))
 	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
-		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: n.FSM.AppliedIndex(),
+		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: applied,
 		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != "", Profiles: n.profilesInfo()}
 }
 
