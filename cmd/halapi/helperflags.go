@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/halapi/halapi/notify"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -53,6 +54,14 @@ func (f *helperFlags) configure(logger *slog.Logger) error {
 	}
 	if err := profiles.Configure(cfg); err != nil {
 		return fmt.Errorf("profile helpers: %w", err)
+	}
+	// The notification templates' CrowdsecCTI: the same client and cache
+	// (nil when CTI is off or the lookup fails, as the reference's).
+	notify.CTIFunc = func(ip string) any {
+		if it, err := profiles.CTILookup(ip); err == nil && it != nil {
+			return it
+		}
+		return nil
 	}
 	return nil
 }

@@ -352,3 +352,7 @@ func (l *lru[V]) put(key string, v V, expires time.Time) {
 }
 
 func (l *lru[V]) len() int { return l.order.Len() }
+
+// CTILookup is the CrowdsecCTI helper outside expressions (the
+// notification templates' CrowdsecCTI): the same client, cache and bounds.
+func CTILookup(ip string) (*CTIItem, error) { return state().cti.lookup(ip) }
