@@ -26,8 +26,9 @@ type Service struct {
 	// Configs returns every notification config (not only those the
 	// profiles use) and the parse warnings.
 	Configs func() ([]*Config, []string, error)
-	// ProfileNames are the notification names the profiles list.
-	ProfileNames []string
+	// ProfileNames returns the notification names the profiles in force
+	// list (they change with `halapi profiles apply`).
+	ProfileNames func() []string
 	Dispatcher   *Dispatcher
 	Store        interface {
 		NotifyState(name string) (fsm.NotifyState, bool)
@@ -139,8 +140,12 @@ func (s *Service) list() (ListView, []*Config, error) {
 			lv.Running, lv.RunningSince = true, &since
 		}
 	}
+	var names []string
+	if s.ProfileNames != nil {
+		names = s.ProfileNames()
+	}
 	used := map[string]bool{}
-	for _, n := range s.ProfileNames {
+	for _, n := range names {
 		used[n] = true
 	}
 	have := map[string]bool{}
@@ -148,7 +153,7 @@ func (s *Service) list() (ListView, []*Config, error) {
 		have[c.Name] = true
 		lv.Notifications = append(lv.Notifications, s.view(c, used[c.Name]))
 	}
-	for _, n := range s.ProfileNames {
+	for _, n := range names {
 		if !have[n] {
 			lv.Missing = append(lv.Missing, n)
 		}

@@ -29,7 +29,7 @@ func TestAdminRoutes(t *testing.T) {
 		"\nformat: '{{range .}}{{.Scenario}}{{end}}'\npassword: hunter2\nheaders: {Authorization: Bearer abc}\n")}
 	svc := &Service{
 		Configs:      func() ([]*Config, []string, error) { return ParseConfigs(files) },
-		ProfileNames: []string{"n1", "missing"}, Store: noState{}, Plugins: PluginOptions{Dir: pdir},
+		ProfileNames: func() []string { return []string{"n1", "missing"} }, Store: noState{}, Plugins: PluginOptions{Dir: pdir},
 	}
 	r := mux.NewRouter()
 	svc.AdminRoutes(r)

@@ -98,7 +98,7 @@ func prepareNotify(f notifyFlags, names []string, files func() (map[string][]byt
 		}
 		return notify.ParseConfigs(fs)
 	}
-	svc := &notify.Service{Configs: all, ProfileNames: names, Plugins: popts, Metrics: notify.NewMetrics()}
+	svc := &notify.Service{Configs: all, ProfileNames: func() []string { return names }, Plugins: popts, Metrics: notify.NewMetrics()}
 	cfgs, warnings, err := all()
 	if err != nil && len(names) == 0 {
 		// as the reference: without a profile listing a notification,
@@ -141,6 +141,7 @@ func startNotify(f notifyFlags, machine *fsm.FSM, node *cluster.Node, srv *lapi.
 		return nil, err
 	}
 	svc.Store = machine
+	svc.ProfileNames = srv.ProfileNotifications
 	// Without a plugin dir no plugin can run; with one, the dispatcher
 	// follows the profiles in force (a `profiles apply` that adds a
 	// notification starts its plugin on the leader without a restart).
