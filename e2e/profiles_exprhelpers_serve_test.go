@@ -90,7 +90,7 @@ on_success: break
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, "==== e2e:") && strings.Contains(line, diffCTIKey) {
+		if !strings.HasPrefix(line, "==== harness:") && strings.Contains(line, diffCTIKey) {
 			t.Errorf("the CTI key is logged: %s", line)
 		}
 	}

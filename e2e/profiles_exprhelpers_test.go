@@ -9,6 +9,8 @@ package e2e
 // resolves to a build where both compile.
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -239,19 +241,26 @@ func fakeCTI() *httptest.Server {
 	}))
 }
 
-// ctiRedirect sends the reference's requests for the CTI API (its URL is a
-// constant) to the fake server.
-type ctiRedirect struct {
-	host string
-	next http.RoundTripper
-}
-
-func (c ctiRedirect) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Host == "cti.api.crowdsec.net" {
-		r = r.Clone(r.Context())
-		r.URL.Scheme, r.URL.Host, r.Host = "http", c.host, c.host
+// ctiTransport is http.DefaultTransport with the reference's requests for
+// the CTI API (its URL is a constant, https) sent to the fake server: the
+// "TLS" dial for that host returns a plain connection to it. It stays an
+// *http.Transport: crowdsec's apiclient, used by tests running at the same
+// time, type-asserts http.DefaultTransport.
+func ctiTransport(fake string) *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	var d net.Dialer
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr == "cti.api.crowdsec.net:443" {
+			return d.DialContext(ctx, network, fake)
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		td := tls.Dialer{NetDialer: &d, Config: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}}
+		return td.DialContext(ctx, network, addr)
 	}
-	return c.next.RoundTrip(r)
+	return tr
 }
 
 var diffSetup sync.Once
@@ -279,7 +288,7 @@ func setupDiffHelpers(t *testing.T) {
 		must(exprhelpers.GeoIPInit(dir))
 		must(exprhelpers.FileInit(dir, "ips.txt", "string"))
 		must(exprhelpers.FileInit(dir, "ua.regex", "regexp"))
-		http.DefaultTransport = ctiRedirect{host: strings.TrimPrefix(srv.URL, "http://"), next: http.DefaultTransport}
+		http.DefaultTransport = ctiTransport(strings.TrimPrefix(srv.URL, "http://"))
 		key, ttl, size := diffCTIKey, time.Hour, 100
 		must(ctiexpr.InitCrowdsecCTI(&key, &ttl, &size, log.PanicLevel))
 		must(cache.CacheInit(cache.CacheCfg{Name: "seen", Size: 10, TTL: time.Hour}, nil))

@@ -1,7 +1,9 @@
 package lapi
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -67,7 +69,11 @@ func LoadLocalProfiles(path, dir string) (*LocalProfiles, error) {
 	if len(l.YAML) > fsm.MaxProfilesYAML {
 		return nil, fmt.Errorf("profiles file larger than %d bytes", fsm.MaxProfilesYAML)
 	}
-	if dir != "" {
+	// A notification dir that does not exist holds no config (CrowdSec's
+	// config.yaml names /etc/crowdsec/notifications/ whether or not a
+	// plugin is used; a profile naming a missing config is refused later,
+	// with the names).
+	if _, serr := os.Stat(dir); dir != "" && !errors.Is(serr, fs.ErrNotExist) {
 		if l.Notifications, err = ReadNotificationsDir(dir); err != nil {
 			return nil, err
 		}

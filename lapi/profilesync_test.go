@@ -328,3 +328,21 @@ func TestProfilesWatcherSwapsWithoutTraffic(t *testing.T) {
 		t.Fatalf("in use %s, replicated %s", a.Hash, e.fsm.Profiles().Hash)
 	}
 }
+
+// A notification dir that does not exist (CrowdSec's config names one
+// whether or not a plugin is used) holds no config; a file in its place is
+// an error.
+func TestLoadLocalProfilesMissingNotificationDir(t *testing.T) {
+	dir := t.TempDir()
+	l, err := LoadLocalProfiles("", filepath.Join(dir, "absent"))
+	if err != nil || len(l.Notifications) != 0 || l.Explicit {
+		t.Fatalf("missing dir: %+v, %v", l, err)
+	}
+	f := filepath.Join(dir, "file")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadLocalProfiles("", f); err == nil {
+		t.Fatal("a file as notification dir was accepted")
+	}
+}
