@@ -392,15 +392,14 @@ func (a *Agent) checkHealth(ctx context.Context, n *node) {
 	hctx, cancel := context.WithTimeout(ctx, a.cfg.HealthTimeout)
 	defer cancel()
 	start := time.Now()
-	req, _ := http.NewRequestWithContext(hctx, http.MethodGet, n.key+"/health", nil)
-	req.Header.Set("User-Agent", "halapi-agent")
-	resp, err := n.tr.RoundTrip(req)
-	if err == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("/health answered %s", resp.Status)
-		}
+	err := a.healthOnce(hctx, n)
+	if err != nil && ctx.Err() == nil && hctx.Err() == nil && !isTimeout(err) {
+		// A connection the node closed under the check (its idle
+		// timeout, a restart of its connections) is no sign of a down
+		// node: one more try, on a new connection, within the same
+		// timeout. A refused or hung node fails it as fast.
+		n.tr.CloseIdleConnections()
+		err = a.healthOnce(hctx, n)
 	}
 	if ctx.Err() != nil {
 		return
@@ -416,6 +415,21 @@ func (a *Agent) checkHealth(ctx context.Context, n *node) {
 	n.rtt.Store(d)
 	a.met.setRTT(n, d)
 	a.markUp(n)
+}
+
+func (a *Agent) healthOnce(ctx context.Context, n *node) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.key+"/health", nil)
+	req.Header.Set("User-Agent", "halapi-agent")
+	resp, err := n.tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/health answered %s", resp.Status)
+	}
+	return nil
 }
 
 func (a *Agent) markUp(n *node) {

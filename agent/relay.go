@@ -295,7 +295,12 @@ func writeHeaderLine(bw *bufio.Writer, k, v string) {
 // On a timeout the connection stays with the attempt (await goes on).
 func (ra *relayAttempt) send(until time.Time) error {
 	for try := 0; ; try++ {
-		uc := ra.pool.get()
+		// The retry always dials: the other idle connections to the node
+		// are as likely to be dead as the one that just failed.
+		var uc *upConn
+		if try == 0 {
+			uc = ra.pool.get()
+		}
 		reused := uc != nil
 		if uc == nil {
 			ctx, cancel := context.WithDeadline(context.Background(), ra.final)
