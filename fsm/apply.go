@@ -10,195 +10,182 @@ import (
 // reported in stream "deleted" lists.
 const tombstoneTTL = int64(24 * 3600 * 1e9)
 
-func (s *state) apply(index uint64, c Command) *Result {
-	now := c.Time
-	switch b := c.Body.(type) {
-	case *SetJWTKey:
-		if len(s.jwtKey) == 0 && len(b.Key) > 0 {
-			s.jwtKey = append([]byte(nil), b.Key...)
-			return &Result{N: 1}
-		}
-		return &Result{}
-	case *MachineCreate:
-		return s.machineCreate(b, now)
-	case *MachineUpdate:
-		return s.machineUpdate(b, now)
-	case *MachineDelete:
-		n := 0
-		var missing []string
-		for _, id := range b.IDs {
-			if _, ok := s.machines[id]; ok {
-				delete(s.wMachines(), id)
-				n++
-			} else {
-				missing = append(missing, id)
-			}
-		}
-		if len(missing) > 0 {
-			return &Result{N: n, Code: CodeNotFound, Message: fmt.Sprintf("'%s' does not exist", missing[0])}
-		}
-		return &Result{N: n}
-	case *BouncerCreate:
-		if _, ok := s.bouncers[b.Bouncer.Name]; ok {
-			return fail(CodeConflict, "bouncer %s already exists", b.Bouncer.Name)
-		}
-		nb := b.Bouncer
-		nb.CreatedAt, nb.UpdatedAt = now, now
-		s.putBouncer(&nb)
+func (s *state) setJWTKey(_ entryCtx, b *SetJWTKey) *Result {
+	if len(s.jwtKey) == 0 && len(b.Key) > 0 {
+		s.jwtKey = append([]byte(nil), b.Key...)
 		return &Result{N: 1}
-	case *BouncerUpdate:
-		return s.bouncerUpdate(b, now)
-	case *UsageAdd:
-		return s.usageAdd(b, now)
-	case *UsageSent:
-		return s.usageSent(b)
-	case *UsageFlush:
-		return s.usageFlush(b)
-	case *BouncerDelete:
-		n := 0
-		for _, name := range b.Names {
-			if s.deleteBouncer(name) {
-				n++
-			}
-		}
-		return &Result{N: n}
-	case *AlertsCreate:
-		return s.alertsCreate(index, b, now)
-	case *AlertsDelete:
-		ids := b.IDs
-		if b.Filter != nil {
-			f := *b.Filter
-			f.Limit = 0
-			for _, a := range s.matchAlerts(&f, now) {
-				ids = append(ids, a.ID)
-			}
-		}
-		if b.MustExist {
-			for _, id := range ids {
-				if s.alert(id) == nil {
-					return notFound()
-				}
-			}
-		}
-		n := 0
-		for _, id := range ids {
-			if s.deleteAlert(index, id, now) {
-				n++
-			}
-		}
-		return &Result{N: n}
-	case *DecisionsExpire:
-		ids := b.IDs
-		if b.Filter != nil {
-			ids = append(ids, s.matchActive(b.Filter, now)...)
-		}
-		if b.MustExist {
-			for _, id := range ids {
-				if s.decision(id) == nil {
-					return notFound()
-				}
-			}
-		}
-		n := 0
-		for _, id := range ids {
-			if s.expireDecision(index, id, now) {
-				n++
-			}
-		}
-		return &Result{N: n}
-	case *Flush:
-		return s.flush(index, b, now)
-	case *AutoDelete:
-		return s.autoDelete(b, now)
-	case *AllowlistCreate:
-		if _, ok := s.allowlists[b.Name]; ok {
-			return fail(CodeConflict, "allowlist '%s' already exists", b.Name)
-		}
-		s.wAllowlists()[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: now, UpdatedAt: now}
-		return &Result{N: 1}
-	case *AllowlistDelete:
-		if _, ok := s.allowlists[b.Name]; !ok {
-			return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
-		}
-		delete(s.wAllowlists(), b.Name)
-		return &Result{N: 1}
-	case *AllowlistAdd:
-		return s.allowlistAdd(index, b, now)
-	case *AllowlistRemove:
-		al, ok := s.allowlists[b.Name]
-		if !ok {
-			return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
-		}
-		drop := map[string]bool{}
-		for _, v := range b.Values {
-			drop[v] = true
-		}
-		na := *al
-		na.Items = nil
-		n := 0
-		for _, it := range al.Items {
-			if drop[it.Value] {
-				n++
-				continue
-			}
-			na.Items = append(na.Items, it)
-		}
-		na.UpdatedAt = now
-		s.wAllowlists()[b.Name] = &na
-		return &Result{N: n}
-	case *Touch:
-		return s.touch(b)
-	case *SetConfig:
-		if _, exists := s.config[b.Key]; exists && b.IfAbsent {
-			return &Result{N: 0}
-		}
-		if len(b.Value) == 0 {
-			delete(s.wConfig(), b.Key)
-		} else {
-			s.wConfig()[b.Key] = append([]byte(nil), b.Value...)
-		}
-		return &Result{N: 1}
-	case *ImportDecisions:
-		return s.importDecisions(index, b, now)
-	case *ExpireByValue:
-		seen := map[int64]bool{}
-		var hit []int64
-		for _, it := range b.Items {
-			s.sameValue(it.Value, parsePrefix(it.Value), func(d *Decision) bool {
-				if seen[d.ID] || d.Origin != b.Origin || d.Until <= now {
-					return true
-				}
-				if !strings.EqualFold(it.Scope, "ip") && d.Scope != it.Scope {
-					return true
-				}
-				seen[d.ID] = true
-				hit = append(hit, d.ID)
-				return true
-			})
-		}
-		for _, id := range hit {
-			s.expireDecision(index, id, now)
-		}
-		return &Result{N: len(hit)}
-	case *ExpireSet:
-		var hit []int64
-		s.decisions.Ascend(func(d *Decision) bool {
-			if d.Origin == b.Origin && d.Scenario == b.Scenario && d.AlertID != b.KeepAlertID && d.Until > now {
-				hit = append(hit, d.ID)
-			}
-			return true
-		})
-		for _, id := range hit {
-			s.expireDecision(index, id, now)
-		}
-		return &Result{N: len(hit)}
-	case *AllowlistReplace:
-		return s.allowlistReplace(index, b, now)
 	}
-	return fail(CodeInternal, "unhandled command %T", c.Body)
+	return &Result{}
 }
 
-func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
+func (s *state) machineDelete(_ entryCtx, b *MachineDelete) *Result {
+	n := 0
+	var missing []string
+	for _, id := range b.IDs {
+		if _, ok := s.machines[id]; ok {
+			delete(s.wMachines(), id)
+			n++
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return &Result{N: n, Code: CodeNotFound, Message: fmt.Sprintf("'%s' does not exist", missing[0])}
+	}
+	return &Result{N: n}
+}
+
+func (s *state) bouncerCreate(e entryCtx, b *BouncerCreate) *Result {
+	if _, ok := s.bouncers[b.Bouncer.Name]; ok {
+		return fail(CodeConflict, "bouncer %s already exists", b.Bouncer.Name)
+	}
+	nb := b.Bouncer
+	nb.CreatedAt, nb.UpdatedAt = e.now, e.now
+	s.putBouncer(&nb)
+	return &Result{N: 1}
+}
+
+func (s *state) bouncerDelete(_ entryCtx, b *BouncerDelete) *Result {
+	n := 0
+	for _, name := range b.Names {
+		if s.deleteBouncer(name) {
+			n++
+		}
+	}
+	return &Result{N: n}
+}
+
+func (s *state) alertsDelete(e entryCtx, b *AlertsDelete) *Result {
+	ids := b.IDs
+	if b.Filter != nil {
+		f := *b.Filter
+		f.Limit = 0
+		for _, a := range s.matchAlerts(&f, e.now) {
+			ids = append(ids, a.ID)
+		}
+	}
+	exists := func(id int64) bool { return s.alert(id) != nil }
+	return eachID(ids, b.MustExist, exists, func(id int64) bool { return s.deleteAlert(e.index, id, e.now) })
+}
+
+func (s *state) decisionsExpire(e entryCtx, b *DecisionsExpire) *Result {
+	ids := b.IDs
+	if b.Filter != nil {
+		ids = append(ids, s.matchActive(b.Filter, e.now)...)
+	}
+	exists := func(id int64) bool { return s.decision(id) != nil }
+	return eachID(ids, b.MustExist, exists, func(id int64) bool { return s.expireDecision(e.index, id, e.now) })
+}
+
+// eachID calls do for every ID and counts the calls that changed
+// something; with mustExist, nothing is done unless every ID exists.
+func eachID(ids []int64, mustExist bool, exists, do func(int64) bool) *Result {
+	if mustExist {
+		for _, id := range ids {
+			if !exists(id) {
+				return notFound()
+			}
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		if do(id) {
+			n++
+		}
+	}
+	return &Result{N: n}
+}
+
+func (s *state) allowlistCreate(e entryCtx, b *AllowlistCreate) *Result {
+	if _, ok := s.allowlists[b.Name]; ok {
+		return fail(CodeConflict, "allowlist '%s' already exists", b.Name)
+	}
+	s.wAllowlists()[b.Name] = &Allowlist{Name: b.Name, Description: b.Description, CreatedAt: e.now, UpdatedAt: e.now}
+	return &Result{N: 1}
+}
+
+func (s *state) allowlistDelete(_ entryCtx, b *AllowlistDelete) *Result {
+	if _, ok := s.allowlists[b.Name]; !ok {
+		return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
+	}
+	delete(s.wAllowlists(), b.Name)
+	return &Result{N: 1}
+}
+
+func (s *state) allowlistRemove(e entryCtx, b *AllowlistRemove) *Result {
+	al, ok := s.allowlists[b.Name]
+	if !ok {
+		return fail(CodeNotFound, "allowlist '%s' not found", b.Name)
+	}
+	drop := map[string]bool{}
+	for _, v := range b.Values {
+		drop[v] = true
+	}
+	na := *al
+	na.Items = nil
+	n := 0
+	for _, it := range al.Items {
+		if drop[it.Value] {
+			n++
+			continue
+		}
+		na.Items = append(na.Items, it)
+	}
+	na.UpdatedAt = e.now
+	s.wAllowlists()[b.Name] = &na
+	return &Result{N: n}
+}
+
+func (s *state) setConfig(_ entryCtx, b *SetConfig) *Result {
+	if _, exists := s.config[b.Key]; exists && b.IfAbsent {
+		return &Result{N: 0}
+	}
+	if len(b.Value) == 0 {
+		delete(s.wConfig(), b.Key)
+	} else {
+		s.wConfig()[b.Key] = append([]byte(nil), b.Value...)
+	}
+	return &Result{N: 1}
+}
+
+func (s *state) expireByValue(e entryCtx, b *ExpireByValue) *Result {
+	seen := map[int64]bool{}
+	var hit []int64
+	for _, it := range b.Items {
+		s.sameValue(it.Value, parsePrefix(it.Value), func(d *Decision) bool {
+			if seen[d.ID] || d.Origin != b.Origin || d.Until <= e.now {
+				return true
+			}
+			if !strings.EqualFold(it.Scope, "ip") && d.Scope != it.Scope {
+				return true
+			}
+			seen[d.ID] = true
+			hit = append(hit, d.ID)
+			return true
+		})
+	}
+	for _, id := range hit {
+		s.expireDecision(e.index, id, e.now)
+	}
+	return &Result{N: len(hit)}
+}
+
+func (s *state) expireSet(e entryCtx, b *ExpireSet) *Result {
+	var hit []int64
+	s.decisions.Ascend(func(d *Decision) bool {
+		if d.Origin == b.Origin && d.Scenario == b.Scenario && d.AlertID != b.KeepAlertID && d.Until > e.now {
+			hit = append(hit, d.ID)
+		}
+		return true
+	})
+	for _, id := range hit {
+		s.expireDecision(e.index, id, e.now)
+	}
+	return &Result{N: len(hit)}
+}
+
+func (s *state) machineCreate(e entryCtx, b *MachineCreate) *Result {
+	now := e.now
 	if old, ok := s.machines[b.Machine.ID]; ok {
 		if !b.Force {
 			return fail(CodeConflict, "user '%s': user already exist", b.Machine.ID)
@@ -216,7 +203,8 @@ func (s *state) machineCreate(b *MachineCreate, now int64) *Result {
 	return &Result{N: 1}
 }
 
-func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
+func (s *state) machineUpdate(e entryCtx, b *MachineUpdate) *Result {
+	now := e.now
 	old, ok := s.machines[b.ID]
 	if !ok {
 		return notFound()
@@ -254,7 +242,8 @@ func (s *state) machineUpdate(b *MachineUpdate, now int64) *Result {
 	return &Result{N: 1}
 }
 
-func (s *state) bouncerUpdate(b *BouncerUpdate, now int64) *Result {
+func (s *state) bouncerUpdate(e entryCtx, b *BouncerUpdate) *Result {
+	now := e.now
 	old, ok := s.bouncers[b.Name]
 	if !ok {
 		return notFound()
@@ -276,7 +265,7 @@ func (s *state) bouncerUpdate(b *BouncerUpdate, now int64) *Result {
 	return &Result{N: 1}
 }
 
-func (s *state) touch(b *Touch) *Result {
+func (s *state) touch(_ entryCtx, b *Touch) *Result {
 	n := 0
 	for _, t := range b.Machines {
 		old, ok := s.machines[t.ID]
@@ -302,7 +291,8 @@ func (s *state) touch(b *Touch) *Result {
 	return &Result{N: n}
 }
 
-func (s *state) alertsCreate(index uint64, b *AlertsCreate, now int64) *Result {
+func (s *state) alertsCreate(e entryCtx, b *AlertsCreate) *Result {
+	index, now := e.index, e.now
 	res := &Result{IDs: make([]int64, 0, len(b.Alerts))}
 	for i := range b.Alerts {
 		na := &b.Alerts[i]
@@ -433,8 +423,8 @@ func (s *state) autoDeleteVictims(b *AutoDelete, now int64) (machines, bouncers 
 	return machines, bouncers
 }
 
-func (s *state) autoDelete(b *AutoDelete, now int64) *Result {
-	machines, bouncers := s.autoDeleteVictims(b, now)
+func (s *state) autoDelete(e entryCtx, b *AutoDelete) *Result {
+	machines, bouncers := s.autoDeleteVictims(b, e.now)
 	for _, id := range machines {
 		delete(s.wMachines(), id)
 	}
@@ -444,7 +434,8 @@ func (s *state) autoDelete(b *AutoDelete, now int64) *Result {
 	return &Result{N: len(machines) + len(bouncers)}
 }
 
-func (s *state) flush(index uint64, b *Flush, now int64) *Result {
+func (s *state) flush(e entryCtx, b *Flush) *Result {
+	index, now := e.index, e.now
 	var victims []int64
 	if b.MaxAge > 0 {
 		limit := now - b.MaxAge
@@ -518,7 +509,8 @@ func (s *state) flush(index uint64, b *Flush, now int64) *Result {
 	return &Result{N: n}
 }
 
-func (s *state) importDecisions(index uint64, b *ImportDecisions, now int64) *Result {
+func (s *state) importDecisions(e entryCtx, b *ImportDecisions) *Result {
+	index, now := e.index, e.now
 	var a *Alert
 	if b.AlertID != 0 {
 		old := s.alert(b.AlertID)
@@ -615,7 +607,8 @@ func (s *state) detachAll(alertID int64, ids map[int64]bool) {
 	s.alerts.ReplaceOrInsert(&cp)
 }
 
-func (s *state) allowlistReplace(index uint64, b *AllowlistReplace, now int64) *Result {
+func (s *state) allowlistReplace(e entryCtx, b *AllowlistReplace) *Result {
+	index, now := e.index, e.now
 	var al *Allowlist
 	for _, x := range s.allowlists {
 		if b.AllowlistID != "" && x.AllowlistID == b.AllowlistID {
@@ -674,7 +667,8 @@ func (s *state) expireCovered(index uint64, ranges []IPRange, now int64) {
 	}
 }
 
-func (s *state) allowlistAdd(index uint64, b *AllowlistAdd, now int64) *Result {
+func (s *state) allowlistAdd(e entryCtx, b *AllowlistAdd) *Result {
+	index, now := e.index, e.now
 	al, ok := s.allowlists[b.Name]
 	if !ok {
 		return fail(CodeNotFound, "allowlist '%s' not found", b.Name)

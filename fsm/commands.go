@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -41,6 +40,49 @@ const (
 	CmdAutoDelete
 	// CmdTouch carries coalesced "last seen" data and stream cursors.
 	CmdTouch = IgnorableFlag | 1
+)
+
+// Command types of usage metrics (usage.go). Numbered apart from the iota
+// block so that command types other branches append cannot collide with
+// them.
+const (
+	CmdUsageAdd   CmdType = 48
+	CmdUsageSent  CmdType = 49
+	CmdUsageFlush CmdType = 50
+)
+
+// commands is the registry (registry.go): one line a command type, its
+// body type inferred from its apply function. To add a command: a type
+// constant above (never renumber, never reuse), a body type with a
+// Validate method, an apply function func(*state, entryCtx, *Body)
+// *Result, and a gated(...) line here; snapshot/restore any new state.
+var commands = mustRegistry(
+	baseline(CmdSetJWTKey, (*state).setJWTKey),
+	baseline(CmdMachineCreate, (*state).machineCreate),
+	baseline(CmdMachineUpdate, (*state).machineUpdate),
+	baseline(CmdMachineDelete, (*state).machineDelete),
+	baseline(CmdBouncerCreate, (*state).bouncerCreate),
+	baseline(CmdBouncerUpdate, (*state).bouncerUpdate),
+	baseline(CmdBouncerDelete, (*state).bouncerDelete),
+	baseline(CmdAlertsCreate, (*state).alertsCreate),
+	baseline(CmdAlertsDelete, (*state).alertsDelete),
+	baseline(CmdDecisionsExpire, (*state).decisionsExpire),
+	baseline(CmdFlush, (*state).flush),
+	baseline(CmdAllowlistCreate, (*state).allowlistCreate),
+	baseline(CmdAllowlistDelete, (*state).allowlistDelete),
+	baseline(CmdAllowlistAdd, (*state).allowlistAdd),
+	baseline(CmdAllowlistRemove, (*state).allowlistRemove),
+	baseline(CmdSetConfig, (*state).setConfig),
+	// big lists: most of the cost of applying them is the decode
+	baseline(CmdImportDecisions, (*state).importDecisions).withFast(func(b []byte) (any, bool) { return fastImport(b) }),
+	baseline(CmdExpireByValue, (*state).expireByValue),
+	baseline(CmdExpireSet, (*state).expireSet),
+	baseline(CmdAllowlistReplace, (*state).allowlistReplace),
+	baseline(CmdTouch, (*state).touch),
+	gated(CmdAutoDelete, (*state).autoDelete),
+	gated(CmdUsageAdd, (*state).usageAdd),
+	gated(CmdUsageSent, (*state).usageSent),
+	gated(CmdUsageFlush, (*state).usageFlush),
 )
 
 // Entry formats: 1 = [1][type][time:8][JSON]; 2 adds a request ID:
@@ -282,62 +324,6 @@ type BouncerTouch struct {
 	Cursor   uint64 `json:"cursor,omitempty"`
 }
 
-func bodyFor(t CmdType) (any, error) {
-	switch t {
-	case CmdSetJWTKey:
-		return &SetJWTKey{}, nil
-	case CmdMachineCreate:
-		return &MachineCreate{}, nil
-	case CmdMachineUpdate:
-		return &MachineUpdate{}, nil
-	case CmdMachineDelete:
-		return &MachineDelete{}, nil
-	case CmdBouncerCreate:
-		return &BouncerCreate{}, nil
-	case CmdBouncerUpdate:
-		return &BouncerUpdate{}, nil
-	case CmdBouncerDelete:
-		return &BouncerDelete{}, nil
-	case CmdAlertsCreate:
-		return &AlertsCreate{}, nil
-	case CmdAlertsDelete:
-		return &AlertsDelete{}, nil
-	case CmdDecisionsExpire:
-		return &DecisionsExpire{}, nil
-	case CmdFlush:
-		return &Flush{}, nil
-	case CmdAllowlistCreate:
-		return &AllowlistCreate{}, nil
-	case CmdAllowlistDelete:
-		return &AllowlistDelete{}, nil
-	case CmdAllowlistAdd:
-		return &AllowlistAdd{}, nil
-	case CmdAllowlistRemove:
-		return &AllowlistRemove{}, nil
-	case CmdSetConfig:
-		return &SetConfig{}, nil
-	case CmdImportDecisions:
-		return &ImportDecisions{}, nil
-	case CmdExpireByValue:
-		return &ExpireByValue{}, nil
-	case CmdExpireSet:
-		return &ExpireSet{}, nil
-	case CmdAllowlistReplace:
-		return &AllowlistReplace{}, nil
-	case CmdAutoDelete:
-		return &AutoDelete{}, nil
-	case CmdTouch:
-		return &Touch{}, nil
-	case CmdUsageAdd:
-		return &UsageAdd{}, nil
-	case CmdUsageSent:
-		return &UsageSent{}, nil
-	case CmdUsageFlush:
-		return &UsageFlush{}, nil
-	}
-	return nil, fmt.Errorf("unknown command type %d", t)
-}
-
 // Decode parses a log entry.
 func Decode(entry []byte) (Command, error) {
 	if len(entry) < 10 {
@@ -356,18 +342,18 @@ func Decode(entry []byte) (Command, error) {
 	default:
 		return Command{}, fmt.Errorf("unsupported command format %d", entry[0])
 	}
-	if c.Type == CmdImportDecisions {
-		// big lists: most of the cost of applying them is this decode
-		if b, ok := fastImport(rest); ok {
+	cmd := commands.lookup(c.Type)
+	if cmd == nil {
+		return c, fmt.Errorf("unknown command type %d", c.Type)
+	}
+	if cmd.fast != nil {
+		if b, ok := cmd.fast(rest); ok {
 			c.Body = b
 			return c, nil
 		}
 	}
-	body, err := bodyFor(c.Type)
+	body, err := cmd.decode(rest)
 	if err != nil {
-		return c, err
-	}
-	if err := json.Unmarshal(rest, body); err != nil {
 		return c, fmt.Errorf("decode command %d: %w", c.Type, err)
 	}
 	c.Body = body
@@ -399,7 +385,7 @@ func EntryKind(entry []byte) EntryClass {
 	if entry[0] > formatV2 {
 		return EntryNewer
 	}
-	if _, err := bodyFor(CmdType(entry[1])); err == nil {
+	if commands.lookup(CmdType(entry[1])) != nil {
 		return EntryMalformed
 	}
 	if CmdType(entry[1])&IgnorableFlag != 0 {

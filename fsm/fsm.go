@@ -35,10 +35,6 @@ type FSM struct {
 	// same bytes a second time.
 	hintMu sync.Mutex
 	hints  map[*byte]Command
-
-	// OnApply, if set, is called after each entry with its type and
-	// duration (metrics). It must not block.
-	OnApply func(t CmdType)
 }
 
 // New returns an empty FSM.
@@ -216,9 +212,6 @@ func (f *FSM) applyEntry(index uint64, data []byte, cmd Command, err error) *Res
 		f.s.remember(cmd.ID, res)
 	}
 	f.s.lastIndex = index
-	if f.OnApply != nil {
-		f.OnApply(cmd.Type)
-	}
 	return res
 }
 

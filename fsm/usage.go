@@ -8,14 +8,6 @@ import "encoding/json"
 // its metrics table. The payload is stored as sent (its "metrics" list of
 // DetailedMetrics, JSON); the FSM never interprets it.
 
-// Command types of usage metrics. Numbered apart from the iota block so
-// that command types other branches append cannot collide with them.
-const (
-	CmdUsageAdd   CmdType = 48
-	CmdUsageSent  CmdType = 49
-	CmdUsageFlush CmdType = 50
-)
-
 // Usage component kinds.
 const (
 	UsageLogProcessor = "lp" // a machine (agent)
@@ -158,8 +150,8 @@ func markUsage(old []UsageRecord, upTo int64) []UsageRecord {
 	return kept
 }
 
-func (s *state) usageAdd(b *UsageAdd, now int64) *Result {
-	r := UsageRecord{ReceivedAt: now, Metrics: append(json.RawMessage(nil), b.Metrics...)}
+func (s *state) usageAdd(e entryCtx, b *UsageAdd) *Result {
+	r := UsageRecord{ReceivedAt: e.now, Metrics: append(json.RawMessage(nil), b.Metrics...)}
 	switch b.Kind {
 	case UsageLogProcessor:
 		old, ok := s.machines[b.Name]
@@ -183,7 +175,7 @@ func (s *state) usageAdd(b *UsageAdd, now int64) *Result {
 	return &Result{N: 1}
 }
 
-func (s *state) usageSent(b *UsageSent) *Result {
+func (s *state) usageSent(_ entryCtx, b *UsageSent) *Result {
 	n := 0
 	for _, mk := range b.Marks {
 		switch mk.Kind {
@@ -206,7 +198,7 @@ func (s *state) usageSent(b *UsageSent) *Result {
 	return &Result{N: n}
 }
 
-func (s *state) usageFlush(b *UsageFlush) *Result {
+func (s *state) usageFlush(_ entryCtx, b *UsageFlush) *Result {
 	keep := func(rs []UsageRecord) ([]UsageRecord, int) {
 		var out []UsageRecord
 		for _, r := range rs {

@@ -49,15 +49,15 @@ type Validator interface {
 // Validate checks that the body matches the type and is valid. It is what
 // the leader runs on every command before raft.Apply.
 func (c Command) Validate() error {
-	want, err := bodyFor(c.Type)
-	if err != nil {
-		return invalid("%v", err)
+	cmd := commands.lookup(c.Type)
+	if cmd == nil {
+		return invalid("unknown command type %d", c.Type)
 	}
 	v, ok := c.Body.(Validator)
 	if rv := reflect.ValueOf(c.Body); !ok || c.Body == nil || (rv.Kind() == reflect.Pointer && rv.IsNil()) {
 		return invalid("command type %d has no body", c.Type)
 	}
-	if got := reflect.TypeOf(c.Body); got != reflect.TypeOf(want) && got != reflect.TypeOf(want).Elem() {
+	if !cmd.takes(c.Body) {
 		return invalid("command type %d does not take a %T body", c.Type, c.Body)
 	}
 	if len(c.ID) > 255 {
