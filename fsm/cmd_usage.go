@@ -238,25 +238,3 @@ func Unsent(rs []UsageRecord) []UsageRecord {
 	}
 	return out
 }
-
-// UsageOlderThan reports whether any machine or bouncer keeps a usage
-// record received before the given time (unix ns): the leader writes a
-// UsageFlush only then (flush.metrics_max_age), not every run.
-func (f *FSM) UsageOlderThan(before int64) bool {
-	s := f.read()
-	for _, m := range s.machines {
-		for _, r := range m.Usage {
-			if r.ReceivedAt < before {
-				return true
-			}
-		}
-	}
-	for _, b := range s.bouncers {
-		for _, r := range b.Usage {
-			if r.ReceivedAt < before {
-				return true
-			}
-		}
-	}
-	return false
-}
