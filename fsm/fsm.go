@@ -18,7 +18,7 @@ import (
 // state (s, under mu, which only Apply, Snapshot and Restore take) and
 // publishes a frozen copy after each entry or batch (state.publish).
 type FSM struct {
-	mu  sync.RWMutex
+	mu  sync.Mutex
 	s   *state
 	pub atomic.Pointer[state]
 	log *slog.Logger
