@@ -72,17 +72,12 @@ func (s *state) bouncerUpdate(e entryCtx, b *BouncerUpdate) *Result {
 		return notFound()
 	}
 	nb := *old
-	set := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	set(&nb.IP, b.IP)
-	set(&nb.Type, b.Type)
-	set(&nb.Version, b.Version)
-	set(&nb.OSName, b.OSName)
-	set(&nb.OSVersion, b.OSVersion)
-	set(&nb.FeatureFlags, b.FeatureFlags)
+	setIf(&nb.IP, b.IP)
+	setIf(&nb.Type, b.Type)
+	setIf(&nb.Version, b.Version)
+	setIf(&nb.OSName, b.OSName)
+	setIf(&nb.OSVersion, b.OSVersion)
+	setIf(&nb.FeatureFlags, b.FeatureFlags)
 	nb.UpdatedAt = now
 	s.wBouncers()[nb.Name] = &nb
 	return &Result{N: 1}

@@ -101,21 +101,11 @@ func (s *state) machineUpdate(e entryCtx, b *MachineUpdate) *Result {
 		m.Scenarios = *b.Scenarios
 		m.UpdatedAt = now
 	}
-	if b.IP != nil {
-		m.IP = *b.IP
-	}
-	if b.Version != nil {
-		m.Version = *b.Version
-	}
-	if b.OSName != nil {
-		m.OSName = *b.OSName
-	}
-	if b.OSVersion != nil {
-		m.OSVersion = *b.OSVersion
-	}
-	if b.FeatureFlags != nil {
-		m.FeatureFlags = *b.FeatureFlags
-	}
+	setIf(&m.IP, b.IP)
+	setIf(&m.Version, b.Version)
+	setIf(&m.OSName, b.OSName)
+	setIf(&m.OSVersion, b.OSVersion)
+	setIf(&m.FeatureFlags, b.FeatureFlags)
 	if b.HubState != nil {
 		m.HubState = b.HubState
 	}
@@ -141,4 +131,11 @@ func (s *state) machineDelete(_ entryCtx, b *MachineDelete) *Result {
 		return &Result{N: n, Code: CodeNotFound, Message: fmt.Sprintf("'%s' does not exist", missing[0])}
 	}
 	return &Result{N: n}
+}
+
+// setIf sets *dst to *v when the patch field v is present.
+func setIf(dst, v *string) {
+	if v != nil {
+		*dst = *v
+	}
 }

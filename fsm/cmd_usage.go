@@ -152,25 +152,11 @@ func markUsage(old []UsageRecord, upTo int64) []UsageRecord {
 
 func (s *state) usageAdd(e entryCtx, b *UsageAdd) *Result {
 	r := UsageRecord{ReceivedAt: e.now, Metrics: append(json.RawMessage(nil), b.Metrics...)}
-	switch b.Kind {
-	case UsageLogProcessor:
-		old, ok := s.machines[b.Name]
-		if !ok {
-			return notFound()
-		}
-		m := *old
-		m.Usage = keepUsage(old.Usage, r)
-		s.wMachines()[m.ID] = &m
-	case UsageRemediation:
-		old, ok := s.bouncers[b.Name]
-		if !ok {
-			return notFound()
-		}
-		nb := *old
-		nb.Usage = keepUsage(old.Usage, r)
-		s.wBouncers()[nb.Name] = &nb
-	default:
+	if b.Kind != UsageLogProcessor && b.Kind != UsageRemediation {
 		return fail(CodeInvalid, "unknown usage component kind %q", b.Kind)
+	}
+	if !s.updateUsage(b.Kind, b.Name, func(old []UsageRecord) ([]UsageRecord, bool) { return keepUsage(old, r), true }) {
+		return notFound()
 	}
 	return &Result{N: 1}
 }
@@ -178,24 +164,40 @@ func (s *state) usageAdd(e entryCtx, b *UsageAdd) *Result {
 func (s *state) usageSent(_ entryCtx, b *UsageSent) *Result {
 	n := 0
 	for _, mk := range b.Marks {
-		switch mk.Kind {
-		case UsageLogProcessor:
-			if old, ok := s.machines[mk.Name]; ok && len(old.Usage) > 0 {
-				m := *old
-				m.Usage = markUsage(old.Usage, mk.UpTo)
-				s.wMachines()[m.ID] = &m
-				n++
-			}
-		case UsageRemediation:
-			if old, ok := s.bouncers[mk.Name]; ok && len(old.Usage) > 0 {
-				nb := *old
-				nb.Usage = markUsage(old.Usage, mk.UpTo)
-				s.wBouncers()[nb.Name] = &nb
-				n++
-			}
+		if s.updateUsage(mk.Kind, mk.Name, func(old []UsageRecord) ([]UsageRecord, bool) {
+			return markUsage(old, mk.UpTo), len(old) > 0
+		}) {
+			n++
 		}
 	}
 	return &Result{N: n}
+}
+
+// updateUsage replaces the usage records of a machine (kind "lp") or a
+// bouncer ("rc") with what fn returns, unless fn says no (false). It
+// reports whether the component exists and was changed.
+func (s *state) updateUsage(kind, name string, fn func([]UsageRecord) ([]UsageRecord, bool)) bool {
+	switch kind {
+	case UsageLogProcessor:
+		if old, ok := s.machines[name]; ok {
+			if u, change := fn(old.Usage); change {
+				m := *old
+				m.Usage = u
+				s.wMachines()[m.ID] = &m
+				return true
+			}
+		}
+	case UsageRemediation:
+		if old, ok := s.bouncers[name]; ok {
+			if u, change := fn(old.Usage); change {
+				nb := *old
+				nb.Usage = u
+				s.wBouncers()[nb.Name] = &nb
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *state) usageFlush(_ entryCtx, b *UsageFlush) *Result {

@@ -37,12 +37,7 @@ func (f *FSM) Bouncers() []*Bouncer {
 	for _, b := range s.bouncers {
 		out = append(out, b)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt != out[j].CreatedAt {
-			return out[i].CreatedAt < out[j].CreatedAt
-		}
-		return out[i].Name < out[j].Name
-	})
+	sortBouncers(out)
 	return out
 }
 
@@ -55,15 +50,7 @@ func (f *FSM) BouncersByKey(h string) []*Bouncer {
 			out = append(out, b)
 		}
 	}
-	if len(out) < 2 {
-		return out
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].CreatedAt != out[j].CreatedAt {
-			return out[i].CreatedAt < out[j].CreatedAt
-		}
-		return out[i].Name < out[j].Name
-	})
+	sortBouncers(out)
 	return out
 }
 
@@ -94,4 +81,17 @@ func (f *FSM) UsageOlderThan(before int64) bool {
 		}
 	}
 	return false
+}
+
+// sortBouncers orders bouncers by creation time, then name (oldest first).
+func sortBouncers(bs []*Bouncer) {
+	if len(bs) < 2 {
+		return
+	}
+	sort.Slice(bs, func(i, j int) bool {
+		if bs[i].CreatedAt != bs[j].CreatedAt {
+			return bs[i].CreatedAt < bs[j].CreatedAt
+		}
+		return bs[i].Name < bs[j].Name
+	})
 }
