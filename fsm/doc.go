@@ -3,11 +3,21 @@
 // typed commands that change them, the indexes that answer queries (IP
 // ranges, dedup groups, expiry order) and snapshot/restore.
 //
-// Every change arrives as a raft log entry: a version byte, a one-byte
-// command type, the leader's timestamp and a JSON body. Apply is
-// deterministic: it reads no clock (time comes inside the command), does no
-// I/O and draws no randomness (IDs and UUIDs are assigned from counters or
-// arrive in the command). Records are immutable once stored; a change
+// Every change arrives as a raft log entry (entry.go): a format byte, a
+// one-byte command type, the leader's timestamp (8 bytes, big-endian unix
+// ns), then the JSON body. Format 1 has nothing more. Format 2 adds a
+// request ID between the time and the body (one length byte, then up to
+// 255 bytes of ID); cluster.Node.Apply gives every command one (random, or
+// derived from the client's Idempotency-Key by lapi), so every entry it
+// writes is format 2. An entry whose ID is among the last 65,536 applied
+// is not applied again: the first result is returned (requestids.go; the
+// IDs and results are kept in snapshots), so a write retried after a lost
+// answer or a leader change is stored once. Both formats are decoded; a
+// newer format stops the node (below).
+//
+// Apply is deterministic: it reads no clock (time comes inside the
+// command), does no I/O and draws no randomness (IDs and UUIDs are
+// assigned from counters or arrive in the command). Records are immutable once stored; a change
 // replaces the pointer (copy-on-write), so queries can return pointers and
 // snapshots read a published state while Apply goes on.
 //
@@ -17,12 +27,41 @@
 // state and, after each entry or batch, publishes a frozen copy (B-trees
 // cloned copy-on-write in O(1), small maps copied on their next write);
 // queries load the published copy through an atomic pointer, without a
-// lock (fsm.go, state.go). View hands a caller one published state for a
-// whole request (EachStartup walks a startup stream without building it).
+// lock (state.go). View hands a caller one published state for a whole
+// request (EachStartup walks a startup stream without building it).
+//
+// # Files
+//
+// The raft adapter: fsm.go (the FSM type, Apply, ApplyBatch, the skip or
+// stop rule, the applied index), predecode.go (decoding off the apply
+// goroutine), snapshot.go (Snapshot, Restore and the snapshot format).
+// The state: state.go (the state value, publishing, copy-on-write maps),
+// index.go (the decision indexes and their lookups), requestids.go. The
+// entry format: entry.go. Commands: commands.go (type numbers and the
+// registry table), registry.go (how the table is checked and dispatched),
+// cmd_*.go (one file per group of commands: body types, their Validate and
+// their apply functions), validate.go (bounds and the checker). Queries:
+// query_*.go. Records: types.go, result.go; values: iprange.go, uuid.go,
+// clamp.go, decisionjson.go (hand-written JSON for decisions).
+//
+// # Commands
+//
+// Every command type is registered once in the table of commands.go with
+// its body type and its apply function (registry.go); the table is
+// checked when the package is initialised (a type registered twice, or
+// without an apply function, stops the program). Decode, Validate, Apply,
+// EntryKind and the rolling-upgrade gating (gating.go) all read it. A new
+// command needs: a type constant (never renumbered or reused), a body with
+// a Validate method, an apply function that writes maps only through the
+// copy-on-write accessors (s.wMachines() ...), a gated(...) line in the
+// table (a leader writes the new type only once every voter advertises
+// it: gating.go), snapshot/restore of any new state, and an example
+// in the tests' exampleCommands (TestEveryCommandLeavesPublishedStateUnchanged).
 //
 // # Validation
 //
-// Every command body has a Validate method (validate.go): required names
+// Every command body has a Validate method (next to the body in cmd_*.go,
+// with the bounds and the checker in validate.go): required names
 // present, identifiers bounded and free of control characters, strings,
 // blobs and lists bounded, IP values of IP scopes parse, times not
 // negative. The leader runs it (DecodeValid on forwarded bytes,

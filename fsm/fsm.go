@@ -2,10 +2,8 @@ package fsm
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -13,14 +11,14 @@ import (
 )
 
 // FSM is the raft state machine. Reads go through the query methods
-// (query.go); writes only through raft log entries.
+// (query_*.go); writes only through raft log entries.
 //
 // Readers never take a lock an apply holds: they read the last published
 // state (pub), which is immutable; the apply goroutine changes its own
 // state (s, under mu, which only Apply, Snapshot and Restore take) and
 // publishes a frozen copy after each entry or batch (state.publish).
 type FSM struct {
-	mu  sync.RWMutex
+	mu  sync.Mutex
 	s   *state
 	pub atomic.Pointer[state]
 	log *slog.Logger
@@ -35,10 +33,6 @@ type FSM struct {
 	// same bytes a second time.
 	hintMu sync.Mutex
 	hints  map[*byte]Command
-
-	// OnApply, if set, is called after each entry with its type and
-	// duration (metrics). It must not block.
-	OnApply func(t CmdType)
 
 	profWatch profilesWatch // ProfilesChanged (profiles.go)
 }
@@ -111,102 +105,6 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	return out
 }
 
-// predecodeMin is the entry size from which a batch's entries are decoded
-// in parallel before they are applied (big list imports).
-const predecodeMin = 64 << 10
-
-// predecodeWorkers is how many goroutines predecode uses at most (a
-// variable for the tests).
-var predecodeWorkers = func() int { return runtime.GOMAXPROCS(0) - 1 }
-
-type predecoded struct {
-	cmd Command
-	err error
-	ok  bool
-}
-
-// predecode decodes the big command entries of a batch on all cores but
-// one (decoding is pure; applying stays sequential), or returns nil when
-// fewer than two would work (fewer than two big entries, or fewer than 3
-// cores).
-func (f *FSM) predecode(logs []*raft.Log) []predecoded {
-	var big []int
-	for i, l := range logs {
-		if l.Type == raft.LogCommand && len(l.Data) >= predecodeMin {
-			big = append(big, i)
-		}
-	}
-	// one P stays free for readers: a follower keeps answering queries
-	// while it ingests a big list
-	workers := min(len(big), predecodeWorkers())
-	if workers < 2 {
-		return nil
-	}
-	out := make([]predecoded, len(logs))
-	next := make(chan int, len(big))
-	for _, i := range big {
-		next <- i
-	}
-	close(next)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				c, err := f.decode(logs[i].Data)
-				out[i] = predecoded{cmd: c, err: err, ok: true}
-			}
-		}()
-	}
-	wg.Wait()
-	return out
-}
-
-// Predecoded tells Apply that entry — the very slice about to be handed to
-// raft.Apply on this node — decodes to c (as Decode would return it), so it
-// is not decoded again when applied here. Forget must follow once the
-// entry was applied or abandoned.
-func (f *FSM) Predecoded(entry []byte, c Command) {
-	if len(entry) < 10 {
-		return
-	}
-	f.hintMu.Lock()
-	if f.hints == nil {
-		f.hints = map[*byte]Command{}
-	}
-	f.hints[&entry[0]] = c
-	f.hintMu.Unlock()
-}
-
-// Forget drops a Predecoded hint that was not used.
-func (f *FSM) Forget(entry []byte) {
-	if len(entry) == 0 {
-		return
-	}
-	f.hintMu.Lock()
-	delete(f.hints, &entry[0])
-	f.hintMu.Unlock()
-}
-
-// decode is Decode, or the command the leader already decoded from these
-// very bytes (Predecoded), with the time stamped in the entry.
-func (f *FSM) decode(data []byte) (Command, error) {
-	if len(data) >= 10 {
-		f.hintMu.Lock()
-		c, ok := f.hints[&data[0]]
-		if ok {
-			delete(f.hints, &data[0])
-		}
-		f.hintMu.Unlock()
-		if ok {
-			c.Time = int64(binary.BigEndian.Uint64(data[2:10]))
-			return c, nil
-		}
-	}
-	return Decode(data)
-}
-
 // applyEntry applies one decoded entry (cmd, or the decode error) to the
 // writer's state (mu held).
 func (f *FSM) applyEntry(index uint64, data []byte, cmd Command, err error) *Result {
@@ -221,9 +119,6 @@ func (f *FSM) applyEntry(index uint64, data []byte, cmd Command, err error) *Res
 		f.s.remember(cmd.ID, res)
 	}
 	f.s.lastIndex = index
-	if f.OnApply != nil {
-		f.OnApply(cmd.Type)
-	}
 	return res
 }
 

@@ -9,9 +9,12 @@ import (
 	"testing"
 )
 
-// fuzzSeedEntries are real entries of every command type.
-func fuzzSeedEntries(t testing.TB) [][]byte {
-	cmds := []Command{
+// exampleCommands are real commands of every registered type, in an order
+// that builds a small state holding every kind of record
+// (TestEveryCommandLeavesPublishedStateUnchanged fails when a registered
+// type has none).
+func exampleCommands() []Command {
+	return []Command{
 		{Type: CmdSetJWTKey, Body: SetJWTKey{Key: []byte("k")}},
 		{Type: CmdMachineCreate, ID: "0123456789abcdef", Body: MachineCreate{Machine: Machine{ID: "m9", PasswordHash: []byte("h"), AuthType: AuthPassword}}},
 		{Type: CmdMachineCreate, Body: MachineCreate{Machine: Machine{ID: "m1"}, Force: true}},
@@ -40,10 +43,21 @@ func fuzzSeedEntries(t testing.TB) [][]byte {
 		{Type: CmdExpireSet, Body: ExpireSet{Origin: "lists", Scenario: "firehol", KeepAlertID: 3}},
 		{Type: CmdAllowlistReplace, Body: AllowlistReplace{Name: "console", AllowlistID: "x", Items: []AllowlistItem{{Value: "1.2.3.4"}, {Value: "bogus"}}}},
 		{Type: CmdTouch, Body: Touch{Machines: []MachineTouch{{ID: "m1", LastHeartbeat: T0}}, Bouncers: []BouncerTouch{{Name: "b1", LastPull: T0, Cursor: 3}}}},
+		{Type: CmdUsageAdd, Body: UsageAdd{Kind: UsageLogProcessor, Name: "m1", Metrics: []byte(`[{"items":[]}]`)}},
+		{Type: CmdUsageAdd, Body: UsageAdd{Kind: UsageRemediation, Name: "fw@1.2.3.4", Metrics: []byte(`[{"items":[]}]`)}},
+		{Type: CmdUsageSent, Body: UsageSent{Marks: []UsageMark{{Kind: UsageLogProcessor, Name: "m1", UpTo: T0 + hour}}}},
+		{Type: CmdUsageFlush, Body: UsageFlush{Before: T0 + hour}},
 		{Type: CmdAutoDelete, Body: AutoDelete{AgentsPassword: sec, BouncersAPIKey: sec, AgentsCert: hour, BouncersCert: hour}},
+		{Type: CmdNotifyCursor, Body: NotifyCursor{Name: "http_default", InFlight: 3}},
+		{Type: CmdNotifyCursor, Body: NotifyCursor{Name: "http_default", Cursor: 3, Sent: 2, Batches: 1}},
+		{Type: CmdProfilesSet, Body: ProfilesSet{YAML: []byte("name: p\nfilters: [\"true\"]\non_success: break\n"), Notifications: map[string][]byte{"http.yaml": []byte("type: http\nname: http_default\n")}, SetBy: "op@n1"}},
 	}
+}
+
+// fuzzSeedEntries are the example commands as log entries.
+func fuzzSeedEntries(t testing.TB) [][]byte {
 	var out [][]byte
-	for _, c := range cmds {
+	for _, c := range exampleCommands() {
 		c.Time = T0 + hour
 		data, err := c.Encode()
 		if err != nil {

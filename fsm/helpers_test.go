@@ -33,10 +33,19 @@ type harness struct {
 	t   testing.TB
 	f   *FSM
 	idx uint64
+	// noImage skips the published-state check (benchmarks: imaging the
+	// whole state at every entry would be most of what they measure).
+	noImage bool
 }
 
 func newHarness(t testing.TB) *harness {
 	return &harness{t: t, f: New(quietLogger())}
+}
+
+// newBenchHarness is a harness without the per-entry published-state
+// check, for benchmarks (the tests keep it).
+func newBenchHarness(b *testing.B) *harness {
+	return &harness{t: b, f: New(quietLogger()), noImage: true}
 }
 
 // entry encodes a command.
@@ -57,6 +66,9 @@ func rawLog(index uint64, data []byte) *raft.Log {
 func (h *harness) raw(data []byte) any {
 	h.t.Helper()
 	h.idx++
+	if h.noImage {
+		return h.f.Apply(rawLog(h.idx, data))
+	}
 	before := h.f.read()
 	img := stateImage(h.t, before)
 	out := h.f.Apply(rawLog(h.idx, data))
@@ -361,7 +373,7 @@ func takeDump(t testing.TB, f *FSM, now int64, probes []string, streams []stream
 	}
 	d.Active = viewDecisions(f.Decisions(&DecisionFilter{}, n))
 	d.ActiveAll = viewDecisions(f.Decisions(&DecisionFilter{IncludeSimulated: true}, n))
-	f.mu.RLock()
+	f.mu.Lock()
 	d.Config = map[string][]byte{}
 	for k, v := range f.s.config {
 		d.Config[k] = v
@@ -373,7 +385,7 @@ func takeDump(t testing.TB, f *FSM, now int64, probes []string, streams []stream
 	d.NextAlertID = f.s.nextAlertID
 	d.NextDecisionID = f.s.nextDecisionID
 	d.AlertCount = f.s.alertCount
-	f.mu.RUnlock()
+	f.mu.Unlock()
 	d.Stored = viewDecisions(all)
 	d.Tombstones = viewDecisions(tombs)
 	for _, q := range streams {
@@ -455,8 +467,8 @@ func componentsJSON(t testing.TB, d dump) map[string]string {
 // decisions tree (the FSM's internal bookkeeping).
 func checkIndexInvariants(t testing.TB, f *FSM) {
 	t.Helper()
-	f.mu.RLock()
-	defer f.mu.RUnlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	s := f.s
 	if p := f.read(); p.decisions.Len() != s.decisions.Len() || p.lastIndex != s.lastIndex || p.alertCount != s.alertCount {
 		t.Errorf("published state differs from the writer's: %d/%d decisions, index %d/%d",

@@ -73,12 +73,12 @@ func liveHeap() uint64 {
 	return ms.HeapAlloc
 }
 
-func loadImport(tb testing.TB, n, chunk int) *harness {
-	entries := importEntries(tb, n, chunk)
-	h := newHarness(tb)
+func loadImport(b *testing.B, n, chunk int) *harness {
+	entries := importEntries(b, n, chunk)
+	h := newBenchHarness(b)
 	for _, e := range entries {
 		if r := h.raw(e).(*Result); r.Err() != nil {
-			tb.Fatalf("import: %v", r.Err())
+			b.Fatalf("import: %v", r.Err())
 		}
 	}
 	return h
@@ -90,7 +90,7 @@ func BenchmarkScaleMemory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		base := liveHeap()
 		entries := importEntries(b, n, 10_000)
-		h := newHarness(b)
+		h := newBenchHarness(b)
 		for _, e := range entries {
 			h.raw(e)
 		}
@@ -110,7 +110,7 @@ func BenchmarkScaleImport(b *testing.B) {
 	b.ResetTimer()
 	c0 := cpuTime()
 	for i := 0; i < b.N; i++ {
-		h := newHarness(b)
+		h := newBenchHarness(b)
 		for _, e := range entries {
 			h.raw(e)
 		}

@@ -22,7 +22,7 @@ type Machine struct {
 	FeatureFlags  string `json:"feature_flags,omitempty"`
 	HubState      []byte `json:"hubstate,omitempty"`
 	Datasources   []byte `json:"datasources,omitempty"`
-	// Usage holds the usage metrics it sent (bounded: see usage.go).
+	// Usage holds the usage metrics it sent (bounded: see cmd_usage.go).
 	Usage []UsageRecord `json:"usage,omitempty"`
 }
 
@@ -45,7 +45,7 @@ type Bouncer struct {
 	// Cursor is the raft index up to which this bouncer's stream has been
 	// served (new decisions created after it are "new" on the next pull).
 	Cursor uint64 `json:"cursor,omitempty"`
-	// Usage holds the usage metrics it sent (bounded: see usage.go).
+	// Usage holds the usage metrics it sent (bounded: see cmd_usage.go).
 	Usage []UsageRecord `json:"usage,omitempty"`
 }
 

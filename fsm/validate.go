@@ -49,15 +49,15 @@ type Validator interface {
 // Validate checks that the body matches the type and is valid. It is what
 // the leader runs on every command before raft.Apply.
 func (c Command) Validate() error {
-	want, err := bodyFor(c.Type)
-	if err != nil {
-		return invalid("%v", err)
+	cmd := commands.lookup(c.Type)
+	if cmd == nil {
+		return invalid("unknown command type %d", c.Type)
 	}
 	v, ok := c.Body.(Validator)
 	if rv := reflect.ValueOf(c.Body); !ok || c.Body == nil || (rv.Kind() == reflect.Pointer && rv.IsNil()) {
 		return invalid("command type %d has no body", c.Type)
 	}
-	if got := reflect.TypeOf(c.Body); got != reflect.TypeOf(want) && got != reflect.TypeOf(want).Elem() {
+	if !cmd.takes(c.Body) {
 		return invalid("command type %d does not take a %T body", c.Type, c.Body)
 	}
 	if len(c.ID) > 255 {
@@ -330,112 +330,6 @@ func (k *checker) ids(field string, v []int64) {
 
 // Validate implementations, one per body.
 
-func (b SetJWTKey) Validate() error {
-	if len(b.Key) == 0 {
-		return invalid("key: is required")
-	}
-	var k checker
-	k.blob("key", b.Key)
-	return k.err
-}
-
-func (b MachineCreate) Validate() error {
-	var k checker
-	m := &b.Machine
-	k.name("machine.id", m.ID, true)
-	k.blob("machine.pw", m.PasswordHash)
-	k.text("machine.ip", m.IP)
-	k.name("machine.auth_type", m.AuthType, false)
-	k.text("machine.scenarios", m.Scenarios)
-	k.text("machine.version", m.Version)
-	k.text("machine.os_name", m.OSName)
-	k.text("machine.os_version", m.OSVersion)
-	k.text("machine.feature_flags", m.FeatureFlags)
-	k.blob("machine.hubstate", m.HubState)
-	k.blob("machine.datasources", m.Datasources)
-	return k.err
-}
-
-func (b MachineUpdate) Validate() error {
-	var k checker
-	k.name("id", b.ID, true)
-	// scenarios is a comma-separated list of every installed scenario
-	if b.Scenarios != nil && len(*b.Scenarios) > MaxBlob {
-		k.fail("scenarios", "longer than %d bytes", MaxBlob)
-	}
-	k.textp("ip", b.IP)
-	k.textp("version", b.Version)
-	k.textp("os_name", b.OSName)
-	k.textp("os_version", b.OSVersion)
-	k.textp("feature_flags", b.FeatureFlags)
-	k.blob("hubstate", b.HubState)
-	k.blob("datasources", b.Datasources)
-	return k.err
-}
-
-func (b MachineDelete) Validate() error {
-	var k checker
-	k.names("ids", b.IDs, true)
-	return k.err
-}
-
-func (b BouncerCreate) Validate() error {
-	var k checker
-	nb := &b.Bouncer
-	k.name("bouncer.name", nb.Name, true)
-	k.text("bouncer.key_hash", nb.KeyHash)
-	k.text("bouncer.ip", nb.IP)
-	k.text("bouncer.type", nb.Type)
-	k.text("bouncer.version", nb.Version)
-	k.name("bouncer.auth_type", nb.AuthType, false)
-	k.text("bouncer.os_name", nb.OSName)
-	k.text("bouncer.os_version", nb.OSVersion)
-	k.text("bouncer.feature_flags", nb.FeatureFlags)
-	return k.err
-}
-
-func (b BouncerUpdate) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	k.textp("ip", b.IP)
-	k.textp("type", b.Type)
-	k.textp("version", b.Version)
-	k.textp("os_name", b.OSName)
-	k.textp("os_version", b.OSVersion)
-	k.textp("feature_flags", b.FeatureFlags)
-	return k.err
-}
-
-func (b BouncerDelete) Validate() error {
-	var k checker
-	k.names("names", b.Names, true)
-	return k.err
-}
-
-func (b AlertsCreate) Validate() error {
-	var k checker
-	k.text("machine_id", b.MachineID)
-	k.count("alerts", len(b.Alerts), MaxAlertsPerEntry)
-	total := 0
-	for i := range b.Alerts {
-		if k.err != nil {
-			break
-		}
-		total += len(b.Alerts[i].Decisions)
-		if total > MaxDecisionsPerEntry {
-			k.fail("alerts", "more than %d decisions", MaxDecisionsPerEntry)
-			break
-		}
-		k.at("alerts", i)
-		k.in("alert")
-		k.alert(&b.Alerts[i].Alert)
-		k.out()
-		k.decisions("decisions", b.Alerts[i].Decisions)
-		k.out()
-	}
-	return k.err
-}
-
 func (k *checker) alertFilter(field string, f *AlertFilter) {
 	if f == nil {
 		return
@@ -470,141 +364,4 @@ func (k *checker) decisionFilter(field string, f *DecisionFilter) {
 	if f.Limit < 0 || f.Offset < 0 {
 		k.fail(field+".limit", "is negative")
 	}
-}
-
-func (b AlertsDelete) Validate() error {
-	var k checker
-	k.ids("ids", b.IDs)
-	k.alertFilter("filter", b.Filter)
-	return k.err
-}
-
-func (b DecisionsExpire) Validate() error {
-	var k checker
-	k.ids("ids", b.IDs)
-	k.decisionFilter("filter", b.Filter)
-	return k.err
-}
-
-func (b Flush) Validate() error {
-	var k checker
-	k.nonNeg("max_age", b.MaxAge)
-	k.nonNeg("max_items", int64(b.MaxItems))
-	return k.err
-}
-
-func (b AutoDelete) Validate() error {
-	var k checker
-	k.nonNeg("agents_cert", b.AgentsCert)
-	k.nonNeg("agents_password", b.AgentsPassword)
-	k.nonNeg("bouncers_cert", b.BouncersCert)
-	k.nonNeg("bouncers_api_key", b.BouncersAPIKey)
-	return k.err
-}
-
-func (b AllowlistCreate) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	k.text("description", b.Description)
-	return k.err
-}
-
-func (b AllowlistDelete) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	return k.err
-}
-
-func (b AllowlistAdd) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	k.allowItems("items", b.Items, true)
-	return k.err
-}
-
-func (b AllowlistRemove) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	k.count("values", len(b.Values), MaxItemsPerEntry)
-	for _, v := range b.Values {
-		k.text("values", v)
-	}
-	return k.err
-}
-
-func (b SetConfig) Validate() error {
-	var k checker
-	k.name("key", b.Key, true)
-	k.blob("value", b.Value)
-	return k.err
-}
-
-func (b ImportDecisions) Validate() error {
-	var k checker
-	if b.AlertID < 0 {
-		k.fail("alert_id", "is negative")
-	}
-	k.in("alert")
-	k.alert(&b.Alert)
-	k.out()
-	k.count("decisions", len(b.Decisions), MaxDecisionsPerEntry)
-	k.decisions("decisions", b.Decisions)
-	return k.err
-}
-
-func (b ExpireByValue) Validate() error {
-	var k checker
-	k.name("origin", b.Origin, true)
-	k.count("items", len(b.Items), MaxItemsPerEntry)
-	for i := range b.Items {
-		if k.err != nil {
-			break
-		}
-		k.at("items", i)
-		k.text("scope", b.Items[i].Scope)
-		k.text("value", b.Items[i].Value)
-		k.out()
-	}
-	return k.err
-}
-
-func (b ExpireSet) Validate() error {
-	var k checker
-	k.name("origin", b.Origin, true)
-	k.name("scenario", b.Scenario, true)
-	return k.err
-}
-
-func (b AllowlistReplace) Validate() error {
-	var k checker
-	k.name("name", b.Name, true)
-	k.text("description", b.Description)
-	k.text("allowlist_id", b.AllowlistID)
-	k.allowItems("items", b.Items, false)
-	return k.err
-}
-
-func (b Touch) Validate() error {
-	var k checker
-	k.count("machines", len(b.Machines), MaxItemsPerEntry)
-	k.count("bouncers", len(b.Bouncers), MaxItemsPerEntry)
-	for i := range b.Machines {
-		if k.err != nil {
-			break
-		}
-		k.at("machines", i)
-		k.name("id", b.Machines[i].ID, true)
-		k.nonNeg("last_heartbeat", b.Machines[i].LastHeartbeat)
-		k.out()
-	}
-	for i := range b.Bouncers {
-		if k.err != nil {
-			break
-		}
-		k.at("bouncers", i)
-		k.name("name", b.Bouncers[i].Name, true)
-		k.nonNeg("last_pull", b.Bouncers[i].LastPull)
-		k.out()
-	}
-	return k.err
 }

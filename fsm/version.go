@@ -9,11 +9,5 @@ const EntryFormat = formatV2
 // extensions (`halapi version`; the extensions are what a node advertises
 // for feature gating, see Extensions).
 func CommandTypes() []uint8 {
-	var out []uint8
-	for t := 1; t < 256; t++ {
-		if Supported(CmdType(t)) {
-			out = append(out, uint8(t))
-		}
-	}
-	return out
+	return commands.types(func(*command) bool { return true })
 }

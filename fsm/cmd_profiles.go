@@ -146,8 +146,8 @@ func truncate(s string, n int) string {
 // profilesSet stores a new set (apply). The body's byte slices are owned
 // by the decoded command; they are copied so that the stored set shares
 // nothing with it.
-func (s *state) profilesSet(index uint64, b *ProfilesSet, now int64) *Result {
-	p := &ProfileSet{YAML: append([]byte(nil), b.YAML...), SetBy: b.SetBy, SetAt: now, Index: index}
+func (s *state) profilesSet(e entryCtx, b *ProfilesSet) *Result {
+	p := &ProfileSet{YAML: append([]byte(nil), b.YAML...), SetBy: b.SetBy, SetAt: e.now, Index: e.index}
 	if len(b.Notifications) > 0 {
 		p.Notifications = make(map[string][]byte, len(b.Notifications))
 		for k, v := range b.Notifications {
@@ -158,10 +158,6 @@ func (s *state) profilesSet(index uint64, b *ProfilesSet, now int64) *Result {
 	s.profiles = p
 	return &Result{N: 1}
 }
-
-// Profiles returns the replicated profiles set, or nil when none was ever
-// applied. The set is immutable: callers must not modify it.
-func (f *FSM) Profiles() *ProfileSet { return f.read().profiles }
 
 // profilesWatch is the change signal of the replicated profiles: ch is
 // closed (and replaced) whenever a published state holds another set than

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"encoding/json"
-	"strings"
 )
 
 // Notifications (issue 11): which notification plugins an alert must be sent
@@ -118,7 +117,8 @@ func (k *checker) notify(ns []AlertNotify) {
 	}
 }
 
-func (s *state) notifyCursor(b *NotifyCursor, now int64) *Result {
+func (s *state) notifyCursor(e entryCtx, b *NotifyCursor) *Result {
+	now := e.now
 	key := NotifyKeyPrefix + b.Name
 	var st NotifyState
 	if old, ok := s.config[key]; ok {
@@ -154,27 +154,4 @@ func (s *state) notifyCursor(b *NotifyCursor, now int64) *Result {
 		return &Result{N: 1}
 	}
 	return &Result{}
-}
-
-// NotifyState returns the replicated state of a notification name (ok is
-// false when it has no cursor yet).
-func (f *FSM) NotifyState(name string) (NotifyState, bool) {
-	var st NotifyState
-	b := f.Config(NotifyKeyPrefix + name)
-	if b == nil {
-		return st, false
-	}
-	return st, json.Unmarshal(b, &st) == nil
-}
-
-// NotifyStates returns every notification name's replicated state.
-func (f *FSM) NotifyStates() map[string]NotifyState {
-	out := map[string]NotifyState{}
-	for k, v := range f.ConfigPrefix(NotifyKeyPrefix) {
-		var st NotifyState
-		if json.Unmarshal(v, &st) == nil {
-			out[strings.TrimPrefix(k, NotifyKeyPrefix)] = st
-		}
-	}
-	return out
 }

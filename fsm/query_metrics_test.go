@@ -56,7 +56,7 @@ func TestMetricCountsGroupsActiveDecisionsAndExcludesCommunityAlerts(t *testing.
 // BenchmarkMetricCounts: one scrape of a state holding a community
 // blocklist (one alert, n CAPI decisions) and 1000 agent alerts.
 func BenchmarkMetricCounts(b *testing.B) {
-	h := newHarness(b)
+	h := newBenchHarness(b)
 	const n = 200000
 	ds := make([]Decision, n)
 	for i := range ds {
@@ -79,7 +79,7 @@ func BenchmarkMetricCounts(b *testing.B) {
 }
 
 func BenchmarkCountsBaseline(b *testing.B) {
-	h := newHarness(b)
+	h := newBenchHarness(b)
 	const n = 200000
 	ds := make([]Decision, n)
 	for i := range ds {

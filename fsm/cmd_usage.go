@@ -8,14 +8,6 @@ import "encoding/json"
 // its metrics table. The payload is stored as sent (its "metrics" list of
 // DetailedMetrics, JSON); the FSM never interprets it.
 
-// Command types of usage metrics. Numbered apart from the iota block so
-// that command types other branches append cannot collide with them.
-const (
-	CmdUsageAdd   CmdType = 48
-	CmdUsageSent  CmdType = 49
-	CmdUsageFlush CmdType = 50
-)
-
 // Usage component kinds.
 const (
 	UsageLogProcessor = "lp" // a machine (agent)
@@ -158,55 +150,57 @@ func markUsage(old []UsageRecord, upTo int64) []UsageRecord {
 	return kept
 }
 
-func (s *state) usageAdd(b *UsageAdd, now int64) *Result {
-	r := UsageRecord{ReceivedAt: now, Metrics: append(json.RawMessage(nil), b.Metrics...)}
-	switch b.Kind {
-	case UsageLogProcessor:
-		old, ok := s.machines[b.Name]
-		if !ok {
-			return notFound()
-		}
-		m := *old
-		m.Usage = keepUsage(old.Usage, r)
-		s.wMachines()[m.ID] = &m
-	case UsageRemediation:
-		old, ok := s.bouncers[b.Name]
-		if !ok {
-			return notFound()
-		}
-		nb := *old
-		nb.Usage = keepUsage(old.Usage, r)
-		s.wBouncers()[nb.Name] = &nb
-	default:
+func (s *state) usageAdd(e entryCtx, b *UsageAdd) *Result {
+	r := UsageRecord{ReceivedAt: e.now, Metrics: append(json.RawMessage(nil), b.Metrics...)}
+	if b.Kind != UsageLogProcessor && b.Kind != UsageRemediation {
 		return fail(CodeInvalid, "unknown usage component kind %q", b.Kind)
+	}
+	if !s.updateUsage(b.Kind, b.Name, func(old []UsageRecord) ([]UsageRecord, bool) { return keepUsage(old, r), true }) {
+		return notFound()
 	}
 	return &Result{N: 1}
 }
 
-func (s *state) usageSent(b *UsageSent) *Result {
+func (s *state) usageSent(_ entryCtx, b *UsageSent) *Result {
 	n := 0
 	for _, mk := range b.Marks {
-		switch mk.Kind {
-		case UsageLogProcessor:
-			if old, ok := s.machines[mk.Name]; ok && len(old.Usage) > 0 {
-				m := *old
-				m.Usage = markUsage(old.Usage, mk.UpTo)
-				s.wMachines()[m.ID] = &m
-				n++
-			}
-		case UsageRemediation:
-			if old, ok := s.bouncers[mk.Name]; ok && len(old.Usage) > 0 {
-				nb := *old
-				nb.Usage = markUsage(old.Usage, mk.UpTo)
-				s.wBouncers()[nb.Name] = &nb
-				n++
-			}
+		if s.updateUsage(mk.Kind, mk.Name, func(old []UsageRecord) ([]UsageRecord, bool) {
+			return markUsage(old, mk.UpTo), len(old) > 0
+		}) {
+			n++
 		}
 	}
 	return &Result{N: n}
 }
 
-func (s *state) usageFlush(b *UsageFlush) *Result {
+// updateUsage replaces the usage records of a machine (kind "lp") or a
+// bouncer ("rc") with what fn returns, unless fn says no (false). It
+// reports whether the component exists and was changed.
+func (s *state) updateUsage(kind, name string, fn func([]UsageRecord) ([]UsageRecord, bool)) bool {
+	switch kind {
+	case UsageLogProcessor:
+		if old, ok := s.machines[name]; ok {
+			if u, change := fn(old.Usage); change {
+				m := *old
+				m.Usage = u
+				s.wMachines()[m.ID] = &m
+				return true
+			}
+		}
+	case UsageRemediation:
+		if old, ok := s.bouncers[name]; ok {
+			if u, change := fn(old.Usage); change {
+				nb := *old
+				nb.Usage = u
+				s.wBouncers()[nb.Name] = &nb
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *state) usageFlush(_ entryCtx, b *UsageFlush) *Result {
 	keep := func(rs []UsageRecord) ([]UsageRecord, int) {
 		var out []UsageRecord
 		for _, r := range rs {
@@ -245,26 +239,4 @@ func Unsent(rs []UsageRecord) []UsageRecord {
 		}
 	}
 	return out
-}
-
-// UsageOlderThan reports whether any machine or bouncer keeps a usage
-// record received before the given time (unix ns): the leader writes a
-// UsageFlush only then (flush.metrics_max_age), not every run.
-func (f *FSM) UsageOlderThan(before int64) bool {
-	s := f.read()
-	for _, m := range s.machines {
-		for _, r := range m.Usage {
-			if r.ReceivedAt < before {
-				return true
-			}
-		}
-	}
-	for _, b := range s.bouncers {
-		for _, r := range b.Usage {
-			if r.ReceivedAt < before {
-				return true
-			}
-		}
-	}
-	return false
 }
