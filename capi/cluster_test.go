@@ -439,7 +439,7 @@ func TestLargeBlocklistWhileFollowerServes(t *testing.T) {
 	// the next download lacks 1,000 values: a bouncer's delta shows them deleted
 	if quadratic {
 		t.Skip("fsm: ImportDecisions rebuilds the old alert once per replaced decision (O(n²)): re-importing " +
-			"this list would hold the FSM lock for minutes; the second half needs the batched-detach fix in fsm/apply.go")
+			"this list would hold the FSM lock for minutes; the second half needs the batched-detach fix in fsm/cmd_decisions.go")
 	}
 	_, _, idx1 := f.Stream(&fsm.DecisionFilter{}, fsm.StreamCursor{}, true, time.Now())
 	cur := fsm.StreamCursor{Index: idx1, LastPull: time.Now().UnixNano()}
