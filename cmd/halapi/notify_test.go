@@ -52,7 +52,7 @@ func TestPrepareNotifyRefusals(t *testing.T) {
 		{f, []string{"email_default"}, "config file for plugin email_default not found"},
 		{notifyFlags{notificationDir: ndir}, []string{"http_default"}, "--plugin-dir is not set"},
 		{f, []string{"http_default"}, "notification-http does not exist"},
-		{notifyFlags{notificationDir: filepath.Join(dir, "nope")}, []string{"x"}, "--notification-dir: open"},
+		{notifyFlags{notificationDir: filepath.Join(dir, "nope")}, []string{"x"}, `config file for plugin x not found (--notification-dir "` + filepath.Join(dir, "nope") + `")`},
 	} {
 		_, _, err := prepareNotify(tc.f, tc.names, nil, log)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

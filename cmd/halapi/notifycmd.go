@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -28,30 +26,6 @@ func bindNotifyFlags(fl *pflag.FlagSet, f *notifyFlags) {
 	fl.StringVar(&f.pluginDir, "plugin-dir", "", "directory of the notification plugin binaries (notification-<type>), as CrowdSec's config_paths.plugin_dir")
 	fl.StringVar(&f.pluginUser, "plugin-user", "", "run the notification plugins as this user (needs root; with --plugin-group), as CrowdSec's plugin_config.user")
 	fl.StringVar(&f.pluginGroup, "plugin-group", "", "run the notification plugins with this group (with --plugin-user), as CrowdSec's plugin_config.group")
-}
-
-// readConfigDir reads the regular files of dir (not recursive) as
-// notify.ParseConfigs takes them. An empty dir name is no files.
-func readConfigDir(dir string) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	if dir == "" {
-		return out, nil
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() && e.Type()&os.ModeSymlink == 0 {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return nil, err
-		}
-		out[e.Name()] = b
-	}
-	return out, nil
 }
 
 // usedConfigs keeps the configs of the plugin types the profiles use (the
@@ -89,7 +63,13 @@ func usedConfigs(all []*notify.Config, names []string) []*notify.Config {
 func prepareNotify(f notifyFlags, names []string, files func() (map[string][]byte, error), logger *slog.Logger) (*notify.Service, []*notify.Config, error) {
 	popts := notify.PluginOptions{Dir: f.pluginDir, User: f.pluginUser, Group: f.pluginGroup, Logger: logger.With("part", "notify")}
 	if files == nil {
-		files = func() (map[string][]byte, error) { return readConfigDir(f.notificationDir) }
+		files = func() (map[string][]byte, error) {
+			l, err := lapi.LoadLocalProfiles("", f.notificationDir)
+			if err != nil {
+				return nil, err
+			}
+			return l.Notifications, nil
+		}
 	}
 	all := func() ([]*notify.Config, []string, error) {
 		fs, err := files()
