@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 
@@ -117,33 +116,8 @@ type rawProfile struct {
 // "<path>.local" when that file exists (the overlay's profiles are evaluated
 // first; nothing is merged), and compiles every profile.
 func Load(path string) ([]*Profile, error) {
-	if path == "" {
-		return nil, errors.New("empty profiles path")
-	}
-	var raws []rawProfile
-	localPath := path + ".local"
-	local, err := os.ReadFile(localPath)
-	switch {
-	case err == nil:
-		r, err := decodeDocuments(local, localPath)
-		if err != nil {
-			return nil, err
-		}
-		raws = append(raws, r...)
-	case errors.Is(err, os.ErrNotExist):
-	default:
-		return nil, fmt.Errorf("reading profiles overlay: %w", err)
-	}
-	base, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading profiles file: %w", err)
-	}
-	r, err := decodeDocuments(base, path)
-	if err != nil {
-		return nil, err
-	}
-	raws = append(raws, r...)
-	return build(raws)
+	_, profs, err := ReadFiles(path)
+	return profs, err
 }
 
 // Parse decodes and compiles a multi-document profiles YAML (one profile per
