@@ -267,21 +267,7 @@ func measure(ctx context.Context, base string, clients int, dur time.Duration, p
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	u := base + "/v1/decisions?ip=10.1.0.7"
-	one := func() error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		req.Header.Set("X-Api-Key", benchKey)
-		req.Header.Set("User-Agent", "crowdsec-firewall-bouncer/v0.0.31")
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status)
-		}
-		return nil
-	}
+	one := func() error { return bouncerQuery(ctx, c, u) }
 	for range clients * 20 { // warm connections
 		if err := one(); err != nil {
 			return Figures{}, err
@@ -497,4 +483,22 @@ func tail(path string) string {
 		b = b[len(b)-400:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// bouncerQuery sends one bouncer query as a firewall bouncer does and reads
+// the whole answer; anything but 200 is an error.
+func bouncerQuery(ctx context.Context, c *http.Client, u string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req.Header.Set("X-Api-Key", benchKey)
+	req.Header.Set("User-Agent", "crowdsec-firewall-bouncer/v0.0.31")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return errors.New(resp.Status)
+	}
+	return nil
 }

@@ -127,20 +127,7 @@ func VIP(ctx context.Context, bin string, moveAfter time.Duration, log io.Writer
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	one := func() error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+vip+":8080/v1/decisions?ip=10.1.0.7", nil)
-		req.Header.Set("X-Api-Key", benchKey)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status)
-		}
-		return nil
-	}
+	one := func() error { return bouncerQuery(ctx, c, "http://"+vip+":8080/v1/decisions?ip=10.1.0.7") }
 	for i := range 20 {
 		if err := one(); err != nil {
 			return nil, fmt.Errorf("before the move, request %d: %w", i, err)
