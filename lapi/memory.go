@@ -2,7 +2,6 @@ package lapi
 
 import (
 	"context"
-	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -101,13 +100,10 @@ func (m *Metrics) streamCache(c *streamCache) {
 // and the apply rate has stayed under churnQuietRate for churnQuiet (the
 // import is over; steady small writes such as the Touch entries do not
 // count), the node runs the same debug.FreeOSMemory, unless a shared
-// stream encoding is live (its release schedules one anyway). churnQuiet
-// is long on purpose: a forced collection of a big heap in a pause of a
-// blocklist pull (2 s was tried) slowed the pull by a quarter and stalled
-// a follower's queries for up to 3 s.
+// stream encoding is live (its release schedules one anyway).
 const (
 	churnMin       = 64 << 20
-	churnQuiet     = 10 * time.Second
+	churnQuiet     = 2 * time.Second
 	churnQuietRate = 1 << 20 // bytes per second
 	churnTick      = time.Second
 )
@@ -116,7 +112,6 @@ type churnScavenger struct {
 	churn func() uint64 // fsm.FSM.Churn
 	busy  func() bool   // a shared encoding is live
 	free  func()
-	log   *slog.Logger
 
 	last, prev uint64    // churn at the last scavenge, at the last tick
 	busySince  time.Time // the last tick that saw churnQuietRate or more
@@ -125,7 +120,7 @@ type churnScavenger struct {
 }
 
 func (s *Server) newChurnScavenger() *churnScavenger {
-	return &churnScavenger{churn: s.fsm.Churn, free: s.scav.free, log: s.log, busy: func() bool {
+	return &churnScavenger{churn: s.fsm.Churn, free: s.scav.free, busy: func() bool {
 		s.startups.mu.Lock()
 		defer s.startups.mu.Unlock()
 		return s.startups.live > 0
@@ -149,9 +144,6 @@ func (c *churnScavenger) tick(now time.Time) {
 	c.last = v
 	c.free()
 	c.runs.Add(1)
-	if c.log != nil {
-		c.log.Info("returned idle memory to the OS after big applies", "applied_mib", v>>20)
-	}
 }
 
 func (c *churnScavenger) run(ctx context.Context) {
