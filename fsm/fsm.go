@@ -34,11 +34,7 @@ type FSM struct {
 	hintMu sync.Mutex
 	hints  map[*byte]Command
 
-	profWatch profilesWatch // ProfilesChanged (cmd_profiles.go)
-
-	// churn counts the bytes of entries applied and snapshots restored
-	// (Churn): what a big import leaves behind as garbage.
-	churn atomic.Uint64
+	profWatch profilesWatch // ProfilesChanged (profiles.go)
 }
 
 // New returns an empty FSM.
@@ -59,11 +55,6 @@ func (f *FSM) publishLocked() {
 	f.pub.Store(f.s.publish())
 	f.profilesPublished(f.s.profiles)
 }
-
-// Churn returns the bytes of log entries applied and of snapshots restored
-// since the FSM was made: a measure of the garbage the applies left (old
-// B-tree nodes, decoded commands), for the node's memory policy.
-func (f *FSM) Churn() uint64 { return f.churn.Load() }
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
@@ -94,11 +85,6 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	if out == nil {
 		out = make([]any, len(logs))
 	}
-	var n int
-	for _, l := range logs {
-		n += len(l.Data)
-	}
-	f.churn.Add(uint64(n))
 	pre := f.predecode(logs)
 	f.mu.Lock()
 	defer f.mu.Unlock()

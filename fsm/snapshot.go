@@ -168,9 +168,7 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 // swaps it in at once.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	cr := &countingReader{r: rc}
-	s, err := readSnapshot(cr)
-	f.churn.Add(cr.n)
+	s, err := readSnapshot(rc)
 	if err != nil {
 		return err
 	}
@@ -392,16 +390,4 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 		return s.restoreProfiles(rec.Profiles)
 	}
 	return nil
-}
-
-// countingReader counts the bytes a restore reads (FSM.Churn).
-type countingReader struct {
-	r io.Reader
-	n uint64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += uint64(n)
-	return n, err
 }

@@ -1,7 +1,6 @@
 package lapi
 
 import (
-	"context"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -90,71 +89,4 @@ func (m *Metrics) streamCache(c *streamCache) {
 			Help: "Startup stream encodings waiting for a slot."},
 			func() float64 { return float64(c.waiting.Load()) }),
 	)
-}
-
-// The same policy after big applies. A CAPI blocklist, an import or an
-// installed snapshot leaves its decoded entries and the replaced B-tree
-// nodes as garbage, and the runtime would keep those pages for minutes:
-// a node that pulled 1,000,000 decisions held ~150 MiB of idle heap. Once
-// at least churnMin bytes of entries were applied since the last scavenge
-// and the apply rate has stayed under churnQuietRate for churnQuiet (the
-// import is over; steady small writes such as the Touch entries do not
-// count), the node runs the same debug.FreeOSMemory, unless a shared
-// stream encoding is live (its release schedules one anyway).
-const (
-	churnMin       = 64 << 20
-	churnQuiet     = 2 * time.Second
-	churnQuietRate = 1 << 20 // bytes per second
-	churnTick      = time.Second
-)
-
-type churnScavenger struct {
-	churn func() uint64 // fsm.FSM.Churn
-	busy  func() bool   // a shared encoding is live
-	free  func()
-
-	last, prev uint64    // churn at the last scavenge, at the last tick
-	busySince  time.Time // the last tick that saw churnQuietRate or more
-	prevAt     time.Time
-	runs       atomic.Int64
-}
-
-func (s *Server) newChurnScavenger() *churnScavenger {
-	return &churnScavenger{churn: s.fsm.Churn, free: s.scav.free, busy: func() bool {
-		s.startups.mu.Lock()
-		defer s.startups.mu.Unlock()
-		return s.startups.live > 0
-	}}
-}
-
-// tick looks at the churn once (every churnTick).
-func (c *churnScavenger) tick(now time.Time) {
-	v := c.churn()
-	if c.prevAt.IsZero() {
-		c.last, c.prev, c.prevAt, c.busySince = v, v, now, now
-		return
-	}
-	if secs := now.Sub(c.prevAt).Seconds(); secs > 0 && float64(v-c.prev)/secs >= churnQuietRate {
-		c.busySince = now
-	}
-	c.prev, c.prevAt = v, now
-	if v-c.last < churnMin || now.Sub(c.busySince) < churnQuiet || c.busy() {
-		return
-	}
-	c.last = v
-	c.free()
-	c.runs.Add(1)
-}
-
-func (c *churnScavenger) run(ctx context.Context) {
-	t := time.NewTicker(churnTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			c.tick(now)
-		}
-	}
 }

@@ -179,7 +179,6 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 func (s *Server) Run(ctx context.Context) {
 	go s.touches.run(ctx)
 	go s.watchProfiles(ctx.Done())
-	go s.newChurnScavenger().run(ctx)
 }
 
 // OnLeadership makes sure the cluster secrets exist (tests; a node runs
