@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/halapi/halapi/internal/testutil"
 	"io"
 	"net"
 	"net/http"
@@ -35,7 +36,6 @@ import (
 	"github.com/crowdsecurity/crowdsec/pkg/exprhelpers"
 	csmodels "github.com/crowdsecurity/crowdsec/pkg/models"
 	"github.com/expr-lang/expr"
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	log "github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
@@ -162,27 +162,7 @@ var knownDifferences = map[string]string{
 func writeDiffGeoIP(t *testing.T, dir string) {
 	t.Helper()
 	write := func(name, dbType string, entries map[string]mmdbtype.Map) {
-		tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 28, IPVersion: 6})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for cidr, v := range entries {
-			_, n, err := net.ParseCIDR(cidr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := tree.Insert(n, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := tree.WriteTo(f); err != nil {
-			t.Fatal(err)
-		}
+		testutil.WriteMMDB(t, filepath.Join(dir, name), dbType, entries)
 	}
 	names := func(kv ...string) mmdbtype.Map {
 		m := mmdbtype.Map{}

@@ -3,7 +3,7 @@ package profiles
 import (
 	"encoding/json"
 	"fmt"
-	"net"
+	"github.com/halapi/halapi/internal/testutil"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"github.com/halapi/halapi/lapi/models"
@@ -57,27 +56,7 @@ func checkTable(t *testing.T, a *models.Alert, tests map[string]any) {
 func writeGeoIPDBs(t *testing.T, dir string) {
 	t.Helper()
 	write := func(name, dbType string, entries map[string]mmdbtype.Map) {
-		tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 28, IPVersion: 6})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for cidr, v := range entries {
-			_, n, err := net.ParseCIDR(cidr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := tree.Insert(n, v); err != nil {
-				t.Fatal(err)
-			}
-		}
-		f, err := os.Create(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := tree.WriteTo(f); err != nil {
-			t.Fatal(err)
-		}
+		testutil.WriteMMDB(t, filepath.Join(dir, name), dbType, entries)
 	}
 	names := func(en string) mmdbtype.Map { return mmdbtype.Map{"en": mmdbtype.String(en)} }
 	write(GeoIPCityFile, "GeoLite2-City", map[string]mmdbtype.Map{
