@@ -3,7 +3,7 @@
 // API keys for bouncers), request decoding and validation, profile
 // evaluation (lapi/profiles), the wire shapes (lapi/models), Prometheus
 // metrics, its routes in the admin API (AdminRoutes: machines, bouncers,
-// decisions, alerts, allowlists, flush; package admin serves the socket),
+// decisions, alerts, allowlists, flush, profiles; package admin serves the socket),
 // its leader jobs (LeaderJobs: JWT key, retention and expiry of
 // unvalidated machines), the
 // coalescing of "last seen" writes (toucher.go: gathered per node, relayed
@@ -30,7 +30,10 @@
 // for the autodelete ages (autodelete.go). The notifications of the
 // profiles that match a pushed alert (or a decision added by hand) are
 // stored with it (alerts_notify.go); the leader's notify dispatcher sends
-// them.
+// them. The profiles a node evaluates (profilesync.go) are the replicated
+// set once `halapi profiles apply` stored one, else the node's own file
+// (re-read on SIGHUP) or the default; each request is evaluated against
+// one set, and the admin routes include /profiles.
 //
 // It must not touch raft directly, and it must never log a secret
 // (passwords, API keys, JWTs).
