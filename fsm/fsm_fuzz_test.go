@@ -51,6 +51,7 @@ func exampleCommands() []Command {
 		{Type: CmdNotifyCursor, Body: NotifyCursor{Name: "http_default", InFlight: 3}},
 		{Type: CmdNotifyCursor, Body: NotifyCursor{Name: "http_default", Cursor: 3, Sent: 2, Batches: 1}},
 		{Type: CmdProfilesSet, Body: ProfilesSet{YAML: []byte("name: p\nfilters: [\"true\"]\non_success: break\n"), Notifications: map[string][]byte{"http.yaml": []byte("type: http\nname: http_default\n")}, SetBy: "op@n1"}},
+		{Type: CmdAuditAppend, Body: AuditAppend{Node: "n1", Who: "cert:alice", Action: "decision.add", Target: "1.2.3.4", Detail: "ban 4h: abuse"}},
 	}
 }
 

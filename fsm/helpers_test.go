@@ -332,6 +332,7 @@ type dump struct {
 	NextAlertID    int64
 	NextDecisionID int64
 	AlertCount     int
+	Audit          []AuditRecord
 }
 
 // streamQueries are the stream calls every dump records.
@@ -371,6 +372,7 @@ func takeDump(t testing.TB, f *FSM, now int64, probes []string, streams []stream
 		d.Alerts = append(d.Alerts, *a)
 		d.AlertDecisions[a.ID] = viewDecisions(f.AlertDecisions(a))
 	}
+	d.Audit = f.AuditLog(0)
 	d.Active = viewDecisions(f.Decisions(&DecisionFilter{}, n))
 	d.ActiveAll = viewDecisions(f.Decisions(&DecisionFilter{IncludeSimulated: true}, n))
 	f.mu.Lock()
@@ -447,7 +449,7 @@ func componentsJSON(t testing.TB, d dump) map[string]string {
 		"Stored": d.Stored, "Tombstones": d.Tombstones, "Counts": d.Counts,
 		"CountDecisions": d.CountDecisions, "TimeLeft": d.TimeLeft, "Checks": d.Checks,
 		"LastIndex": d.LastIndex, "NextAlertID": d.NextAlertID, "NextDecisionID": d.NextDecisionID,
-		"AlertCount": d.AlertCount,
+		"AlertCount": d.AlertCount, "Audit": d.Audit,
 	}
 	for k, v := range d.Streams {
 		parts["Stream "+k] = v

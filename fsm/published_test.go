@@ -16,7 +16,7 @@ func stateImage(t testing.TB, s *state) []byte {
 	snap := &fsmSnapshot{
 		meta: snapMeta{Version: 1, JWTKey: s.jwtKey, Config: s.config, NextAlertID: s.nextAlertID,
 			NextDecisionID: s.nextDecisionID, LastIndex: s.lastIndex},
-		alerts: s.alerts, decisions: s.decisions, tombstones: s.tombstones, profiles: s.profiles,
+		alerts: s.alerts, decisions: s.decisions, tombstones: s.tombstones, profiles: s.profiles, audit: s.audit,
 	}
 	for _, m := range s.machines {
 		snap.machines = append(snap.machines, m)

@@ -58,6 +58,9 @@ type snapRecord struct {
 	Decision  *Decision   `json:"decision,omitempty"`
 	Tombstone *Decision   `json:"tombstone,omitempty"`
 	Profiles  *ProfileSet `json:"profiles,omitempty"`
+	// Audit is one audit record (cmd_audit.go), oldest first; older
+	// versions skip the line (an unknown key decodes to an empty record).
+	Audit *AuditRecord `json:"audit,omitempty"`
 }
 
 type fsmSnapshot struct {
@@ -69,6 +72,7 @@ type fsmSnapshot struct {
 	decisions  *btree.BTreeG[*Decision]
 	tombstones *btree.BTreeG[*Decision]
 	profiles   *ProfileSet
+	audit      auditLog
 }
 
 // Snapshot implements raft.FSM. It runs between applies; it takes a
@@ -89,6 +93,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		decisions:  s.decisions,
 		tombstones: s.tombstones,
 		profiles:   s.profiles,
+		audit:      s.audit,
 	}
 	for _, m := range s.machines {
 		snap.machines = append(snap.machines, m)
@@ -157,6 +162,9 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	if err == nil {
 		s.tombstones.Ascend(func(d *Decision) bool { return putDecision("tombstone", d) })
+	}
+	if err == nil {
+		s.audit.each(func(r *AuditRecord) bool { return put(snapRecord{Audit: r}) })
 	}
 	if err != nil {
 		return err
@@ -388,6 +396,8 @@ func (s *state) restoreRecord(rec *snapRecord) error {
 		s.tombstones.ReplaceOrInsert(t)
 	case rec.Profiles != nil:
 		return s.restoreProfiles(rec.Profiles)
+	case rec.Audit != nil:
+		return s.restoreAudit(rec.Audit)
 	}
 	return nil
 }

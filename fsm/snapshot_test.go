@@ -94,6 +94,8 @@ func populate(t testing.TB) *world {
 		Items: []AllowlistItem{{Value: "203.0.113.0/24", Comment: "partner"}}})
 	// drops the expired allowlist item
 	h.must(CmdFlush, T0+80*mins, Flush{})
+	h.must(CmdAuditAppend, T0+81*mins, AuditAppend{Node: "n1", Who: "cert:alice", Action: "decision.add", Target: "1.2.3.4", Detail: "4h ban"})
+	h.must(CmdAuditAppend, T0+82*mins, AuditAppend{Node: "n2", Who: "link:bob", Action: "unban"})
 
 	w := &world{h: h, now: T0 + 90*mins,
 		probes: []string{"100.64.0.1", "203.0.113.9", "2001:db8:c::1", "1.2.3.4", "1.2.3.0/24", "2001:db8::1", "10.200.1.1", "8.8.8.8", "192.168.1.1", "5.6.7.8",
@@ -126,6 +128,9 @@ func TestPopulateIsRich(t *testing.T) {
 	d := w.dump(t, w.h.f)
 	if len(d.Machines) != 2 || len(d.Bouncers) != 2 || len(d.Allowlists) != 4 || len(d.Alerts) != 32 || len(d.Config) != 2 {
 		t.Errorf("fixture: %d machines %d bouncers %d allowlists %d alerts", len(d.Machines), len(d.Bouncers), len(d.Allowlists), len(d.Alerts))
+	}
+	if len(d.Audit) != 2 {
+		t.Errorf("fixture: %d audit records, want 2", len(d.Audit))
 	}
 	if len(d.Tombstones) != 3 {
 		t.Errorf("fixture: %d tombstones, want 3", len(d.Tombstones))
@@ -285,6 +290,7 @@ func mutateEverything(t testing.TB, w *world) {
 	h.must(CmdAllowlistReplace, ts, AllowlistReplace{Name: "console2", AllowlistID: "cid", Items: []AllowlistItem{{Value: "100.64.0.0/10"}}})
 	h.must(CmdExpireSet, ts, ExpireSet{Origin: "CAPI", Scenario: "crowdsecurity/ssh-bf"})
 	h.must(CmdFlush, ts+mins, Flush{MaxItems: 20})
+	h.must(CmdAuditAppend, ts+mins, AuditAppend{Node: "n3", Who: "cli:uid=0", Action: "flush"})
 }
 
 // compareQuiet reports whether two dumps are equal.

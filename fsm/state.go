@@ -50,6 +50,9 @@ type state struct {
 	config map[string][]byte
 	// profiles is the replicated profiles set (profiles.go), immutable.
 	profiles *ProfileSet
+	// audit is the audit trail (cmd_audit.go), a ring shared with
+	// published states that only adds past their ends.
+	audit auditLog
 	// done remembers the results of the last idempotent commands (by
 	// request ID), so a retried write is applied once (dedupCap entries,
 	// oldest dropped first).
