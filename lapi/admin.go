@@ -23,7 +23,7 @@ import (
 // routes in it; they do what cscli does straight in CrowdSec's database.
 
 // AdminRoutes serves lapi's admin routes (machines, bouncers, decisions,
-// alerts, allowlists, flush) on the admin router a (admin.Routes).
+// alerts, allowlists, flush, audit) on the admin router a (admin.Routes).
 func (s *Server) AdminRoutes(a *mux.Router) {
 	s.ProfilesAdminRoutes(a) // admin_profiles.go
 	a.HandleFunc("/machines", s.adminListMachines).Methods("GET")
@@ -46,6 +46,7 @@ func (s *Server) AdminRoutes(a *mux.Router) {
 	a.HandleFunc("/allowlists/{name}", s.adminAllowlistDelete).Methods("DELETE")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistAdd).Methods("POST")
 	a.HandleFunc("/allowlists/{name}/items", s.adminAllowlistRemove).Methods("DELETE")
+	a.HandleFunc("/audit", s.adminAudit).Methods("GET") // audit.go
 }
 
 // MachineView is a machine as the admin API shows it (no password hash).

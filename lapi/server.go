@@ -76,6 +76,9 @@ type Config struct {
 	// once (requests beyond it queue for as long as their client waits);
 	// 0: GOMAXPROCS.
 	StartupEncodings int
+	// NodeID names this node in the audit records it writes (audit.go);
+	// empty: the host name.
+	NodeID string
 }
 
 // DefaultConfig returns CrowdSec's defaults.

@@ -178,6 +178,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 
 	cfg := lapi.DefaultConfig()
+	cfg.NodeID = f.nodeID
 	var err error
 	if cfg.TrustedIPs, err = parsePrefixes(f.trustedIPs); err != nil {
 		return fmt.Errorf("--trusted-ips: %w", err)
