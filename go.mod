@@ -35,6 +35,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.46.2
+	software.sslmate.com/src/go-pkcs12 v0.7.4
 )
 
 require (

@@ -39,17 +39,23 @@ const (
 	RoleAgent   Role = "agent"
 	RoleBouncer Role = "bouncer"
 	RoleNode    Role = "node"
+	// RoleAdmin is an operator of the cluster (the web console): issued
+	// by `halapi cert issue admin` only, never through a token.
+	RoleAdmin Role = "admin"
 )
 
-// ParseRole accepts "agent", "machine" (CrowdSec's word), "bouncer".
+// ParseRole accepts "agent", "machine" (CrowdSec's word), "bouncer" and
+// "admin".
 func ParseRole(s string) (Role, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "agent", "machine":
 		return RoleAgent, nil
 	case "bouncer":
 		return RoleBouncer, nil
+	case "admin":
+		return RoleAdmin, nil
 	}
-	return "", fmt.Errorf("unknown role %q (want agent or bouncer)", s)
+	return "", fmt.Errorf("unknown role %q (want agent, bouncer or admin)", s)
 }
 
 // Errors.
@@ -65,6 +71,7 @@ const (
 	DefaultAgentOU       = "agent-ou"
 	DefaultBouncerOU     = "bouncer-ou"
 	DefaultNodeOU        = "node-ou"
+	DefaultAdminOU       = "admin-ou"
 	DefaultClientCertTTL = 365 * 24 * time.Hour
 	DefaultNodeCertTTL   = 30 * 24 * time.Hour
 	DefaultTokenTTL      = time.Hour
@@ -89,7 +96,7 @@ type Options struct {
 	// into tokens as the CA URL), then the node's own addresses.
 	DNSNames []string
 	// OUs written into issued certificates.
-	AgentOU, BouncerOU, NodeOU string
+	AgentOU, BouncerOU, NodeOU, AdminOU string
 	// Lifetimes of issued certificates and default token lifetime.
 	ClientCertTTL, NodeCertTTL, TokenTTL time.Duration
 	// CRLValidity is the CRL's nextUpdate distance.
@@ -115,6 +122,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.NodeOU == "" {
 		o.NodeOU = DefaultNodeOU
+	}
+	if o.AdminOU == "" {
+		o.AdminOU = DefaultAdminOU
 	}
 	if o.ClientCertTTL <= 0 {
 		o.ClientCertTTL = DefaultClientCertTTL
@@ -434,6 +444,8 @@ func (c *CA) ouFor(r Role) (string, error) {
 		return c.opts.BouncerOU, nil
 	case RoleNode:
 		return c.opts.NodeOU, nil
+	case RoleAdmin:
+		return c.opts.AdminOU, nil
 	}
 	return "", fmt.Errorf("unknown role %q", r)
 }
@@ -609,12 +621,13 @@ func (c *CA) IssueServer(nodeID string, sans []string) (tls.Certificate, error) 
 	return tls.X509KeyPair(certPEM, kPEM)
 }
 
-// IssueClient issues an agent or bouncer client certificate for name (the
-// CN, which CrowdSec uses as the identity). certPEM holds the leaf and the
-// intermediate; keyPEM is PKCS#8; serial is decimal.
+// IssueClient issues an agent, bouncer or admin client certificate for
+// name (the CN, which CrowdSec uses as the identity; an admin's is the
+// console's signed-in name). certPEM holds the leaf and the intermediate;
+// keyPEM is PKCS#8; serial is decimal.
 func (c *CA) IssueClient(role Role, name string) (certPEM, kPEM []byte, serial string, err error) {
-	if role != RoleAgent && role != RoleBouncer {
-		return nil, nil, "", fmt.Errorf("client certificates are for agents and bouncers, not %q", role)
+	if role != RoleAgent && role != RoleBouncer && role != RoleAdmin {
+		return nil, nil, "", fmt.Errorf("client certificates are for agents, bouncers and admins, not %q", role)
 	}
 	if err := validName(name); err != nil {
 		return nil, nil, "", err
@@ -733,6 +746,8 @@ func (c *CA) roleOf(ous []string) Role {
 			return RoleBouncer
 		case c.opts.NodeOU:
 			return RoleNode
+		case c.opts.AdminOU:
+			return RoleAdmin
 		}
 	}
 	return ""

@@ -167,7 +167,8 @@ const (
 // WriteClientFiles writes <name>.crt, <name>.key (0600), ca.crt and a
 // ready configuration into dir: for an agent a local_api_credentials.yaml
 // (point crowdsec's api.client.credentials_path at it), for a bouncer a
-// bouncer-tls.yaml with the keys to merge into the bouncer's YAML. lapiURL
+// bouncer-tls.yaml with the keys to merge into the bouncer's YAML, for an
+// admin none (see WriteAdminP12). lapiURL
 // is the LAPI URL clients use. It returns the paths written.
 func WriteClientFiles(dir string, role Role, name, lapiURL string, m *ClientMaterial) ([]string, error) {
 	if err := validName(name); err != nil {
@@ -207,6 +208,8 @@ func WriteClientFiles(dir string, role Role, name, lapiURL string, m *ClientMate
 	case RoleBouncer:
 		cfg = bouncerTLS{APIURL: lapiURL, CertPath: crt, KeyPath: key, CACertPath: ca}
 		cfgPath = filepath.Join(abs, BouncerConfigFile)
+	case RoleAdmin:
+		return written, nil // no client config; WriteAdminP12 writes the browser's file
 	default:
 		return written, fmt.Errorf("unknown role %q", role)
 	}

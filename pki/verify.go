@@ -27,6 +27,11 @@ type VerifierConfig struct {
 	// bouncers_allowed_ou (defaults agent-ou and bouncer-ou). An empty
 	// string is an error; duplicates are dropped.
 	AgentOUs, BouncerOUs []string
+	// AdminOUs are the OUs of operator certificates (the web console;
+	// --admins-allowed-ou, default admin-ou), same rules. An OU may not be
+	// both an admin OU and an agent or bouncer OU. Admin certificates are
+	// accepted from the cluster CA only, never from CABundles.
+	AdminOUs []string
 	// CABundles are ca_cert_path files: PEM CAs trusted for client
 	// certificates besides the cluster CA (external CAs).
 	CABundles []string
@@ -54,6 +59,7 @@ type ClientVerifier struct {
 	store      Store // may be nil: external CAs only
 	agentOUs   []string
 	bouncerOUs []string
+	adminOUs   []string
 	bundles    []*x509.Certificate
 	system     bool
 	crl        *crlFile
@@ -102,6 +108,14 @@ func NewClientVerifier(store Store, cfg VerifierConfig) (*ClientVerifier, error)
 	}
 	if v.bouncerOUs, err = cleanOUs(cfg.BouncerOUs, DefaultBouncerOU); err != nil {
 		return nil, err
+	}
+	if v.adminOUs, err = cleanOUs(cfg.AdminOUs, DefaultAdminOU); err != nil {
+		return nil, err
+	}
+	for _, ou := range v.adminOUs {
+		if slices.Contains(v.agentOUs, ou) || slices.Contains(v.bouncerOUs, ou) {
+			return nil, fmt.Errorf("OU %q is both an admin OU and an agent or bouncer OU: an agent's certificate would sign in to the console", ou)
+		}
 	}
 	for _, p := range cfg.CABundles {
 		b, err := os.ReadFile(p)
@@ -225,10 +239,13 @@ func HasClientCert(cs *tls.ConnectionState) bool {
 
 // Verify applies lapi.md §2.4 to a request's TLS state for role (agent or
 // bouncer) and returns the identity, the leaf's CN. ErrNoClientCert means
-// the request does not use TLS auth at all.
+// the request does not use TLS auth at all. For RoleAdmin see verifyAdmin.
 func (v *ClientVerifier) Verify(cs *tls.ConnectionState, role Role) (string, error) {
 	if !HasClientCert(cs) {
 		return "", ErrNoClientCert
+	}
+	if role == RoleAdmin {
+		return v.verifyAdmin(cs)
 	}
 	// 1. a verified chain must exist
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
@@ -261,6 +278,49 @@ func (v *ClientVerifier) Verify(cs *tls.ConnectionState, role Role) (string, err
 		return "", err
 	}
 	// 5. identity
+	return leaf.Subject.CommonName, nil
+}
+
+// verifyAdmin accepts an operator certificate: the peer's leaf, with the
+// intermediates it sent, must chain to the cluster root alone (whatever
+// the listener's TLS settings verified, and never to an external CA
+// bundle or the system pool), be usable for client auth, carry an admin
+// OU, be within its validity window and not be revoked in the FSM. It
+// returns the leaf's CN.
+func (v *ClientVerifier) verifyAdmin(cs *tls.ConnectionState) (string, error) {
+	root := v.clusterRoot()
+	if root == nil {
+		return "", errors.New("the cluster CA is not ready on this node")
+	}
+	leaf := cs.PeerCertificates[0]
+	if !slices.ContainsFunc(leaf.Subject.OrganizationalUnit, func(ou string) bool { return slices.Contains(v.adminOUs, ou) }) {
+		return "", fmt.Errorf("client certificate OU %v doesn't match expected OU %v", leaf.Subject.OrganizationalUnit, v.adminOUs)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(root)
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	now := v.now()
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		if now.Before(leaf.NotBefore) {
+			return "", errors.New("client certificate is not yet valid")
+		}
+		if now.After(leaf.NotAfter) {
+			return "", errors.New("client certificate is expired")
+		}
+		return "", fmt.Errorf("client certificate not issued by the cluster CA: %w", err)
+	}
+	for _, chain := range chains {
+		for _, crt := range chain[:len(chain)-1] {
+			if IsRevokedIn(v.store, crt.SerialNumber.String()) {
+				return "", fmt.Errorf("client certificate is revoked (serial %s)", crt.SerialNumber)
+			}
+		}
+	}
 	return leaf.Subject.CommonName, nil
 }
 

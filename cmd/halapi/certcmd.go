@@ -37,11 +37,11 @@ func clusterTokenCmd(o *adminOpts) *cobra.Command {
 
 func certCmd() *cobra.Command {
 	o := &adminOpts{}
-	c := &cobra.Command{Use: "cert", Short: "Certificates of agents and bouncers (built-in CA)"}
+	c := &cobra.Command{Use: "cert", Short: "Certificates of agents, bouncers and operators (built-in CA)"}
 	o.bind(c)
-	var out, lapiURL string
+	var out, lapiURL, p12PasswordFile string
 	issue := &cobra.Command{
-		Use: "issue agent|bouncer NAME", Short: "Issue a client certificate and write it with a ready config", Args: cobra.ExactArgs(2),
+		Use: "issue agent|bouncer|admin NAME", Short: "Issue a client certificate and write it with a ready config (admin: a PKCS#12 for a browser)", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := pki.ParseRole(args[0])
 			if err != nil {
@@ -49,6 +49,24 @@ func certCmd() *cobra.Command {
 			}
 			if out == "" {
 				return fmt.Errorf("--out DIR is required")
+			}
+			if p12PasswordFile != "" && role != pki.RoleAdmin {
+				return fmt.Errorf("--p12-password-file is for admin certificates")
+			}
+			// the PKCS#12 password: read before anything is issued
+			var p12Password string
+			generated := false
+			if role == pki.RoleAdmin {
+				if p12PasswordFile != "" {
+					if p12Password, err = pki.ReadP12Password(p12PasswordFile); err != nil {
+						return err
+					}
+				} else {
+					if p12Password, err = pki.NewP12Password(); err != nil {
+						return err
+					}
+					generated = true
+				}
 			}
 			if !cmd.Flags().Changed("url") {
 				var info pki.APIInfo
@@ -60,19 +78,31 @@ func certCmd() *cobra.Command {
 			if err := o.call("POST", "/pki/issue", url.Values{"role": {string(role)}, "name": {args[1]}}, nil, &res); err != nil {
 				return err
 			}
-			files, err := pki.WriteClientFiles(out, role, args[1], lapiURL, &pki.ClientMaterial{
-				CertPEM: []byte(res["cert"]), KeyPEM: []byte(res["key"]), CAPEM: []byte(res["ca"])})
+			m := &pki.ClientMaterial{CertPEM: []byte(res["cert"]), KeyPEM: []byte(res["key"]), CAPEM: []byte(res["ca"])}
+			files, err := pki.WriteClientFiles(out, role, args[1], lapiURL, m)
 			if err != nil {
 				return err
+			}
+			if role == pki.RoleAdmin {
+				p12, err := pki.WriteAdminP12(out, args[1], m, p12Password)
+				if err != nil {
+					return err
+				}
+				files = append(files, p12)
 			}
 			fmt.Printf("Certificate %s issued for %s '%s'; wrote:\n", res["serial"], role, args[1])
 			for _, f := range files {
 				fmt.Println("  " + f)
 			}
+			if generated {
+				// shown once, here only: it is not stored anywhere
+				fmt.Printf("PKCS#12 password (import %s.p12 into the browser with it): %s\n", args[1], p12Password)
+			}
 			return nil
 		},
 	}
 	issue.Flags().StringVar(&out, "out", "", "directory to write the certificate, key, CA and config into")
+	issue.Flags().StringVar(&p12PasswordFile, "p12-password-file", "", "admin: read the PKCS#12 password from the first line of this file (default: a random one, printed once)")
 	issue.Flags().StringVarP(&lapiURL, "url", "u", "https://127.0.0.1:8080/", "LAPI URL written in the config (default: the node's own API URL)")
 	var ttl time.Duration
 	token := &cobra.Command{

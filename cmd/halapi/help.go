@@ -28,6 +28,7 @@ var placeholderByName = map[string]string{
 	"max-items": "N", "limit": "N",
 	"trusted-ips": "CIDR,...", "trusted-proxies": "CIDR,...", "auto-registration-ranges": "CIDR,...",
 	"agents-allowed-ou": "OU,...", "bouncers-allowed-ou": "OU,...", "api-name": "NAME",
+	"admins-allowed-ou": "OU,...", "p12-password-file": "FILE",
 	"voters": "ID[=HOST:PORT],...",
 	"config": "FILE", "crowdsec-config": "FILE", "flush-metrics-max-age": "AGE",
 	"flush-agents-autodelete-cert": "AGE", "flush-agents-autodelete-password": "AGE",

@@ -21,6 +21,7 @@ type pkiFlags struct {
 	joinAPI         string
 	agentOUs        []string
 	bouncerOUs      []string
+	adminOUs        []string
 	clientCAs       []string
 	crl             string
 	nodeCertTTL     time.Duration
@@ -38,6 +39,7 @@ func bindPKIFlags(fl *pflag.FlagSet, f *pkiFlags) {
 	fl.StringVar(&f.joinAPI, "join-api", "", "HTTPS API address (host:port) of a member, to redeem --join-token")
 	fl.StringSliceVar(&f.agentOUs, "agents-allowed-ou", []string{pki.DefaultAgentOU}, "OUs accepted in agent client certificates")
 	fl.StringSliceVar(&f.bouncerOUs, "bouncers-allowed-ou", []string{pki.DefaultBouncerOU}, "OUs accepted in bouncer client certificates")
+	fl.StringSliceVar(&f.adminOUs, "admins-allowed-ou", []string{pki.DefaultAdminOU}, "OUs accepted in operator (web console) certificates of the cluster CA")
 	fl.StringArrayVar(&f.clientCAs, "client-ca", nil, "PEM bundle of an external CA trusted for client certificates (repeatable)")
 	fl.StringVar(&f.crl, "crl", "", "PEM CRL file for the external CAs")
 	fl.BoolVar(&f.clientOCSP, "client-ocsp", true, "check client certificates against the OCSP servers they list, as CrowdSec does (no answer: accepted)")

@@ -322,7 +322,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notify.notificationDir, logger)
 	rt.Start(runCtx, machine, node)
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
-		BouncerOUs: f.pki.bouncerOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
+		BouncerOUs: f.pki.bouncerOUs, AdminOUs: f.pki.adminOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
 		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
 	if err != nil {
 		return fmt.Errorf("client certificates: %w", err)
