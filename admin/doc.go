@@ -20,6 +20,10 @@
 //     removal, backup), since package cluster knows no HTTP.
 //   - The client (client.go) the CLI uses: Do for JSON calls (30 s),
 //     Download for streamed answers (no timeout).
+//   - The audit of the CLI's writes (audit.go, HandlerWithAudit): every
+//     successful request but a GET or HEAD is recorded in the replicated
+//     audit trail as "cli:uid=N", with the route, its variables and an
+//     allow-list of query parameters (never a body).
 //
 // # Who adds routes
 //

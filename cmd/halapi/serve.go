@@ -341,8 +341,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 
-	// Admin socket: each owner's routes (package admin).
-	adm, err := admin.Listen(f.dataDir, admin.Handler(logger,
+	// Admin socket: each owner's routes (package admin); the CLI's
+	// writes go to the replicated audit trail.
+	adm, err := admin.Listen(f.dataDir, admin.HandlerWithAudit(logger, srv.RecordAudit,
 		srv.AdminRoutes,
 		admin.ClusterRoutes(node, rt.RemoveMember, currentBuild().Version),
 		rt.AdminRoutes,
