@@ -3,7 +3,7 @@
 // API keys for bouncers), request decoding and validation, profile
 // evaluation (lapi/profiles), the wire shapes (lapi/models), Prometheus
 // metrics, its routes in the admin API (AdminRoutes: machines, bouncers,
-// decisions, alerts, allowlists, flush, profiles; package admin serves the socket),
+// decisions, alerts, allowlists, flush, profiles, audit; package admin serves the socket),
 // its leader jobs (LeaderJobs: JWT key, retention and expiry of
 // unvalidated machines), the
 // coalescing of "last seen" writes (toucher.go: gathered per node, relayed
@@ -33,7 +33,10 @@
 // them. The profiles a node evaluates (profilesync.go) are the replicated
 // set once `halapi profiles apply` stored one, else the node's own file
 // (re-read on SIGHUP) or the default; each request is evaluated against
-// one set, and the admin routes include /profiles.
+// one set, and the admin routes include /profiles. RecordAudit (audit.go)
+// appends to the replicated audit trail (the web console after each write,
+// the admin socket after each CLI write), each field made one bounded
+// line; GET /audit lists it.
 //
 // It must not touch raft directly, and it must never log a secret
 // (passwords, API keys, JWTs).

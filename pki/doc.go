@@ -20,7 +20,10 @@
 //   - Certificates: node certificates (CN node ID, OU node-ou, server and
 //     client auth; the Renewer renews them at 2/3 of their lifetime and
 //     serves them through GetCertificate), agent and bouncer client
-//     certificates (CN name, OU agent-ou / bouncer-ou, client auth). The OU
+//     certificates (CN name, OU agent-ou / bouncer-ou, client auth), and
+//     operator certificates (RoleAdmin: CN the operator's name, OU
+//     admin-ou, client auth; issued by `halapi cert issue admin` only,
+//     never through a token, with a PKCS#12 for the browser: p12.go). The OU
 //     comes from a "halapi" claim in the token that only halapi signs,
 //     applied by the provisioner's certificate template.
 //   - One-time tokens (NewToken) usable with `step ca certificate` or
@@ -56,7 +59,9 @@
 //     peers refused, connections closed once the peer is revoked) and
 //     ClientVerifier (CrowdSec's client-certificate
 //     rules, lapi.md §2.4, with revocation checked against the FSM on every
-//     request and against an optional CRL file for external CAs).
+//     request and against an optional CRL file for external CAs;
+//     Verify(cs, RoleAdmin) for the web console: the chain re-verified
+//     against the cluster root alone, an admin OU, not revoked).
 //
 // # What it must not do
 //
