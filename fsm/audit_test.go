@@ -113,11 +113,11 @@ func TestAuditRingWraps(t *testing.T) {
 	h := &harness{t: t, f: New(quietLogger()), noImage: true}
 	total := AuditCap + 3*auditChunk + 17
 	for i := 1; i <= total; i++ {
-		if i > AuditCap-2 && i < AuditCap+auditChunk+3 || i > total-3 {
-			h.noImage = false // the published-state check at the wrap
-		} else {
-			h.noImage = true
-		}
+		// the published-state check where the ring changes shape: the
+		// first drop, the first whole block dropped, the end
+		wrap := i >= AuditCap-1 && i <= AuditCap+2
+		block := i >= AuditCap+auditChunk-1 && i <= AuditCap+auditChunk+1
+		h.noImage = !(wrap || block || i > total-3)
 		h.must(CmdAuditAppend, T0+int64(i)*sec, auditBody(i))
 		if n := h.f.AuditLen(); n != min(i, AuditCap) {
 			t.Fatalf("after %d adds: %d records", i, n)
