@@ -188,6 +188,7 @@ func TestAuditRestoreRefusesHostileRecord(t *testing.T) {
 		"control character": `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"a\u001b[31m","action":"a"}}`,
 		"oversized detail":  `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"w","action":"a","detail":"` + strings.Repeat("d", MaxAuditDetail+1) + `"}}`,
 		"missing who":       `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","action":"a"}}`,
+		"time past 9999 UTC": `{"audit":{"time":"9999-12-31T23:59:59-01:00","node":"n","who":"w","action":"a"}}`,
 	} {
 		data := `{"meta":{"version":1,"next_alert_id":1,"next_decision_id":1,"last_index":5}}` + "\n" + line + "\n"
 		if err := h.f.Restore(io.NopCloser(strings.NewReader(data))); err == nil || !strings.Contains(err.Error(), "audit") {

@@ -180,6 +180,11 @@ func (s *state) restoreAudit(r *AuditRecord) error {
 	}
 	rec := *r
 	rec.Time = rec.Time.UTC()
+	// a time the next snapshot could not write (an offset that moves it
+	// past year 9999 in UTC) is refused here rather than there
+	if _, err := rec.Time.MarshalJSON(); err != nil {
+		return fmt.Errorf("restore: audit record: time: %w", err)
+	}
 	s.audit = s.audit.add(&rec)
 	return nil
 }
