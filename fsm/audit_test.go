@@ -185,9 +185,9 @@ func TestAuditRestoreRefusesHostileRecord(t *testing.T) {
 	h := newHarness(t)
 	h.must(CmdAuditAppend, T0, auditBody(1))
 	for name, line := range map[string]string{
-		"control character": `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"a\u001b[31m","action":"a"}}`,
-		"oversized detail":  `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"w","action":"a","detail":"` + strings.Repeat("d", MaxAuditDetail+1) + `"}}`,
-		"missing who":       `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","action":"a"}}`,
+		"control character":  `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"a\u001b[31m","action":"a"}}`,
+		"oversized detail":   `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","who":"w","action":"a","detail":"` + strings.Repeat("d", MaxAuditDetail+1) + `"}}`,
+		"missing who":        `{"audit":{"time":"2025-01-01T00:00:00Z","node":"n","action":"a"}}`,
 		"time past 9999 UTC": `{"audit":{"time":"9999-12-31T23:59:59-01:00","node":"n","who":"w","action":"a"}}`,
 	} {
 		data := `{"meta":{"version":1,"next_alert_id":1,"next_decision_id":1,"last_index":5}}` + "\n" + line + "\n"
