@@ -88,7 +88,7 @@ func (c *fakeCluster) WriteBackup(context.Context, io.Writer, string) (cluster.B
 type auditCall struct{ who, action, target, detail string }
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	f       *fsm.FSM
 	srv     *lapi.Server
 	cl      *fakeCluster
@@ -150,7 +150,7 @@ func pkiRoutes(ca *pki.CA) admin.Routes {
 	}
 }
 
-func newEnv(t *testing.T, mut ...func(*Config)) *env {
+func newEnv(t testing.TB, mut ...func(*Config)) *env {
 	t.Helper()
 	e := &env{t: t, f: fsm.New(nil)}
 	d := &direct{f: e.f}

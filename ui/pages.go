@@ -211,7 +211,7 @@ func (c *Console) decisionsData(q, pageStr string) decisionsData {
 	f.Offset, f.Limit = (page-1)*PageSize, PageSize+1
 	ds := c.cfg.FSM.Decisions(f, now)
 	d := decisionsData{Q: q, Page: page, Geo: c.cfg.Country != nil}
-	_, d.Active, _ = c.cfg.FSM.Counts(now)
+	d.Active = c.activeCount(now)
 	link := func(p int) string {
 		v := make([]string, 0, 2)
 		if q != "" {
@@ -608,4 +608,18 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 		rows = c.cfg.AuditLog(200)
 	}
 	c.renderPage(w, s, "audit", "Audit trail", rows)
+}
+
+// activeCount is the number of active decisions, counted at most once a
+// second per applied index (a walk of the whole expiry index).
+func (c *Console) activeCount(now time.Time) int {
+	idx := c.cfg.FSM.AppliedIndex()
+	c.countMu.Lock()
+	defer c.countMu.Unlock()
+	if c.countIdx == idx && !c.countAt.IsZero() && now.Sub(c.countAt) < time.Second && !now.Before(c.countAt) {
+		return c.countN
+	}
+	_, n, _ := c.cfg.FSM.Counts(now)
+	c.countIdx, c.countAt, c.countN = idx, now, n
+	return n
 }

@@ -92,6 +92,11 @@ type Console struct {
 	mux      *http.ServeMux
 	static   http.Handler
 
+	countMu  sync.Mutex
+	countIdx uint64
+	countAt  time.Time
+	countN   int
+
 	elMu     sync.Mutex
 	seenTerm uint64
 	seenLead string

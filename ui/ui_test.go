@@ -405,7 +405,7 @@ func TestAddBanAndUnban(t *testing.T) {
 	if !strings.Contains(msg, "already gone") {
 		t.Fatalf("gone flash %q", msg)
 	}
-	if a := e.auditLog(); len(a) != 3 || a[1].action != "decision.delete" || a[1].target != "192.0.2.10" {
+	if a := e.auditLog(); len(a) != 4 || a[3].target != all[1].Value || a[1].action != "decision.delete" || a[1].target != "192.0.2.10" {
 		t.Fatalf("audit %+v", a)
 	}
 }
@@ -456,15 +456,15 @@ func TestDecisionsSearchAndPages(t *testing.T) {
 		t.Fatalf("page 2 starts with %s", first[2])
 	}
 	for q, want := range map[string]int{
-		"10.0.0.7":            1,
-		"10.0.0.0/28":         16,
-		"http-probing":        100,
-		"HTTP-PROBING":        100,
-		"crowdsec":            100,
-		"origin:cscli":        0,
-		"ssh-bf":              0,
-		"value:10.0.0.9":      1,
-		"<script>x</script>":  0,
+		"10.0.0.7":           1,
+		"10.0.0.0/28":        16,
+		"http-probing":       100,
+		"HTTP-PROBING":       100,
+		"crowdsec":           100,
+		"origin:cscli":       0,
+		"ssh-bf":             0,
+		"value:10.0.0.9":     1,
+		"<script>x</script>": 0,
 	} {
 		p := b.get("/ui/decisions?q=" + url.QueryEscape(q))
 		if n := len(rowRe.FindAllString(p.body, -1)); n != want || p.code != 200 {
@@ -704,7 +704,9 @@ func TestAuditPage(t *testing.T) {
 
 func TestNoSecretInLogs(t *testing.T) {
 	var logs bytes.Buffer
-	e := newEnv(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})) })
+	e := newEnv(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	link := e.loginLink("?name=alice")
 	u, _ := url.Parse(link)
 	tok := u.Query().Get("token")
