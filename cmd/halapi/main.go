@@ -22,6 +22,7 @@ func main() {
 	root.AddCommand(importCmd())
 	root.AddCommand(profilesCmd())
 	root.AddCommand(notificationsCmd())
+	root.AddCommand(uiCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -57,6 +57,7 @@ type serveFlags struct {
 	flushAuto                                                       flushAutoFlags
 	helpers                                                         helperFlags
 	notify                                                          notifyFlags
+	ui                                                              uiFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -122,6 +123,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindFlushAutoFlags(fl, &f.flushAuto)
 	bindHelperFlags(fl, &f.helpers)
 	bindNotifyFlags(fl, &f.notify)
+	bindUIFlags(fl, &f.ui)
 	return c, f
 }
 
@@ -340,15 +342,23 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 
+	// Web console (package ui): its writes go through the admin API.
+	var adminH http.Handler
+	console, err := newConsole(f, machine, scheme, logger, func() http.Handler { return adminH })
+	if err != nil {
+		return err
+	}
 	// Admin socket: each owner's routes (package admin).
-	adm, err := admin.Listen(f.dataDir, admin.Handler(logger,
+	adminH = admin.Handler(logger,
 		srv.AdminRoutes,
 		admin.ClusterRoutes(node, rt.RemoveMember, currentBuild().Version),
 		rt.AdminRoutes,
 		capiSvc.AdminRoutes,
 		importer.AdminRoutes(machine, node.Apply, node.SyncLeader),
 		notifySvc.AdminRoutes,
-	))
+		consoleRoutes(console),
+	)
+	adm, err := admin.Listen(f.dataDir, adminH)
 	if err != nil {
 		return err
 	}
@@ -375,6 +385,11 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 	rt.Mount(mux)
+	stopUI, err := mountConsole(mux, console, f, rt, verifier, logger)
+	if err != nil {
+		return err
+	}
+	defer stopUI()
 	mux.Handle(lapi.MembersPath, srv.MembersHandler(node))
 	mux.Handle("/", api)
 
