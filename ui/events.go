@@ -69,6 +69,12 @@ func (h *hub) count() int {
 	return len(h.clients)
 }
 
+func (h *hub) isRunning() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.running
+}
+
 // broadcast hands ev to every stream, replacing an unsent older event.
 func (h *hub) broadcast(ev Event) {
 	h.mu.Lock()

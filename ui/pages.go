@@ -48,11 +48,18 @@ func (c *Console) render(w http.ResponseWriter, status int, page string, d *page
 	_, _ = w.Write(buf.Bytes())
 }
 
-func (c *Console) renderPage(w http.ResponseWriter, s *session, nav, title string, data any) {
+func (c *Console) renderPage(w http.ResponseWriter, r *http.Request, s *session, nav, title string, data any) {
 	d := &pageData{Title: title, Nav: nav, Who: s.who, CSRF: s.csrf, Data: data}
-	d.Flash, _ = s.takeFlash()
+	if !liveFetch(r) {
+		d.Flash, _ = s.takeFlash()
+	}
 	c.render(w, http.StatusOK, nav, d)
 }
+
+// liveFetch tells the page script's refresh (after a live event) from a
+// navigation: a refresh never takes the flash line or a one-time token
+// meant for the page the browser is about to show.
+func liveFetch(r *http.Request) bool { return r.Header.Get("X-Halapi-Live") != "" }
 
 // done ends a write: the flash line for the next page, then back to to.
 func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, to string, err error, ok string) {
@@ -126,7 +133,7 @@ func (c *Console) clusterPage(w http.ResponseWriter, r *http.Request, s *session
 		}
 		d.Members = append(d.Members, row)
 	}
-	c.renderPage(w, s, "cluster", "Cluster", d)
+	c.renderPage(w, r, s, "cluster", "Cluster", d)
 }
 
 // ---- decisions ----
@@ -194,7 +201,7 @@ func looksLikeIP(q string) bool {
 }
 
 func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request, s *session) {
-	c.renderPage(w, s, "decisions", "Decisions", c.decisionsData(r.URL.Query().Get("q"), r.URL.Query().Get("page")))
+	c.renderPage(w, r, s, "decisions", "Decisions", c.decisionsData(r.URL.Query().Get("q"), r.URL.Query().Get("page")))
 }
 
 func (c *Console) decisionsData(q, pageStr string) decisionsData {
@@ -398,7 +405,7 @@ func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request, s *session)
 		}
 		d.Rows = append(d.Rows, row)
 	}
-	c.renderPage(w, s, "alerts", "Alerts", d)
+	c.renderPage(w, r, s, "alerts", "Alerts", d)
 }
 
 // ---- machines and bouncers ----
@@ -414,7 +421,7 @@ func (c *Console) machinesPage(w http.ResponseWriter, r *http.Request, s *sessio
 		d.Err = err.Error()
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].ID < d.Rows[j].ID })
-	c.renderPage(w, s, "machines", "Machines", d)
+	c.renderPage(w, r, s, "machines", "Machines", d)
 }
 
 func (c *Console) bouncersPage(w http.ResponseWriter, r *http.Request, s *session) {
@@ -423,7 +430,7 @@ func (c *Console) bouncersPage(w http.ResponseWriter, r *http.Request, s *sessio
 		d.Err = err.Error()
 	}
 	sort.Slice(d.Rows, func(i, j int) bool { return d.Rows[i].Name < d.Rows[j].Name })
-	c.renderPage(w, s, "bouncers", "Bouncers", d)
+	c.renderPage(w, r, s, "bouncers", "Bouncers", d)
 }
 
 func (c *Console) validateMachine(w http.ResponseWriter, r *http.Request, s *session) {
@@ -493,7 +500,9 @@ func (c *Console) certsPage(w http.ResponseWriter, r *http.Request, s *session) 
 			Expiring: !ci.Revoked && !now.After(ci.NotAfter) && ci.NotAfter.Sub(now) < ExpiringSoon})
 	}
 	pd := &pageData{Title: "Certificates", Nav: "certs", Who: s.who, CSRF: s.csrf}
-	pd.Flash, d.Reveal = s.takeFlash()
+	if !liveFetch(r) {
+		pd.Flash, d.Reveal = s.takeFlash()
+	}
 	pd.Data = d
 	c.render(w, http.StatusOK, "certs", pd)
 }
@@ -565,7 +574,7 @@ func (c *Console) capiPage(w http.ResponseWriter, r *http.Request, s *session) {
 	}
 	sort.Slice(d.Origins, func(i, j int) bool { return d.Origins[i].K < d.Origins[j].K })
 	d.TestURL = capiURL(d.Status.URL)
-	c.renderPage(w, s, "capi", "CAPI and console", d)
+	c.renderPage(w, r, s, "capi", "CAPI and console", d)
 }
 
 // capiURL is the URL the connectivity test reaches.
@@ -607,7 +616,7 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, s *session) 
 	if c.cfg.AuditLog != nil {
 		rows = c.cfg.AuditLog(200)
 	}
-	c.renderPage(w, s, "audit", "Audit trail", rows)
+	c.renderPage(w, r, s, "audit", "Audit trail", rows)
 }
 
 // activeCount is the number of active decisions, counted at most once a

@@ -804,4 +804,36 @@ func TestEventsFollowTheAppliedIndexAndTheLeader(t *testing.T) {
 	if ev.Term != 9 {
 		t.Fatalf("event %+v", ev)
 	}
+	// a closed stream frees its place, and the watcher stops
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.c.hub.count() != 0 || e.c.hub.isRunning() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams left after the browser went away", e.c.hub.count())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestLiveRefreshLeavesTheFlashAndTokenAlone(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	b.signIn()
+	w := b.post("/ui/certs", "/ui/certs/token", url.Values{"role": {"bouncer"}, "name": {"fw"}})
+	if w.code != http.StatusSeeOther {
+		t.Fatal(w.code)
+	}
+	// the page script's refresh, racing the navigation
+	req := httptest.NewRequest("GET", "/ui/certs", nil)
+	req.Header.Set("X-Halapi-Live", "1")
+	req.AddCookie(b.cookies[CookieName])
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != 200 || strings.Contains(rec.Body.String(), "token-output") || strings.Contains(rec.Body.String(), `id="flash"`) {
+		t.Fatalf("the live refresh took the one-time token or the flash")
+	}
+	p := b.get("/ui/certs")
+	if !strings.Contains(p.body, `<pre id="token-output">`) || !strings.Contains(p.body, `id="flash"`) {
+		t.Fatal("the navigation lost the token or the flash")
+	}
 }

@@ -15,7 +15,10 @@
     if (inflight) { pending = true; return; }
     inflight = true;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Halapi-Live": "1" } })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) {
+        if (r.status === 401) { location.href = "/ui/login"; return null; }
+        return r.ok ? r.text() : null;
+      })
       .then(function (html) {
         if (!html) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
