@@ -121,6 +121,9 @@ func TestUIConsoleCluster(t *testing.T) {
 		if want := fmt.Sprintf(`<tr data-node-id="%s" data-role="%s"`, n.ID, role); !strings.Contains(page, want) {
 			t.Errorf("missing %s", want)
 		}
+		if !strings.Contains(page, "<td>"+n.GossipAddr+"</td>") || !strings.Contains(page, "<td>"+n.ClusterAddr+"</td>") {
+			t.Errorf("addresses of %s (raft %s, gossip %s) not shown", n.ID, n.ClusterAddr, n.GossipAddr)
+		}
 	}
 
 	// a ban added on the follower's page reaches a bouncer of the third node

@@ -65,7 +65,7 @@ func (c *fakeCluster) Status(context.Context) cluster.Status {
 	idx := c.f.AppliedIndex()
 	st := cluster.Status{NodeID: "n1", State: "Follower", Leader: c.leader, Term: c.term, CommitIndex: idx, AppliedIndex: idx, Healthy: c.leader != ""}
 	for _, id := range []string{"n1", "n2", "n3"} {
-		m := cluster.Member{ID: id, Role: "follower", State: "alive", RaftAddr: "127.0.0.1:700" + id[1:], AppliedIndex: idx, CommitIndex: idx}
+		m := cluster.Member{ID: id, Role: "follower", State: "alive", RaftAddr: "127.0.0.1:700" + id[1:], GossipAddr: "127.0.0.1:800" + id[1:], AppliedIndex: idx, CommitIndex: idx}
 		if id == c.leader {
 			m.Role = "leader"
 		}

@@ -510,7 +510,7 @@ func TestClusterPage(t *testing.T) {
 	b.signIn()
 	p := b.get("/ui/cluster")
 	for _, want := range []string{`<dd id="leader">n2</dd>`, `<tr data-node-id="n1" data-role="follower" class="self">`,
-		`<tr data-node-id="n2" data-role="leader">`, `<tr data-node-id="n3" data-role="unreachable">`, `127.0.0.1:7002`, `id="health" class="ok"`} {
+		`<tr data-node-id="n2" data-role="leader">`, `<tr data-node-id="n3" data-role="unreachable">`, `<td>127.0.0.1:7002</td><td>127.0.0.1:8002</td>`, `id="health" class="ok"`} {
 		if !strings.Contains(p.body, want) {
 			t.Errorf("missing %s", want)
 		}
