@@ -198,9 +198,8 @@ func (c *Console) serve(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
-	if !c.cfg.PlainHTTP {
-		h.Set("Strict-Transport-Security", "max-age=31536000")
-	}
+	// No HSTS: it would bind every port of the host name to HTTPS
+	// (a plain /metrics listener, another service), beyond this console.
 	if r.URL.Path == "/ui" {
 		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
 		return
