@@ -209,3 +209,22 @@ func TestUIConsoleCluster(t *testing.T) {
 			strings.Contains(page, fmt.Sprintf(`<tr data-node-id="%s" data-role="unreachable"`, leader.ID)), fmt.Sprint(m)
 	})
 }
+
+func TestUIConsoleOff(t *testing.T) {
+	s := NewServer(t)
+	s.ExtraArgs = []string{"--ui=false"}
+	s.Start()
+	out, err := s.CLI("ui", "login")
+	if err == nil || !strings.Contains(err.Error(), "the web console is off on this node") {
+		t.Fatalf("ui login with --ui=false: %q %v", out, err)
+	}
+	b := newUIBrowser(t, s.URL)
+	if code, body, _ := b.do("GET", "/ui/login", nil); code != http.StatusNotFound || strings.Contains(body, "halapi ui login") {
+		t.Fatalf("/ui/login with --ui=false: %d %s", code, body)
+	}
+	// and a bad --ttl is one line, before any call
+	s2 := StartServer(t)
+	if _, err := s2.CLI("ui", "login", "--ttl", "48h"); err == nil || !strings.Contains(err.Error(), "--ttl must be between") {
+		t.Fatalf("--ttl 48h: %v", err)
+	}
+}

@@ -157,7 +157,7 @@ func (c *Console) lastElection() *electionSeen {
 
 // events is GET /ui/events: server-sent events for a signed-in browser
 // (401 otherwise), bounded in number (503 beyond MaxEventClients), ended
-// with the session.
+// with the session (expiry or sign-out).
 func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	s := c.sessionOf(r)
 	if s == nil {
@@ -185,15 +185,22 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	defer end.Stop()
 	ping := time.NewTicker(25 * time.Second)
 	defer ping.Stop()
+	ck, _ := r.Cookie(CookieName)
 	for {
 		select {
 		case ev := <-ch:
+			if c.sessions.get(ck.Value) == nil { // signed out meanwhile
+				return
+			}
 			b, _ := json.Marshal(ev)
 			if _, err := fmt.Fprintf(w, "event: update\ndata: %s\n\n", b); err != nil {
 				return
 			}
 			fl.Flush()
 		case <-ping.C:
+			if c.sessions.get(ck.Value) == nil {
+				return
+			}
 			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil {
 				return
 			}

@@ -206,7 +206,7 @@ func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request, s *sessi
 
 func (c *Console) decisionsData(q, pageStr string) decisionsData {
 	if len(q) > 256 {
-		q = q[:256]
+		q = strings.ToValidUTF8(q[:256], "")
 	}
 	page, _ := strconv.Atoi(pageStr)
 	if page < 1 {

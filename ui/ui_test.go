@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -803,6 +804,19 @@ func TestEventsFollowTheAppliedIndexAndTheLeader(t *testing.T) {
 	}
 	if ev.Term != 9 {
 		t.Fatalf("event %+v", ev)
+	}
+	// signing out ends the stream at its next event
+	b.post("/ui/", "/ui/logout", url.Values{})
+	e.addDecisions(1, "x/z")
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, s.r)
+		done <- err
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived the session")
 	}
 	// a closed stream frees its place, and the watcher stops
 	resp.Body.Close()
