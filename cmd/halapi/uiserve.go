@@ -27,7 +27,7 @@ type uiFlags struct {
 
 func bindUIFlags(fl *pflag.FlagSet, f *uiFlags) {
 	fl.BoolVar(&f.enabled, "ui", true, "serve the web console under /ui/ (sign in with `halapi ui login` or an admin certificate)")
-	fl.StringVar(&f.listen, "ui-listen", "", "serve the web console on this address (host:port, same TLS as --listen) instead of the API listener")
+	fl.StringVar(&f.listen, "ui-listen", "", "serve the web console on this address (host:port) instead of the API listener, with the same TLS: its host must be one of the node certificate's names (the --listen host or an --api-name)")
 }
 
 // newConsole builds the node's web console (nil when --ui=false). Its
