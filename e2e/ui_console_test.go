@@ -228,3 +228,28 @@ func TestUIConsoleOff(t *testing.T) {
 		t.Fatalf("--ttl 48h: %v", err)
 	}
 }
+
+func TestUIConsoleOwnListener(t *testing.T) {
+	s := NewServer(t)
+	uiAddr := freeLoopbackAddr(t)
+	s.ExtraArgs = []string{"--ui-listen", uiAddr}
+	s.Start()
+	link := strings.TrimSpace(s.MustCLI("ui", "login"))
+	if !strings.HasPrefix(link, "http://"+uiAddr+"/ui/login?token=") {
+		t.Fatalf("link %q, want one on %s", link, uiAddr)
+	}
+	b := newUIBrowser(t, "http://"+uiAddr)
+	if code, _, loc := b.do("GET", link, nil); code != http.StatusSeeOther || loc != "/ui/" {
+		t.Fatalf("login: %d %q", code, loc)
+	}
+	if code, page, _ := b.do("GET", "/ui/", nil); code != 200 || !strings.Contains(page, `id="members"`) {
+		t.Fatalf("cluster page on --ui-listen: %d", code)
+	}
+	if code, _, loc := b.do("GET", "/", nil); code != http.StatusSeeOther || loc != "/ui/" {
+		t.Fatalf("/ on --ui-listen: %d %q", code, loc)
+	}
+	// not on the API listener
+	if code, _, _ := newUIBrowser(t, s.URL).do("GET", "/ui/login", nil); code != http.StatusNotFound {
+		t.Fatalf("/ui/ on the API listener: %d", code)
+	}
+}
