@@ -528,8 +528,8 @@ func (c *Console) newToken(w http.ResponseWriter, r *http.Request, s *session) {
 		c.done(w, r, s, "/ui/certs", fmt.Errorf("role must be agent or bouncer"), "")
 		return
 	}
-	if len(name) > 128 {
-		c.done(w, r, s, "/ui/certs", fmt.Errorf("the name is too long"), "")
+	if name == "" || len(name) > 128 {
+		c.done(w, r, s, "/ui/certs", fmt.Errorf("a name (≤ 128 characters) is required: the certificate's common name"), "")
 		return
 	}
 	ctx, cancel := ctxFor(r)

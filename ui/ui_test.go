@@ -642,9 +642,13 @@ func TestCertsPage(t *testing.T) {
 	if p := b.get("/ui/certs"); strings.Contains(p.body, "token-output") {
 		t.Fatal("the token is shown twice")
 	}
-	msg, isErr := b.flash(b.post("/ui/certs", "/ui/certs/token", url.Values{"role": {"root"}}))
+	msg, isErr := b.flash(b.post("/ui/certs", "/ui/certs/token", url.Values{"role": {"root"}, "name": {"x"}}))
 	if !isErr || !strings.Contains(msg, "agent or bouncer") {
 		t.Fatalf("bad role %q", msg)
+	}
+	msg, isErr = b.flash(b.post("/ui/certs", "/ui/certs/token", url.Values{"role": {"agent"}}))
+	if !isErr || !strings.Contains(msg, "name") {
+		t.Fatalf("no name %q", msg)
 	}
 	for _, a := range e.auditLog() {
 		if strings.Contains(a.detail+a.target, m[1]) {
