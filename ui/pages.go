@@ -28,12 +28,14 @@ type pageData struct {
 	Applied uint64
 	Flash   *flash
 	Audit   bool
+	Assets  string
 	Data    any
 }
 
 func (c *Console) render(w http.ResponseWriter, status int, page string, d *pageData) {
 	d.Node = c.cfg.NodeID
 	d.Audit = c.cfg.AuditLog != nil
+	d.Assets = c.assets
 	if d.Applied == 0 {
 		d.Applied = c.cfg.FSM.AppliedIndex()
 	}

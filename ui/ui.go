@@ -3,8 +3,10 @@ package ui
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +93,7 @@ type Console struct {
 	hub      *hub
 	mux      *http.ServeMux
 	static   http.Handler
+	assets   string // version of the embedded assets, in their URLs
 
 	countMu  sync.Mutex
 	countIdx uint64
@@ -164,6 +167,7 @@ func New(cfg Config) (*Console, error) {
 		c.pages[p] = t
 	}
 	sub, _ := fs.Sub(staticFS, "static")
+	c.assets = assetVersion(sub)
 	c.static = http.StripPrefix("/ui/static/", http.FileServer(http.FS(sub)))
 	c.routes()
 	return c, nil
@@ -205,6 +209,10 @@ func (c *Console) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/ui/static/") && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if strings.HasSuffix(r.URL.Path, "/") { // no directory listing
+			c.plainError(w, http.StatusNotFound, "not found")
+			return
+		}
 		h.Set("Cache-Control", "public, max-age=3600")
 		c.static.ServeHTTP(w, r)
 		return
@@ -387,4 +395,19 @@ func (c *Console) wrote(ctx context.Context, s *session, action, target, detail 
 			c.log.Warn("ui: audit record failed", "who", s.who, "action", action, "target", target, "err", err)
 		}
 	}
+}
+
+// assetVersion is a short hash of the embedded assets: their URLs carry
+// it, so a browser's cached copy (1 h) never outlives an upgrade.
+func assetVersion(fsys fs.FS) string {
+	h := sha256.New()
+	_ = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := fs.ReadFile(fsys, p)
+			h.Write([]byte(p))
+			h.Write(b)
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }

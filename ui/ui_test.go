@@ -148,9 +148,16 @@ func TestUnauthenticatedGetsLoginOnly(t *testing.T) {
 	if ds := activeValues(e.f, "1.2.3.4"); len(ds) != 0 {
 		t.Fatalf("an unauthenticated POST wrote: %v", ds)
 	}
-	// assets are public (the login page needs them) and hold nothing
-	if p := e.browser().get("/ui/static/app.js"); p.code != 200 || !strings.Contains(p.body, "EventSource") {
+	// assets are public (the login page needs them) and hold nothing;
+	// no directory listing
+	if p := e.browser().get("/ui/static/app.js?v=" + e.c.assets); p.code != 200 || !strings.Contains(p.body, "EventSource") {
 		t.Fatalf("static: %d", p.code)
+	}
+	if p := e.browser().get("/ui/static/"); p.code != http.StatusNotFound || strings.Contains(p.body, "app.js") {
+		t.Fatalf("static dir: %d %s", p.code, p.body)
+	}
+	if p := e.browser().get("/ui/login"); !strings.Contains(p.body, `src="/ui/static/app.js?v=`+e.c.assets+`"`) {
+		t.Fatal("asset URL without its version")
 	}
 }
 
