@@ -253,3 +253,52 @@ func TestUIConsoleOwnListener(t *testing.T) {
 		t.Fatalf("/ui/ on the API listener: %d", code)
 	}
 }
+
+// TestUIConsoleSecureNode: the console of a node with the built-in PKI
+// (the default): an https login link, a Secure cookie, the real PKI admin
+// routes behind the certificates page (revoke, one-time token).
+func TestUIConsoleSecureNode(t *testing.T) {
+	sc := newSecureCluster(t)
+	nd := sc.Found()
+	link := strings.TrimSpace(nd.MustCLI("ui", "login", "--name", "sec"))
+	if !strings.HasPrefix(link, "https://"+nd.Addr+"/ui/login?token=") {
+		t.Fatalf("link %q", link)
+	}
+	tlsCfg, err := sc.clientTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newUIBrowser(t, nd.URL)
+	b.c.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+	req, _ := http.NewRequest("GET", link, nil)
+	resp, err := b.c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var secure bool
+	for _, c := range resp.Cookies() {
+		secure = secure || (c.Name == "halapi_ui" && c.Secure && c.HttpOnly)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Fatalf("https sign-in: %d %v", resp.StatusCode, resp.Cookies())
+	}
+	ic := issueCert(t, nd, "bouncer", "ui-fw9", nd.URL)
+	serial := fmt.Sprintf("%d", leafOf(t, ic.Cert).SerialNumber)
+	_, page, _ := b.do("GET", "/ui/certs", nil)
+	row := fmt.Sprintf(`<tr data-serial="%s" data-name="ui-fw9" data-revoked="false">`, serial)
+	if !strings.Contains(page, row) {
+		t.Fatalf("certificate %s not listed:\n%s", serial, page)
+	}
+	page = b.post("/ui/certs", "/ui/certs/revoke", url.Values{"serial": {serial}})
+	if !strings.Contains(page, `id="flash" class="flash"`) || !strings.Contains(page, fmt.Sprintf(`<tr data-serial="%s" data-name="ui-fw9" data-revoked="true">`, serial)) {
+		t.Fatalf("revoke:\n%s", page)
+	}
+	if out := nd.MustCLI("cert", "list"); !strings.Contains(out, serial) || !strings.Contains(strings.ToLower(out), "revoked") {
+		t.Fatalf("cert list after the console's revoke:\n%s", out)
+	}
+	page = b.post("/ui/certs", "/ui/certs/token", url.Values{"role": {"agent"}, "name": {"ui-agent1"}})
+	if m := regexp.MustCompile(`<pre id="token-output">([^<]{20,})</pre>`).FindStringSubmatch(page); m == nil {
+		t.Fatalf("no one-time token:\n%s", page)
+	}
+}
