@@ -361,6 +361,7 @@ type alertRow struct {
 	Created                    time.Time
 	Scenario, Machine, Message string
 	Source, Country, AS        string
+	SourceValue                string
 	Events                     int32
 	Decisions                  []decisionRow
 	Simulated                  bool
@@ -389,7 +390,7 @@ func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request, s *session)
 			src = a.Source.Value
 		}
 		row := alertRow{ID: a.ID, Created: time.Unix(0, a.CreatedAt).UTC(), Scenario: a.Scenario, Machine: a.MachineID,
-			Message: a.Message, Source: src, Country: a.Source.Cn, Events: a.EventsCount, Simulated: a.Simulated}
+			Message: a.Message, Source: src, SourceValue: a.Source.Value, Country: a.Source.Cn, Events: a.EventsCount, Simulated: a.Simulated}
 		if a.Source.AsNumber != "" || a.Source.AsName != "" {
 			row.AS = strings.TrimSpace(a.Source.AsNumber + " " + a.Source.AsName)
 		}

@@ -546,7 +546,7 @@ func TestAlertsPage(t *testing.T) {
 	b := e.browser()
 	b.signIn()
 	p := b.get("/ui/alerts")
-	for _, want := range []string{"crowdsecurity/ssh-bf", "Ip:10.0.0.0", "<td>FR</td>", "64500 Example", "ban Ip:10.0.0.1 (crowdsec, 4h0m0s)", "<td>m1</td>"} {
+	for _, want := range []string{"crowdsecurity/ssh-bf", `<a href="/ui/decisions?q=10.0.0.0" title="decisions on this value">Ip:10.0.0.0</a>`, "<td>FR</td>", "64500 Example", "ban Ip:10.0.0.1 (crowdsec, 4h0m0s)", "<td>m1</td>"} {
 		if !strings.Contains(html.UnescapeString(p.body), want) {
 			t.Errorf("missing %q", want)
 		}
