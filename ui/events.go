@@ -180,6 +180,10 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, "retry: 2000\n\n")
+	// the current state at once: the watcher only sends changes
+	if b, err := json.Marshal(c.event()); err == nil {
+		_, _ = fmt.Fprintf(w, "event: update\ndata: %s\n\n", b)
+	}
 	fl.Flush()
 	end := time.NewTimer(time.Until(s.expires))
 	defer end.Stop()

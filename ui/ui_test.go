@@ -772,7 +772,7 @@ func (s *sse) next(t *testing.T) Event {
 }
 
 func TestEventsFollowTheAppliedIndexAndTheLeader(t *testing.T) {
-	e := newEnv(t, func(c *Config) { c.MaxEventClients = 1 })
+	e := newEnv(t, func(c *Config) { c.MaxEventClients = 2 })
 	srv := httptest.NewServer(e.h)
 	defer srv.Close()
 	b := e.browser()
@@ -798,12 +798,22 @@ func TestEventsFollowTheAppliedIndexAndTheLeader(t *testing.T) {
 	if ev.Leader != "n2" || ev.Applied != e.f.AppliedIndex() {
 		t.Fatalf("first event %+v", ev)
 	}
-	// a second stream beyond the bound: 503
-	if r2 := open(); r2.StatusCode != http.StatusServiceUnavailable {
+	// a second stream, opened while the watcher runs, gets the current
+	// state at once
+	r2 := open()
+	if r2.StatusCode != 200 {
 		t.Fatalf("second stream: %d", r2.StatusCode)
-	} else {
-		r2.Body.Close()
 	}
+	if ev2 := (&sse{r: bufio.NewReader(r2.Body)}).next(t); ev2.Leader != "n2" || ev2.Applied != e.f.AppliedIndex() {
+		t.Fatalf("second stream's first event %+v", ev2)
+	}
+	// a third beyond the bound: 503
+	if r3 := open(); r3.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third stream: %d", r3.StatusCode)
+	} else {
+		r3.Body.Close()
+	}
+	r2.Body.Close()
 	e.addDecisions(1, "x/y")
 	want := e.f.AppliedIndex()
 	for ev.Applied < want {
