@@ -371,6 +371,7 @@ type alertsData struct {
 	Rows  []alertRow
 	Limit int
 	Total int
+	More  string // link to a longer list, when there is more
 }
 
 func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request, s *session) {
@@ -383,6 +384,9 @@ func (c *Console) alertsPage(w http.ResponseWriter, r *http.Request, s *session)
 	as := c.cfg.FSM.Alerts(&fsm.AlertFilter{Limit: limit}, now)
 	d := alertsData{Limit: limit}
 	d.Total, _, _ = c.cfg.FSM.Counts(now)
+	if d.Total > len(as) && limit < 500 {
+		d.More = "/ui/alerts?limit=" + strconv.Itoa(min(limit*2, 500))
+	}
 	n := now.UnixNano()
 	for _, a := range as {
 		src := a.Source.Scope + ":" + a.Source.Value

@@ -546,6 +546,15 @@ func TestAlertsPage(t *testing.T) {
 	b := e.browser()
 	b.signIn()
 	p := b.get("/ui/alerts")
+	if strings.Contains(p.body, "more-alerts") {
+		t.Fatal("a 'more' link with one alert")
+	}
+	for range 3 {
+		e.addDecisions(1, "crowdsecurity/other")
+	}
+	if p := b.get("/ui/alerts?limit=2"); strings.Count(p.body, "<tr data-alert-id=") != 2 || !strings.Contains(p.body, `id="more-alerts" href="/ui/alerts?limit=4"`) {
+		t.Fatalf("limit 2:\n%s", p.body)
+	}
 	for _, want := range []string{"crowdsecurity/ssh-bf", `<a href="/ui/decisions?q=10.0.0.0" title="decisions on this value">Ip:10.0.0.0</a>`, "<td>FR</td>", "64500 Example", "ban Ip:10.0.0.1 (crowdsec, 4h0m0s)", "<td>m1</td>"} {
 		if !strings.Contains(html.UnescapeString(p.body), want) {
 			t.Errorf("missing %q", want)
