@@ -36,6 +36,7 @@
 //	pki.Runtime.AdminRoutes        pki tokens, certificates, revocation, api-info
 //	importer.AdminRoutes           import
 //	admin.ClusterRoutes            status, snapshot, members, backup
+//	ui.Console.AdminRoutes         the web console's one-time login links
 //
 // Adding a route is one line in the owner (r.HandleFunc(path,
 // handler).Methods(...)); adding an owner is one more argument to

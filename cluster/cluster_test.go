@@ -111,7 +111,7 @@ func TestClusterFormsForwardsAndHeals(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	for _, m := range st.Members {
-		if m.State != "alive" || m.AppliedIndex == 0 || m.APIURL == "" {
+		if m.State != "alive" || m.AppliedIndex == 0 || m.APIURL == "" || m.GossipAddr == "" {
 			t.Fatalf("member %+v", m)
 		}
 	}

@@ -17,6 +17,7 @@ type Member struct {
 	Role         string `json:"role"`  // a MemberRole: leader, follower, nonvoter, joining
 	State        string `json:"state"` // a MemberState: alive, suspect, dead, left, unknown
 	RaftAddr     string `json:"raft_addr,omitempty"`
+	GossipAddr   string `json:"gossip_addr,omitempty"` // as gossip knows the member
 	APIURL       string `json:"api_url,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	CommitIndex  uint64 `json:"commit_index,omitempty"`
@@ -104,6 +105,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		if g, ok := gm[id]; ok {
 			m.State = string(g.State)
 			m.APIURL = g.Meta.APIURL
+			m.GossipAddr = g.Addr
 			if m.RaftAddr == "" {
 				m.RaftAddr = g.Meta.RaftAddr
 			}

@@ -23,6 +23,7 @@ func main() {
 	root.AddCommand(profilesCmd())
 	root.AddCommand(notificationsCmd())
 	root.AddCommand(auditCmd())
+	root.AddCommand(uiCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -57,6 +57,7 @@ type serveFlags struct {
 	flushAuto                                                       flushAutoFlags
 	helpers                                                         helperFlags
 	notify                                                          notifyFlags
+	ui                                                              uiFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -122,6 +123,7 @@ func newServeCmd() (*cobra.Command, *serveFlags) {
 	bindFlushAutoFlags(fl, &f.flushAuto)
 	bindHelperFlags(fl, &f.helpers)
 	bindNotifyFlags(fl, &f.notify)
+	bindUIFlags(fl, &f.ui)
 	return c, f
 }
 
@@ -341,16 +343,26 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 
-	// Admin socket: each owner's routes (package admin); the CLI's
-	// writes go to the replicated audit trail.
-	adm, err := admin.Listen(f.dataDir, admin.HandlerWithAudit(logger, srv.RecordAudit,
+	// Web console (package ui): its writes go through the admin API.
+	var adminH http.Handler
+	console, err := newConsole(f, machine, srv, verifier, scheme, logger, func() http.Handler { return adminH })
+	if err != nil {
+		return err
+	}
+	// Admin routes, each owner's (package admin). The console calls them
+	// in-process and records its writes itself, under the operator's
+	// name; the socket's writes go to the audit trail as the CLI's.
+	adminRoutes := []admin.Routes{
 		srv.AdminRoutes,
 		admin.ClusterRoutes(node, rt.RemoveMember, currentBuild().Version),
 		rt.AdminRoutes,
 		capiSvc.AdminRoutes,
 		importer.AdminRoutes(machine, node.Apply, node.SyncLeader),
 		notifySvc.AdminRoutes,
-	))
+		consoleRoutes(console),
+	}
+	adminH = admin.Handler(logger, adminRoutes...)
+	adm, err := admin.Listen(f.dataDir, admin.HandlerWithAudit(logger, srv.RecordAudit, adminRoutes...))
 	if err != nil {
 		return err
 	}
@@ -377,6 +389,11 @@ func serve(ctx context.Context, f serveFlags) error {
 		}
 	}
 	rt.Mount(mux)
+	stopUI, err := mountConsole(mux, console, f, rt, verifier, logger)
+	if err != nil {
+		return err
+	}
+	defer stopUI()
 	mux.Handle(lapi.MembersPath, srv.MembersHandler(node))
 	mux.Handle("/", api)
 

@@ -26,7 +26,7 @@ func startupChecks(f serveFlags) (release func(), err error) {
 // in use is reported before anything is initialised.
 func probeListen(f serveFlags) error {
 	tcp := []struct{ flag, addr string }{{"--listen", f.listen}, {"--cluster-listen", f.clusterListen},
-		{"--gossip-listen", f.gossipListen}}
+		{"--gossip-listen", f.gossipListen}, {"--ui-listen", f.ui.listen}}
 	if f.metricsExplicit {
 		// the default metrics address may be taken (serve then runs
 		// without /metrics); an explicit one must be free
