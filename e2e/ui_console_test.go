@@ -163,6 +163,25 @@ func TestUIConsoleCluster(t *testing.T) {
 	}
 	bouncerSees(false)
 
+	// the console's writes are attributed to the operator, once each, on
+	// every node: the in-process admin calls add no "cli" record
+	for _, n := range c.Nodes {
+		waitFor(t, convergeTimeout, "audit trail on "+n.ID, func() (bool, string) {
+			recs, err := auditList(n, 100)
+			if err != nil {
+				return false, err.Error()
+			}
+			counts := map[string]int{}
+			for _, r := range recs {
+				if strings.Contains(r.Target+r.Detail, "203.0.113.77") || r.Action == "decision.add" || r.Action == "decision.delete" {
+					counts[r.Who+" "+r.Action]++
+				}
+			}
+			ok := len(counts) == 2 && counts["link:ops decision.add"] == 1 && counts["link:ops decision.delete"] == 1
+			return ok, fmt.Sprint(counts)
+		})
+	}
+
 	// live: the event stream of the follower names the new leader after
 	// the leader is killed, and so does the page
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
