@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"github.com/halapi/halapi/internal/testharness"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -68,7 +69,10 @@ type Options struct {
 	TLS       bool          // the node serves HTTPS: direct and agent->node over TLS
 	Socket    bool          // also measure client -> agent over the agent's unix socket
 	Perf      bool          // also count syscalls, context switches and wake-ups per request of each process (perf stat; PerfAvailable)
-	Log       io.Writer     // progress (nil: none)
+	// PerfEvents are more perf events counted with Perf (e.g.
+	// syscalls:sys_enter_read), reported per request in Counts.Extra.
+	PerfEvents []string
+	Log        io.Writer // progress (nil: none)
 }
 
 // Figures are one mode's medians.
@@ -270,7 +274,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	name := Result{Layout: o.Layout, TLS: o.TLS}.Name()
 	logf("%s: node %s://%s (pid %d), agent %s (pid %d)", name, scheme, api, node.pid(), listen, ag.pid())
 
-	pids := procs{node: node.pid(), agent: ag.pid(), perf: o.Perf}
+	pids := procs{node: node.pid(), agent: ag.pid(), perf: o.Perf, events: o.PerfEvents}
 	if o.Perf {
 		if why := PerfAvailable(); why != "" {
 			return nil, fmt.Errorf("-perf: %s", why)
@@ -342,6 +346,19 @@ func Format(w io.Writer, rs []Result) {
 				a, cl := m.f.AgentCounts, m.f.ClientCounts
 				fmt.Fprintf(w, "         per request: syscalls node %.1f, agent %.1f, client %.1f; context switches %.1f / %.1f / %.1f; wake-ups %.1f / %.1f / %.1f\n",
 					c.Syscalls, a.Syscalls, cl.Syscalls, c.Switches, a.Switches, cl.Switches, c.Wakeups, a.Wakeups, cl.Wakeups)
+				for _, p := range []struct {
+					name string
+					c    *Counts
+				}{{"node", c}, {"agent", a}, {"client", cl}} {
+					if len(p.c.Extra) == 0 {
+						continue
+					}
+					var parts []string
+					for _, k := range slices.Sorted(maps.Keys(p.c.Extra)) {
+						parts = append(parts, fmt.Sprintf("%s %.2f", strings.TrimPrefix(k, "syscalls:sys_enter_"), p.c.Extra[k]))
+					}
+					fmt.Fprintf(w, "         %s: %s\n", p.name, strings.Join(parts, ", "))
+				}
 			}
 		}
 		fmt.Fprintf(w, "  agent/direct: %.2fx req/s, p50 %.2fx (+%v)\n", r.RPSRatio, r.P50Ratio, (r.Agent.P50 - r.Direct.P50).Round(time.Microsecond))
@@ -354,6 +371,7 @@ func Format(w io.Writer, rs []Result) {
 type procs struct {
 	node, agent int
 	perf        bool
+	events      []string
 }
 
 func median(fs []Figures) Figures {
@@ -376,6 +394,12 @@ func median(fs []Figures) Figures {
 				Syscalls: pick(func(f Figures) float64 { return get(f).Syscalls }),
 				Switches: pick(func(f Figures) float64 { return get(f).Switches }),
 				Wakeups:  pick(func(f Figures) float64 { return get(f).Wakeups }),
+			}
+			for k := range get(fs[0]).Extra {
+				if counts[i].Extra == nil {
+					counts[i].Extra = map[string]float64{}
+				}
+				counts[i].Extra[k] = pick(func(f Figures) float64 { return get(f).Extra[k] })
 			}
 		}
 	}
@@ -408,7 +432,7 @@ func measure(ctx context.Context, base string, tr *http.Transport, clients int, 
 	}
 	var perf perfGroup
 	if p.perf {
-		g, err := startPerfGroup(p.node, p.agent, os.Getpid())
+		g, err := startPerfGroup(p.events, p.node, p.agent, os.Getpid())
 		if err != nil {
 			return Figures{}, fmt.Errorf("perf: %w", err)
 		}

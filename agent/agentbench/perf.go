@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,8 @@ type Counts struct {
 	Syscalls float64 `json:"syscalls"` // raw_syscalls:sys_enter
 	Switches float64 `json:"switches"` // context switches
 	Wakeups  float64 `json:"wakeups"`  // sched:sched_wakeup in its threads' context: threads it woke
+	// Extra are the Options.PerfEvents, by name.
+	Extra map[string]float64 `json:"extra,omitempty"`
 }
 
 // perfEvents are what Options.Perf counts, in Counts' order.
@@ -46,7 +49,7 @@ type perfStat struct {
 	out      bytes.Buffer
 }
 
-func startPerf(pid int) (*perfStat, error) {
+func startPerf(pid int, extra []string) (*perfStat, error) {
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -59,7 +62,7 @@ func startPerf(pid int) (*perfStat, error) {
 	}
 	p := &perfStat{ctl: ctlW, ack: ackR, ackR: bufio.NewReader(ackR)}
 	p.cmd = exec.Command("perf", "stat", "-x,", "--no-big-num", "--delay=-1", "--control=fd:3,4",
-		"-e", strings.Join(perfEvents, ","), "-p", strconv.Itoa(pid))
+		"-e", strings.Join(append(slices.Clone(perfEvents), extra...), ","), "-p", strconv.Itoa(pid))
 	p.cmd.ExtraFiles = []*os.File{ctlR, ackW}
 	p.cmd.Stderr = &p.out
 	err = p.cmd.Start()
@@ -80,7 +83,7 @@ func (p *perfStat) command(c string) error {
 	done := make(chan error, 1)
 	go func() {
 		line, err := p.ackR.ReadString('\n')
-		if err == nil && strings.TrimSpace(line) != "ack" {
+		if err == nil && strings.Trim(line, "\x00 \n") != "ack" {
 			err = fmt.Errorf("perf answered %q", line)
 		}
 		done <- err
@@ -117,6 +120,11 @@ func (p *perfStat) stop() (Counts, error) {
 			c.Switches, found = v, found+1
 		case perfEvents[2]:
 			c.Wakeups, found = v, found+1
+		default:
+			if c.Extra == nil {
+				c.Extra = map[string]float64{}
+			}
+			c.Extra[f[2]] = v
 		}
 	}
 	if found != len(perfEvents) {
@@ -131,10 +139,10 @@ func (p *perfStat) stop() (Counts, error) {
 // perfGroup counts several processes over one window.
 type perfGroup []*perfStat
 
-func startPerfGroup(pids ...int) (perfGroup, error) {
+func startPerfGroup(extra []string, pids ...int) (perfGroup, error) {
 	var g perfGroup
 	for _, pid := range pids {
-		p, err := startPerf(pid)
+		p, err := startPerf(pid, extra)
 		if err != nil {
 			g.abort()
 			return nil, err
@@ -169,6 +177,12 @@ func (g perfGroup) stop(n float64) ([]Counts, error) {
 			first = err
 		}
 		out[i] = Counts{Syscalls: c.Syscalls / n, Switches: c.Switches / n, Wakeups: c.Wakeups / n}
+		for k, v := range c.Extra {
+			if out[i].Extra == nil {
+				out[i].Extra = map[string]float64{}
+			}
+			out[i].Extra[k] = v / n
+		}
 	}
 	return out, first
 }

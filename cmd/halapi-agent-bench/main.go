@@ -34,6 +34,7 @@ func main() {
 	layouts := flag.String("layouts", "loopback,pinned,netns", "comma-separated layouts: loopback, pinned, netns (one that cannot run here is skipped)")
 	useTLS := flag.Bool("tls", false, "the node serves HTTPS (its built-in CA): direct and agent->node over TLS, as deployed")
 	perf := flag.Bool("perf", false, "also count syscalls, context switches and wake-ups per request of each process (perf stat; root)")
+	perfEvents := flag.String("perf-events", "", "with -perf: more perf events, comma-separated (e.g. syscalls:sys_enter_read,syscalls:sys_enter_futex)")
 	socket := flag.Bool("socket", false, "also measure the client on the agent's unix socket (--socket)")
 	agentArgs := flag.String("agent-args", "", "extra `halapi agent run` flags, space-separated (e.g. \"--procs 2\")")
 	jsonPath := flag.String("json", "", "also write the results as JSON to this file")
@@ -70,7 +71,7 @@ func main() {
 			continue
 		}
 		rs, err := agentbench.Run(ctx, agentbench.Options{Bin: *bin, Layout: l, Rounds: *rounds, Duration: *dur,
-			Clients: cs, AgentArgs: strings.Fields(*agentArgs), TLS: *useTLS, Socket: *socket, Perf: *perf, Log: os.Stderr})
+			Clients: cs, AgentArgs: strings.Fields(*agentArgs), TLS: *useTLS, Socket: *socket, Perf: *perf, PerfEvents: splitList(*perfEvents), Log: os.Stderr})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "Error: %s: %v\n", l, err)
 			failed = true
@@ -104,4 +105,14 @@ func runVIP(bin string, times int, moveAfter time.Duration) int {
 			i+1, r.MoveAfter, r.FirstOK.Round(time.Millisecond), r.Failed, r.Errors)
 	}
 	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
