@@ -72,7 +72,10 @@ type Options struct {
 	// PerfEvents are more perf events counted with Perf (e.g.
 	// syscalls:sys_enter_read), reported per request in Counts.Extra.
 	PerfEvents []string
-	Log        io.Writer // progress (nil: none)
+	// BareRelay puts the bare relay (barerelay.go) where the agent was:
+	// the running program must call ServeBareRelayIfAsked first.
+	BareRelay bool
+	Log       io.Writer // progress (nil: none)
 }
 
 // Figures are one mode's medians.
@@ -247,7 +250,18 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		args = append(args, "--socket", sock)
 	}
 	args = append(args, o.AgentArgs...)
-	ag, err := start(filepath.Join(dir, "agent.log"), agentWrap, o.Bin, args...)
+	agentBin := o.Bin
+	if o.BareRelay {
+		if agentBin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+		so := ""
+		if o.Socket {
+			so = sock
+		}
+		args = bareRelayArgs(listen, so, scheme+"://"+api+"/", caPath)
+	}
+	ag, err := start(filepath.Join(dir, "agent.log"), agentWrap, agentBin, args...)
 	if err != nil {
 		return nil, err
 	}

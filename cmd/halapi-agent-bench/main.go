@@ -27,6 +27,7 @@ import (
 )
 
 func main() {
+	agentbench.ServeBareRelayIfAsked()
 	bin := flag.String("bin", "bin/halapi", "halapi binary")
 	rounds := flag.Int("rounds", 5, "alternating rounds of each mode (medians reported)")
 	dur := flag.Duration("duration", 3*time.Second, "length of one round")
@@ -35,6 +36,7 @@ func main() {
 	useTLS := flag.Bool("tls", false, "the node serves HTTPS (its built-in CA): direct and agent->node over TLS, as deployed")
 	perf := flag.Bool("perf", false, "also count syscalls, context switches and wake-ups per request of each process (perf stat; root)")
 	perfEvents := flag.String("perf-events", "", "with -perf: more perf events, comma-separated (e.g. syscalls:sys_enter_read,syscalls:sys_enter_futex)")
+	bare := flag.Bool("bare-relay", false, "measure a bare relay (io.Copy both ways, no HTTP) in place of the agent: the floor of any proxy")
 	socket := flag.Bool("socket", false, "also measure the client on the agent's unix socket (--socket)")
 	agentArgs := flag.String("agent-args", "", "extra `halapi agent run` flags, space-separated (e.g. \"--procs 2\")")
 	jsonPath := flag.String("json", "", "also write the results as JSON to this file")
@@ -71,7 +73,7 @@ func main() {
 			continue
 		}
 		rs, err := agentbench.Run(ctx, agentbench.Options{Bin: *bin, Layout: l, Rounds: *rounds, Duration: *dur,
-			Clients: cs, AgentArgs: strings.Fields(*agentArgs), TLS: *useTLS, Socket: *socket, Perf: *perf, PerfEvents: splitList(*perfEvents), Log: os.Stderr})
+			Clients: cs, AgentArgs: strings.Fields(*agentArgs), TLS: *useTLS, Socket: *socket, Perf: *perf, PerfEvents: splitList(*perfEvents), BareRelay: *bare, Log: os.Stderr})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "Error: %s: %v\n", l, err)
 			failed = true
