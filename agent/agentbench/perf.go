@@ -110,6 +110,9 @@ func (p *perfStat) stop() (Counts, error) {
 			continue
 		}
 		v, err := strconv.ParseFloat(f[0], 64)
+		if f[0] == "<not counted>" { // the process did nothing in the window
+			v, err = 0, nil
+		}
 		if err != nil {
 			continue
 		}
