@@ -40,6 +40,10 @@ func TestAgentRunRefusals(t *testing.T) {
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--socket-group", "0"}, "--socket-group needs --socket"},
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--listen", "", "--socket", "agent.sock"}, "must be absolute"},
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--listen", "", "--metrics-listen", "", "--socket", notSocket}, "not a socket"},
+		{[]string{"agent", "enroll", "--url", "https://127.0.0.1:1/", "--token", "t", "--out", t.TempDir(), "--lapi-url", "/run/halapi-agent/agent.sock"},
+			"a certificate client cannot use a unix socket"},
+		{[]string{"agent", "enroll", "--url", "https://127.0.0.1:1/", "--token", "t", "--out", t.TempDir(), "--no-agent", "--agent-socket", "/run/a.sock"},
+			"--agent-socket needs the agent"},
 	} {
 		cmd := exec.Command(binPath, c.args...)
 		var stderr bytes.Buffer
