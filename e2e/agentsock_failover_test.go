@@ -55,6 +55,23 @@ func TestAgentSocketFailoverKeepsAlertsAndBans(t *testing.T) {
 	}, nil, agentVia{socket: true})
 }
 
+// TestAgentSocketHungNodeKeepsAlertsAndBans is
+// TestAgentHungNodeKeepsAlertsAndBans (the agent's node SIGSTOPped, then
+// resumed) with the crowdsec agent on the agent's unix socket.
+func TestAgentSocketHungNodeKeepsAlertsAndBans(t *testing.T) {
+	agentFaultRun(t, 87, "SIGSTOP", func(victim *ClusterNode) {
+		if err := victim.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("SIGSTOP: %v", err)
+		}
+		t.Cleanup(func() { _ = victim.Signal(syscall.SIGCONT) })
+	}, func(c *Cluster, victim *ClusterNode) {
+		if err := victim.Signal(syscall.SIGCONT); err != nil {
+			t.Fatalf("SIGCONT: %v", err)
+		}
+		c.WaitCaughtUp(c.Nodes...)
+	}, agentVia{socket: true})
+}
+
 // TestAgentSocketClients: the real clients on `halapi agent run --socket`:
 //   - the socket is 0660 with the asked group;
 //   - crowdsec's apiclient (the crowdsec agent: login, alert push, list;
