@@ -4,6 +4,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -168,5 +170,64 @@ func TestSocketListenerRefusals(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "g.sock")); !os.IsNotExist(err) {
 		t.Fatalf("a refused group left a socket: %v", err)
+	}
+}
+
+// Agents started at once on the same stale socket: exactly one gets it,
+// the others find it live, and the file is the winner's (without the
+// directory lock two could both take it for stale, and the second remove
+// the first's fresh socket).
+func TestSocketListenerStartRace(t *testing.T) {
+	dir := shortDir(t)
+	for round := range 20 {
+		path := filepath.Join(dir, fmt.Sprintf("r%d.sock", round))
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+		const n = 6
+		lns := make(chan net.Listener, n)
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ln, err := ListenSocket(path, "")
+				if err != nil {
+					errs <- err
+					return
+				}
+				lns <- ln
+			}()
+		}
+		wg.Wait()
+		close(lns)
+		close(errs)
+		var won []net.Listener
+		for ln := range lns {
+			won = append(won, ln)
+		}
+		for err := range errs {
+			if !strings.Contains(err.Error(), "another process listens") {
+				t.Errorf("round %d: %v, want the socket found live", round, err)
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("round %d: %d agents got the socket, want 1", round, len(won))
+		}
+		go func() {
+			if c, err := won[0].Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err != nil {
+			t.Fatalf("round %d: the winner's socket does not answer: %v", round, err)
+		}
+		c.Close()
+		won[0].Close()
 	}
 }

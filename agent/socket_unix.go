@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -35,7 +36,9 @@ var umaskMu sync.Mutex
 // be root or a member). A file already at path is removed only if it is a
 // socket nobody listens on (a stale one, left by an agent that was
 // killed); a live socket or any other file is an error and is left
-// alone. The socket file is removed when the listener is closed.
+// alone. The check and the bind hold an flock on the directory, so two
+// agents started at once do not both take the socket for stale. The
+// socket file is removed when the listener is closed.
 func ListenSocket(path, group string) (net.Listener, error) {
 	if path == "" || path[0] != '/' {
 		return nil, fmt.Errorf("socket path %q: must be absolute (a LAPI URL starting with / is what clients read as a socket)", path)
@@ -50,6 +53,14 @@ func ListenSocket(path, group string) (net.Listener, error) {
 			return nil, fmt.Errorf("socket group %q: %w", group, err)
 		}
 		gid = g
+	}
+	// The check for a stale socket and the bind are one step for agents
+	// sharing the directory: an flock on the directory (best effort: a
+	// directory this process cannot open for reading goes without), so
+	// two agents started at once cannot both find the socket stale and
+	// the second remove the first's fresh one.
+	if unlock := lockDir(filepath.Dir(path)); unlock != nil {
+		defer unlock()
 	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
@@ -74,6 +85,31 @@ func ListenSocket(path, group string) (net.Listener, error) {
 		return nil, fmt.Errorf("socket %s: %w", path, err)
 	}
 	return ln, nil
+}
+
+// lockDir takes an exclusive flock on dir, waiting at most 5 s for
+// another holder (something else could keep one on the directory); nil
+// if it could not.
+func lockDir(dir string) (unlock func()) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() {
+				_ = syscall.Flock(int(d.Fd()), syscall.LOCK_UN)
+				d.Close()
+			}
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			d.Close()
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // removeStaleSocket removes a socket at path that nobody listens on.
