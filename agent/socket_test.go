@@ -82,6 +82,7 @@ func TestSocketListenerRelaysAndFailsOver(t *testing.T) {
 	if code, body := get(); code != 200 || !strings.Contains(body, `"x"`) {
 		t.Fatalf("over the socket: %d %s, want node x", code, body)
 	}
+	before := a.Status().Failovers // the agent may have started on y, then moved to x
 	x.kill()
 	if code, body := get(); code != 200 || !strings.Contains(body, `"y"`) {
 		t.Fatalf("after the kill: %d %s, want node y", code, body)
@@ -98,8 +99,8 @@ func TestSocketListenerRelaysAndFailsOver(t *testing.T) {
 	if last := got[len(got)-1]; last.method != "POST" || len(last.key) < 16 || last.apiKey != "" || string(last.body) != `[{}]` {
 		t.Fatalf("node y got %+v, want the POST with its body and an Idempotency-Key", last)
 	}
-	if st := a.Status(); st.Failovers != 1 {
-		t.Fatalf("%d failovers, want 1", st.Failovers)
+	if st := a.Status(); st.Failovers-before != 1 || st.Preferred != y.srv.URL {
+		t.Fatalf("%d failovers since the kill, preferred %s; want 1, node y", st.Failovers-before, st.Preferred)
 	}
 
 	c.CloseIdleConnections()
