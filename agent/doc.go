@@ -42,6 +42,13 @@
 //     listener, a certificate with the key of the agent's identity is sent
 //     upstream with that identity; any other client certificate is
 //     refused, since the agent cannot present it.
+//   - The unix socket listener (socket_unix.go, `--socket`): the same
+//     handler for the clients that take a path as their LAPI URL
+//     (crowdsec's apiclient: the crowdsec agent with a password, cscli;
+//     not go-cs-bouncer v0.0.21, which cannot dial one). Created 0660
+//     (umask set around bind), optionally given a group; a socket file in
+//     the way is removed only if nobody listens on it (a stale one), a
+//     live socket or another file is refused; removed on close.
 //   - Setup (setup.go): the local TLS listener's certificate, the clients'
 //     CA bundle and the agent's config file, for `halapi agent enroll`.
 //   - Metrics (halapi_agent_*) and /status on its own loopback listener.
@@ -59,6 +66,9 @@
 //     errors); hedge a write the nodes do not deduplicate (login,
 //     registration, heartbeat); keep request bodies beyond the request.
 //   - Listen off loopback (the command refuses it): a node sees relayed
-//     requests as coming from this host.
+//     requests as coming from this host. (A unix socket is local by
+//     nature; its mode and group say who on this host may use it.)
+//   - Remove a socket file someone still listens on, or a file that is
+//     not a socket.
 //   - Log or record secrets: /status shows paths without their query.
 package agent

@@ -188,6 +188,24 @@ func TestSetupWritesAgentFiles(t *testing.T) {
 	if leaf.IsCA {
 		t.Fatal("the listener certificate is a CA")
 	}
+	if cfg.Socket != "" {
+		t.Fatalf("a socket %q without asking for one", cfg.Socket)
+	}
+
+	// with a socket: written in the agent's config; a relative path refused
+	if _, _, _, err := Setup(SetupParams{Dir: dir, CertPath: cfg.CertPath, KeyPath: cfg.KeyPath, CAPath: caPath,
+		Servers: cfg.Servers, Socket: "agent.sock"}); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Fatalf("relative socket path: %v", err)
+	}
+	if _, _, _, err := Setup(SetupParams{Dir: dir, CertPath: cfg.CertPath, KeyPath: cfg.KeyPath, CAPath: caPath,
+		Servers: cfg.Servers, Socket: "/run/halapi-agent/agent.sock", SocketGroup: "crowdsec"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg = FileConfig{}
+	b, _ = os.ReadFile(filepath.Join(dir, ConfigFile))
+	if err := yaml.Unmarshal(b, &cfg); err != nil || cfg.Socket != "/run/halapi-agent/agent.sock" || cfg.SocketGroup != "crowdsec" || cfg.Listen != DefaultListen {
+		t.Fatalf("config with a socket %+v, err %v", cfg, err)
+	}
 }
 
 // The agent renews its identity at two thirds of its lifetime through the

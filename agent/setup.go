@@ -21,6 +21,8 @@ import (
 // FileConfig is `halapi agent run --config`'s file.
 type FileConfig struct {
 	Listen        string   `yaml:"listen"`
+	Socket        string   `yaml:"socket,omitempty"`
+	SocketGroup   string   `yaml:"socket_group,omitempty"`
 	Servers       []string `yaml:"servers"`
 	CACertPath    string   `yaml:"ca_cert_path,omitempty"`
 	CertPath      string   `yaml:"cert_path,omitempty"`
@@ -57,7 +59,11 @@ type SetupParams struct {
 	Servers   []string // node API URLs to bootstrap from
 	Listen    string   // plain local listener (API-key and password clients)
 	TLSListen string   // TLS local listener (certificate clients)
-	Metrics   string
+	// Socket, if set, is the agent's unix socket (password agents and
+	// cscli, whose LAPI URL may be a path); SocketGroup its group.
+	Socket      string
+	SocketGroup string
+	Metrics     string
 }
 
 // Setup prepares `halapi agent run` on an enrolled host: a certificate
@@ -83,6 +89,9 @@ func Setup(p SetupParams) (written []string, clientURL, clientCA string, err err
 		if _, err := parseNodeURL(s); err != nil {
 			return nil, "", "", fmt.Errorf("server %q: %w", s, err)
 		}
+	}
+	if p.Socket != "" && !filepath.IsAbs(p.Socket) {
+		return nil, "", "", fmt.Errorf("socket %q: must be an absolute path", p.Socket)
 	}
 	host, _, err := net.SplitHostPort(p.TLSListen)
 	if err != nil {
@@ -123,7 +132,7 @@ func Setup(p SetupParams) (written []string, clientURL, clientCA string, err err
 	if err != nil {
 		return written, "", "", err
 	}
-	cfg := FileConfig{Listen: p.Listen, Servers: p.Servers, CACertPath: p.CAPath, CertPath: p.CertPath, KeyPath: p.KeyPath,
+	cfg := FileConfig{Listen: p.Listen, Socket: p.Socket, SocketGroup: p.SocketGroup, Servers: p.Servers, CACertPath: p.CAPath, CertPath: p.CertPath, KeyPath: p.KeyPath,
 		MetricsListen: p.Metrics, TLSListen: p.TLSListen, TLSCertPath: lcrt, TLSKeyPath: lkey, LogLevel: "info"}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {

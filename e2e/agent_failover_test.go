@@ -138,7 +138,7 @@ func TestAgentFailoverKeepsAlertsAndBans(t *testing.T) {
 	agentFaultRun(t, 215, "SIGKILL", func(victim *ClusterNode) {
 		victim.Kill()
 		victim.setUp(false)
-	}, nil)
+	}, nil, agentVia{})
 }
 
 // TestAgentHungNodeKeepsAlertsAndBans is the same with the agent's node
@@ -159,14 +159,15 @@ func TestAgentHungNodeKeepsAlertsAndBans(t *testing.T) {
 			t.Fatalf("SIGCONT: %v", err)
 		}
 		c.WaitCaughtUp(c.Nodes...)
-	})
+	}, agentVia{})
 }
 
 // agentFaultRun streams alerts and a bouncer through the agent, applies
 // fault to the agent's node after beforeKill alerts, runs afterKill more,
 // calls after (may be nil), and checks: no push failed, every alert stored
-// once, every ban seen, alert-to-bouncer p99 < 3 s.
-func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode), after func(*Cluster, *ClusterNode)) {
+// once, every ban seen, alert-to-bouncer p99 < 3 s. via says how the
+// clients reach the agent (agentsock_failover_test.go: the socket).
+func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode), after func(*Cluster, *ClusterNode), via agentVia) {
 	const (
 		password   = "e2e-agent-failover-password-0123456789"
 		bouncerKey = "e2e-agent-failover-bouncer-key-012345678"
@@ -188,11 +189,19 @@ func agentFaultRun(t *testing.T, base int, what string, fault func(*ClusterNode)
 	// the kill below is the worst case, the leader, and the other nodes
 	// come from the member list.
 	leader := c.Leader(n1)
-	ag := startAgent(t, "--server", leader.URL, "--api-key-file", keyFile)
+	args := []string{"--server", leader.URL, "--api-key-file", keyFile}
+	if via.socket {
+		args = append(args, "--socket", agentSocketPath(t))
+	}
+	ag := startAgent(t, args...)
 	ag.waitHealthyNodes(t, 3)
+	watcherURL := ag.URL
+	if via.socket {
+		watcherURL = args[len(args)-1] // a path: crowdsec's apiclient dials the socket
+	}
 
 	w := apiclient.NewClient(&apiclient.Config{
-		MachineID: "agent-host", Password: strfmt.Password(password), URL: mustURL(t, ag.URL),
+		MachineID: "agent-host", Password: strfmt.Password(password), URL: mustURL(t, watcherURL),
 		VersionPrefix: "v1", UserAgent: watcherUA,
 		UpdateScenario: func(context.Context) ([]string, error) { return testScenarios, nil },
 	})

@@ -17,16 +17,25 @@
 //     added (netem is not available): a LAN adds its round trip to both
 //     figures alike.
 //
+// Two options apply to any layout: TLS (the node serves HTTPS with its
+// built-in CA; the direct client and the agent speak TLS to it, as
+// deployed: the bouncer's API key must not cross a network in clear) and
+// Socket (a third mode: the client reaches the agent over its unix socket,
+// `halapi agent run --socket`, instead of loopback TCP).
+//
 // Besides req/s and latency it reads the CPU time of each process per
 // request (/proc/<pid>/stat, getrusage for the client).
 package agentbench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"github.com/halapi/halapi/internal/testharness"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -57,7 +66,16 @@ type Options struct {
 	Duration  time.Duration // one round
 	Clients   []int         // concurrent keep-alive clients, one measurement each
 	AgentArgs []string      // extra `halapi agent run` flags (e.g. --procs 2)
-	Log       io.Writer     // progress (nil: none)
+	TLS       bool          // the node serves HTTPS: direct and agent->node over TLS
+	Socket    bool          // also measure client -> agent over the agent's unix socket
+	Perf      bool          // also count syscalls, context switches and wake-ups per request of each process (perf stat; PerfAvailable)
+	// PerfEvents are more perf events counted with Perf (e.g.
+	// syscalls:sys_enter_read), reported per request in Counts.Extra.
+	PerfEvents []string
+	// BareRelay puts the bare relay (barerelay.go) where the agent was:
+	// the running program must call ServeBareRelayIfAsked first.
+	BareRelay bool
+	Log       io.Writer // progress (nil: none)
 }
 
 // Figures are one mode's medians.
@@ -69,18 +87,36 @@ type Figures struct {
 	NodeCPU   float64 `json:"node_cpu_us"`
 	AgentCPU  float64 `json:"agent_cpu_us"`
 	ClientCPU float64 `json:"client_cpu_us"`
+	// Kernel counters per request (Options.Perf).
+	NodeCounts   *Counts `json:"node_counts,omitempty"`
+	AgentCounts  *Counts `json:"agent_counts,omitempty"`
+	ClientCounts *Counts `json:"client_counts,omitempty"`
 }
 
 // Result compares direct and through-the-agent for one client count.
 type Result struct {
 	Layout  string  `json:"layout"`
+	TLS     bool    `json:"tls"`
 	Clients int     `json:"clients"`
 	Direct  Figures `json:"direct"`
 	Agent   Figures `json:"agent"`
+	// Socket: through the agent, the client on its unix socket.
+	Socket *Figures `json:"socket,omitempty"`
 	// RPSRatio is agent/direct req/s (median of the per-round ratios);
 	// P50Ratio is direct p50 / agent p50 (1: no added latency).
 	RPSRatio float64 `json:"rps_ratio"`
 	P50Ratio float64 `json:"p50_ratio"`
+	// The same for the socket mode.
+	SocketRPSRatio float64 `json:"socket_rps_ratio,omitempty"`
+	SocketP50Ratio float64 `json:"socket_p50_ratio,omitempty"`
+}
+
+// Name is the layout with its options, e.g. "netns" or "netns-tls".
+func (r Result) Name() string {
+	if r.TLS {
+		return r.Layout + "-tls"
+	}
+	return r.Layout
 }
 
 // Available reports why a layout cannot run here ("" if it can).
@@ -150,8 +186,12 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		return nil, err
 	}
 	data := filepath.Join(dir, "data")
-	nodeArgs := []string{"serve", "--data-dir", data, "--listen", api, "--plain-http", "--metrics-listen", ""}
-	if o.Layout == Netns {
+	nodeArgs := []string{"serve", "--data-dir", data, "--listen", api, "--metrics-listen", ""}
+	scheme := "https"
+	if !o.TLS {
+		nodeArgs, scheme = append(nodeArgs, "--plain-http"), "http"
+	}
+	if o.Layout == Netns && !o.TLS {
 		// the veth pair is this machine's own: nothing leaves it
 		nodeArgs = append(nodeArgs, "--allow-plain-http-remote")
 	}
@@ -160,7 +200,23 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		return nil, err
 	}
 	defer node.stop()
-	if err := waitOK(ctx, "http://"+api+"/health", 30*time.Second); err != nil {
+	caPath := filepath.Join(data, "pki", "ca.crt")
+	nodeTransport := func(clients int) *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
+	}
+	if o.TLS {
+		// the built-in CA writes its root when the node starts
+		pool, err := waitCA(ctx, caPath, 30*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w (log %s)", err, tail(filepath.Join(dir, "node.log")))
+		}
+		// go-cs-bouncer's HTTPS transport: TLSClientConfig set, so HTTP/1.1
+		nodeTransport = func(clients int) *http.Transport {
+			return &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true,
+				TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}}
+		}
+	}
+	if err := waitOK(ctx, nodeTransport(1), scheme+"://"+api+"/health", 30*time.Second); err != nil {
 		return nil, fmt.Errorf("node: %w (log %s)", err, tail(filepath.Join(dir, "node.log")))
 	}
 	cli := func(args ...string) error {
@@ -184,43 +240,100 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"agent", "run", "--listen", listen, "--server", "http://" + api + "/",
-		"--metrics-listen", "", "--log-level", "warn"}, o.AgentArgs...)
-	ag, err := start(filepath.Join(dir, "agent.log"), agentWrap, o.Bin, args...)
+	args := []string{"agent", "run", "--listen", listen, "--server", scheme + "://" + api + "/",
+		"--metrics-listen", "", "--log-level", "warn"}
+	if o.TLS {
+		args = append(args, "--ca", caPath)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	if o.Socket {
+		args = append(args, "--socket", sock)
+	}
+	args = append(args, o.AgentArgs...)
+	agentBin := o.Bin
+	if o.BareRelay {
+		if agentBin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+		so := ""
+		if o.Socket {
+			so = sock
+		}
+		args = bareRelayArgs(listen, so, scheme+"://"+api+"/", caPath)
+	}
+	ag, err := start(filepath.Join(dir, "agent.log"), agentWrap, agentBin, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer ag.stop()
-	if err := waitOK(ctx, "http://"+listen+"/health", 30*time.Second); err != nil {
+	plain := func(clients int) *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
+	}
+	// what crowdsec's apiclient builds for a LAPI URL that is a path
+	overSocket := func(clients int) *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			}}
+	}
+	if err := waitOK(ctx, plain(1), "http://"+listen+"/health", 30*time.Second); err != nil {
 		return nil, fmt.Errorf("agent: %w (log %s)", err, tail(filepath.Join(dir, "agent.log")))
 	}
-	logf("%s: node %s (pid %d), agent %s (pid %d)", o.Layout, api, node.pid(), listen, ag.pid())
+	if o.Socket {
+		if err := waitOK(ctx, overSocket(1), "http://unix/health", 10*time.Second); err != nil {
+			return nil, fmt.Errorf("agent socket: %w (log %s)", err, tail(filepath.Join(dir, "agent.log")))
+		}
+	}
+	name := Result{Layout: o.Layout, TLS: o.TLS}.Name()
+	logf("%s: node %s://%s (pid %d), agent %s (pid %d)", name, scheme, api, node.pid(), listen, ag.pid())
 
-	pids := procs{node: node.pid(), agent: ag.pid()}
+	pids := procs{node: node.pid(), agent: ag.pid(), perf: o.Perf, events: o.PerfEvents}
+	if o.Perf {
+		if why := PerfAvailable(); why != "" {
+			return nil, fmt.Errorf("-perf: %s", why)
+		}
+	}
 	var out []Result
 	for _, clients := range o.Clients {
-		var d, a []Figures
-		var ratios []float64
+		var d, a, so []Figures
+		var ratios, sratios []float64
 		for range o.Rounds {
-			fd, err := measure(ctx, "http://"+api, clients, o.Duration, pids)
+			fd, err := measure(ctx, scheme+"://"+api, nodeTransport(clients), clients, o.Duration, pids)
 			if err != nil {
 				return nil, fmt.Errorf("direct: %w", err)
 			}
-			fa, err := measure(ctx, "http://"+listen, clients, o.Duration, pids)
+			fa, err := measure(ctx, "http://"+listen, plain(clients), clients, o.Duration, pids)
 			if err != nil {
 				return nil, fmt.Errorf("agent: %w", err)
 			}
 			d, a = append(d, fd), append(a, fa)
 			ratios = append(ratios, fa.RPS/fd.RPS)
+			if o.Socket {
+				fs, err := measure(ctx, "http://unix", overSocket(clients), clients, o.Duration, pids)
+				if err != nil {
+					return nil, fmt.Errorf("agent socket: %w", err)
+				}
+				so, sratios = append(so, fs), append(sratios, fs.RPS/fd.RPS)
+			}
 		}
-		r := Result{Layout: o.Layout, Clients: clients, Direct: median(d), Agent: median(a)}
-		slices.Sort(ratios)
-		r.RPSRatio = ratios[len(ratios)/2]
+		r := Result{Layout: o.Layout, TLS: o.TLS, Clients: clients, Direct: median(d), Agent: median(a)}
+		r.RPSRatio = medianOf(ratios)
 		if r.Agent.P50 > 0 {
 			r.P50Ratio = float64(r.Direct.P50) / float64(r.Agent.P50)
 		}
-		logf("%s, %d client(s): direct %.0f req/s p50 %v, agent %.0f req/s p50 %v: %.2fx", o.Layout, clients,
+		if o.Socket {
+			m := median(so)
+			r.Socket, r.SocketRPSRatio = &m, medianOf(sratios)
+			if m.P50 > 0 {
+				r.SocketP50Ratio = float64(r.Direct.P50) / float64(m.P50)
+			}
+		}
+		logf("%s, %d client(s): direct %.0f req/s p50 %v, agent %.0f req/s p50 %v: %.2fx", name, clients,
 			r.Direct.RPS, r.Direct.P50, r.Agent.RPS, r.Agent.P50, r.RPSRatio)
+		if r.Socket != nil {
+			logf("%s, %d client(s): agent over its socket %.0f req/s p50 %v: %.2fx", name, clients, r.Socket.RPS, r.Socket.P50, r.SocketRPSRatio)
+		}
 		out = append(out, r)
 	}
 	return out, nil
@@ -229,19 +342,51 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 // Format prints results as a table.
 func Format(w io.Writer, rs []Result) {
 	for _, r := range rs {
-		fmt.Fprintf(w, "%s, %d client(s), keep-alive GET /v1/decisions?ip=:\n", r.Layout, r.Clients)
-		for _, m := range []struct {
+		fmt.Fprintf(w, "%s, %d client(s), keep-alive GET /v1/decisions?ip=:\n", r.Name(), r.Clients)
+		modes := []struct {
 			name string
 			f    Figures
-		}{{"direct", r.Direct}, {"agent ", r.Agent}} {
+		}{{"direct", r.Direct}, {"agent ", r.Agent}}
+		if r.Socket != nil {
+			modes = append(modes, struct {
+				name string
+				f    Figures
+			}{"socket", *r.Socket})
+		}
+		for _, m := range modes {
 			fmt.Fprintf(w, "  %s %8.0f req/s  p50 %-9v p99 %-9v  CPU/req: node %5.1f µs, agent %5.1f µs, client %5.1f µs\n",
 				m.name, m.f.RPS, m.f.P50.Round(time.Microsecond), m.f.P99.Round(time.Microsecond), m.f.NodeCPU, m.f.AgentCPU, m.f.ClientCPU)
+			if c := m.f.NodeCounts; c != nil {
+				a, cl := m.f.AgentCounts, m.f.ClientCounts
+				fmt.Fprintf(w, "         per request: syscalls node %.1f, agent %.1f, client %.1f; context switches %.1f / %.1f / %.1f; wake-ups %.1f / %.1f / %.1f\n",
+					c.Syscalls, a.Syscalls, cl.Syscalls, c.Switches, a.Switches, cl.Switches, c.Wakeups, a.Wakeups, cl.Wakeups)
+				for _, p := range []struct {
+					name string
+					c    *Counts
+				}{{"node", c}, {"agent", a}, {"client", cl}} {
+					if len(p.c.Extra) == 0 {
+						continue
+					}
+					var parts []string
+					for _, k := range slices.Sorted(maps.Keys(p.c.Extra)) {
+						parts = append(parts, fmt.Sprintf("%s %.2f", strings.TrimPrefix(k, "syscalls:sys_enter_"), p.c.Extra[k]))
+					}
+					fmt.Fprintf(w, "         %s: %s\n", p.name, strings.Join(parts, ", "))
+				}
+			}
 		}
 		fmt.Fprintf(w, "  agent/direct: %.2fx req/s, p50 %.2fx (+%v)\n", r.RPSRatio, r.P50Ratio, (r.Agent.P50 - r.Direct.P50).Round(time.Microsecond))
+		if r.Socket != nil {
+			fmt.Fprintf(w, "  socket/direct: %.2fx req/s, p50 %.2fx (+%v)\n", r.SocketRPSRatio, r.SocketP50Ratio, (r.Socket.P50 - r.Direct.P50).Round(time.Microsecond))
+		}
 	}
 }
 
-type procs struct{ node, agent int }
+type procs struct {
+	node, agent int
+	perf        bool
+	events      []string
+}
 
 func median(fs []Figures) Figures {
 	pick := func(get func(Figures) float64) float64 {
@@ -252,7 +397,28 @@ func median(fs []Figures) Figures {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
+	var counts [3]*Counts
+	if fs[0].NodeCounts != nil {
+		for i, get := range []func(Figures) *Counts{
+			func(f Figures) *Counts { return f.NodeCounts },
+			func(f Figures) *Counts { return f.AgentCounts },
+			func(f Figures) *Counts { return f.ClientCounts },
+		} {
+			counts[i] = &Counts{
+				Syscalls: pick(func(f Figures) float64 { return get(f).Syscalls }),
+				Switches: pick(func(f Figures) float64 { return get(f).Switches }),
+				Wakeups:  pick(func(f Figures) float64 { return get(f).Wakeups }),
+			}
+			for k := range get(fs[0]).Extra {
+				if counts[i].Extra == nil {
+					counts[i].Extra = map[string]float64{}
+				}
+				counts[i].Extra[k] = pick(func(f Figures) float64 { return get(f).Extra[k] })
+			}
+		}
+	}
 	return Figures{
+		NodeCounts: counts[0], AgentCounts: counts[1], ClientCounts: counts[2],
 		RPS:       pick(func(f Figures) float64 { return f.RPS }),
 		P50:       time.Duration(pick(func(f Figures) float64 { return float64(f.P50) })),
 		P99:       time.Duration(pick(func(f Figures) float64 { return float64(f.P99) })),
@@ -262,8 +428,13 @@ func median(fs []Figures) Figures {
 	}
 }
 
-func measure(ctx context.Context, base string, clients int, dur time.Duration, p procs) (Figures, error) {
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, DisableCompression: true}
+func medianOf(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func measure(ctx context.Context, base string, tr *http.Transport, clients int, dur time.Duration, p procs) (Figures, error) {
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	u := base + "/v1/decisions?ip=10.1.0.7"
@@ -271,6 +442,18 @@ func measure(ctx context.Context, base string, clients int, dur time.Duration, p
 	for range clients * 20 { // warm connections
 		if err := one(); err != nil {
 			return Figures{}, err
+		}
+	}
+	var perf perfGroup
+	if p.perf {
+		g, err := startPerfGroup(p.events, p.node, p.agent, os.Getpid())
+		if err != nil {
+			return Figures{}, fmt.Errorf("perf: %w", err)
+		}
+		perf = g
+		if err := perf.command("enable"); err != nil {
+			perf.abort()
+			return Figures{}, fmt.Errorf("perf: %w", err)
 		}
 	}
 	n0, a0, c0 := cpuOf(p.node), cpuOf(p.agent), selfCPU()
@@ -302,6 +485,19 @@ func measure(ctx context.Context, base string, clients int, dur time.Duration, p
 		}()
 	}
 	wg.Wait()
+	var perfErr error
+	var counts []Counts
+	if perf != nil {
+		perfErr = perf.command("disable")
+		mu.Lock()
+		n := float64(len(lat))
+		mu.Unlock()
+		c, err := perf.stop(max(n, 1))
+		counts = c
+		if perfErr == nil {
+			perfErr = err
+		}
+	}
 	if firstErr != nil {
 		return Figures{}, firstErr
 	}
@@ -313,6 +509,12 @@ func measure(ctx context.Context, base string, clients int, dur time.Duration, p
 		NodeCPU:   (cpuOf(p.node) - n0).Seconds() * 1e6 / n,
 		AgentCPU:  (cpuOf(p.agent) - a0).Seconds() * 1e6 / n,
 		ClientCPU: (selfCPU() - c0).Seconds() * 1e6 / n}
+	if perf != nil {
+		if perfErr != nil {
+			return Figures{}, perfErr
+		}
+		f.NodeCounts, f.AgentCounts, f.ClientCounts = &counts[0], &counts[1], &counts[2]
+	}
 	slices.Sort(lat)
 	f.P50, f.P99 = lat[len(lat)/2], lat[len(lat)*99/100]
 	return f, nil
@@ -462,9 +664,25 @@ func start(log string, wrap []string, bin string, args ...string) (*proc, error)
 
 func (p *proc) stop() { _ = p.p.Stop(10 * time.Second) }
 
-func waitOK(ctx context.Context, u string, timeout time.Duration) error {
+// waitCA waits for the node's CA root (DATA/pki/ca.crt) and loads it.
+func waitCA(ctx context.Context, path string, timeout time.Duration) (*x509.CertPool, error) {
 	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if b, err := os.ReadFile(path); err == nil {
+			pool := x509.NewCertPool()
+			if pool.AppendCertsFromPEM(b) {
+				return pool, nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, fmt.Errorf("no CA root at %s after %v", path, timeout)
+}
+
+func waitOK(ctx context.Context, tr *http.Transport, u string, timeout time.Duration) error {
+	defer tr.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
+	c := &http.Client{Timeout: time.Second, Transport: tr}
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if resp, err := c.Get(u); err == nil {
 			resp.Body.Close()

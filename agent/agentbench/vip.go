@@ -106,7 +106,7 @@ func VIP(ctx context.Context, bin string, moveAfter time.Duration, log io.Writer
 			return nil, err
 		}
 		nodes = append(nodes, p)
-		if err := waitOK(ctx, "http://"+s.ip+":8080/health", 30*time.Second); err != nil {
+		if err := waitOK(ctx, &http.Transport{}, "http://"+s.ip+":8080/health", 30*time.Second); err != nil {
 			return nil, fmt.Errorf("node %d: %w", i, err)
 		}
 		out, err := exec.CommandContext(ctx, bin, "bouncers", "add", "bench", "--key", benchKey, "--data-dir", data).CombinedOutput()

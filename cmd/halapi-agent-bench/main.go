@@ -4,9 +4,11 @@
 // directly and through the agent in alternating rounds, in one or more
 // layouts (agent/agentbench: loopback, pinned, netns). It prints requests
 // per second, latency percentiles and CPU time per request of each
-// process, for both, and the ratio agent/direct.
+// process, for both, and the ratio agent/direct; with -socket also for a
+// client on the agent's unix socket, with -tls against an HTTPS node.
 //
 //	go run ./cmd/halapi-agent-bench -bin bin/halapi -layouts loopback,pinned,netns
+//	go run ./cmd/halapi-agent-bench -bin bin/halapi -layouts pinned,netns -tls -socket -clients 1
 package main
 
 import (
@@ -25,11 +27,17 @@ import (
 )
 
 func main() {
+	agentbench.ServeBareRelayIfAsked()
 	bin := flag.String("bin", "bin/halapi", "halapi binary")
 	rounds := flag.Int("rounds", 5, "alternating rounds of each mode (medians reported)")
 	dur := flag.Duration("duration", 3*time.Second, "length of one round")
 	clients := flag.String("clients", "1,4", "comma-separated client counts")
 	layouts := flag.String("layouts", "loopback,pinned,netns", "comma-separated layouts: loopback, pinned, netns (one that cannot run here is skipped)")
+	useTLS := flag.Bool("tls", false, "the node serves HTTPS (its built-in CA): direct and agent->node over TLS, as deployed")
+	perf := flag.Bool("perf", false, "also count syscalls, context switches and wake-ups per request of each process (perf stat; root)")
+	perfEvents := flag.String("perf-events", "", "with -perf: more perf events, comma-separated (e.g. syscalls:sys_enter_read,syscalls:sys_enter_futex)")
+	bare := flag.Bool("bare-relay", false, "measure a bare relay (io.Copy both ways, no HTTP) in place of the agent: the floor of any proxy")
+	socket := flag.Bool("socket", false, "also measure the client on the agent's unix socket (--socket)")
 	agentArgs := flag.String("agent-args", "", "extra `halapi agent run` flags, space-separated (e.g. \"--procs 2\")")
 	jsonPath := flag.String("json", "", "also write the results as JSON to this file")
 	vip := flag.Int("vip", 0, "instead: emulate a virtual IP moving this many times (agentbench.VIP; needs root) and print what the client saw")
@@ -65,7 +73,7 @@ func main() {
 			continue
 		}
 		rs, err := agentbench.Run(ctx, agentbench.Options{Bin: *bin, Layout: l, Rounds: *rounds, Duration: *dur,
-			Clients: cs, AgentArgs: strings.Fields(*agentArgs), Log: os.Stderr})
+			Clients: cs, AgentArgs: strings.Fields(*agentArgs), TLS: *useTLS, Socket: *socket, Perf: *perf, PerfEvents: splitList(*perfEvents), BareRelay: *bare, Log: os.Stderr})
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "Error: %s: %v\n", l, err)
 			failed = true
@@ -99,4 +107,14 @@ func runVIP(bin string, times int, moveAfter time.Duration) int {
 			i+1, r.MoveAfter, r.FirstOK.Round(time.Millisecond), r.Failed, r.Errors)
 	}
 	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

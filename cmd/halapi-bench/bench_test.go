@@ -91,15 +91,25 @@ func TestQuickBenchmark(t *testing.T) {
 
 	// The agent phase: one pair of figures per layout this machine allows,
 	// judged on the last one (the closest to a deployment).
+	// Then the last layout again over HTTPS (judged: a bouncer's path);
+	// the pinned and netns runs also measure a client on the agent's socket.
 	var agentLast string
+	agentKeys := func(k string, socket bool) {
+		want = append(want, k+"_rps", k+"_p50")
+		withRef[k+"_rps"], withRef[k+"_p50"] = true, true
+		if socket {
+			want = append(want, k+"_sock_rps", k+"_sock_p50")
+			withRef[k+"_sock_rps"], withRef[k+"_sock_p50"] = true, true
+		}
+	}
 	for _, l := range []string{agentbench.Loopback, agentbench.Pinned, agentbench.Netns} {
 		if agentbench.Available(l) == "" {
-			want = append(want, "agent_"+l+"_rps", "agent_"+l+"_p50")
-			withRef["agent_"+l+"_rps"], withRef["agent_"+l+"_p50"] = true, true
+			agentKeys("agent_"+l, l != agentbench.Loopback)
 			agentLast = l
 		}
 	}
-	judged["agent_"+agentLast+"_rps"], judged["agent_"+agentLast+"_p50"] = true, true
+	agentKeys("agent_"+agentLast+"_tls", agentLast != agentbench.Loopback)
+	judged["agent_"+agentLast+"_tls_rps"], judged["agent_"+agentLast+"_tls_p50"] = true, true
 
 	got := map[string]*metric{}
 	for _, m := range rep.Metrics {

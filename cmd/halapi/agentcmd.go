@@ -63,6 +63,8 @@ func agentRunCmd() *cobra.Command {
 				}
 			}
 			set("listen", &cfg.Listen, f.Listen)
+			set("socket", &cfg.Socket, f.Socket)
+			set("socket-group", &cfg.SocketGroup, f.SocketGroup)
 			set("ca", &cfg.CACertPath, f.CACertPath)
 			set("cert", &cfg.CertPath, f.CertPath)
 			set("key", &cfg.KeyPath, f.KeyPath)
@@ -90,6 +92,8 @@ func agentRunCmd() *cobra.Command {
 	fl := c.Flags()
 	fl.StringVar(&cfgPath, "config", "", "YAML configuration (written by `halapi agent enroll --agent-config`); flags override it")
 	fl.StringVar(&f.Listen, "listen", defaultAgentListen, "local listener (plain HTTP; keep it on loopback)")
+	fl.StringVar(&f.Socket, "socket", "", "also listen on this unix socket (mode 0660; clients use the path as their LAPI URL: crowdsec, cscli); a stale socket is replaced, a live one refused")
+	fl.StringVar(&f.SocketGroup, "socket-group", "", "group (name or ID) given the --socket file, so its members may connect")
 	fl.StringSliceVar(&f.Servers, "server", nil, "API URL of a halapi node (repeatable); the others are learned from the member list")
 	fl.StringVar(&f.CACertPath, "ca", "", "cluster CA (PEM) to verify HTTPS nodes")
 	fl.StringVar(&f.CertPath, "cert", "", "this host's enrolled client certificate (PEM): reads the member list, and is presented for local clients that use it on --tls-listen")
@@ -113,8 +117,11 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 	if len(c.Servers) == 0 {
 		return errors.New("at least one --server URL is needed")
 	}
-	if c.Listen == "" {
-		return errors.New("--listen must not be empty")
+	if c.Listen == "" && c.Socket == "" {
+		return errors.New("--listen must not be empty (unless --socket is set)")
+	}
+	if c.SocketGroup != "" && c.Socket == "" {
+		return errors.New("--socket-group needs --socket")
 	}
 	// A node sees every request the agent relays as coming from this
 	// host: off loopback, the agent would let other hosts speak as it
@@ -169,18 +176,36 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 	}
 
 	// Bind every listener first: a port in use is one clear error.
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
+	var ln, sln, tln, mln net.Listener
+	closeAll := func() {
+		for _, l := range []net.Listener{ln, sln, tln, mln} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
 	}
-	var tln, mln net.Listener
+	if c.Listen != "" {
+		if ln, err = net.Listen("tcp", c.Listen); err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+	}
+	if c.Socket != "" {
+		// A unix socket needs no loopback check: only this host reaches it,
+		// and its mode and group say who on this host may.
+		if sln, err = agent.ListenSocket(c.Socket, c.SocketGroup); err != nil {
+			closeAll()
+			return fmt.Errorf("--socket: %w", err)
+		}
+	}
 	if c.TLSListen != "" {
 		lc, err := tls.LoadX509KeyPair(c.TLSCertPath, c.TLSKeyPath)
 		if err != nil {
+			closeAll()
 			return fmt.Errorf("--tls-cert: %w", err)
 		}
 		raw, err := net.Listen("tcp", c.TLSListen)
 		if err != nil {
+			closeAll()
 			return fmt.Errorf("--tls-listen: %w", err)
 		}
 		// A client certificate is only asked for, not verified: the
@@ -192,6 +217,7 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 	}
 	if c.MetricsListen != "" {
 		if mln, err = net.Listen("tcp", c.MetricsListen); err != nil {
+			closeAll()
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 	}
@@ -204,20 +230,28 @@ func runAgent(ctx context.Context, c agentRunConfig) error {
 		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 2 * time.Minute,
 			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
 	}
-	servers := []*http.Server{newServer(h)}
-	errc := make(chan error, 3)
-	go func() { errc <- servers[0].Serve(ln) }()
-	if tln != nil {
+	var servers []*http.Server
+	errc := make(chan error, 4)
+	serve := func(l net.Listener, h http.Handler) {
+		if l == nil {
+			return
+		}
 		s := newServer(h)
 		servers = append(servers, s)
-		go func() { errc <- s.Serve(tln) }()
+		go func() { errc <- s.Serve(l) }()
 	}
-	if mln != nil {
-		s := newServer(a.MetricsHandler())
-		servers = append(servers, s)
-		go func() { errc <- s.Serve(mln) }()
+	// The socket gets the same handler: the same failover, retries and
+	// keys; a client on it presents no certificate (crowdsec refuses TLS
+	// with a socket), so nothing is presented upstream for it either.
+	serve(ln, h)
+	serve(sln, h)
+	serve(tln, h)
+	serve(mln, a.MetricsHandler())
+	listenAddr := ""
+	if ln != nil {
+		listenAddr = ln.Addr().String()
 	}
-	logger.Info("halapi agent started", "listen", ln.Addr().String(), "servers", strings.Join(c.Servers, ","),
+	logger.Info("halapi agent started", "listen", listenAddr, "socket", c.Socket, "servers", strings.Join(c.Servers, ","),
 		"metrics", c.MetricsListen, "tls_listen", c.TLSListen)
 	select {
 	case <-ctx.Done():
@@ -309,7 +343,7 @@ func printAgentStatus(w io.Writer, st agent.Status) {
 // certificate (agent.Setup) and points the client config written by
 // pki.WriteClientFiles at the agent's TLS listener, trusting its
 // certificate (unless lapiURL says otherwise).
-func setupLocalAgent(out string, role pki.Role, name, apiURL, lapiURL string, servers []string, listen, tlsListen string) ([]string, error) {
+func setupLocalAgent(out string, role pki.Role, name, apiURL, lapiURL string, servers []string, listen, tlsListen, socket, socketGroup string) ([]string, error) {
 	dir, err := filepath.Abs(out)
 	if err != nil {
 		return nil, err
@@ -319,7 +353,7 @@ func setupLocalAgent(out string, role pki.Role, name, apiURL, lapiURL string, se
 	}
 	written, clientURL, bundle, err := agent.Setup(agent.SetupParams{Dir: dir, CertPath: filepath.Join(dir, name+".crt"),
 		KeyPath: filepath.Join(dir, name+".key"), CAPath: filepath.Join(dir, pki.ClientCAFile), Servers: servers,
-		Listen: listen, TLSListen: tlsListen})
+		Listen: listen, TLSListen: tlsListen, Socket: socket, SocketGroup: socketGroup})
 	if err != nil {
 		return written, err
 	}

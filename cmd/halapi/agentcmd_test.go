@@ -18,6 +18,10 @@ func TestAgentRunRefusals(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nservers: [http://127.0.0.1:1/]\nbogus: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	notSocket := filepath.Join(t.TempDir(), "agent.sock")
+	if err := os.WriteFile(notSocket, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -32,6 +36,14 @@ func TestAgentRunRefusals(t *testing.T) {
 		{[]string{"agent", "run", "--config", cfg}, "bogus"},
 		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--procs", "-1"}, "--procs must be 0 or more"},
 		{[]string{"agent", "status", "-o", "xml"}, "human or json"},
+		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--listen", ""}, "--listen must not be empty (unless --socket"},
+		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--socket-group", "0"}, "--socket-group needs --socket"},
+		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--listen", "", "--socket", "agent.sock"}, "must be absolute"},
+		{[]string{"agent", "run", "--server", "http://127.0.0.1:1/", "--listen", "", "--metrics-listen", "", "--socket", notSocket}, "not a socket"},
+		{[]string{"agent", "enroll", "--url", "https://127.0.0.1:1/", "--token", "t", "--out", t.TempDir(), "--lapi-url", "/run/halapi-agent/agent.sock"},
+			"a certificate client cannot use a unix socket"},
+		{[]string{"agent", "enroll", "--url", "https://127.0.0.1:1/", "--token", "t", "--out", t.TempDir(), "--no-agent", "--agent-socket", "/run/a.sock"},
+			"--agent-socket needs the agent"},
 	} {
 		cmd := exec.Command(binPath, c.args...)
 		var stderr bytes.Buffer

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/halapi/halapi/agent"
@@ -184,7 +185,7 @@ func certCmd() *cobra.Command {
 
 func agentCmd() *cobra.Command {
 	c := &cobra.Command{Use: "agent", Short: "Client-side helpers for agents and bouncers"}
-	var apiURL, token, out, lapiURL, agentListen, agentTLSListen string
+	var apiURL, token, out, lapiURL, agentListen, agentTLSListen, agentSocket, agentSocketGroup string
 	var servers []string
 	var noAgent bool
 	enroll := &cobra.Command{
@@ -192,6 +193,14 @@ func agentCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if apiURL == "" || token == "" || out == "" {
 				return fmt.Errorf("--url, --token and --out are required")
+			}
+			if strings.HasPrefix(lapiURL, "/") {
+				// crowdsec refuses TLS with a socket ("cannot use TLS with a unix
+				// socket") and go-cs-bouncer v0.0.21 cannot dial one at all
+				return fmt.Errorf("--lapi-url %q: a certificate client cannot use a unix socket (crowdsec refuses TLS over one); --agent-socket is for password agents and cscli", lapiURL)
+			}
+			if agentSocket != "" && noAgent {
+				return fmt.Errorf("--agent-socket needs the agent (drop --no-agent)")
 			}
 			info, err := pki.InspectToken(token)
 			if err != nil {
@@ -211,7 +220,7 @@ func agentCmd() *cobra.Command {
 				return err
 			}
 			if !noAgent {
-				more, err := setupLocalAgent(out, info.Role, info.Subject, apiURL, lapiURL, servers, agentListen, agentTLSListen)
+				more, err := setupLocalAgent(out, info.Role, info.Subject, apiURL, lapiURL, servers, agentListen, agentTLSListen, agentSocket, agentSocketGroup)
 				if err != nil {
 					return err
 				}
@@ -224,6 +233,9 @@ func agentCmd() *cobra.Command {
 			if !noAgent {
 				fmt.Printf("Run the local agent with `halapi agent run --config %s` (dist/systemd/halapi-agent.service); the client config points at it.\n",
 					filepath.Join(out, agent.ConfigFile))
+				if agentSocket != "" {
+					fmt.Printf("Password agents and cscli on this host can use the agent's socket: `url: %s` in their local_api_credentials.yaml (no ca_cert_path: no TLS on a socket).\n", agentSocket)
+				}
 			}
 			return nil
 		},
@@ -235,6 +247,8 @@ func agentCmd() *cobra.Command {
 	enroll.Flags().BoolVar(&noAgent, "no-agent", false, "do not set up `halapi agent run`: the client config points at --url")
 	enroll.Flags().StringSliceVar(&servers, "server", nil, "node API URLs the agent starts from (default: --url; the others are learned from the member list)")
 	enroll.Flags().StringVar(&agentListen, "agent-listen", agent.DefaultListen, "the agent's plain local listener (API-key and password clients)")
+	enroll.Flags().StringVar(&agentSocket, "agent-socket", "", "also have the agent listen on this unix socket (e.g. /run/halapi-agent/agent.sock) for password agents and cscli; the certificate client keeps the TLS listener")
+	enroll.Flags().StringVar(&agentSocketGroup, "agent-socket-group", "", "group given the agent's socket (name or ID)")
 	enroll.Flags().StringVar(&agentTLSListen, "agent-tls-listen", agent.DefaultTLSListen, "the agent's TLS local listener (certificate clients)")
 	c.AddCommand(enroll, agentRunCmd(), agentStatusCmd())
 	return c
