@@ -36,7 +36,9 @@
 //     Config.Audit; no secret (login token, enrollment token, cookie) is
 //     ever logged.
 //   - Strict CSP (default-src 'none', scripts and styles from /ui/static
-//     only), frame-ancestors 'none', no-referrer: a page makes no
+//     only), frame-ancestors 'none', referrer same-origin (a
+//     browser then sends the page's Origin on a form POST, which the CSRF
+//     check needs, and no referrer leaves the console): a page makes no
 //     third-party request. Templates and assets are embedded.
 //
 // # What it must not do

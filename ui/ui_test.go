@@ -170,7 +170,7 @@ func TestSecurityHeaders(t *testing.T) {
 		csp := p.hdr.Get("Content-Security-Policy")
 		if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "script-src 'self'") ||
 			!strings.Contains(csp, "frame-ancestors 'none'") || p.hdr.Get("X-Frame-Options") != "DENY" ||
-			p.hdr.Get("Referrer-Policy") != "no-referrer" || p.hdr.Get("Cache-Control") != "no-store" {
+			p.hdr.Get("Referrer-Policy") != "same-origin" || p.hdr.Get("Cache-Control") != "no-store" {
 			t.Errorf("%s headers: %v", path, p.hdr)
 		}
 		// nothing from another origin in the markup
