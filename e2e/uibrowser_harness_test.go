@@ -310,6 +310,16 @@ func (b *Browser) collectConsole() {
 	}
 }
 
+// Bind makes the browser's checks fail t (a subtest) instead of the test
+// that started it, until the returned func restores it:
+//
+//	t.Run("step", func(t *testing.T) { defer b.Bind(t)(); ... })
+func (b *Browser) Bind(t testing.TB) (restore func()) {
+	prev := b.t
+	b.t = t
+	return func() { b.t = prev }
+}
+
 // ConsoleErrors returns the console errors seen so far.
 func (b *Browser) ConsoleErrors() []string {
 	b.mu.Lock()
