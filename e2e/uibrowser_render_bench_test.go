@@ -18,7 +18,9 @@ import (
 // The server's share (time to the last byte) is also in `make bench`
 // (phase ui); this adds what the browser does with the page: navigation
 // timing of /ui/decisions, a signed-in operator's fresh navigation each
-// time, on a node (HTTPS, built-in CA) holding 50,000 decisions.
+// time, on a node (HTTPS, built-in CA) holding 50,000 decisions. The
+// first render is the first contentful paint (as presented: the paint
+// timing's startTime); the target is judged on it.
 //
 // Opt-in (loading 50,000 decisions and the navigations take ~20 s):
 //
@@ -39,9 +41,11 @@ const (
 type navTiming struct {
 	ResponseStart float64 `json:"responseStart"`
 	ResponseEnd   float64 `json:"responseEnd"`
+	DOMInteract   float64 `json:"domInteractive"`
 	DOMContent    float64 `json:"domContentLoadedEventEnd"`
 	Load          float64 `json:"loadEventEnd"`
 	FCP           float64 `json:"firstContentfulPaint"`
+	FCPPaint      float64 `json:"firstContentfulPaintPainted"`
 	Bytes         float64 `json:"decodedBodySize"`
 	Rows          float64 `json:"rows"`
 }
@@ -51,8 +55,8 @@ const navTimingJS = `(() => {
   const p = performance.getEntriesByName("first-contentful-paint")[0];
   if (!n || n.loadEventEnd === 0 || !p) return null;
   return {responseStart: n.responseStart, responseEnd: n.responseEnd,
-    domContentLoadedEventEnd: n.domContentLoadedEventEnd, loadEventEnd: n.loadEventEnd,
-    firstContentfulPaint: p.startTime, decodedBodySize: n.decodedBodySize,
+    domInteractive: n.domInteractive, domContentLoadedEventEnd: n.domContentLoadedEventEnd, loadEventEnd: n.loadEventEnd,
+    firstContentfulPaint: p.startTime, firstContentfulPaintPainted: p.paintTime ?? p.startTime, decodedBodySize: n.decodedBodySize,
     rows: document.querySelectorAll("#decisions tr[data-decision-id]").length};
 })()`
 
@@ -121,15 +125,17 @@ func TestUIRenderBenchmark(t *testing.T) {
 		return v[len(v)/2]
 	}
 	res := map[string]float64{
-		"decisions":                 float64(n),
-		"runs":                      float64(len(runs)),
-		"response_start_ms":         med(func(r navTiming) float64 { return r.ResponseStart }),
-		"response_end_ms":           med(func(r navTiming) float64 { return r.ResponseEnd }),
-		"dom_content_loaded_ms":     med(func(r navTiming) float64 { return r.DOMContent }),
-		"first_contentful_paint_ms": med(func(r navTiming) float64 { return r.FCP }),
-		"load_ms":                   med(func(r navTiming) float64 { return r.Load }),
-		"page_kib":                  runs[0].Bytes / 1024,
-		"rows":                      runs[0].Rows,
+		"decisions":                         float64(n),
+		"runs":                              float64(len(runs)),
+		"response_start_ms":                 med(func(r navTiming) float64 { return r.ResponseStart }),
+		"response_end_ms":                   med(func(r navTiming) float64 { return r.ResponseEnd }),
+		"dom_interactive_ms":                med(func(r navTiming) float64 { return r.DOMInteract }),
+		"dom_content_loaded_ms":             med(func(r navTiming) float64 { return r.DOMContent }),
+		"first_contentful_paint_painted_ms": med(func(r navTiming) float64 { return r.FCPPaint }),
+		"first_contentful_paint_ms":         med(func(r navTiming) float64 { return r.FCP }),
+		"load_ms":                           med(func(r navTiming) float64 { return r.Load }),
+		"page_kib":                          runs[0].Bytes / 1024,
+		"rows":                              runs[0].Rows,
 	}
 	verdict := func(v float64) string {
 		if v < uiRenderTargetMS {
@@ -139,9 +145,14 @@ func TestUIRenderBenchmark(t *testing.T) {
 	}
 	t.Logf("console /ui/decisions in Chromium, %d decisions (%d rows, %.0f KiB), median of %d navigations:", n, int(res["rows"]), res["page_kib"], len(runs))
 	t.Logf("  responseEnd (last byte)     %7.1f ms", res["response_end_ms"])
-	t.Logf("  DOMContentLoaded            %7.1f ms   target < %d ms: %s", res["dom_content_loaded_ms"], uiRenderTargetMS, verdict(res["dom_content_loaded_ms"]))
-	t.Logf("  first contentful paint      %7.1f ms   target < %d ms: %s", res["first_contentful_paint_ms"], uiRenderTargetMS, verdict(res["first_contentful_paint_ms"]))
+	t.Logf("  DOM interactive (parsed)    %7.1f ms", res["dom_interactive_ms"])
+	t.Logf("  DOMContentLoaded            %7.1f ms", res["dom_content_loaded_ms"])
+	t.Logf("  first contentful paint      %7.1f ms   (painted at %.1f ms)   target < %d ms: %s", res["first_contentful_paint_ms"],
+		res["first_contentful_paint_painted_ms"], uiRenderTargetMS, verdict(res["first_contentful_paint_ms"]))
 	t.Logf("  load                        %7.1f ms", res["load_ms"])
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		t.Logf("  load average now: %s (a busy machine slows every browser figure)", strings.TrimSpace(string(la)))
+	}
 	out, _ := json.MarshalIndent(res, "", "  ")
 	p := filepath.Join(b.dir, "render.json")
 	if err := os.WriteFile(p, out, 0o644); err != nil {
