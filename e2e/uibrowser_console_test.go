@@ -163,7 +163,7 @@ func TestUIConsole(t *testing.T) {
 		}
 		b.Shot("cluster")
 		if os.Getenv("HALAPI_UPDATE_SCREENSHOTS") == "1" {
-			b.ShotTo(filepath.Join("..", "docs", "img", "console-cluster.png"))
+			b.ShotTo(filepath.Join("..", "docs", "img", "console-cluster.png"), "main")
 		}
 	})
 

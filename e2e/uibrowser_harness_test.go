@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/halapi/halapi/internal/testharness"
@@ -502,16 +503,23 @@ func (b *Browser) Shot(name string) string {
 	return p
 }
 
-// ShotTo saves a viewport PNG screenshot at path (docs images).
-func (b *Browser) ShotTo(path string) {
+// ShotTo saves a PNG screenshot of the page's top, down to the bottom of
+// the element matching sel plus a margin (no empty viewport below), at
+// path: the images of the documentation.
+func (b *Browser) ShotTo(path, sel string) {
 	b.t.Helper()
+	bottom := mustEval[float64](b, fmt.Sprintf(`document.querySelector(%s).getBoundingClientRect().bottom + window.scrollY`, jsString(sel)))
+	width := mustEval[float64](b, `document.documentElement.clientWidth`)
 	ctx, cancel := context.WithTimeout(b.ctx, browserStepTimeout)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	res, err := chromedp.Call(ctx, page.CaptureScreenshot, page.CaptureScreenshotParams{
+		Format: page.CaptureScreenshotFormatPng,
+		Clip:   &page.Viewport{Width: width, Height: bottom + 24, Scale: 1},
+	})
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", path, err)
 	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
+	if err := os.WriteFile(path, res.Data, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
 	b.t.Logf("wrote %s", path)
