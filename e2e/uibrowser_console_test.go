@@ -203,6 +203,34 @@ func TestUIConsole(t *testing.T) {
 		}
 	})
 
+	// The page's own live refresh (an SSE update makes its script
+	// re-fetch the page) must not eat the one-line message meant for the
+	// page the browser loads after a write: a ban is posted from the page
+	// (as the form does, not following the 303), the open page refreshes
+	// itself with the new row, then the next page load shows the message.
+	t.Run("flash-after-live-refresh", func(t *testing.T) {
+		defer b.Bind(t)()
+		const ip = "192.0.2.78"
+		page := view.URL + "ui/decisions"
+		b.Open(page)
+		res := mustEval[string](b, fmt.Sprintf(`(async () => {
+			const f = document.querySelector("form#add-ban");
+			const fd = new FormData(f);
+			fd.set("value", %s); fd.set("reason", "e2e: flash after a live refresh");
+			const r = await fetch(f.action, {method: "POST", body: new URLSearchParams(fd), redirect: "manual"});
+			return r.type === "opaqueredirect" ? "303" : r.status + " " + (await r.text());
+		})()`, jsString(ip)))
+		if res != "303" {
+			t.Fatalf("POST form#add-ban from the page: %s, want a 303", res)
+		}
+		b.WaitSelector(uiLiveTimeout, fmt.Sprintf(`#decisions tr[data-value=%q]`, ip))
+		b.Open(page)
+		if f := b.Text("#flash"); !strings.Contains(f, ip) {
+			t.Errorf("after a ban on %s and a live refresh of the open page, the next page shows #flash %q: the refresh consumed the message", ip, f)
+		}
+		b.Shot("flash-after-live-refresh")
+	})
+
 	t.Run("leader-killed", func(t *testing.T) {
 		defer b.Bind(t)()
 		b.ClickAndLoad("a#nav-cluster")
