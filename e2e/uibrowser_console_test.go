@@ -99,8 +99,9 @@ func signIn(t testing.TB, b *Browser, link, name string) {
 // reaches a go-cs-bouncer streaming from another node, and its unban
 // reaches it too; the leader is SIGKILLed and the open cluster page shows
 // the new leader without a reload (server-sent events); a certificate
-// revoked on the certificates page is refused by the API; an admin
-// certificate signs in (when `halapi cert issue admin` exists).
+// revoked on the certificates page is refused by the API; signing out
+// ends the session; an admin certificate signs in (when `halapi cert issue
+// admin` exists).
 func TestUIConsole(t *testing.T) {
 	requireConsole(t)
 	chromiumBin(t)
@@ -139,8 +140,20 @@ func TestUIConsole(t *testing.T) {
 
 	t.Run("sign-in", func(t *testing.T) {
 		defer b.Bind(t)()
-		signIn(t, b, uiLogin(t, view, "e2e-operator"), "e2e-operator")
+		link := uiLogin(t, view, "e2e-operator")
+		signIn(t, b, link, "e2e-operator")
 		b.Shot("signed-in")
+
+		// The link is single use: another browser opening it again gets
+		// the login page (401) and no session.
+		b2 := StartBrowser(t, TrustCA(sc.CAFile), WithShotPrefix("reused-link"))
+		if st := b2.Open(link); st != http.StatusUnauthorized {
+			t.Errorf("login link opened a second time: HTTP %d (%s), want 401", st, b2.Location())
+		}
+		if b2.Count("#who") != 0 || b2.Count("#nav-decisions") != 0 {
+			t.Errorf("login link opened a second time: signed in as %q", b2.Text("#who"))
+		}
+		b2.Shot("refused")
 	})
 	if t.Failed() {
 		t.FailNow()
@@ -277,6 +290,18 @@ func TestUIConsole(t *testing.T) {
 		if code, _, err := liveStatus(certLiveBouncer(t, revokeeFiles, view.URL), uiBanIP); code != http.StatusForbidden {
 			t.Errorf("revoked fw-revokee on a new connection to %s: status %d (err %v), want 403", view.ID, code, err)
 		}
+	})
+
+	t.Run("sign-out", func(t *testing.T) {
+		defer b.Bind(t)()
+		b.ClickAndLoad("#logout")
+		if b.Count("#who") != 0 {
+			t.Fatalf("still signed in as %q after Sign out", b.Text("#who"))
+		}
+		if st := b.Open(view.URL + "ui/decisions"); st != http.StatusUnauthorized || b.Count("#decisions") != 0 {
+			t.Errorf("/ui/decisions after sign-out: HTTP %d with the decisions table %v, want 401 and the login page", st, b.Count("#decisions") != 0)
+		}
+		b.Shot("signed-out")
 	})
 
 	t.Run("admin-certificate", func(t *testing.T) {

@@ -26,8 +26,9 @@ import (
 // served by the test itself (no halapi): the browser trusts the test CA
 // through its NSS database and only through it (a browser without it
 // refuses the page), runs the page's script under a strict CSP, submits a
-// form and follows the 303, presents a client certificate from a PKCS#12
-// without a dialog, and leaves screenshots in the artefact directory.
+// form and follows the 303, reports a CSP violation among the console
+// errors, presents a client certificate from a PKCS#12 without a dialog,
+// and leaves screenshots in the artefact directory.
 func TestUIBrowserHarness(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "harness test CA")
@@ -83,6 +84,24 @@ func TestUIBrowserHarness(t *testing.T) {
 		}
 	})
 
+	t.Run("csp-violation-reported", func(t *testing.T) {
+		b := StartBrowser(t, TrustCA(caFile))
+		b.Open(origin + "/inline")
+		b.WaitJS(5*time.Second, "page loaded", `document.readyState === "complete"`, `document.readyState`)
+		if got := b.Text("#js"); got != "no script" {
+			t.Fatalf("the inline script ran despite the CSP: #js = %q", got)
+		}
+		waitFor(t, 5*time.Second, "the CSP violation among the console errors", func() (bool, string) {
+			errs := b.ConsoleErrors()
+			for _, e := range errs {
+				if strings.Contains(e, "Content Security Policy") {
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%q", errs)
+		})
+	})
+
 	t.Run("client-certificate", func(t *testing.T) {
 		if _, err := exec.LookPath("openssl"); err != nil {
 			t.Skip("openssl (to write the PKCS#12) not found")
@@ -119,6 +138,12 @@ func harnessPage() http.Handler {
 	mux.HandleFunc("GET /done", func(w http.ResponseWriter, r *http.Request) { page(w, r, "added "+r.URL.Query().Get("v")) })
 	mux.HandleFunc("POST /add", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/done?v="+r.FormValue("value"), http.StatusSeeOther)
+	})
+	mux.HandleFunc("GET /inline", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'self'")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><html><head><title>inline</title></head><body><p id="js">no script</p>`+
+			`<script>document.getElementById("js").textContent = "inline script ran";</script></body></html>`)
 	})
 	mux.HandleFunc("GET /app.js", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript")
