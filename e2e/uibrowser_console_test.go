@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -136,7 +139,11 @@ func TestUIConsole(t *testing.T) {
 	revokee := issueCert(t, leader, "bouncer", "fw-revokee", view.URL)
 	revokeeFiles := bouncerFiles(t, revokee.Cfg)
 
-	b := StartBrowser(t, TrustCA(sc.CAFile))
+	// Another site the operator visits while signed in (its own CA, also
+	// trusted by the browser): a button posting a ban to the console.
+	evil := newCrossSite(t, view)
+
+	b := StartBrowser(t, TrustCA(sc.CAFile), TrustCA(evil.caFile))
 
 	t.Run("sign-in", func(t *testing.T) {
 		defer b.Bind(t)()
@@ -177,6 +184,23 @@ func TestUIConsole(t *testing.T) {
 		b.Shot("cluster")
 		if os.Getenv("HALAPI_UPDATE_SCREENSHOTS") == "1" {
 			b.ShotTo(filepath.Join("..", "docs", "img", "console-cluster.png"), "main")
+		}
+	})
+
+	t.Run("cross-site-post-refused", func(t *testing.T) {
+		defer b.Bind(t)()
+		b.Open(evil.url)
+		st := b.ClickAndLoad("#go")
+		if st != http.StatusForbidden {
+			t.Errorf("a form on %s posting to the console: HTTP %d (%s), want 403", evil.url, st, b.Location())
+		}
+		b.Shot("cross-site-refused")
+		if out := view.MustCLI("decisions", "list", "--ip", crossSiteIP, "-o", "json"); strings.Contains(out, crossSiteIP) {
+			t.Errorf("the cross-site form added a decision:\n%s", out)
+		} // back to the console, still signed in
+		b.Open(view.URL + "ui/")
+		if who := b.Text("#who"); !strings.Contains(who, "e2e-operator") {
+			t.Fatalf("back on the console after the other site: signed in as %q", who)
 		}
 	})
 
@@ -346,4 +370,34 @@ func uiAdminCertSignIn(t *testing.T, sc *secureCluster, view *ClusterNode) {
 		t.Fatalf("signed in with the admin certificate as %q, want alice", who)
 	}
 	b.Shot("signed-in")
+}
+
+// crossSiteIP is what the other site's form tries to ban.
+const crossSiteIP = "198.51.100.66"
+
+// crossSite is another HTTPS origin (same host, another port: same site,
+// cross origin, so a SameSite=Strict cookie alone would not stop it)
+// serving a page whose button posts a ban to the console.
+type crossSite struct {
+	url, caFile string
+}
+
+func newCrossSite(t testing.TB, target *ClusterNode) crossSite {
+	t.Helper()
+
+	ca := newTestCA(t, "another site's CA")
+	caFile := filepath.Join(t.TempDir(), "other-ca.crt")
+	writePEM(t, caFile, "CERTIFICATE", ca.cert.Raw)
+	action := target.URL + "ui/decisions/add"
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><html><head><title>another site</title></head><body><h1>Win a prize</h1>
+<form method="post" action="%s"><input type="hidden" name="value" value="%s"><input type="hidden" name="duration" value="4h">
+<input type="hidden" name="type" value="ban"><input type="hidden" name="reason" value="cross-site"><button id="go" type="submit">Claim</button></form></body></html>`,
+			html.EscapeString(action), crossSiteIP)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.leaf(t, "127.0.0.1", false)}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return crossSite{url: srv.URL + "/", caFile: caFile}
 }

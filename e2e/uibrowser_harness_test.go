@@ -411,25 +411,50 @@ func (b *Browser) Attr(sel, name string) string {
 // (after scrolling it into view), as a person would.
 func (b *Browser) Click(sel string) {
 	b.t.Helper()
-	if err := b.step(chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible)); err != nil {
+	err := retryStale(func() error { return b.step(chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible)) })
+	if err != nil {
 		b.t.Fatalf("click %s: %v", sel, err)
 	}
 }
 
 // ClickAndLoad clicks sel and waits for the navigation it starts (a form
-// submission, a link) to load.
+// submission, a link) to load; it returns the document's HTTP status.
 func (b *Browser) ClickAndLoad(sel string) int {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, browserStepTimeout)
-	defer cancel()
-	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	var status int
+	err := retryStale(func() error {
+		ctx, cancel := context.WithTimeout(b.ctx, browserStepTimeout)
+		defer cancel()
+		resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+		if err == nil && resp != nil {
+			status = int(resp.Status)
+		}
+		return err
+	})
 	if err != nil {
 		b.t.Fatalf("click %s and load: %v", sel, err)
 	}
-	if resp == nil {
-		return 0
+	return status
+}
+
+// retryStale runs f again while it fails because the element it found was
+// replaced in the meantime (the console's live updates swap whole
+// regions): a person would simply click again.
+func retryStale(f func() error) error {
+	deadline := time.Now().Add(browserStepTimeout)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) || !staleNode(err) {
+			return err
+		}
+		time.Sleep(pollInterval)
 	}
-	return int(resp.Status)
+}
+
+func staleNode(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "Could not find node with given id") || strings.Contains(m, "Node is detached") ||
+		strings.Contains(m, "No node with given id")
 }
 
 // Type clears the field matching sel and types value into it.
