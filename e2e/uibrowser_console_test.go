@@ -319,6 +319,37 @@ func TestUIConsole(t *testing.T) {
 		}
 	})
 
+	// A one-time enrollment token made on the certificates page enrolls a
+	// bouncer (`halapi agent enroll --no-agent`), whose certificate the API
+	// then accepts; the token is shown once.
+	t.Run("enrollment-token", func(t *testing.T) {
+		defer b.Bind(t)()
+		b.ClickAndLoad("a#nav-certs")
+		b.Select(`form#new-token select[name=role]`, "bouncer")
+		b.Type(`form#new-token input[name=name]`, "fw-enrolled")
+		b.ClickAndLoad(`form#new-token button[type=submit]`)
+		tok := b.Text("#token-output")
+		if tok == "" {
+			t.Fatalf("no #token-output after creating a bouncer token (#flash %q)", b.Text("#flash"))
+		}
+		b.Shot("enrollment-token")
+		dir := filepath.Join(t.TempDir(), "fw-enrolled")
+		if _, err := halapiCmd("agent", "enroll", "--no-agent", "--url", view.URL, "--token", tok, "--out", dir); err != nil {
+			t.Fatalf("enroll with the page's token: %v", err)
+		}
+		lb := certLiveBouncer(t, bouncerFiles(t, filepath.Join(dir, "bouncer-tls.yaml")), other.URL)
+		if code, _, err := liveStatus(lb, uiBanIP); code != http.StatusOK {
+			t.Errorf("the enrolled bouncer's certificate on %s: status %d (err %v), want 200", other.ID, code, err)
+		}
+		b.Open(view.URL + "ui/certs")
+		if b.Count("#token-output") != 0 {
+			t.Errorf("the one-time token is shown again on the next load of the certificates page")
+		}
+		if b.Count(`#certs tr[data-name="fw-enrolled"]`) != 1 {
+			t.Errorf("the enrolled bouncer's certificate is not listed on the certificates page")
+		}
+	})
+
 	t.Run("sign-out", func(t *testing.T) {
 		defer b.Bind(t)()
 		b.ClickAndLoad("#logout")
