@@ -34,6 +34,15 @@ const (
 	uiBanIP = "192.0.2.77"
 )
 
+// submitOK clicks sel (a link or a form's button) and fails the test
+// unless the page it leads to is a 200, quoting that page.
+func submitOK(t testing.TB, b *Browser, sel string) {
+	t.Helper()
+	if st := b.ClickAndLoad(sel); st != http.StatusOK {
+		t.Fatalf("click %s: landed on HTTP %d at %s: %q", sel, st, b.Location(), b.Text("body"))
+	}
+}
+
 // requireConsole skips the test when the binary under test has no web
 // console (`halapi ui login`): the browser tests are written against the
 // ui package's contract, which lands separately.
@@ -206,7 +215,7 @@ func TestUIConsole(t *testing.T) {
 
 	banned := t.Run("ban", func(t *testing.T) {
 		defer b.Bind(t)()
-		b.ClickAndLoad("a#nav-decisions")
+		submitOK(t, b, "a#nav-decisions")
 		b.WaitSelector(browserStepTimeout, "form#add-ban")
 		b.Type(`form#add-ban input[name=value]`, uiBanIP)
 		b.Type(`form#add-ban input[name=duration]`, "4h")
@@ -214,7 +223,7 @@ func TestUIConsole(t *testing.T) {
 		if got := mustEval[string](b, `document.querySelector("form#add-ban [name=type]").value`); got != "ban" {
 			t.Errorf("add-ban type defaults to %q, want ban", got)
 		}
-		b.ClickAndLoad(`form#add-ban button[type=submit]`)
+		submitOK(t, b, `form#add-ban button[type=submit]`)
 		if f := b.Text("#flash"); f == "" || b.Attr("#flash", "class") != "flash" {
 			t.Errorf("after the ban: #flash %q (class %q), want a success message", f, b.Attr("#flash", "class"))
 		}
@@ -231,7 +240,7 @@ func TestUIConsole(t *testing.T) {
 			t.Skip("no ban to lift: the ban step failed")
 		}
 		row := fmt.Sprintf(`#decisions tr[data-value=%q]`, uiBanIP)
-		b.ClickAndLoad(row + ` button.unban`)
+		submitOK(t, b, row+` button.unban`)
 		if f := b.Text("#flash"); f == "" || b.Attr("#flash", "class") != "flash" {
 			t.Errorf("after the unban: #flash %q (class %q), want a success message", f, b.Attr("#flash", "class"))
 		}
@@ -273,7 +282,7 @@ func TestUIConsole(t *testing.T) {
 
 	t.Run("leader-killed", func(t *testing.T) {
 		defer b.Bind(t)()
-		b.ClickAndLoad("a#nav-cluster")
+		submitOK(t, b, "a#nav-cluster")
 		b.WaitJS(uiLiveTimeout, "cluster page shows the leader", fmt.Sprintf(`document.querySelector("#leader")?.textContent.trim() === %s`, jsString(leader.ID)), `document.querySelector("#leader")?.textContent`)
 		// A mark on the window: a reload would lose it.
 		mustEval[bool](b, `window.__e2eNoReload = true`)
@@ -300,10 +309,10 @@ func TestUIConsole(t *testing.T) {
 		if code, _, err := liveStatus(lb, uiBanIP); code != http.StatusOK {
 			t.Fatalf("fw-revokee before revocation: status %d (err %v)", code, err)
 		}
-		b.ClickAndLoad("a#nav-certs")
+		submitOK(t, b, "a#nav-certs")
 		row := `#certs tr[data-name="fw-revokee"]`
 		b.WaitSelector(browserStepTimeout, row+` button.revoke`)
-		b.ClickAndLoad(row + ` button.revoke`)
+		submitOK(t, b, row+` button.revoke`)
 		if f := b.Text("#flash"); f == "" || b.Attr("#flash", "class") != "flash" {
 			t.Errorf("after the revocation: #flash %q (class %q), want a success message", f, b.Attr("#flash", "class"))
 		}
@@ -324,10 +333,10 @@ func TestUIConsole(t *testing.T) {
 	// then accepts; the token is shown once.
 	t.Run("enrollment-token", func(t *testing.T) {
 		defer b.Bind(t)()
-		b.ClickAndLoad("a#nav-certs")
+		b.Open(view.URL + "ui/certs")
 		b.Select(`form#new-token select[name=role]`, "bouncer")
 		b.Type(`form#new-token input[name=name]`, "fw-enrolled")
-		b.ClickAndLoad(`form#new-token button[type=submit]`)
+		submitOK(t, b, `form#new-token button[type=submit]`)
 		tok := b.Text("#token-output")
 		if tok == "" {
 			t.Fatalf("no #token-output after creating a bouncer token (#flash %q)", b.Text("#flash"))
@@ -352,7 +361,8 @@ func TestUIConsole(t *testing.T) {
 
 	t.Run("sign-out", func(t *testing.T) {
 		defer b.Bind(t)()
-		b.ClickAndLoad("#logout")
+		b.Open(view.URL + "ui/")
+		submitOK(t, b, "#logout")
 		if b.Count("#who") != 0 {
 			t.Fatalf("still signed in as %q after Sign out", b.Text("#who"))
 		}
@@ -396,7 +406,7 @@ func uiAdminCertSignIn(t *testing.T, sc *secureCluster, view *ClusterNode) {
 		t.Skipf("the login page offers no #cert-signin for an admin certificate: Config.CertIdentity not wired (lead, at merge)")
 	}
 	b.Shot("login-page")
-	b.ClickAndLoad("#cert-signin")
+	submitOK(t, b, "#cert-signin")
 	if who := b.Text("#who"); !strings.Contains(who, "alice") {
 		t.Fatalf("signed in with the admin certificate as %q, want alice", who)
 	}
