@@ -106,14 +106,17 @@ func signIn(t testing.TB, b *Browser, link, name string) {
 }
 
 // TestUIConsole drives the console of a 3-node secure cluster in headless
-// Chromium: sign-in with a `halapi ui login` link; the cluster page shows
-// the three nodes and the leader; a ban added on the decisions page
-// reaches a go-cs-bouncer streaming from another node, and its unban
-// reaches it too; the leader is SIGKILLed and the open cluster page shows
-// the new leader without a reload (server-sent events); a certificate
-// revoked on the certificates page is refused by the API; signing out
-// ends the session; an admin certificate signs in (when `halapi cert issue
-// admin` exists).
+// Chromium: sign-in with a `halapi ui login` link (single use); the
+// cluster page shows the three nodes and the leader; another site's form
+// cannot post to the console; a ban added on the decisions page reaches a
+// go-cs-bouncer streaming from another node, and its unban reaches it too;
+// the page's live refresh keeps the message meant for the next page; the
+// leader is SIGKILLed and the open cluster page shows the new leader
+// without a reload (server-sent events); a certificate revoked on the
+// certificates page is refused by the API; an enrollment token made there
+// enrolls a bouncer; signing out ends the session; an admin certificate
+// signs in (when `halapi cert issue admin` and the console's CertIdentity
+// are there).
 func TestUIConsole(t *testing.T) {
 	requireConsole(t)
 	chromiumBin(t)
@@ -206,7 +209,8 @@ func TestUIConsole(t *testing.T) {
 		b.Shot("cross-site-refused")
 		if out := view.MustCLI("decisions", "list", "--ip", crossSiteIP, "-o", "json"); strings.Contains(out, crossSiteIP) {
 			t.Errorf("the cross-site form added a decision:\n%s", out)
-		} // back to the console, still signed in
+		}
+		// back to the console, still signed in
 		b.Open(view.URL + "ui/")
 		if who := b.Text("#who"); !strings.Contains(who, "e2e-operator") {
 			t.Fatalf("back on the console after the other site: signed in as %q", who)
