@@ -19,4 +19,13 @@
 // partition (fault proxies in front of the cluster ports) and restart them
 // while real clients keep working, and check the recorded history with the
 // porcupine linearizability checker (model in linearizability_test.go).
+//
+// The web console's tests (uibrowser_*_test.go) drive Debian's headless
+// Chromium through chromedp: HALAPI_CHROMIUM names the browser (`make e2e`
+// sets it; without it they look in /usr/bin and skip when there is none),
+// each browser trusts the cluster CA through an NSS database of its own
+// (certutil and pk12util from libnss3-tools), and screenshots are kept
+// under HALAPI_ARTIFACTS (default e2e/artifacts/). HALAPI_UI_BENCH=1 runs
+// the browser render benchmark; HALAPI_UPDATE_SCREENSHOTS=1 rewrites
+// docs/img/console-cluster.png.
 package e2e

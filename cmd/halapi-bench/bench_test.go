@@ -89,6 +89,11 @@ func TestQuickBenchmark(t *testing.T) {
 		"scale_settled_rss_mib": true, "scale_poll_p99_ms": true, "scale_touch_entries_per_s": true, "scale_ingest_alerts_per_s": true,
 		"scale_capi_pull_s": true, "scale_capi_query_p99_ms": true, "scale_catchup_s": true}
 
+	if hasConsole(context.Background(), bin) {
+		want = append(want, "ui_decisions_page_ms", "ui_decisions_page_max_ms", "ui_decisions_search_ms")
+		judged["ui_decisions_page_ms"] = true
+	}
+
 	// The agent phase: one pair of figures per layout this machine allows,
 	// judged on the last one (the closest to a deployment).
 	// Then the last layout again over HTTPS (judged: a bouncer's path);

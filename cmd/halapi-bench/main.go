@@ -42,6 +42,9 @@
 //  8. agent: a bouncer query straight to a node and through `halapi agent`
 //     (loopback; pinned to two CPUs; node in a network namespace behind a
 //     veth pair): see agentbench.go and agent/agentbench.
+//  9. ui: the web console's decisions page on a node holding 50,000
+//     decisions, timed to the last byte with a signed-in session: see
+//     uibench.go.
 //
 // The machine's CPU use by other processes is sampled during every load run
 // (/proc/stat minus this process and the servers); a bare/halapi pair (or
@@ -99,11 +102,14 @@ type config struct {
 	PollEvery          time.Duration `json:"-"`
 	PollRounds         int           `json:"poll_rounds"`
 	ScaleCAPIDecisions int           `json:"scale_capi_decisions"`
+	// UI phase: decisions held, timed fetches of the console page.
+	UIDecisions int `json:"ui_decisions"`
+	UIRuns      int `json:"ui_runs"`
 	// RetryBudget bounds the time spent redoing disturbed load runs.
 	RetryBudget time.Duration `json:"-"`
 }
 
-var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi", "scale", "agent"}
+var allPhases = []string{"query", "ingest", "memory", "cluster", "tls", "capi", "scale", "agent", "ui"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -169,10 +175,12 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.DurationVar(&cfg.PollEvery, "poll-every", 10*time.Second, "scale phase: interval of each bouncer's polls (-quick: 1s)")
 	fs.IntVar(&cfg.PollRounds, "poll-rounds", 3, "scale phase: measured polling rounds after the startup round (-quick: 2)")
 	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
+	fs.IntVar(&cfg.UIDecisions, "ui-decisions", 50000, "ui phase: decisions held by the node whose console page is timed (-quick: 10,000)")
+	fs.IntVar(&cfg.UIRuns, "ui-runs", 21, "ui phase: timed fetches of the console's decisions page (the median is reported; -quick: 5)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
 		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
 		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up), "+
-		"agent (the agent's overhead on a bouncer query)")
+		"agent (the agent's overhead on a bouncer query), ui (the web console's decisions page on 50,000 decisions)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: halapi-bench -bin PATH [flags]\n\nMeasures a halapi binary against its performance targets.\n\n")
 		fs.PrintDefaults()
@@ -209,6 +217,8 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 			"poll-every":           func() { cfg.PollEvery = time.Second },
 			"poll-rounds":          func() { cfg.PollRounds = 2 },
 			"scale-capi-decisions": func() { cfg.ScaleCAPIDecisions = 10000 },
+			"ui-runs":              func() { cfg.UIRuns = 5 },
+			"ui-decisions":         func() { cfg.UIDecisions = 10000 },
 		}
 		for name, apply := range quick {
 			if !set[name] {
@@ -275,6 +285,8 @@ func (c *config) check() error {
 		return errors.New("-storm-bouncers, -settle-bouncers and -scale-bouncers must be > 0")
 	case c.Settle < 0 || c.PollEvery <= 0 || c.PollRounds <= 0:
 		return errors.New("-settle must be >= 0, -poll-every and -poll-rounds > 0")
+	case c.UIDecisions <= 0 || c.UIDecisions > ipSpace/2 || c.UIRuns <= 0:
+		return fmt.Errorf("-ui-decisions must be in 1..%d, -ui-runs > 0", ipSpace/2)
 	}
 	return nil
 }
