@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -279,9 +280,9 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	res.notes = append(res.notes,
 		fmt.Sprintf("%s: the leader's first stream call came %s after the agent's login (the pull waits for a machine with scenarios); %s; "+
 			"last decision of the list answered by the leader at +%s, by follower %s at +%s (polled every %s); %s decisions in the follower's startup stream; "+
-			"other processes used %.2f cores meanwhile",
+			"other processes used %.2f cores meanwhile; CPU used by the nodes (user+sys, login -> on the follower): %s",
 			c.name, pull.start.Sub(pull.login).Round(time.Millisecond), dl, pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), fol.name,
-			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other),
+			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other, pull.nodeCPU),
 		fmt.Sprintf("%s: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
 			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle))
 	return res, nil
@@ -294,6 +295,27 @@ type pullRun struct {
 	download         time.Time     // the blocklist download (zero: none recorded)
 	leaderSeen, seen time.Time     // the list's last decision answered by the leader, by the follower
 	other            float64       // cores other processes used meanwhile
+	nodeCPU          string        // CPU seconds (user+sys) each node used meanwhile
+}
+
+// nodesCPU reads the CPU time of every node of c (0 when unreadable).
+func nodesCPU(c *cluster) []time.Duration {
+	out := make([]time.Duration, len(c.nodes))
+	for i, s := range c.nodes {
+		if s.running() {
+			out[i], _ = cpuTime(s.pid())
+		}
+	}
+	return out
+}
+
+// showNodesCPU shows the CPU seconds each node used between two nodesCPU samples.
+func showNodesCPU(c *cluster, c0, c1 []time.Duration) string {
+	var parts []string
+	for i := range min(len(c0), len(c1), len(c.nodes)) {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", c.nodes[i].name, (c1[i]-c0[i]).Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // pullUnderLoad runs the paced bouncer load on fol and a watcher of the
@@ -326,6 +348,7 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 
 	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
 	cpu0 := sampleCPU(0, c.pids()...)
+	nodes0 := nodesCPU(c)
 	run.login = time.Now()
 	if err := login(); err != nil {
 		return run, err
@@ -334,6 +357,7 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 		return run, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
 	}
 	run.other = otherCores(cpu0, sampleCPU(0, c.pids()...), time.Since(run.login))
+	run.nodeCPU = showNodesCPU(c, nodes0, nodesCPU(c))
 	close(stop)
 	<-loadDone
 	<-leaderDone

@@ -66,6 +66,9 @@ const (
 )
 
 func (b *bench) phaseScale(ctx context.Context) error {
+	if b.cfg.ScaleBulkOnly {
+		return b.scaleCluster(ctx)
+	}
 	if err := b.scaleStorm(ctx); err != nil {
 		return fmt.Errorf("storm: %w", err)
 	}
