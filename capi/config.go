@@ -205,6 +205,10 @@ type Config struct {
 	// the FSM's published state), so it only trades raft round trips
 	// against entry size; importChunks keeps several chunks in flight.
 	ChunkSize int
+	// ListChunkSize is the number of values per compact list entry
+	// (fsm.ImportList, ~17 bytes each: 50,000 make ~850 KiB), used when
+	// every voter applies it.
+	ListChunkSize int
 	// SignalBatch is the number of signals per POST (CAPI accepts 50).
 	SignalBatch int
 	// SignalTimeout bounds one signal batch (retries included).
@@ -252,6 +256,7 @@ func DefaultConfig() Config {
 		ScenarioPoll:         time.Second,
 		WatchInterval:        time.Second,
 		ChunkSize:            5000,
+		ListChunkSize:        50000,
 		SignalBatch:          50,
 		SignalTimeout:        5 * time.Second,
 		RequestTimeout:       30 * time.Second,
@@ -292,6 +297,9 @@ func (c *Config) fill() {
 	dur(&c.RetryMax, d.RetryMax)
 	if c.PullGuard == 0 {
 		c.PullGuard = d.PullGuard
+	}
+	if c.ListChunkSize <= 0 {
+		c.ListChunkSize = d.ListChunkSize
 	}
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = d.ChunkSize

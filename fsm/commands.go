@@ -79,4 +79,5 @@ var commands = mustRegistry(
 	gated(CmdUsageFlush, (*state).usageFlush),
 	gated(CmdNotifyCursor, (*state).notifyCursor),
 	gated(CmdProfilesSet, (*state).profilesSet),
+	gated(CmdImportList, (*state).importList),
 )

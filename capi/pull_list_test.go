@@ -1,0 +1,106 @@
+package capi
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/capi/capitest"
+	"github.com/halapi/halapi/fsm"
+)
+
+// When every voter applies fsm.ImportList, a pull goes as compact lists of
+// ListChunkSize values (runs of one origin/type/scope/scenario), and
+// stores what the ImportDecisions path stores.
+func TestPullChunksAsLists(t *testing.T) {
+	run := func(lists bool) (*localApplier, []*fsm.Decision) {
+		fake := newFake(t)
+		cfg := testConfig(fake)
+		cfg.ChunkSize, cfg.ListChunkSize = 7, 7
+		s, a, cl := newUnstarted(t, fake, cfg)
+		a.lists.Store(lists)
+		var ds []capitest.Decision
+		var lines []string
+		for i := 0; i < 20; i++ {
+			// community decisions have their own durations: per-value expiries
+			ds = append(ds, capitest.Decision{Value: fmt.Sprintf("100.0.0.%d", i), Duration: fmt.Sprintf("%dh", 1+i%2)})
+			lines = append(lines, fmt.Sprintf("100.1.0.%d", i))
+		}
+		fake.SetBlocklist("big", lines)
+		fake.SetStream(capitest.StreamResponse{New: []capitest.NewGroup{
+			{Scenario: "s", Scope: "Ip", Decisions: ds[:15]}, {Scenario: "t", Scope: "ip", Decisions: ds[15:]}},
+			Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{fake.BlocklistLink("big", "ban", "Ip", "24h")}}})
+		startup := true
+		pull(t, s, cl, &startup, false)
+		return a, a.f.Decisions(&fsm.DecisionFilter{}, time.Now())
+	}
+	a, got := run(true)
+	n, sizes := a.commands(fsm.CmdImportList)
+	slices.Sort(sizes)
+	// community: 7+7+1 of "s", 5 of "t"; the blocklist: 7+7+6
+	if n != 7 || fmt.Sprint(sizes) != "[1 5 6 7 7 7 7]" {
+		t.Fatalf("%d list commands, sizes %v", n, sizes)
+	}
+	if n, _ := a.commands(fsm.CmdImportDecisions); n != 0 {
+		t.Errorf("%d ImportDecisions commands beside the lists", n)
+	}
+	_, want := run(false)
+	if len(got) != 40 || len(want) != 40 {
+		t.Fatalf("%d decisions through lists, %d through ImportDecisions, want 40", len(got), len(want))
+	}
+	type key struct {
+		origin, typ, scope, value, scenario string
+		alert                               int64
+	}
+	view := func(ds []*fsm.Decision) (map[key]time.Duration, map[fsm.UUID]bool) {
+		out, uuids := map[key]time.Duration{}, map[fsm.UUID]bool{}
+		for _, d := range ds {
+			out[key{d.Origin, d.Type, d.Scope, d.Value, d.Scenario, d.AlertID}] = time.Duration(d.Until - d.CreatedAt).Round(time.Hour)
+			uuids[d.UUID] = true
+		}
+		return out, uuids
+	}
+	gv, gu := view(got)
+	wv, _ := view(want)
+	if fmt.Sprint(gv) != fmt.Sprint(wv) {
+		t.Errorf("through lists:\n%v\nthrough ImportDecisions:\n%v", gv, wv)
+	}
+	if len(gu) != 40 || gu[fsm.UUID{}] {
+		t.Errorf("%d distinct UUIDs (zero among them: %v), want 40", len(gu), gu[fsm.UUID{}])
+	}
+}
+
+// A list chunk whose answer timed out is sent again under the same request
+// ID: applied once.
+func TestPullListChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
+	fake := newFake(t)
+	cfg := testConfig(fake)
+	cfg.ListChunkSize = 5
+	s, a, cl := newUnstarted(t, fake, cfg)
+	a.lists.Store(true)
+	var lines []string
+	for i := 0; i < 23; i++ {
+		lines = append(lines, fmt.Sprintf("100.2.0.%d", i))
+	}
+	fake.SetBlocklist("late", lines)
+	fake.SetStream(capitest.StreamResponse{Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{
+		fake.BlocklistLink("late", "ban", "Ip", "24h")}}})
+	a.lateAnswers.Store(3)
+	startup := true
+	pull(t, s, cl, &startup, false)
+	if n, _ := a.commands(fsm.CmdImportList); n != 5+3 {
+		t.Errorf("%d list entries, want 5 chunks + 3 resent", n)
+	}
+	got := a.f.Decisions(&fsm.DecisionFilter{Origins: []string{OriginLists}}, time.Now())
+	seen := map[string]bool{}
+	for _, d := range got {
+		if seen[d.Value] {
+			t.Errorf("%s stored twice", d.Value)
+		}
+		seen[d.Value] = true
+	}
+	if len(got) != len(lines) {
+		t.Errorf("%d decisions stored, want %d", len(got), len(lines))
+	}
+}
