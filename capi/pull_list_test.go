@@ -104,3 +104,25 @@ func TestPullListChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
 		t.Errorf("%d decisions stored, want %d", len(got), len(lines))
 	}
 }
+
+// Runs of one template are ordered by address (non-addresses first, in
+// their order); runs stay where they were.
+func TestSortRunsByAddress(t *testing.T) {
+	d := func(scope, scenario, value string) fsm.Decision {
+		return fsm.Decision{Origin: OriginLists, Type: "ban", Scope: scope, Scenario: scenario, Value: value}
+	}
+	ds := []fsm.Decision{
+		d("Ip", "a", "10.0.0.2"), d("Ip", "a", "2001:db8::1"), d("Ip", "a", "9.9.9.9"), d("Ip", "a", "10.0.0.0/8"), d("Ip", "a", "10.0.0.1"),
+		d("Ip", "b", "5.5.5.5"), d("Ip", "b", "1.1.1.1"),
+		d("Country", "a", "FR"), d("Country", "a", "DE"),
+	}
+	sortRuns(ds)
+	var got []string
+	for _, x := range ds {
+		got = append(got, x.Scenario+":"+x.Value)
+	}
+	want := "[a:9.9.9.9 a:10.0.0.0/8 a:10.0.0.1 a:10.0.0.2 a:2001:db8::1 b:1.1.1.1 b:5.5.5.5 a:FR a:DE]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("sorted %v\nwant   %s", got, want)
+	}
+}

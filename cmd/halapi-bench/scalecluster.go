@@ -408,6 +408,9 @@ func (b *bench) scaleCatchUp(ctx context.Context, c *cluster, key, lastIP, held 
 	cm := b.rep.add(&metric{Key: "scale_catchup_s", Name: fmt.Sprintf("a new node catching up from a snapshot (%s decisions): start -> serving them",
 		held), Unit: unitS, Value: took.Seconds(), Target: "< 10 s"})
 	cm.judge(took < 10*time.Second)
+	if restored == 0 {
+		b.rep.Notes = append(b.rep.Notes, "scale catch-up: WARNING: the new node replayed the log, no snapshot was installed (the figure is not a catch-up from a snapshot)")
+	}
 	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale catch-up: leader %s snapshotted at index %.0f (--raft-trailing-logs %d); %s had applied it and %s %s after it was started, "+
 		"its last snapshot index then %.0f (a snapshot was installed when > 0), RSS %.0f MiB; CPU used by the nodes meanwhile (user+sys): %s",
 		leader.name, snapIndex, scaleTrailingLogs, s.name, served, took.Round(time.Millisecond), restored, mib(m.RSS), showNodesCPU(c, cpu0, cpu1)))
