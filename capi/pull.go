@@ -95,15 +95,18 @@ func pulledDecision(origin, scenario, typ, scope, value, duration string, now ti
 	if value == "" {
 		return fsm.Decision{}, false
 	}
+	var r fsm.IPRange
 	if fsm.IsIPScope(scope) {
-		if _, err := fsm.ParseRange(value); err != nil {
+		var err error
+		if r, err = fsm.ParseRange(value); err != nil {
 			return fsm.Decision{}, false
 		}
 	}
 	if typ == "" {
 		typ = "ban"
 	}
-	return fsm.Decision{Origin: origin, Type: typ, Scope: scope, Value: value,
+	// Range (never encoded) orders the list by address (addressOrder)
+	return fsm.Decision{Range: r.Prefix(), Origin: origin, Type: typ, Scope: scope, Value: value,
 		Scenario: scenario, Until: fsm.ClampUntil(now.UnixNano(), fsm.AddClamped(now.UnixNano(), int64(d)))}, true
 }
 
@@ -134,27 +137,30 @@ type importChunk struct {
 	n    int
 }
 
-// importChunks splits a pulled list into entries. When every voter applies
-// ImportList, runs of decisions sharing origin, type, scope and scenario
-// go as compact lists of ListChunkSize values (each value once, the
-// UUIDs derived from a random seed, one expiry or one per value); else as
+// importChunks splits a pulled list into entries, each run of decisions
+// sharing origin, type, scope and scenario in address order
+// (addressOrder). When every voter applies ImportList, a run goes as
+// compact lists of ListChunkSize values (each value once, the UUIDs
+// derived from a random seed, one expiry or one per value); else as
 // ImportDecisions of ChunkSize decisions, each with its own UUID.
 func (s *Service) importChunks(ds []fsm.Decision) []importChunk {
 	var out []importChunk
-	sortRuns(ds)
-	if sp, ok := s.c.(supporter); ok && sp.Supports(fsm.CmdImportList) {
-		for i := 0; i < len(ds); {
-			d0 := ds[i]
+	order := addressOrder(ds)
+	sp, ok := s.c.(supporter)
+	lists := ok && sp.Supports(fsm.CmdImportList)
+	for i := 0; i < len(order); {
+		j := i
+		if lists {
+			d0 := &ds[order[i]]
 			l := fsm.ImportList{Origin: d0.Origin, Type: d0.Type, Scope: d0.Scope, Scenario: d0.Scenario, Until: d0.Until,
-				Seed: fsm.UUID(uuid.New())}
-			j := i
-			for ; j < len(ds) && j-i < s.cfg.ListChunkSize; j++ {
-				d := ds[j]
-				if !sameTemplate(&d, &d0) {
+				Seed: fsm.UUID(uuid.New()), Values: make([]string, 0, min(s.cfg.ListChunkSize, len(order)-i))}
+			for ; j < len(order) && j-i < s.cfg.ListChunkSize; j++ {
+				d := &ds[order[j]]
+				if !sameTemplate(d, d0) {
 					break
 				}
 				if d.Until != l.Until && l.Untils == nil {
-					l.Untils = make([]int64, j-i, s.cfg.ListChunkSize)
+					l.Untils = make([]int64, j-i, cap(l.Values))
 					for k := range l.Untils {
 						l.Untils[k] = l.Until
 					}
@@ -172,18 +178,18 @@ func (s *Service) importChunks(ds []fsm.Decision) []importChunk {
 				b.AlertID, b.Alert = id, a
 				return b
 			}})
-			i = j
+		} else {
+			chunk := make([]fsm.Decision, 0, min(s.cfg.ChunkSize, len(order)-i))
+			for ; j < len(order) && j-i < s.cfg.ChunkSize; j++ {
+				d := ds[order[j]]
+				d.UUID, d.Range = fsm.UUID(uuid.New()), fsm.Prefix{}
+				chunk = append(chunk, d)
+			}
+			out = append(out, importChunk{typ: fsm.CmdImportDecisions, n: len(chunk), body: func(id int64, a fsm.Alert) any {
+				return fsm.ImportDecisions{AlertID: id, Alert: a, Decisions: chunk}
+			}})
 		}
-		return out
-	}
-	for i := 0; i < len(ds); i += s.cfg.ChunkSize {
-		chunk := ds[i:min(i+s.cfg.ChunkSize, len(ds))]
-		for k := range chunk {
-			chunk[k].UUID = fsm.UUID(uuid.New())
-		}
-		out = append(out, importChunk{typ: fsm.CmdImportDecisions, n: len(chunk), body: func(id int64, a fsm.Alert) any {
-			return fsm.ImportDecisions{AlertID: id, Alert: a, Decisions: chunk}
-		}})
+		i = j
 	}
 	return out
 }
@@ -194,37 +200,30 @@ func sameTemplate(a, b *fsm.Decision) bool {
 	return a.Origin == b.Origin && a.Type == b.Type && a.Scope == b.Scope && a.Scenario == b.Scenario
 }
 
-// sortRuns orders each run of decisions sharing a template by address
-// (values that are not addresses first, in their order). The order of a
-// list is not observable (one alert, no replacement within it) but every
-// node inserts each chunk into its IP index: in address order the inserts
-// and the same-value probes walk neighbouring B-tree nodes, and a chunk
-// copies few nodes after a publish (1M scattered addresses: 4.4 s of CPU
-// per node, sorted: 1.3 s — BenchmarkScaleImportList).
-func sortRuns(ds []fsm.Decision) {
+// addressOrder is the order in which a pulled list is imported: its runs of
+// decisions sharing a template where they are, each run ordered by
+// address (Range; values that are not addresses first, in their order).
+// The order of a list is not observable (one alert, no replacement within
+// it) but every node inserts each chunk into its IP index: in address
+// order the inserts and the same-value probes walk neighbouring B-tree
+// nodes, and a chunk copies few nodes after a publish (1M scattered
+// addresses: 4.4 s of CPU per node, sorted: 1.3 s —
+// BenchmarkScaleImportList).
+func addressOrder(ds []fsm.Decision) []int32 {
 	type key struct {
 		p fsm.Prefix
-		i int
+		i int32
 	}
-	var keys []key
-	var tmp []fsm.Decision
+	keys := make([]key, len(ds))
+	for i := range ds {
+		keys[i] = key{ds[i].Range, int32(i)}
+	}
 	for i := 0; i < len(ds); {
 		j := i + 1
 		for j < len(ds) && sameTemplate(&ds[i], &ds[j]) {
 			j++
 		}
-		run := ds[i:j]
-		keys = keys[:0]
-		for k := range run {
-			var p fsm.Prefix
-			if fsm.IsIPScope(run[k].Scope) {
-				if r, err := fsm.ParseRange(run[k].Value); err == nil {
-					p = r.Prefix()
-				}
-			}
-			keys = append(keys, key{p, k})
-		}
-		slices.SortFunc(keys, func(a, b key) int {
+		slices.SortFunc(keys[i:j], func(a, b key) int {
 			switch {
 			case a.p.Fam != b.p.Fam:
 				return cmp.Compare(a.p.Fam, b.p.Fam)
@@ -235,12 +234,13 @@ func sortRuns(ds []fsm.Decision) {
 			}
 			return cmp.Compare(a.i, b.i)
 		})
-		tmp = append(tmp[:0], run...)
-		for k, x := range keys {
-			run[k] = tmp[x.i]
-		}
 		i = j
 	}
+	order := make([]int32, len(ds))
+	for k := range keys {
+		order[k] = keys[k].i
+	}
+	return order
 }
 
 // importList stores decisions under one new alert, in the entries
@@ -611,10 +611,11 @@ func (s *Service) pullBlocklist(ctx context.Context, cl *Client, bl BlocklistLin
 	if !lastMod.IsZero() {
 		pulledAt = lastMod
 	}
-	var ds []fsm.Decision
+	estimate := bytes.Count(body, []byte{'\n'}) + 1
+	ds := make([]fsm.Decision, 0, estimate)
 	lines := 0
 	filtered := 0
-	seen := map[string]bool{}
+	seen := make(map[string]bool, estimate)
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	for sc.Scan() {
 		v := strings.TrimSpace(sc.Text())

@@ -107,22 +107,26 @@ func TestPullListChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
 
 // Runs of one template are ordered by address (non-addresses first, in
 // their order); runs stay where they were.
-func TestSortRunsByAddress(t *testing.T) {
+func TestAddressOrder(t *testing.T) {
 	d := func(scope, scenario, value string) fsm.Decision {
-		return fsm.Decision{Origin: OriginLists, Type: "ban", Scope: scope, Scenario: scenario, Value: value}
+		x, ok := pulledDecision(OriginLists, scenario, "ban", scope, value, "1h", time.Now())
+		if !ok {
+			t.Fatalf("%s %s refused", scope, value)
+		}
+		return x
 	}
 	ds := []fsm.Decision{
-		d("Ip", "a", "10.0.0.2"), d("Ip", "a", "2001:db8::1"), d("Ip", "a", "9.9.9.9"), d("Ip", "a", "10.0.0.0/8"), d("Ip", "a", "10.0.0.1"),
+		d("Ip", "a", "10.0.0.2"), d("Ip", "a", "2001:db8::1"), d("Ip", "a", "9.9.9.9"), d("Range", "a", "10.0.0.0/8"), d("Range", "a", "10.0.0.0/24"),
 		d("Ip", "b", "5.5.5.5"), d("Ip", "b", "1.1.1.1"),
 		d("Country", "a", "FR"), d("Country", "a", "DE"),
 	}
-	sortRuns(ds)
+	ds[3].Scope, ds[4].Scope = "Ip", "Ip" // one run
 	var got []string
-	for _, x := range ds {
-		got = append(got, x.Scenario+":"+x.Value)
+	for _, i := range addressOrder(ds) {
+		got = append(got, ds[i].Scenario+":"+ds[i].Value)
 	}
-	want := "[a:9.9.9.9 a:10.0.0.0/8 a:10.0.0.1 a:10.0.0.2 a:2001:db8::1 b:1.1.1.1 b:5.5.5.5 a:FR a:DE]"
+	want := "[a:9.9.9.9 a:10.0.0.0/8 a:10.0.0.0/24 a:10.0.0.2 a:2001:db8::1 b:1.1.1.1 b:5.5.5.5 a:FR a:DE]"
 	if fmt.Sprint(got) != want {
-		t.Errorf("sorted %v\nwant   %s", got, want)
+		t.Errorf("order %v\nwant  %s", got, want)
 	}
 }
