@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/halapi/halapi/fsm"
 	"gopkg.in/yaml.v3"
 )
 
@@ -301,6 +302,7 @@ func (c *Config) fill() {
 	if c.ListChunkSize <= 0 {
 		c.ListChunkSize = d.ListChunkSize
 	}
+	c.ListChunkSize = min(c.ListChunkSize, fsm.MaxDecisionsPerEntry)
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = d.ChunkSize
 	}

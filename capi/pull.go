@@ -123,6 +123,10 @@ func pullAlert(sourceScope string, added, deleted int, now time.Time) fsm.Alert 
 // batch), instead of one round trip per chunk.
 const importWindow = 4
 
+// listChunkBytes also ends a list chunk: values are IPs in practice
+// (~15 bytes), but a list of long values must not make a huge entry.
+const listChunkBytes = 4 << 20
+
 // supporter is an Applier that tells whether every voter applies a
 // command type (cluster.Node): compact list imports need it.
 type supporter interface {
@@ -154,11 +158,13 @@ func (s *Service) importChunks(ds []fsm.Decision) []importChunk {
 			d0 := &ds[order[i]]
 			l := fsm.ImportList{Origin: d0.Origin, Type: d0.Type, Scope: d0.Scope, Scenario: d0.Scenario, Until: d0.Until,
 				Seed: fsm.UUID(uuid.New()), Values: make([]string, 0, min(s.cfg.ListChunkSize, len(order)-i))}
-			for ; j < len(order) && j-i < s.cfg.ListChunkSize; j++ {
+			size := 0
+			for ; j < len(order) && j-i < s.cfg.ListChunkSize && size < listChunkBytes; j++ {
 				d := &ds[order[j]]
 				if !sameTemplate(d, d0) {
 					break
 				}
+				size += len(d.Value) + 3
 				if d.Until != l.Until && l.Untils == nil {
 					l.Untils = make([]int64, j-i, cap(l.Values))
 					for k := range l.Untils {

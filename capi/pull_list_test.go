@@ -3,6 +3,7 @@ package capi
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +129,34 @@ func TestAddressOrder(t *testing.T) {
 	want := "[a:9.9.9.9 a:10.0.0.0/8 a:10.0.0.0/24 a:10.0.0.2 a:2001:db8::1 b:1.1.1.1 b:5.5.5.5 a:FR a:DE]"
 	if fmt.Sprint(got) != want {
 		t.Errorf("order %v\nwant  %s", got, want)
+	}
+}
+
+// A list of long values is cut by bytes too: no entry grows past
+// listChunkBytes (plus one value).
+func TestListChunksBoundedInBytes(t *testing.T) {
+	a := newLocal()
+	a.lists.Store(true)
+	s := New(Config{}, a.f, a, newLogger(&logBuffer{}))
+	long := strings.Repeat("x", 60<<10)
+	var ds []fsm.Decision
+	for i := range 200 {
+		ds = append(ds, fsm.Decision{Origin: OriginLists, Type: "ban", Scope: "Country", Scenario: "l", Value: fmt.Sprintf("%d%s", i, long)})
+	}
+	chunks := s.importChunks(ds)
+	total := 0
+	for _, c := range chunks {
+		l := c.body(1, fsm.Alert{}).(fsm.ImportList)
+		size := 0
+		for _, v := range l.Values {
+			size += len(v)
+		}
+		if size > listChunkBytes+len(long)+8 {
+			t.Errorf("a chunk of %d bytes", size)
+		}
+		total += len(l.Values)
+	}
+	if len(chunks) < 2 || total != 200 {
+		t.Errorf("%d chunks holding %d values", len(chunks), total)
 	}
 }

@@ -7,10 +7,9 @@ import (
 	"testing"
 )
 
-// listEntries encodes n blocklist values (IPv4, in scattered or ascending
-// order) as ImportList entries of chunk values, the first creating the
-// alert (ID 1).
-func listEntries(tb testing.TB, n, chunk int, scattered bool) [][]byte {
+// pullValues is a blocklist of n IPv4 addresses, in scattered (a real
+// list's) or ascending order.
+func pullValues(n int, scattered bool) []string {
 	vals := make([]string, n)
 	for i := range vals {
 		x := uint32(i)
@@ -22,28 +21,51 @@ func listEntries(tb testing.TB, n, chunk int, scattered bool) [][]byte {
 	if scattered {
 		rand.New(rand.NewPCG(1, 2)).Shuffle(n, func(i, j int) { vals[i], vals[j] = vals[j], vals[i] })
 	}
+	return vals
+}
+
+// pullEntries encodes a blocklist as capi writes it: ImportDecisions
+// entries of chunk decisions (list false) or ImportList entries of chunk
+// values, the first creating the alert (ID 1).
+func pullEntries(tb testing.TB, vals []string, chunk int, list bool) [][]byte {
+	alert := Alert{Scenario: "update : +n/-0 IPs", StartAt: T0, StopAt: T0, Source: Source{Scope: "lists:bench"}}
+	seed := MustUUID("6f1c2a3b-4d5e-4f60-8172-000000000000")
 	var out [][]byte
-	for i := 0; i < n; i += chunk {
-		b := ImportList{Origin: "lists", Type: "ban", Scope: "Ip", Scenario: "bench", Until: T0 + 24*hour,
-			Seed: MustUUID("6f1c2a3b-4d5e-4f60-8172-000000000000"), Values: vals[i:min(i+chunk, n)]}
+	for i := 0; i < len(vals); i += chunk {
+		l := ImportList{Origin: "lists", Type: "ban", Scope: "Ip", Scenario: "bench", Until: T0 + 24*hour,
+			Seed: UUIDAt(seed, i), Values: vals[i:min(i+chunk, len(vals))]}
 		if i == 0 {
-			b.Alert = Alert{Scenario: "update : +n/-0 IPs", StartAt: T0, StopAt: T0, Source: Source{Scope: "lists:bench"}}
+			l.Alert = alert
 		} else {
-			b.AlertID = 1
+			l.AlertID = 1
 		}
-		out = append(out, entry(tb, CmdImportList, T0, b))
+		if list {
+			out = append(out, entry(tb, CmdImportList, T0, l))
+		} else {
+			out = append(out, entry(tb, CmdImportDecisions, T0, l.Expand()))
+		}
 	}
 	return out
 }
 
-// BenchmarkScaleImportList applies n values in ImportList entries of
-// 50,000 (capi's list chunk), decode included: in the list's order
-// (scattered addresses) and sorted by address.
-func BenchmarkScaleImportList(b *testing.B) {
-	for _, scattered := range []bool{true, false} {
-		b.Run(fmt.Sprintf("scattered=%v", scattered), func(b *testing.B) {
+// BenchmarkScalePull applies a 1M-value blocklist as a node receives it,
+// decode included: capi's entries before issue 9's bulk work (ImportDecisions
+// of 5,000, in the list's order) and after (ImportList of 50,000, in
+// address order), and the two steps apart.
+func BenchmarkScalePull(b *testing.B) {
+	for _, c := range []struct {
+		name            string
+		chunk           int
+		list, scattered bool
+	}{
+		{"decisions-5000-scattered", 5000, false, true},
+		{"list-50000-scattered", 50_000, true, true},
+		{"decisions-5000-sorted", 5000, false, false},
+		{"list-50000-sorted", 50_000, true, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			n := scaleN()
-			entries := listEntries(b, n, 50_000, scattered)
+			entries := pullEntries(b, pullValues(n, c.scattered), c.chunk, c.list)
 			var bytes int
 			for _, e := range entries {
 				bytes += len(e)
