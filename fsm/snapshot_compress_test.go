@@ -10,9 +10,14 @@ import (
 func compressState(t *testing.T) *harness {
 	h := newHarness(t)
 	h.must(CmdMachineCreate, T0, MachineCreate{Machine: Machine{ID: "m1", AuthType: AuthPassword}})
+	var vals []string
 	for i := range 3000 {
-		h.dec(T0, ban(fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff), T0+hour))
+		vals = append(vals, fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, i&0xff))
 	}
+	// one entry: the harness images the whole state at every entry
+	h.must(CmdImportList, T0, ImportList{Alert: pullAlert("lists:b"), Origin: "lists", Type: "ban", Scope: "Ip", Scenario: "b",
+		Until: T0 + hour, Seed: MustUUID("00000000-0000-4000-8000-100000000000"), Values: vals})
+	h.dec(T0, ban("10.0.0.1", T0+hour))
 	ids := h.dec(T0, withScope(ban("FR", T0+hour), "Country"))
 	h.expire(T0+sec, ids)
 	h.must(CmdImportList, T0+2*sec, ImportList{Alert: pullAlert("lists:a"), Origin: "lists", Type: "ban", Scope: "Ip", Scenario: "a",
