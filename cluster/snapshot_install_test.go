@@ -56,15 +56,21 @@ func TestJoiningNodeInstallsCompressedSnapshot(t *testing.T) {
 			t.Fatalf("apply list: %v %+v", err, res)
 		}
 	}
-	// the membership loop has turned compression on by now (it runs
-	// every 500 ms and Supports was already true)
-	waitFor(t, "a compressed snapshot on disk", 10*time.Second, func() bool {
-		if err := leader.n.Snapshot(); err != nil {
-			t.Logf("snapshot: %v", err)
-			return false
-		}
-		return newestSnapshotCompressed(t, leader.dir)
-	})
+	// the membership loop turns compression on (it runs every 500 ms);
+	// both nodes snapshot and compact their logs, so whichever leads when
+	// n3 joins has to send it a snapshot
+	for _, tn := range nodes[:2] {
+		waitFor(t, tn.id+": a compressed snapshot on disk", 10*time.Second, func() bool {
+			// a new entry each time: raft refuses a snapshot with nothing new
+			if _, err := tn.n.Apply(ctx, fsm.Command{Type: fsm.CmdSetConfig, Body: fsm.SetConfig{Key: "k", Value: []byte(tn.id)}}); err != nil {
+				t.Logf("%s write: %v", tn.id, err)
+			}
+			if err := tn.n.Snapshot(); err != nil {
+				t.Logf("%s snapshot: %v", tn.id, err)
+			}
+			return newestSnapshotCompressed(t, tn.dir)
+		})
+	}
 
 	open(nodes[2], 0)
 	waitFor(t, "n3 caught up with the list", 30*time.Second, func() bool {
