@@ -3,7 +3,14 @@ package fsm
 // Commands on decisions: expire by ID or filter, imports of pulled lists
 // (CAPI, blocklists) and the expiries that go with them.
 
-import "strings"
+import (
+	"runtime"
+	"strings"
+)
+
+// importYieldEvery+1 is how many decisions an import applies between two
+// yields of the apply goroutine (a power of two).
+const importYieldEvery = 255
 
 // DecisionsExpire soft-expires decisions by ID, or the active decisions
 // matching Filter (evaluated at apply time, like AlertsDelete).
@@ -152,6 +159,12 @@ func (s *state) importEach(e entryCtx, alertID int64, alert *Alert, n int, decis
 	// list is re-imported over a big alert)
 	detached := map[int64]map[int64]bool{}
 	for i := range n {
+		if i&importYieldEvery == importYieldEvery {
+			// let queries queued on this P run now rather than at the
+			// next preemption (up to 10 ms away): a big list is ~100 ms
+			// of apply per entry on a small node
+			runtime.Gosched()
+		}
 		d := decision(i)
 		if IsIPScope(d.Scope) {
 			r, err := ParseRange(d.Value)
