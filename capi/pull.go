@@ -212,9 +212,9 @@ func sameTemplate(a, b *fsm.Decision) bool {
 // The order of a list is not observable (one alert, no replacement within
 // it) but every node inserts each chunk into its IP index: in address
 // order the inserts and the same-value probes walk neighbouring B-tree
-// nodes, and a chunk copies few nodes after a publish (1M scattered
-// addresses: 4.4 s of CPU per node, sorted: 1.3 s —
-// BenchmarkScaleImportList).
+// nodes, and a chunk copies few nodes after a publish (1M addresses in
+// ImportList entries: 3.3 s of CPU per node scattered, 1.2 s sorted —
+// fsm's BenchmarkScalePull).
 func addressOrder(ds []fsm.Decision) []int32 {
 	type key struct {
 		p fsm.Prefix
