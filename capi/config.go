@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/halapi/halapi/fsm"
 	"gopkg.in/yaml.v3"
 )
 
@@ -205,6 +206,10 @@ type Config struct {
 	// the FSM's published state), so it only trades raft round trips
 	// against entry size; importChunks keeps several chunks in flight.
 	ChunkSize int
+	// ListChunkSize is the number of values per compact list entry
+	// (fsm.ImportList, ~17 bytes each: 50,000 make ~850 KiB), used when
+	// every voter applies it.
+	ListChunkSize int
 	// SignalBatch is the number of signals per POST (CAPI accepts 50).
 	SignalBatch int
 	// SignalTimeout bounds one signal batch (retries included).
@@ -252,6 +257,7 @@ func DefaultConfig() Config {
 		ScenarioPoll:         time.Second,
 		WatchInterval:        time.Second,
 		ChunkSize:            5000,
+		ListChunkSize:        50000,
 		SignalBatch:          50,
 		SignalTimeout:        5 * time.Second,
 		RequestTimeout:       30 * time.Second,
@@ -293,6 +299,10 @@ func (c *Config) fill() {
 	if c.PullGuard == 0 {
 		c.PullGuard = d.PullGuard
 	}
+	if c.ListChunkSize <= 0 {
+		c.ListChunkSize = d.ListChunkSize
+	}
+	c.ListChunkSize = min(c.ListChunkSize, fsm.MaxDecisionsPerEntry)
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = d.ChunkSize
 	}

@@ -9,7 +9,8 @@
 //   - the replicated CAPI state, stored in the FSM through fsm.CmdSetConfig
 //     under the "capi:" keys (credentials, cached token, signal push cursor,
 //     pull state with blocklist last-pull times, registration requests);
-//   - turning pulled data into fsm.CmdImportDecisions (chunked),
+//   - turning pulled data into fsm.CmdImportList (compact, chunked, in
+//     address order; fsm.CmdImportDecisions while some voter lacks it),
 //     fsm.CmdExpireByValue, fsm.CmdExpireSet and fsm.CmdAllowlistReplace;
 //   - the CAPI admin routes (AdminRoutes, served by package admin: status,
 //     register, enroll, credentials) and Prometheus metrics.
@@ -22,8 +23,8 @@
 //   - block or slow the LAPI: no request handler ever waits for CAPI, and
 //     large pulls are applied in chunks so bouncer reads never stall;
 //   - read clocks or draw randomness inside the FSM: times (decision
-//     until, last-pull dates) and UUIDs are computed here and travel in
-//     the commands;
+//     until, last-pull dates) and UUIDs (or a list's UUID seed) are
+//     computed here and travel in the commands;
 //   - log secrets (password, token).
 //
 // Differences from CrowdSec v1.7.6, on purpose:

@@ -31,7 +31,12 @@ type localApplier struct {
 	// lateAnswers: that many applies commit, then report a timeout (an
 	// answer lost on a loaded node)
 	lateAnswers atomic.Int32
+	// lists: every voter applies fsm.ImportList (Supports)
+	lists atomic.Bool
 }
+
+// Supports is cluster.Node's: the gated compact import only when lists is set.
+func (a *localApplier) Supports(t fsm.CmdType) bool { return t != fsm.CmdImportList || a.lists.Load() }
 
 func newLocal() *localApplier {
 	a := &localApplier{f: fsm.New(nil)}
@@ -66,8 +71,11 @@ func (a *localApplier) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, e
 }
 
 func countDecisions(c fsm.Command) int {
-	if b, ok := c.Body.(fsm.ImportDecisions); ok {
+	switch b := c.Body.(type) {
+	case fsm.ImportDecisions:
 		return len(b.Decisions)
+	case fsm.ImportList:
+		return len(b.Values)
 	}
 	return 0
 }
@@ -80,7 +88,7 @@ func (a *localApplier) commands(t fsm.CmdType) (n int, sizes []int) {
 	for i, c := range a.cmds {
 		if c == t {
 			n++
-			if t == fsm.CmdImportDecisions {
+			if t == fsm.CmdImportDecisions || t == fsm.CmdImportList {
 				sizes = append(sizes, a.sizes[i])
 			}
 		}

@@ -192,6 +192,11 @@ func (n *Node) MemberAlive(id string) bool {
 // voter does not advertise yet (a rolling upgrade is not finished).
 var ErrUnsupportedCommand = errors.New("command type not supported by every voter")
 
+// Supports reports whether this node may append a command of type t now:
+// it is in the baseline, or this node and every voter advertise it (a
+// writer with a fallback checks this first, capi's compact list imports).
+func (n *Node) Supports(t fsm.CmdType) bool { return n.checkSupported(t) == nil }
+
 // checkSupported refuses a command type outside the baseline unless this
 // node and every voter in the raft configuration advertise it.
 func (n *Node) checkSupported(t fsm.CmdType) error {

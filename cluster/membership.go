@@ -19,6 +19,8 @@ import (
 func (n *Node) maintain() {
 	defer n.wg.Done()
 	if n.gossip == nil {
+		// alone: only this build reads its snapshots
+		n.FSM.SetCompressedSnapshots(true)
 		return
 	}
 	t := time.NewTicker(500 * time.Millisecond)
@@ -39,6 +41,9 @@ func (n *Node) maintain() {
 		}
 		n.gossip.rememberPeers()
 		n.refreshState()
+		// compressed snapshots once every voter reads them (the builds
+		// that apply ImportList do)
+		n.FSM.SetCompressedSnapshots(n.Supports(fsm.CmdImportList))
 		if !n.hasState.Load() {
 			n.tryBootstrap()
 		}

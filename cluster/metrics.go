@@ -119,7 +119,7 @@ func commandName(t fsm.CmdType) string {
 		return "touch"
 	case fsm.CmdAlertsCreate:
 		return "alerts_create"
-	case fsm.CmdImportDecisions:
+	case fsm.CmdImportDecisions, fsm.CmdImportList:
 		return "import_decisions"
 	case fsm.CmdDecisionsExpire, fsm.CmdExpireByValue, fsm.CmdExpireSet:
 		return "expire"

@@ -3,7 +3,14 @@ package fsm
 // Commands on decisions: expire by ID or filter, imports of pulled lists
 // (CAPI, blocklists) and the expiries that go with them.
 
-import "strings"
+import (
+	"runtime"
+	"strings"
+)
+
+// importYieldEvery+1 is how many decisions an import applies between two
+// yields of the apply goroutine (a power of two).
+const importYieldEvery = 255
 
 // DecisionsExpire soft-expires decisions by ID, or the active decisions
 // matching Filter (evaluated at apply time, like AlertsDelete).
@@ -114,10 +121,17 @@ func (s *state) expireDecision(index uint64, id int64, now int64) bool {
 }
 
 func (s *state) importDecisions(e entryCtx, b *ImportDecisions) *Result {
+	return s.importEach(e, b.AlertID, &b.Alert, len(b.Decisions), func(i int) Decision { return b.Decisions[i] })
+}
+
+// importEach imports decisions decision(0..n-1) under alert alertID, or
+// under a new alert made from alert when alertID is 0 (ImportDecisions,
+// ImportList).
+func (s *state) importEach(e entryCtx, alertID int64, alert *Alert, n int, decision func(int) Decision) *Result {
 	index, now := e.index, e.now
 	var a *Alert
-	if b.AlertID != 0 {
-		old := s.alert(b.AlertID)
+	if alertID != 0 {
+		old := s.alert(alertID)
 		if old == nil {
 			return notFound()
 		}
@@ -130,7 +144,7 @@ func (s *state) importDecisions(e entryCtx, b *ImportDecisions) *Result {
 		cp.DecisionIDs = old.DecisionIDs
 		a = &cp
 	} else {
-		na := b.Alert
+		na := *alert
 		na.ID = s.nextAlertID
 		s.nextAlertID++
 		na.CreatedAt = now
@@ -139,13 +153,19 @@ func (s *state) importDecisions(e entryCtx, b *ImportDecisions) *Result {
 		a = &na
 		s.alertCount++
 	}
-	n := 0
+	stored := 0
 	// replaced decisions, per alert: each alert is rebuilt once per
 	// command, not once per replaced decision (that was O(n²) when a
 	// list is re-imported over a big alert)
 	detached := map[int64]map[int64]bool{}
-	for i := range b.Decisions {
-		d := b.Decisions[i]
+	for i := range n {
+		if i&importYieldEvery == importYieldEvery {
+			// let queries queued on this P run now rather than at the
+			// next preemption (up to 10 ms away): a big list is ~100 ms
+			// of apply per entry on a small node
+			runtime.Gosched()
+		}
+		d := decision(i)
 		if IsIPScope(d.Scope) {
 			r, err := ParseRange(d.Value)
 			if err != nil {
@@ -186,13 +206,13 @@ func (s *state) importDecisions(e entryCtx, b *ImportDecisions) *Result {
 		d.Until = ClampUntil(now, d.Until)
 		s.addDecision(&d)
 		a.DecisionIDs = append(a.DecisionIDs, d.ID)
-		n++
+		stored++
 	}
 	s.alerts.ReplaceOrInsert(a)
 	for alertID, ids := range detached {
 		s.detachAll(alertID, ids)
 	}
-	return &Result{IDs: []int64{a.ID}, N: n}
+	return &Result{IDs: []int64{a.ID}, N: stored}
 }
 
 // detachAll drops decision IDs from one alert (the record is replaced once).

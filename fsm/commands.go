@@ -80,4 +80,5 @@ var commands = mustRegistry(
 	gated(CmdNotifyCursor, (*state).notifyCursor),
 	gated(CmdProfilesSet, (*state).profilesSet),
 	gated(CmdAuditAppend, (*state).auditAppend),
+	gated(CmdImportList, (*state).importList),
 )

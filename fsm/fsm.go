@@ -35,6 +35,10 @@ type FSM struct {
 	hints  map[*byte]Command
 
 	profWatch profilesWatch // ProfilesChanged (profiles.go)
+
+	// compressSnapshots: the next snapshots are s2-compressed
+	// (SetCompressedSnapshots).
+	compressSnapshots atomic.Bool
 }
 
 // New returns an empty FSM.

@@ -39,6 +39,10 @@ func exampleCommands() []Command {
 		{Type: CmdImportDecisions, Body: ImportDecisions{Alert: Alert{Scenario: "update : +2/-0 IPs"}, Decisions: []Decision{
 			withOrigin(ban("5.5.5.5", T0+hour), "CAPI"), withOrigin(withScope(ban("5.5.0.0/16", T0+hour), "Range"), "CAPI")}}},
 		{Type: CmdImportDecisions, Body: ImportDecisions{AlertID: 1, Decisions: []Decision{withOrigin(ban("5.5.5.5", T0+hour), "CAPI")}}},
+		{Type: CmdImportList, Body: ImportList{Alert: Alert{Scenario: "update : +2/-0 IPs"}, Origin: "lists", Type: "ban", Scope: "Ip",
+			Scenario: "l", Until: T0 + 2*hour, Seed: MustUUID("6f1c2a3b-4d5e-4f60-8172-000000000000"), Values: []string{"5.5.5.5", "10.0.0.0/8"}}},
+		{Type: CmdImportList, Body: ImportList{AlertID: 1, Origin: "CAPI", Type: "ban", Scope: "Ip", Scenario: "s",
+			Untils: []int64{T0 + hour}, Values: []string{"6.6.6.6"}}},
 		{Type: CmdExpireByValue, Body: ExpireByValue{Origin: "CAPI", Items: []ValueRef{{Scope: "ip", Value: "5.5.5.5"}}}},
 		{Type: CmdExpireSet, Body: ExpireSet{Origin: "lists", Scenario: "firehol", KeepAlertID: 3}},
 		{Type: CmdAllowlistReplace, Body: AllowlistReplace{Name: "console", AllowlistID: "x", Items: []AllowlistItem{{Value: "1.2.3.4"}, {Value: "bogus"}}}},

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,22 +120,46 @@ func window(ss []pacedSample, from, to time.Time) (lats []time.Duration, errs in
 	return lats, errs
 }
 
-// waitVisible polls s for ip every capiPollEvery until it answers a
-// decision, and returns when.
-func waitVisible(ctx context.Context, s *server, key, ip string, timeout time.Duration) (time.Time, error) {
+// listProbes are the values waitVisible looks for to tell that the whole
+// n-value list of capiNet is served: the list's last value and 256 values
+// at even steps of the address order (a node may apply a list in address
+// order, in chunks applied in any order: every chunk of more than n/256
+// values holds a probe; followerHolds then checks the whole list).
+func listProbes(n int) []string {
+	ips := make([]uint32, n)
+	for i := range ips {
+		ips[i] = benchIP(capiNet, i)
+	}
+	last := ips[n-1]
+	slices.Sort(ips)
+	out := []string{ipString(last)}
+	const steps = 256
+	for k := 0; k <= steps; k++ {
+		out = append(out, ipString(ips[min(n-1, k*n/steps)]))
+	}
+	return out
+}
+
+// waitVisible polls s for ips, one at a time (the next once the previous
+// answered a decision: one query per capiPollEvery at most), and returns
+// when the last answered.
+func waitVisible(ctx context.Context, s *server, key string, ips []string, timeout time.Duration) (time.Time, error) {
 	client := s.client(1, 10*time.Second)
 	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)
 	for {
-		ok, err := lookup(ctx, client, s.url, key, ip)
+		ok, err := lookup(ctx, client, s.url, key, ips[0])
 		if err != nil {
 			return time.Time{}, err
 		}
 		if ok {
-			return time.Now(), nil
+			if ips = ips[1:]; len(ips) == 0 {
+				return time.Now(), nil
+			}
+			continue
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%s not visible on %s within %s", ip, s.name, timeout)
+			return time.Time{}, fmt.Errorf("%s (and %d more) not visible on %s within %s", ips[0], len(ips)-1, s.name, timeout)
 		}
 		sleepUntil(ctx, time.Now().Add(capiPollEvery))
 		if err := ctx.Err(); err != nil {
@@ -278,10 +304,10 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	}
 	res.notes = append(res.notes,
 		fmt.Sprintf("%s: the leader's first stream call came %s after the agent's login (the pull waits for a machine with scenarios); %s; "+
-			"last decision of the list answered by the leader at +%s, by follower %s at +%s (polled every %s); %s decisions in the follower's startup stream; "+
-			"other processes used %.2f cores meanwhile",
+			"whole list answered (its last value and 256 probes in address order) by the leader at +%s, by follower %s at +%s (polled every %s); %s decisions in the follower's startup stream; "+
+			"other processes used %.2f cores meanwhile; CPU used by the nodes (user+sys, login -> on the follower): %s",
 			c.name, pull.start.Sub(pull.login).Round(time.Millisecond), dl, pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), fol.name,
-			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other),
+			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other, pull.nodeCPU),
 		fmt.Sprintf("%s: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
 			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle))
 	return res, nil
@@ -294,6 +320,27 @@ type pullRun struct {
 	download         time.Time     // the blocklist download (zero: none recorded)
 	leaderSeen, seen time.Time     // the list's last decision answered by the leader, by the follower
 	other            float64       // cores other processes used meanwhile
+	nodeCPU          string        // CPU seconds (user+sys) each node used meanwhile
+}
+
+// nodesCPU reads the CPU time of every node of c (0 when unreadable).
+func nodesCPU(c *cluster) []time.Duration {
+	out := make([]time.Duration, len(c.nodes))
+	for i, s := range c.nodes {
+		if s.running() {
+			out[i], _ = cpuTime(s.pid())
+		}
+	}
+	return out
+}
+
+// showNodesCPU shows the CPU seconds each node used between two nodesCPU samples.
+func showNodesCPU(c *cluster, c0, c1 []time.Duration) string {
+	var parts []string
+	for i := range min(len(c0), len(c1), len(c.nodes)) {
+		parts = append(parts, fmt.Sprintf("%s %.1f s", c.nodes[i].name, (c1[i]-c0[i]).Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // pullUnderLoad runs the paced bouncer load on fol and a watcher of the
@@ -306,7 +353,7 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 	if err != nil {
 		return run, err
 	}
-	last := ipString(benchIP(capiNet, n-1))
+	last := listProbes(n)
 	timeout := capiPullTimeout + time.Duration(n)*capiPullPerDecision
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel() // on error: stops the load and the watcher
@@ -326,6 +373,7 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 
 	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
 	cpu0 := sampleCPU(0, c.pids()...)
+	nodes0 := nodesCPU(c)
 	run.login = time.Now()
 	if err := login(); err != nil {
 		return run, err
@@ -334,6 +382,7 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 		return run, fmt.Errorf("%w; fake CAPI traffic:\n%s", err, fake.String())
 	}
 	run.other = otherCores(cpu0, sampleCPU(0, c.pids()...), time.Since(run.login))
+	run.nodeCPU = showNodesCPU(c, nodes0, nodesCPU(c))
 	close(stop)
 	<-loadDone
 	<-leaderDone

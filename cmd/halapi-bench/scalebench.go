@@ -58,14 +58,18 @@ const (
 	// catchupTimeout bounds the wait for a new node to serve the list.
 	catchupTimeout = 5 * time.Minute
 	// scaleTrailingLogs is --raft-trailing-logs for the scale cluster: a
-	// node that joins after the snapshot gets the snapshot, not the log.
-	scaleTrailingLogs = 64
+	// node that joins after the snapshot gets the snapshot, not the log
+	// (a 1M-decision pull is ~25 entries of compact lists).
+	scaleTrailingLogs = 8
 	// entriesMetric and entryBytes count the raft entries appended per command.
 	entriesMetric = "halapi_raft_entries_appended_total"
 	entryBytes    = "halapi_raft_entry_bytes_appended_total"
 )
 
 func (b *bench) phaseScale(ctx context.Context) error {
+	if b.cfg.ScaleBulkOnly {
+		return b.scaleCluster(ctx)
+	}
 	if err := b.scaleStorm(ctx); err != nil {
 		return fmt.Errorf("storm: %w", err)
 	}
