@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"testing"
 	"time"
 
@@ -99,6 +100,7 @@ type countW struct{ n int64 }
 func (c *countW) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // BenchmarkStartupStreamHandler: one startup stream of 300,000 decisions
+// (STREAM_BENCH_N to change)
 // through the handler (FSM walk, encoding, copy), a fresh encoding each
 // time.
 func BenchmarkStartupStreamHandler(b *testing.B) {
@@ -107,7 +109,11 @@ func BenchmarkStartupStreamHandler(b *testing.B) {
 	e.t = t
 	tok := e.machine("cscli")
 	e.bouncer("fw", "key1")
-	for i := 0; i < 30; i++ {
+	n := 300000
+	if v, err := strconv.Atoi(os.Getenv("STREAM_BENCH_N")); err == nil && v > 0 {
+		n = v // e.g. 1000000 for the scale figure
+	}
+	for i := 0; i < n/10000; i++ {
 		ds := make([]any, 10000)
 		for j := range ds {
 			k := i*10000 + j

@@ -91,6 +91,7 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		{"capi", b.phaseCAPI},
 		{"scale", b.phaseScale},
 		{"agent", b.phaseAgent},
+		{"scale-stream", b.phaseScaleStream},
 	} {
 		if !cfg.Phases[p.name] {
 			continue
