@@ -1,0 +1,82 @@
+package lapi
+
+import (
+	"bytes"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/halapi/halapi/fsm"
+)
+
+// fieldByField is the encoding of one decision before fieldCache (the
+// reference its cached bytes are checked against).
+func fieldByField(buf []byte, d *fsm.Decision, now int64, withUUID bool) []byte {
+	buf = append(buf, `{"duration":"`...)
+	buf = append(buf, time.Duration(d.Until-now).Round(time.Second).String()...)
+	buf = append(buf, `","id":`...)
+	buf = strconv.AppendInt(buf, d.ID, 10)
+	for _, f := range []struct{ k, v string }{{"origin", d.Origin}, {"scenario", d.Scenario}, {"scope", d.Scope}, {"type", d.Type}} {
+		buf = append(buf, `,"`+f.k+`":`...)
+		buf = legacyAppendString(buf, f.v)
+	}
+	if withUUID && !d.UUID.IsZero() {
+		buf = append(buf, `,"uuid":"`+d.UUID.String()+`"`...)
+	}
+	buf = append(buf, `,"value":`...)
+	buf = legacyAppendString(buf, d.Value)
+	return append(buf, '}')
+}
+
+// TestFieldCacheSameBytes: runs of decisions whose durations and
+// origin/scenario/scope/type repeat, change, or come back (the cache's
+// hits and misses), with strings to escape, durations around the second
+// boundaries and the int64 bounds, with and without UUIDs.
+func TestFieldCacheSameBytes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC).UnixNano()
+	strs := []string{"crowdsec", "cscli", "CAPI", "lists", "ban", "captcha", "Ip", "Range", `a"b`, "é<>&\n\t\x01", "", "crowdsecurity/ssh-bf"}
+	offsets := []int64{0, 1, -1, 499_999_999, 500_000_000, -500_000_000, 1e9, 59e9 + 5e8, 3600e9, -3600e9, 4 * 3600e9, math.MaxInt64 / 2, math.MinInt64 / 2}
+	pick := func() string { return strs[rng.IntN(len(strs))] }
+	var d fsm.Decision
+	var fc fieldCache
+	var got, want []byte
+	changes := 0
+	for i := range 20000 {
+		if i == 0 || rng.IntN(4) == 0 { // a new run of fields
+			d.Origin, d.Scenario, d.Scope, d.Type = pick(), pick(), pick(), pick()
+			if rng.IntN(2) == 0 { // same text, another string header
+				d.Origin = string([]byte(d.Origin))
+			}
+			changes++
+		}
+		if i == 0 || rng.IntN(3) == 0 {
+			if rng.IntN(2) == 0 {
+				d.Until = now + offsets[rng.IntN(len(offsets))]
+			} else {
+				d.Until = now + rng.Int64N(48*3600e9) - 24*3600e9
+			}
+		} else if rng.IntN(2) == 0 {
+			d.Until += rng.Int64N(1e9) // often the same rounded second
+		}
+		d.ID = rng.Int64()
+		d.Value = pick() + strconv.Itoa(i)
+		d.UUID = fsm.UUID{}
+		if rng.IntN(3) > 0 {
+			for j := range d.UUID {
+				d.UUID[j] = byte(rng.Uint32())
+			}
+		}
+		withUUID := rng.IntN(4) > 0
+		got = fc.appendDecision(got[:0], &d, now, withUUID)
+		want = fieldByField(want[:0], &d, now, withUUID)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("decision %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+	if changes < 1000 {
+		t.Fatalf("only %d field changes", changes)
+	}
+}
