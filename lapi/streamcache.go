@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -220,50 +219,9 @@ func (c *streamCache) build(e *sharedEncoding) {
 		c.testHookBuilding()
 	}
 
-	newD, deleted, index := c.f.Stream(e.f, fsm.StreamCursor{}, true, e.at)
-	e.mu.Lock()
-	e.index = index
-	e.mu.Unlock()
-	n := e.at.UnixNano()
-	enc := chunkEncoder{buf: c.free.get(), sink: func(b []byte) ([]byte, bool) {
-		e.publish(b, false)
-		return c.free.get(), true
-	}}
-	if len(newD) < parallelMin || runtime.GOMAXPROCS(0) < 2 {
-		enc.stream(deleted, newD, n)
-		enc.finish()
-		c.finish(e, nil)
-		return
-	}
-	// A big list: the second half of "new" is encoded by a second
-	// goroutine into chunks of its own, published after the first half.
-	h := len(newD) / 2
-	tail := make(chan [][]byte, 1)
-	go func() {
-		var chunks [][]byte
-		te := chunkEncoder{buf: c.free.get(), sink: func(b []byte) ([]byte, bool) {
-			chunks = append(chunks, b)
-			return c.free.get(), true
-		}}
-		te.items(newD[h:], n, true, true)
-		te.buf = append(te.buf, "]}"...)
-		te.finish()
-		tail <- chunks
-	}()
-	enc.buf = append(enc.buf, `{"deleted":`...)
-	enc.decisions(deleted, n, true)
-	enc.buf = append(enc.buf, `,"new":[`...)
-	enc.items(newD[:h], n, true, false)
-	enc.finish()
-	for _, b := range <-tail {
-		e.publish(b, false)
-	}
+	c.encodeStartup(e)
 	c.finish(e, nil)
 }
-
-// parallelMin is the size of "new" from which a startup is encoded by two
-// goroutines (a million decisions: ~0.2 s of encoding halved).
-var parallelMin = 100000
 
 // freeChunks caps the recycled chunks (4096 x 65 KiB: a little more
 // than the raw and gzip bodies of a million decisions).

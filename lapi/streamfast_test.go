@@ -2,9 +2,13 @@ package lapi
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,4 +83,62 @@ func TestFieldCacheSameBytes(t *testing.T) {
 	if changes < 1000 {
 		t.Fatalf("only %d field changes", changes)
 	}
+}
+
+// TestStartupPartsSameBytes: a startup answer encoded in parts on several
+// cores (parts of 1 decision to a few thousand, parts whose ID range holds
+// nothing, a non-empty "deleted", outranked duplicates, an empty "new")
+// is byte for byte the one-goroutine encoding of fsm.Stream's lists.
+func TestStartupPartsSameBytes(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	loadDecisions(e, tok, 3000)
+	// shorter duplicates of some values (outranked: not listed)
+	ds := make([]any, 200)
+	for i := range ds {
+		ds[i] = map[string]any{"duration": "30m", "origin": "cscli", "scenario": "dup", "scope": "Ip", "type": "ban",
+			"value": fmt.Sprintf("10.0.%d.%d", i*7>>8&255, i*7&255)}
+	}
+	a := manualAlert("Ip", "10.0.0.0", "ban", "1h", e.now())
+	a["decisions"] = ds
+	e.expect(e.do("POST", "/v1/alerts", []any{a}, withToken(tok)), 201)
+	// expired by hand: listed in "deleted"; a hole in the middle of the IDs
+	for i := 1000; i < 1400; i++ {
+		e.expect(e.do("DELETE", fmt.Sprintf("/v1/decisions?ip=10.0.%d.%d", i>>8&255, i&255), nil, withToken(tok)), 200)
+	}
+	oldMin, oldPart := parallelMin, partDecisions
+	defer func() { parallelMin, partDecisions = oldMin, oldPart }()
+	parallelMin = 1
+	for _, q := range []string{"", "&origins=nobody", "&origins=cscli", "&dedup=false"} {
+		flt, err := bouncerFilter(mustQuery(t, "startup=true"+q), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flt.NoDedup = strings.Contains(q, "dedup=false")
+		for _, part := range []int{1, 7, 300, 5000, 1 << 30} {
+			partDecisions = part
+			e.advance(2 * time.Second) // a new encoding each time
+			want := wholeBody(e, flt)
+			w := e.get(context.Background(), "/v1/decisions/stream?startup=true"+q)
+			if w.Code != 200 || w.Body.String() != want {
+				t.Fatalf("filter %q, parts of %d: status %d, %d bytes, want %d:\n%.300s\nwant\n%.300s", q, part, w.Code, w.Body.Len(), len(want), w.Body.String(), want)
+			}
+			if q == "" && (!strings.Contains(want, `"deleted":[{`) || !strings.Contains(want, `"new":[{`)) {
+				t.Fatalf("the test answer lacks deleted or new decisions: %.200s", want)
+			}
+			if q == "&origins=nobody" && want != `{"deleted":null,"new":null}` {
+				t.Fatalf("empty answer: %s", want)
+			}
+		}
+	}
+}
+
+func mustQuery(t *testing.T, q string) url.Values {
+	t.Helper()
+	v, err := url.ParseQuery(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
