@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/fsm"
-	"github.com/klauspost/compress/gzip"
 )
 
 // Startup stream answers (the whole list) are shared: requests with the
@@ -380,60 +379,6 @@ func (c *streamCache) startGzip(e *sharedEncoding) {
 	if start {
 		go c.compress(e)
 	}
-}
-
-func (c *streamCache) compress(e *sharedEncoding) {
-	defer c.release(e)
-	out := &gzChunks{e: e, cur: c.free.get()}
-	zw := gzipPool.Get().(*gzip.Writer)
-	zw.Reset(out)
-	var err error
-	for i := 0; ; i++ {
-		var b []byte
-		b, err = e.next(context.Background(), false, i)
-		if err != nil {
-			break
-		}
-		_, _ = zw.Write(b) // gzChunks never fails
-	}
-	if err == io.EOF {
-		err = zw.Close()
-	}
-	zw.Reset(io.Discard)
-	gzipPool.Put(zw)
-	if len(out.cur) > 0 {
-		e.publish(out.cur, true)
-	}
-	e.mu.Lock()
-	e.gzDone = true
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	close(e.changed)
-	e.changed = make(chan struct{})
-	e.mu.Unlock()
-}
-
-// gzChunks collects the compressor's output into published chunks.
-type gzChunks struct {
-	e   *sharedEncoding
-	cur []byte
-}
-
-func (g *gzChunks) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		room := chunkSize - len(g.cur)
-		if room <= 0 {
-			g.e.publish(g.cur, true)
-			g.cur = g.e.c.free.get()
-			continue
-		}
-		k := min(room, len(p))
-		g.cur = append(g.cur, p[:k]...)
-		p = p[k:]
-	}
-	return n, nil
 }
 
 // streamStartup answers a startup (whole list) stream request from the

@@ -2,8 +2,10 @@ package lapi
 
 import (
 	"bytes"
+	stdgzip "compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/url"
@@ -141,4 +143,48 @@ func mustQuery(t *testing.T, q string) url.Values {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestStartupGzipParallel: a startup body of several compression blocks
+// (deflated on all cores) is one gzip member that Go's reader (every Go
+// bouncer's transport) inflates to the raw body, with nothing after it,
+// and compresses about as well as one deflate stream.
+func TestStartupGzipParallel(t *testing.T) {
+	e := newEnv(t)
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	loadDecisions(e, tok, 20000) // ~3.4 MB: a few 1 MiB blocks
+	want := wholeBody(e, &fsm.DecisionFilter{Contains: true, Scopes: []string{"Ip", "Range"}})
+	if len(want) < 2*gzBlockChunks*chunkSize {
+		t.Fatalf("test list too small: %d bytes", len(want))
+	}
+	w := e.get(context.Background(), "/v1/decisions/stream?startup=true", "Accept-Encoding", "gzip")
+	if w.Code != 200 || w.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("status %d, Content-Encoding %q", w.Code, w.Header().Get("Content-Encoding"))
+	}
+	br := bytes.NewReader(w.Body.Bytes())
+	zr, err := stdgzip.NewReader(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr.Multistream(false)
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("inflate: %v", err)
+	}
+	if string(got) != want {
+		t.Fatalf("inflated %d bytes, want the raw body of %d", len(got), len(want))
+	}
+	if br.Len() != 0 {
+		t.Fatalf("%d bytes after the first gzip member", br.Len())
+	}
+	// one stream of the same compressor, for the ratio
+	var one bytes.Buffer
+	zw, _ := stdgzip.NewWriterLevel(&one, stdgzip.BestSpeed)
+	_, _ = zw.Write([]byte(want))
+	_ = zw.Close()
+	if float64(w.Body.Len()) > 1.5*float64(one.Len()) {
+		t.Fatalf("parallel gzip %d bytes, one stream %d", w.Body.Len(), one.Len())
+	}
+	t.Logf("raw %d, parallel gzip %d, stdlib level 1 %d", len(want), w.Body.Len(), one.Len())
 }
