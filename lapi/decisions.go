@@ -200,12 +200,20 @@ type fieldCache struct {
 	origin, scenario, scope, typ string
 	midOK                        bool
 	midB                         []byte // ,"origin":...,"scenario":...,"scope":...,"type":...
+
+	// first backing arrays: a small answer (a delta, a live query)
+	// allocates nothing more than before
+	durArr [40]byte
+	midArr [160]byte
 }
 
 // appendDecision encodes one decision as a JSON object.
 func (c *fieldCache) appendDecision(buf []byte, d *fsm.Decision, now int64, withUUID bool) []byte {
 	if rd := time.Duration(d.Until - now).Round(time.Second); !c.durOK || rd != c.dur {
 		c.dur, c.durOK = rd, true
+		if c.durB == nil {
+			c.durB = c.durArr[:0]
+		}
 		c.durB = append(c.durB[:0], `{"duration":"`...)
 		c.durB = appendRemaining(c.durB, d.Until, now)
 		c.durB = append(c.durB, `","id":`...)
@@ -214,6 +222,9 @@ func (c *fieldCache) appendDecision(buf []byte, d *fsm.Decision, now int64, with
 	buf = strconv.AppendInt(buf, d.ID, 10)
 	if !c.midOK || d.Origin != c.origin || d.Scenario != c.scenario || d.Scope != c.scope || d.Type != c.typ {
 		c.origin, c.scenario, c.scope, c.typ, c.midOK = d.Origin, d.Scenario, d.Scope, d.Type, true
+		if c.midB == nil {
+			c.midB = c.midArr[:0]
+		}
 		c.midB = append(c.midB[:0], `,"origin":`...)
 		c.midB = appendString(c.midB, d.Origin)
 		c.midB = append(c.midB, `,"scenario":`...)

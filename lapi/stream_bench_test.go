@@ -2,6 +2,7 @@ package lapi
 
 import (
 	stdgzip "compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -191,4 +192,32 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSmallAnswers: the per-request answers the query bench and
+// polling bouncers make (a one-decision live query, an empty and a
+// one-decision delta), for their allocations and time.
+func BenchmarkSmallAnswers(b *testing.B) {
+	t := &testing.T{}
+	e := newEnv(t)
+	e.t = t
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	loadDecisions(e, tok, 100)
+	e.get(context.Background(), "/v1/decisions/stream?startup=true")
+	for _, c := range []struct{ name, path string }{
+		{"live-one", "/v1/decisions?ip=10.0.0.5"},
+		{"delta", "/v1/decisions/stream"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				req := httptest.NewRequest("GET", c.path, nil)
+				req.RemoteAddr = "127.0.0.1:4242"
+				req.Header.Set("X-Api-Key", "key1")
+				w := &discardWriter{h: http.Header{}}
+				e.h.ServeHTTP(w, req)
+			}
+		})
+	}
 }
