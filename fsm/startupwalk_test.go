@@ -20,14 +20,24 @@ func TestStartupWalkSameAsStream(t *testing.T) {
 	}
 	scopes := []string{"Ip", "Range", "Country", "Username", "ip"}
 	types := []string{"ban", "captcha"}
+	// A few alerts of many decisions (one apply each: the harness checks
+	// every published state), simulated ones among them.
 	var ids []int64
+	var batch []Decision
+	flush := func(sim bool) {
+		if len(batch) > 0 {
+			_, got := h.alert(T0, "", Alert{Simulated: sim}, batch...)
+			ids = append(ids, got...)
+			batch = nil
+		}
+	}
 	for i := range 1200 {
 		d := ban(values[rng.IntN(len(values))], T0+int64(rng.IntN(7)-2)*hour)
 		d = withScope(d, scopes[rng.IntN(len(scopes))])
 		d = withType(d, types[rng.IntN(len(types))])
 		if i%50 == 0 { // a crowd on one value: the map path of appendLosers
 			for range 40 {
-				ids = append(ids, h.dec(T0, ban("9.9.9.9", T0+int64(rng.IntN(5)-1)*hour)))
+				batch = append(batch, ban("9.9.9.9", T0+int64(rng.IntN(5)-1)*hour))
 			}
 		}
 		if IsIPScope(d.Scope) {
@@ -35,17 +45,19 @@ func TestStartupWalkSameAsStream(t *testing.T) {
 				continue
 			}
 		}
-		if rng.IntN(10) == 0 {
-			ids = append(ids, h.simDec(T0, d))
-		} else {
-			ids = append(ids, h.dec(T0, d))
+		batch = append(batch, d)
+		if i%100 == 99 {
+			flush(i%300 == 299)
 		}
 	}
+	flush(false)
+	var hand []int64
 	for _, id := range ids {
 		if rng.IntN(8) == 0 {
-			h.expire(T0+sec, id)
+			hand = append(hand, id)
 		}
 	}
+	h.expire(T0+sec, hand...)
 	now := at(T0 + mins)
 	for _, flt := range []*DecisionFilter{
 		{Scopes: ipScopes},
