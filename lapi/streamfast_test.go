@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/fsm"
+	"github.com/klauspost/compress/gzip"
 )
 
 // fieldByField is the encoding of one decision before fieldCache (the
@@ -148,7 +149,7 @@ func mustQuery(t *testing.T, q string) url.Values {
 // TestStartupGzipParallel: a startup body of several compression blocks
 // (deflated on all cores) is one gzip member that Go's reader (every Go
 // bouncer's transport) inflates to the raw body, with nothing after it,
-// and compresses about as well as one deflate stream.
+// and compresses within 10% of one deflate stream.
 func TestStartupGzipParallel(t *testing.T) {
 	e := newEnv(t)
 	tok := e.machine("cscli")
@@ -178,13 +179,13 @@ func TestStartupGzipParallel(t *testing.T) {
 	if br.Len() != 0 {
 		t.Fatalf("%d bytes after the first gzip member", br.Len())
 	}
-	// one stream of the same compressor, for the ratio
+	// one stream of the same compressor (the one before), for the ratio
 	var one bytes.Buffer
-	zw, _ := stdgzip.NewWriterLevel(&one, stdgzip.BestSpeed)
+	zw, _ := gzip.NewWriterLevel(&one, gzip.BestSpeed)
 	_, _ = zw.Write([]byte(want))
 	_ = zw.Close()
-	if float64(w.Body.Len()) > 1.5*float64(one.Len()) {
+	if float64(w.Body.Len()) > 1.1*float64(one.Len()) {
 		t.Fatalf("parallel gzip %d bytes, one stream %d", w.Body.Len(), one.Len())
 	}
-	t.Logf("raw %d, parallel gzip %d, stdlib level 1 %d", len(want), w.Body.Len(), one.Len())
+	t.Logf("raw %d, parallel gzip %d, one level-1 stream %d", len(want), w.Body.Len(), one.Len())
 }

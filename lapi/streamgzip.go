@@ -21,8 +21,9 @@ import (
 // any inflater reads it (Go's compress/gzip in every Go bouncer, zlib),
 // and it is a single member, so readers that stop after the first member
 // are fine too (TestStartupGzipParallel decompresses it with Go's
-// reader and checks it is one member). Losing the 32 KiB window at each
-// block boundary costs about 1% of the ratio with 1 MiB blocks.
+// reader and checks it is one member). Losing the window at each 1 MiB
+// block boundary costs nothing measurable: 616,927 bytes against 616,947
+// for one level-1 stream of the same 3.4 MB body.
 
 // gzBlockChunks is the raw chunks per compressed block (1 MiB).
 const gzBlockChunks = 16
