@@ -184,21 +184,57 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// appendDecision encodes one decision as a JSON object: the only place
-// that reads a decision's fields for the bouncer answers.
-func appendDecision(buf []byte, d *fsm.Decision, now int64, withUUID bool) []byte {
-	buf = append(buf, `{"duration":"`...)
-	buf = appendRemaining(buf, d.Until, now)
-	buf = append(buf, `","id":`...)
+// fieldCache encodes decisions for one bouncer answer (the only place
+// that reads a decision's fields for them). It keeps the encoded bytes of
+// the fields that repeat from one decision to the next — the remaining
+// duration (rounded to the second: a whole import expires within a few
+// seconds) and origin, scenario, scope and type (interned: comparing them
+// is a pointer check) — and re-encodes them only when they change. The
+// output is exactly the field-by-field encoding
+// (TestFieldCacheSameBytes, TestStreamGolden). The zero value is ready.
+type fieldCache struct {
+	dur   time.Duration
+	durOK bool
+	durB  []byte // {"duration":"...","id":
+
+	origin, scenario, scope, typ string
+	midOK                        bool
+	midB                         []byte // ,"origin":...,"scenario":...,"scope":...,"type":...
+
+	// first backing arrays: a small answer (a delta, a live query)
+	// allocates nothing more than before
+	durArr [40]byte
+	midArr [160]byte
+}
+
+// appendDecision encodes one decision as a JSON object.
+func (c *fieldCache) appendDecision(buf []byte, d *fsm.Decision, now int64, withUUID bool) []byte {
+	if rd := time.Duration(d.Until - now).Round(time.Second); !c.durOK || rd != c.dur {
+		c.dur, c.durOK = rd, true
+		if c.durB == nil {
+			c.durB = c.durArr[:0]
+		}
+		c.durB = append(c.durB[:0], `{"duration":"`...)
+		c.durB = appendRemaining(c.durB, d.Until, now)
+		c.durB = append(c.durB, `","id":`...)
+	}
+	buf = append(buf, c.durB...)
 	buf = strconv.AppendInt(buf, d.ID, 10)
-	buf = append(buf, `,"origin":`...)
-	buf = appendString(buf, d.Origin)
-	buf = append(buf, `,"scenario":`...)
-	buf = appendString(buf, d.Scenario)
-	buf = append(buf, `,"scope":`...)
-	buf = appendString(buf, d.Scope)
-	buf = append(buf, `,"type":`...)
-	buf = appendString(buf, d.Type)
+	if !c.midOK || d.Origin != c.origin || d.Scenario != c.scenario || d.Scope != c.scope || d.Type != c.typ {
+		c.origin, c.scenario, c.scope, c.typ, c.midOK = d.Origin, d.Scenario, d.Scope, d.Type, true
+		if c.midB == nil {
+			c.midB = c.midArr[:0]
+		}
+		c.midB = append(c.midB[:0], `,"origin":`...)
+		c.midB = appendString(c.midB, d.Origin)
+		c.midB = append(c.midB, `,"scenario":`...)
+		c.midB = appendString(c.midB, d.Scenario)
+		c.midB = append(c.midB, `,"scope":`...)
+		c.midB = appendString(c.midB, d.Scope)
+		c.midB = append(c.midB, `,"type":`...)
+		c.midB = appendString(c.midB, d.Type)
+	}
+	buf = append(buf, c.midB...)
 	if withUUID && !d.UUID.IsZero() {
 		buf = append(buf, `,"uuid":"`...)
 		buf, _ = d.UUID.AppendText(buf)

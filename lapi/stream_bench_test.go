@@ -2,12 +2,15 @@ package lapi
 
 import (
 	stdgzip "compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +102,7 @@ type countW struct{ n int64 }
 func (c *countW) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // BenchmarkStartupStreamHandler: one startup stream of 300,000 decisions
+// (STREAM_BENCH_N to change)
 // through the handler (FSM walk, encoding, copy), a fresh encoding each
 // time.
 func BenchmarkStartupStreamHandler(b *testing.B) {
@@ -107,7 +111,11 @@ func BenchmarkStartupStreamHandler(b *testing.B) {
 	e.t = t
 	tok := e.machine("cscli")
 	e.bouncer("fw", "key1")
-	for i := 0; i < 30; i++ {
+	n := 300000
+	if v, err := strconv.Atoi(os.Getenv("STREAM_BENCH_N")); err == nil && v > 0 {
+		n = v // e.g. 1000000 for the scale figure
+	}
+	for i := 0; i < n/10000; i++ {
 		ds := make([]any, 10000)
 		for j := range ds {
 			k := i*10000 + j
@@ -140,8 +148,14 @@ func BenchmarkStartupStreamHandler(b *testing.B) {
 		}
 		b.SetBytes(size)
 	})
+	// Release each encoding right after it (as a server does between
+	// startups more than the window apart): its chunks are then reused,
+	// not collected.
+	e.srv.startups.window = time.Millisecond
 	for _, gz := range []string{"identity", "gzip"} {
 		b.Run(gz, func(b *testing.B) {
+			c0 := processCPU()
+			defer func() { b.ReportMetric(float64(processCPU()-c0)/float64(b.N)/1e6, "cpu-ms/op") }()
 			for i := 0; i < b.N; i++ {
 				e.advance(2 * time.Second)
 				req := httptest.NewRequest("GET", "/v1/decisions/stream?startup=true", nil)
@@ -171,6 +185,42 @@ func BenchmarkAppendString(b *testing.B) {
 					buf = c.f(buf, d.Scenario)
 					buf = c.f(buf, d.Origin)
 				}
+			}
+		})
+	}
+}
+
+// processCPU is the CPU time (user + system, every thread) the process has
+// used: on a shared machine a steadier figure than the wall time.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkSmallAnswers: the per-request answers the query bench and
+// polling bouncers make (a one-decision live query, an empty and a
+// one-decision delta), for their allocations and time.
+func BenchmarkSmallAnswers(b *testing.B) {
+	t := &testing.T{}
+	e := newEnv(t)
+	e.t = t
+	tok := e.machine("cscli")
+	e.bouncer("fw", "key1")
+	loadDecisions(e, tok, 100)
+	e.get(context.Background(), "/v1/decisions/stream?startup=true")
+	for _, c := range []struct{ name, path string }{
+		{"live-one", "/v1/decisions?ip=10.0.0.5"},
+		{"delta", "/v1/decisions/stream"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				req := httptest.NewRequest("GET", c.path, nil)
+				req.RemoteAddr = "127.0.0.1:4242"
+				req.Header.Set("X-Api-Key", "key1")
+				w := &discardWriter{h: http.Header{}}
+				e.h.ServeHTTP(w, req)
 			}
 		})
 	}

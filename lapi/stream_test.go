@@ -118,10 +118,10 @@ func TestStartupStormSharesOneEncoding(t *testing.T) {
 	e.srv.scav.quiet = 10 * time.Millisecond
 	e.srv.scav.min = 1
 	c.window = 50 * time.Millisecond
-	// the list is encoded by two goroutines (as a million would be)
-	oldMin := parallelMin
-	parallelMin = 1000
-	defer func() { parallelMin = oldMin }()
+	// the list is encoded in parts on several cores (as a million would be)
+	oldMin, oldPart := parallelMin, partDecisions
+	parallelMin, partDecisions = 1000, 300
+	defer func() { parallelMin, partDecisions = oldMin, oldPart }()
 	want := wholeBody(e, &fsm.DecisionFilter{Contains: true, Scopes: []string{"Ip", "Range"}})
 	if len(want) < 3*chunkSize {
 		t.Fatalf("test list too small: %d bytes", len(want))

@@ -6,14 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/halapi/halapi/fsm"
-	"github.com/klauspost/compress/gzip"
 )
 
 // Startup stream answers (the whole list) are shared: requests with the
@@ -220,50 +218,9 @@ func (c *streamCache) build(e *sharedEncoding) {
 		c.testHookBuilding()
 	}
 
-	newD, deleted, index := c.f.Stream(e.f, fsm.StreamCursor{}, true, e.at)
-	e.mu.Lock()
-	e.index = index
-	e.mu.Unlock()
-	n := e.at.UnixNano()
-	enc := chunkEncoder{buf: c.free.get(), sink: func(b []byte) ([]byte, bool) {
-		e.publish(b, false)
-		return c.free.get(), true
-	}}
-	if len(newD) < parallelMin || runtime.GOMAXPROCS(0) < 2 {
-		enc.stream(deleted, newD, n)
-		enc.finish()
-		c.finish(e, nil)
-		return
-	}
-	// A big list: the second half of "new" is encoded by a second
-	// goroutine into chunks of its own, published after the first half.
-	h := len(newD) / 2
-	tail := make(chan [][]byte, 1)
-	go func() {
-		var chunks [][]byte
-		te := chunkEncoder{buf: c.free.get(), sink: func(b []byte) ([]byte, bool) {
-			chunks = append(chunks, b)
-			return c.free.get(), true
-		}}
-		te.items(newD[h:], n, true, true)
-		te.buf = append(te.buf, "]}"...)
-		te.finish()
-		tail <- chunks
-	}()
-	enc.buf = append(enc.buf, `{"deleted":`...)
-	enc.decisions(deleted, n, true)
-	enc.buf = append(enc.buf, `,"new":[`...)
-	enc.items(newD[:h], n, true, false)
-	enc.finish()
-	for _, b := range <-tail {
-		e.publish(b, false)
-	}
+	c.encodeStartup(e)
 	c.finish(e, nil)
 }
-
-// parallelMin is the size of "new" from which a startup is encoded by two
-// goroutines (a million decisions: ~0.2 s of encoding halved).
-var parallelMin = 100000
 
 // freeChunks caps the recycled chunks (4096 x 65 KiB: a little more
 // than the raw and gzip bodies of a million decisions).
@@ -422,60 +379,6 @@ func (c *streamCache) startGzip(e *sharedEncoding) {
 	if start {
 		go c.compress(e)
 	}
-}
-
-func (c *streamCache) compress(e *sharedEncoding) {
-	defer c.release(e)
-	out := &gzChunks{e: e, cur: c.free.get()}
-	zw := gzipPool.Get().(*gzip.Writer)
-	zw.Reset(out)
-	var err error
-	for i := 0; ; i++ {
-		var b []byte
-		b, err = e.next(context.Background(), false, i)
-		if err != nil {
-			break
-		}
-		_, _ = zw.Write(b) // gzChunks never fails
-	}
-	if err == io.EOF {
-		err = zw.Close()
-	}
-	zw.Reset(io.Discard)
-	gzipPool.Put(zw)
-	if len(out.cur) > 0 {
-		e.publish(out.cur, true)
-	}
-	e.mu.Lock()
-	e.gzDone = true
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	close(e.changed)
-	e.changed = make(chan struct{})
-	e.mu.Unlock()
-}
-
-// gzChunks collects the compressor's output into published chunks.
-type gzChunks struct {
-	e   *sharedEncoding
-	cur []byte
-}
-
-func (g *gzChunks) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		room := chunkSize - len(g.cur)
-		if room <= 0 {
-			g.e.publish(g.cur, true)
-			g.cur = g.e.c.free.get()
-			continue
-		}
-		k := min(room, len(p))
-		g.cur = append(g.cur, p[:k]...)
-		p = p[k:]
-	}
-	return n, nil
 }
 
 // streamStartup answers a startup (whole list) stream request from the

@@ -52,6 +52,7 @@ type chunkEncoder struct {
 	buf    []byte
 	sink   func([]byte) ([]byte, bool)
 	failed bool
+	fc     fieldCache
 }
 
 func (e *chunkEncoder) spill() {
@@ -82,7 +83,7 @@ func (e *chunkEncoder) items(ds []*fsm.Decision, now int64, withUUID, more bool)
 		if i > 0 || more {
 			e.buf = append(e.buf, ',')
 		}
-		e.buf = appendDecision(e.buf, d, now, withUUID)
+		e.buf = e.fc.appendDecision(e.buf, d, now, withUUID)
 		if len(e.buf) >= chunkSize {
 			if e.spill(); e.failed {
 				return

@@ -92,6 +92,7 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 		{"scale", b.phaseScale},
 		{"agent", b.phaseAgent},
 		{"ui", b.phaseUI},
+		{"scale-stream", b.phaseScaleStream},
 	} {
 		if !cfg.Phases[p.name] {
 			continue
