@@ -99,6 +99,9 @@ type config struct {
 	PollEvery          time.Duration `json:"-"`
 	PollRounds         int           `json:"poll_rounds"`
 	ScaleCAPIDecisions int           `json:"scale_capi_decisions"`
+	// ScaleMemoryOnly runs only the scale phase's single-server steps
+	// (storm, idle RSS, stream, RSS after a storm), not the cluster.
+	ScaleMemoryOnly bool `json:"scale_memory_only,omitempty"`
 	// RetryBudget bounds the time spent redoing disturbed load runs.
 	RetryBudget time.Duration `json:"-"`
 }
@@ -169,6 +172,7 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.DurationVar(&cfg.PollEvery, "poll-every", 10*time.Second, "scale phase: interval of each bouncer's polls (-quick: 1s)")
 	fs.IntVar(&cfg.PollRounds, "poll-rounds", 3, "scale phase: measured polling rounds after the startup round (-quick: 2)")
 	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
+	fs.BoolVar(&cfg.ScaleMemoryOnly, "scale-memory-only", false, "scale phase: only the single-server steps (storms, idle RSS with a million decisions, startup stream, RSS after a storm), not the 3-node cluster")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
 		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
 		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up), "+

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Returning memory once the node has gone quiet after a burst of work.
+//
+// A big apply (a CAPI list, an import, an installed snapshot) or a storm
+// of startup streams leaves two kinds of memory resident that nothing will
+// use again soon:
+//
+//   - free Go heap: garbage not yet collected when the work stopped (no
+//     allocation, so no collection is due) and free pages the runtime keeps
+//     for reuse. With 1,000,000 decisions (~260 MiB live) the heap held
+//     ~540 MiB of RSS when the load stopped;
+//   - the raft log's BoltDB mmap: bolt copies a leaf's values when it
+//     rewrites the leaf, reading them through its read-only mapping, so the
+//     entries of a big import become resident file pages of the process
+//     (~90 MiB for 1,000,000 decisions), and stay so after the log is
+//     compacted.
+//
+// The trimmer samples the runtime's cumulative allocation count every
+// trimTick. Once at least trimMin bytes were allocated since the last
+// collection forced by anyone (this trimmer, the stream cache's scavenger
+// after a storm, debug.FreeOSMemory elsewhere), and the process then
+// allocated less than trimQuietRate per second for trimQuiet, it returns
+// the free heap (debug.FreeOSMemory) and asks the kernel to reclaim the
+// raft log's resident pages (MADV_PAGEOUT: clean file pages are dropped,
+// nothing is lost; a later read faults them back in from the page cache or
+// the disk).
+//
+// Why it cannot fire in the middle of a pull: a node applying decisions
+// allocates about 1 KB per decision (decoding, the record, the indexes,
+// bolt), so applying even 1,000 decisions per second keeps it above
+// trimQuietRate; the follower of a pull applies at the leader's pace. An
+// earlier policy triggered on the FSM's applied bytes alone and could run
+// while a pull was waiting on the CAPI download; it stalled a follower
+// query 3 s (BENCHMARKS.md) and was reverted.
+const (
+	trimTick      = 500 * time.Millisecond
+	trimQuiet     = 2 * time.Second
+	trimQuietRate = 1 << 20 // bytes allocated per second
+	trimMin       = 64 << 20
+)
+
+// trimSample is one reading of the runtime's counters.
+type trimSample struct {
+	allocs uint64 // bytes allocated since the start (/gc/heap/allocs:bytes)
+	forced uint64 // forced collections (/gc/cycles/forced:gc-cycles)
+}
+
+type trimmer struct {
+	read func() trimSample
+	trim func()
+
+	quiet time.Duration
+	rate  float64
+	min   uint64
+
+	started   bool
+	base      uint64 // allocs at the last forced collection
+	prev      trimSample
+	prevAt    time.Time
+	busySince time.Time
+	runs      int
+}
+
+func newTrimmer(read func() trimSample, trim func()) *trimmer {
+	return &trimmer{read: read, trim: trim, quiet: trimQuiet, rate: trimQuietRate, min: trimMin}
+}
+
+// tick takes one sample and trims when the burst is over; it reports
+// whether it trimmed.
+func (t *trimmer) tick(now time.Time) bool {
+	v := t.read()
+	if !t.started {
+		t.started = true
+		t.base, t.prev, t.prevAt, t.busySince = v.allocs, v, now, now
+		return false
+	}
+	if v.forced != t.prev.forced {
+		// Someone else just returned the heap (the stream scavenger after
+		// a storm): what was allocated before is accounted for.
+		t.base = v.allocs
+	}
+	if secs := now.Sub(t.prevAt).Seconds(); secs > 0 && float64(v.allocs-t.prev.allocs)/secs >= t.rate {
+		t.busySince = now
+	}
+	t.prev, t.prevAt = v, now
+	if v.allocs-t.base < t.min || now.Sub(t.busySince) < t.quiet {
+		return false
+	}
+	t.trim()
+	t.runs++
+	after := t.read()
+	t.base, t.prev = after.allocs, after
+	return true
+}
+
+func readTrimSample() trimSample {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	var v trimSample
+	if s[0].Value.Kind() == metrics.KindUint64 {
+		v.allocs = s[0].Value.Uint64()
+	}
+	if s[1].Value.Kind() == metrics.KindUint64 {
+		v.forced = s[1].Value.Uint64()
+	}
+	return v
+}
+
+// runIdleTrim runs the trimmer until ctx ends; raftLog is the BoltDB file
+// whose mapping is paged out with the heap.
+func runIdleTrim(ctx context.Context, raftLog string, logger *slog.Logger) {
+	warned := false
+	t := newTrimmer(readTrimSample, func() {
+		debug.FreeOSMemory()
+		n, err := pageOutFile(raftLog)
+		if err != nil && !warned {
+			warned = true
+			logger.Debug("cannot page out the raft log's mapping", "err", err)
+		}
+		logger.Debug("returned idle memory", "raft_log_mapped_bytes", n)
+	})
+	tk := time.NewTicker(trimTick)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tk.C:
+			t.tick(now)
+		}
+	}
+}
+
+// madvPageout is MADV_PAGEOUT (Linux 5.4+): reclaim the pages of a range;
+// file pages are written back if dirty and dropped, anonymous ones
+// swapped out. Contents are never lost, unlike MADV_DONTNEED on an
+// anonymous mapping — which matters because bolt may unmap and remap its
+// file between our reading /proc/self/maps and the call, and the range
+// could then hold something else.
+const madvPageout = 21
+
+// pageOutFile asks the kernel to reclaim this process's resident pages of
+// every mapping of path (as listed by /proc/self/maps); it returns the
+// bytes of the ranges advised.
+func pageOutFile(path string) (int64, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return 0, err
+	}
+	if real, err = filepath.Abs(real); err != nil {
+		return 0, err
+	}
+	f, err := os.Open("/proc/self/maps")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var ranges [][2]uintptr
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		start, end, p, ok := parseMapsLine(sc.Text())
+		if ok && p == real {
+			ranges = append(ranges, [2]uintptr{start, end})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	var n int64
+	var errs []error
+	for _, r := range ranges {
+		if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, r[0], r[1]-r[0], madvPageout); e != 0 {
+			errs = append(errs, e)
+			continue
+		}
+		n += int64(r[1] - r[0])
+	}
+	return n, errors.Join(errs...)
+}
+
+// parseMapsLine parses "start-end perms offset dev inode path".
+func parseMapsLine(l string) (start, end uintptr, path string, ok bool) {
+	rest := l
+	var fields [5]string
+	for i := range fields {
+		rest = strings.TrimLeft(rest, " ")
+		j := strings.IndexByte(rest, ' ')
+		if j < 0 {
+			return 0, 0, "", false
+		}
+		fields[i], rest = rest[:j], rest[j:]
+	}
+	path = strings.TrimSpace(rest)
+	a, b, found := strings.Cut(fields[0], "-")
+	if !found {
+		return 0, 0, "", false
+	}
+	s, err1 := strconv.ParseUint(a, 16, 64)
+	e, err2 := strconv.ParseUint(b, 16, 64)
+	if err1 != nil || err2 != nil || e <= s {
+		return 0, 0, "", false
+	}
+	return uintptr(s), uintptr(e), path, true
+}
+
+// raftLogFile is the raft log's BoltDB file under a data directory
+// (cluster.Start opens DATA/raft/raft.db).
+func raftLogFile(dataDir string) string { return filepath.Join(dataDir, "raft", "raft.db") }
