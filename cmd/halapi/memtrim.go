@@ -32,10 +32,11 @@ import (
 //     compacted.
 //
 // The trimmer samples the runtime's cumulative allocation count every
-// trimTick. Once at least trimMin bytes were allocated since the last
-// collection forced by anyone (this trimmer, the stream cache's scavenger
-// after a storm, debug.FreeOSMemory elsewhere), and the process then
-// allocated less than trimQuietRate per second for trimQuiet, it returns
+// trimTick. Once at least max(trimMin, half the live heap) bytes were
+// allocated since the last collection forced by anyone (this trimmer, the
+// stream cache's scavenger after a storm, debug.FreeOSMemory elsewhere),
+// and the process then allocated less than trimQuietRate per second for
+// trimQuiet, it returns
 // the free heap (debug.FreeOSMemory) and asks the kernel to reclaim the
 // raft log's resident pages (MADV_PAGEOUT: clean file pages are dropped,
 // nothing is lost; a later read faults them back in from the page cache or
@@ -49,7 +50,7 @@ import (
 // while a pull was waiting on the CAPI download; it stalled a follower
 // query 3 s (BENCHMARKS.md) and was reverted.
 const (
-	trimTick      = 500 * time.Millisecond
+	trimTick      = 250 * time.Millisecond
 	trimQuiet     = 2 * time.Second
 	trimQuietRate = 1 << 20 // bytes allocated per second
 	trimMin       = 64 << 20
@@ -59,6 +60,7 @@ const (
 type trimSample struct {
 	allocs uint64 // bytes allocated since the start (/gc/heap/allocs:bytes)
 	forced uint64 // forced collections (/gc/cycles/forced:gc-cycles)
+	live   uint64 // the live heap marked by the last collection (/gc/heap/live:bytes)
 }
 
 type trimmer struct {
@@ -99,7 +101,11 @@ func (t *trimmer) tick(now time.Time) bool {
 		t.busySince = now
 	}
 	t.prev, t.prevAt = v, now
-	if v.allocs-t.base < t.min || now.Sub(t.busySince) < t.quiet {
+	// Half the live heap: with the node's GOGC of 50 the runtime collects
+	// after about that much allocation anyway, so on a lightly loaded node
+	// (steady small allocations, quiet by the rate) the trims add at most
+	// as many collections as the runtime runs by itself.
+	if v.allocs-t.base < max(t.min, v.live/2) || now.Sub(t.busySince) < t.quiet {
 		return false
 	}
 	t.trim()
@@ -110,16 +116,15 @@ func (t *trimmer) tick(now time.Time) bool {
 }
 
 func readTrimSample() trimSample {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/forced:gc-cycles"}}
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/cycles/forced:gc-cycles"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	var v trimSample
-	if s[0].Value.Kind() == metrics.KindUint64 {
-		v.allocs = s[0].Value.Uint64()
+	u := func(i int) uint64 {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			return s[i].Value.Uint64()
+		}
+		return 0
 	}
-	if s[1].Value.Kind() == metrics.KindUint64 {
-		v.forced = s[1].Value.Uint64()
-	}
-	return v
+	return trimSample{allocs: u(0), forced: u(1), live: u(2)}
 }
 
 // runIdleTrim runs the trimmer until ctx ends; raftLog is the BoltDB file
@@ -127,13 +132,15 @@ func readTrimSample() trimSample {
 func runIdleTrim(ctx context.Context, raftLog string, logger *slog.Logger) {
 	warned := false
 	t := newTrimmer(readTrimSample, func() {
-		debug.FreeOSMemory()
+		t0 := time.Now()
 		n, err := pageOutFile(raftLog)
 		if err != nil && !warned {
 			warned = true
 			logger.Debug("cannot page out the raft log's mapping", "err", err)
 		}
-		logger.Debug("returned idle memory", "raft_log_mapped_bytes", n)
+		t1 := time.Now()
+		debug.FreeOSMemory()
+		logger.Debug("returned idle memory", "raft_log_mapped_bytes", n, "page_out", t1.Sub(t0), "free_heap", time.Since(t1))
 	})
 	tk := time.NewTicker(trimTick)
 	defer tk.Stop()

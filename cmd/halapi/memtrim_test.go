@@ -67,14 +67,40 @@ func TestTrimmerAfterABurst(t *testing.T) {
 		t.Fatalf("trimmed in a %s pause of a burst", trimQuiet-trimTick)
 	}
 
-	// Someone else forces a collection right after the burst: nothing left
-	// to trim.
-	cur.forced++
+	// With a big live heap a burst must allocate half of it: a node
+	// holding 1 GiB that allocated 300 MiB is left to the runtime.
+	cur.live = 1 << 30
+	for range 10 {
+		step(30 << 20)
+	}
 	for range 3 * quietTicks {
 		step(0)
 	}
 	if trims != 1 {
-		t.Fatalf("%d trims after a forced collection, want 1", trims)
+		t.Fatalf("trimmed after allocating under half the live heap")
+	}
+	for range 10 {
+		step(30 << 20)
+	}
+	for range quietTicks {
+		step(0)
+	}
+	if trims != 2 {
+		t.Fatalf("%d trims after allocating more than half of a 1 GiB live heap, want 2", trims)
+	}
+	cur.live = 0
+
+	// Someone else forces a collection right after the burst: nothing left
+	// to trim.
+	for range 10 {
+		step(perTick(40 << 20))
+	}
+	cur.forced++
+	for range 3 * quietTicks {
+		step(0)
+	}
+	if trims != 2 {
+		t.Fatalf("%d trims after a forced collection, want 2", trims)
 	}
 }
 
