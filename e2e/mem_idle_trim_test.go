@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,8 +84,12 @@ func TestMemIdleTrimAfterImport(t *testing.T) {
 		}
 		return v
 	}
+	// On a tmpfs the log's pages are shared memory, which only swap can
+	// reclaim: check the heap only.
+	var st syscall.Statfs_t
+	onTmpfs := syscall.Statfs(s.DataDir, &st) == nil && st.Type == 0x01021994
 	// Without the trim the free heap stays at tens of MiB and the log's
-	// mapping at about the size of the imported entries (~50 MiB here)
+	// mapping at about the size of the imported entries (~30 MiB here)
 	// for minutes.
 	waitFor(t, 60*time.Second, "the idle heap and the raft log's pages returned", func() (bool, string) {
 		rss, err := mappedFileRSS(s.Pid(), raftDB)
@@ -92,6 +97,6 @@ func TestMemIdleTrimAfterImport(t *testing.T) {
 			return false, err.Error()
 		}
 		free := scrape("go_memstats_heap_idle_bytes") - scrape("go_memstats_heap_released_bytes")
-		return rss < 4<<20 && free < 16<<20, fmt.Sprintf("raft.db resident %d KiB, free heap not returned %.0f KiB", rss>>10, free/1024)
+		return (rss < 4<<20 || onTmpfs) && free < 16<<20, fmt.Sprintf("raft.db resident %d KiB, free heap not returned %.0f KiB", rss>>10, free/1024)
 	})
 }
