@@ -32,22 +32,24 @@ import (
 // allocated since the last collection forced by anyone (this trimmer, the
 // stream cache's scavenger after a storm, debug.FreeOSMemory elsewhere),
 // and the process then allocated less than trimQuietRate per second for
-// trimQuiet, it returns
-// the free heap (debug.FreeOSMemory) and asks the kernel to reclaim the
-// raft log's resident pages (MADV_PAGEOUT: clean file pages are dropped,
-// nothing is lost; a later read faults them back in from the page cache or
-// the disk).
+// trimQuiet, it asks the kernel to reclaim the raft log's resident pages
+// (MADV_PAGEOUT: clean file pages are dropped, nothing is lost; a later
+// read faults them back in from the page cache or the disk) and returns
+// the free heap (debug.FreeOSMemory: one concurrent collection, then the
+// free pages handed back).
 //
-// Why it cannot fire in the middle of a pull: a node applying decisions
+// Why it does not fire in the middle of a pull: a node applying decisions
 // allocates about 1 KB per decision (decoding, the record, the indexes,
 // bolt), so applying even 1,000 decisions per second keeps it above
-// trimQuietRate; the follower of a pull applies at the leader's pace. An
-// earlier policy triggered on the FSM's applied bytes alone and could run
-// while a pull was waiting on the CAPI download; it stalled a follower
-// query 3 s (BENCHMARKS.md) and was reverted.
+// trimQuietRate; the follower of a pull applies at the leader's pace; and
+// ticks that come late (a machine too busy to run the node: its low
+// allocation count says nothing about the work waiting) do not count as
+// quiet. An earlier policy triggered on the FSM's applied bytes alone, so
+// a node waiting on anything else looked quiet; a follower query stalled
+// 3 s in a pull while it was on (BENCHMARKS.md) and it was reverted.
 const (
 	trimTick      = 250 * time.Millisecond
-	trimQuiet     = 2 * time.Second
+	trimQuiet     = time.Second
 	trimQuietRate = 1 << 20 // bytes allocated per second
 	trimMin       = 64 << 20
 )
@@ -93,7 +95,10 @@ func (t *trimmer) tick(now time.Time) bool {
 		// a storm): what was allocated before is accounted for.
 		t.base = v.allocs
 	}
-	if secs := now.Sub(t.prevAt).Seconds(); secs > 0 && float64(v.allocs-t.prev.allocs)/secs >= t.rate {
+	// A tick that comes late means the process did not get a CPU (an
+	// overloaded machine): its low allocation count says nothing about
+	// the work waiting, so it does not count as quiet.
+	if gap := now.Sub(t.prevAt); gap > 2*trimTick || gap <= 0 || float64(v.allocs-t.prev.allocs)/gap.Seconds() >= t.rate {
 		t.busySince = now
 	}
 	t.prev, t.prevAt = v, now

@@ -83,6 +83,26 @@ func TestTrimmerAfterABurst(t *testing.T) {
 	}
 	cur.live = 0
 
+	// Late ticks (the process got no CPU) are not quiet, however little
+	// was allocated.
+	for range 10 {
+		step(perTick(40 << 20))
+	}
+	for range 3 * quietTicks {
+		now = now.Add(3 * trimTick)
+		if step(0) {
+			t.Fatal("trimmed on late ticks")
+		}
+	}
+	for i := range quietTicks {
+		if trimmed := step(0); trimmed != (i == quietTicks-1) {
+			t.Fatalf("on-time tick %d after late ones: trimmed %v", i+1, trimmed)
+		}
+	}
+	if trims != 3 {
+		t.Fatalf("%d trims, want 3", trims)
+	}
+
 	// Someone else forces a collection right after the burst: nothing left
 	// to trim.
 	for range 10 {
@@ -92,8 +112,8 @@ func TestTrimmerAfterABurst(t *testing.T) {
 	for range 3 * quietTicks {
 		step(0)
 	}
-	if trims != 2 {
-		t.Fatalf("%d trims after a forced collection, want 2", trims)
+	if trims != 3 {
+		t.Fatalf("%d trims after a forced collection, want 3", trims)
 	}
 }
 
