@@ -108,6 +108,9 @@ type config struct {
 	// ScaleBulkOnly runs only the scale phase's blocklist pull and
 	// catch-up steps (5 and 6).
 	ScaleBulkOnly bool `json:"scale_bulk_only,omitempty"`
+	// ScaleMemoryOnly runs only the scale phase's single-server steps
+	// (storm, idle RSS, stream, RSS after a storm), not the cluster.
+	ScaleMemoryOnly bool `json:"scale_memory_only,omitempty"`
 	// RetryBudget bounds the time spent redoing disturbed load runs.
 	RetryBudget time.Duration `json:"-"`
 }
@@ -185,6 +188,7 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.IntVar(&cfg.UIDecisions, "ui-decisions", 50000, "ui phase: decisions held by the node whose console page is timed (-quick: 10,000)")
 	fs.IntVar(&cfg.UIRuns, "ui-runs", 21, "ui phase: timed fetches of the console's decisions page (the median is reported; -quick: 5)")
 	fs.BoolVar(&cfg.ScaleBulkOnly, "scale-bulk-only", false, "scale phase: run only the big blocklist pull and the new node catching up (steps 5 and 6)")
+	fs.BoolVar(&cfg.ScaleMemoryOnly, "scale-memory-only", false, "scale phase: only the single-server steps (storms, idle RSS with a million decisions, startup stream, RSS after a storm), not the 3-node cluster")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+
 		"cluster (3 nodes: failover, replication lag, follower vs leader), tls (HTTPS vs plain HTTP, handshakes), capi (blocklist pull), "+
 		"scale (startup storms, a million decisions, thousands of polling bouncers, big blocklist, catching up), "+

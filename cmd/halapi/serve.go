@@ -323,6 +323,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	srv.Run(runCtx)
 	reloadProfilesOnHUP(runCtx, srv, f.profiles, f.notify.notificationDir, logger)
 	rt.Start(runCtx, machine, node)
+	go runIdleTrim(runCtx, raftLogFile(f.dataDir), logger) // memtrim.go
 	verifier, err := pki.NewClientVerifier(machine, pki.VerifierConfig{AgentOUs: f.pki.agentOUs,
 		BouncerOUs: f.pki.bouncerOUs, AdminOUs: f.pki.adminOUs, CABundles: f.pki.clientCAs, CRLPath: f.pki.crl, Logger: logger,
 		OCSP: f.pki.clientOCSP, OCSPCache: f.pki.clientOCSPCache})
