@@ -152,6 +152,11 @@ func TestUIConsoleCluster(t *testing.T) {
 		})
 	}
 	bouncerSees(true)
+	// the follower's console names the node that served the bouncer
+	waitFor(t, convergeTimeout, "bouncers page names "+other.ID, func() (bool, string) {
+		_, page, _ := b.do("GET", "/ui/bouncers", nil)
+		return strings.Contains(page, `<small class="pull-node">on `+other.ID+`</small>`), "not yet"
+	})
 	_, page, _ = b.do("GET", "/ui/decisions?q=203.0.113.77", nil)
 	id := regexp.MustCompile(`data-decision-id="(\d+)" data-value="203.0.113.77"`).FindStringSubmatch(page)
 	if id == nil {

@@ -952,3 +952,32 @@ func TestIdempotentCommands(t *testing.T) {
 		t.Fatal("commands without an ID must not be deduplicated")
 	}
 }
+
+// The node that served a bouncer's last pull follows the newest pull only,
+// and a touch naming a node longer than a name is refused.
+func TestTouchRecordsTheNodeOfTheLastPull(t *testing.T) {
+	h := newHarness(t)
+	h.must(CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "b"}})
+	h.must(CmdTouch, T0, Touch{Bouncers: []BouncerTouch{{Name: "b", LastPull: 200, Node: "n2"}}})
+	if b := h.f.Bouncer("b"); b.LastPullNode != "n2" {
+		t.Fatalf("last pull node = %q, want n2", b.LastPullNode)
+	}
+	// an older pull relayed late by another node does not move it
+	h.must(CmdTouch, T0, Touch{Bouncers: []BouncerTouch{{Name: "b", LastPull: 150, Cursor: 9, Node: "n3"}}})
+	if b := h.f.Bouncer("b"); b.LastPullNode != "n2" || b.Cursor != 9 {
+		t.Fatalf("after an older pull: %+v", b)
+	}
+	// a newer pull moves it
+	h.must(CmdTouch, T0, Touch{Bouncers: []BouncerTouch{{Name: "b", LastPull: 300, Node: "n3"}}})
+	if b := h.f.Bouncer("b"); b.LastPullNode != "n3" {
+		t.Fatalf("last pull node = %q, want n3", b.LastPullNode)
+	}
+	// a newer pull of unknown node (an older relayer) clears it
+	h.must(CmdTouch, T0, Touch{Bouncers: []BouncerTouch{{Name: "b", LastPull: 400}}})
+	if b := h.f.Bouncer("b"); b.LastPullNode != "" {
+		t.Fatalf("last pull node = %q after a pull of unknown node", b.LastPullNode)
+	}
+	if err := (Touch{Bouncers: []BouncerTouch{{Name: "b", LastPull: 1, Node: strings.Repeat("n", MaxName+1)}}}).Validate(); err == nil {
+		t.Fatal("an oversized node name was accepted")
+	}
+}

@@ -19,6 +19,10 @@ type BouncerTouch struct {
 	Name     string `json:"name"`
 	LastPull int64  `json:"last_pull,omitempty"`
 	Cursor   uint64 `json:"cursor,omitempty"`
+	// Node served that pull (a node ID; optional). Written only once every
+	// voter knows the field (lapi's toucher checks CmdAuditAppend, the
+	// command of the same release).
+	Node string `json:"node,omitempty"`
 }
 
 func (b Touch) Validate() error {
@@ -41,6 +45,7 @@ func (b Touch) Validate() error {
 		k.at("bouncers", i)
 		k.name("name", b.Bouncers[i].Name, true)
 		k.nonNeg("last_pull", b.Bouncers[i].LastPull)
+		k.name("node", b.Bouncers[i].Node, false)
 		k.out()
 	}
 	return k.err
@@ -64,6 +69,9 @@ func (s *state) touch(_ entryCtx, b *Touch) *Result {
 			continue
 		}
 		nb := *old
+		if t.LastPull > nb.LastPull {
+			nb.LastPullNode = t.Node
+		}
 		nb.LastPull = max(nb.LastPull, t.LastPull)
 		nb.Cursor = max(nb.Cursor, t.Cursor)
 		s.wBouncers()[nb.Name] = &nb

@@ -28,17 +28,21 @@ type Machine struct {
 
 // Bouncer is a remediation component identified by an API key or a cert.
 type Bouncer struct {
-	Name         string `json:"name"`
-	KeyHash      string `json:"key_hash"`
-	Revoked      bool   `json:"revoked,omitempty"`
-	IP           string `json:"ip,omitempty"`
-	Type         string `json:"type,omitempty"`
-	Version      string `json:"version,omitempty"`
-	AuthType     string `json:"auth_type"`
-	AutoCreated  bool   `json:"auto_created,omitempty"`
-	CreatedAt    int64  `json:"created_at"`
-	UpdatedAt    int64  `json:"updated_at"`
-	LastPull     int64  `json:"last_pull,omitempty"`
+	Name        string `json:"name"`
+	KeyHash     string `json:"key_hash"`
+	Revoked     bool   `json:"revoked,omitempty"`
+	IP          string `json:"ip,omitempty"`
+	Type        string `json:"type,omitempty"`
+	Version     string `json:"version,omitempty"`
+	AuthType    string `json:"auth_type"`
+	AutoCreated bool   `json:"auto_created,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+	UpdatedAt   int64  `json:"updated_at"`
+	LastPull    int64  `json:"last_pull,omitempty"`
+	// LastPullNode is the node that served the last pull (informational;
+	// empty when unknown: written by an older node, or a cluster where
+	// some voter is older than the field).
+	LastPullNode string `json:"last_pull_node,omitempty"`
 	OSName       string `json:"os_name,omitempty"`
 	OSVersion    string `json:"os_version,omitempty"`
 	FeatureFlags string `json:"feature_flags,omitempty"`

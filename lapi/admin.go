@@ -67,16 +67,18 @@ type MachineView struct {
 
 // BouncerView is a bouncer as the admin API shows it (no key hash).
 type BouncerView struct {
-	Name        string     `json:"name"`
-	IP          string     `json:"ip_address"`
-	Revoked     bool       `json:"revoked"`
-	LastPull    *time.Time `json:"last_pull"`
-	Type        string     `json:"type"`
-	Version     string     `json:"version"`
-	AuthType    string     `json:"auth_type"`
-	AutoCreated bool       `json:"auto_created"`
-	CreatedAt   time.Time  `json:"created_at"`
-	OS          string     `json:"os,omitempty"`
+	Name     string     `json:"name"`
+	IP       string     `json:"ip_address"`
+	Revoked  bool       `json:"revoked"`
+	LastPull *time.Time `json:"last_pull"`
+	// LastPullNode is the node that served the last pull, when known.
+	LastPullNode string    `json:"last_pull_node,omitempty"`
+	Type         string    `json:"type"`
+	Version      string    `json:"version"`
+	AuthType     string    `json:"auth_type"`
+	AutoCreated  bool      `json:"auto_created"`
+	CreatedAt    time.Time `json:"created_at"`
+	OS           string    `json:"os,omitempty"`
 }
 
 func tsPtr(ns int64) *time.Time {
@@ -186,8 +188,11 @@ func (s *Server) adminDeleteMachine(w http.ResponseWriter, r *http.Request) {
 func (s *Server) adminListBouncers(w http.ResponseWriter, _ *http.Request) {
 	out := []BouncerView{}
 	for _, b := range s.fsm.Bouncers() {
-		lp := s.touches.cursor(b).LastPull
-		out = append(out, BouncerView{Name: b.Name, IP: b.IP, Revoked: b.Revoked, LastPull: tsPtr(lp),
+		lp, node := s.touches.cursor(b).LastPull, b.LastPullNode
+		if lp > b.LastPull {
+			node = s.cfg.NodeID // served here, not yet replicated
+		}
+		out = append(out, BouncerView{Name: b.Name, IP: b.IP, Revoked: b.Revoked, LastPull: tsPtr(lp), LastPullNode: node,
 			Type: b.Type, Version: b.Version, AuthType: b.AuthType, AutoCreated: b.AutoCreated,
 			CreatedAt: time.Unix(0, b.CreatedAt).UTC(), OS: strings.Trim(b.OSName+"/"+b.OSVersion, "/")})
 	}

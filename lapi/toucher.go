@@ -29,6 +29,15 @@ type toucher struct {
 	// served remembers the latest cursor served per bouncer on this node
 	// (kept after flushing, so a pull right after a flush uses it).
 	served map[string]fsm.StreamCursor
+	// nodes holds the node that served each pending bouncer's newest
+	// pull (this node's ID, or the relaying node's).
+	nodes map[string]string
+}
+
+// supporter is a cluster that knows which commands every voter applies
+// (cluster.Node).
+type supporter interface {
+	Supports(fsm.CmdType) bool
 }
 
 // touchRelay is a cluster that gathers touches on its leader
@@ -39,7 +48,7 @@ type touchRelay interface {
 }
 
 func newToucher(s *Server) *toucher {
-	t := &toucher{s: s, machines: map[string]int64{}, bouncers: map[string]fsm.StreamCursor{}, served: map[string]fsm.StreamCursor{}}
+	t := &toucher{s: s, machines: map[string]int64{}, bouncers: map[string]fsm.StreamCursor{}, served: map[string]fsm.StreamCursor{}, nodes: map[string]string{}}
 	if r, ok := s.cluster.(touchRelay); ok {
 		r.OnTouches(t.gather)
 	}
@@ -63,6 +72,9 @@ func (t *toucher) requeue(body fsm.Touch) {
 	}
 	for _, b := range body.Bouncers {
 		old := t.bouncers[b.Name]
+		if b.LastPull > old.LastPull || t.nodes[b.Name] == "" {
+			t.nodes[b.Name] = b.Node
+		}
 		t.bouncers[b.Name] = fsm.StreamCursor{Index: max(old.Index, b.Cursor), LastPull: max(old.LastPull, b.LastPull)}
 	}
 }
@@ -78,6 +90,9 @@ func (t *toucher) machine(id string, at int64) {
 func (t *toucher) bouncer(name string, c fsm.StreamCursor) {
 	t.mu.Lock()
 	old := t.bouncers[name]
+	if c.LastPull > old.LastPull || t.nodes[name] == "" {
+		t.nodes[name] = t.s.cfg.NodeID
+	}
 	t.bouncers[name] = fsm.StreamCursor{Index: max(old.Index, c.Index), LastPull: max(old.LastPull, c.LastPull)}
 	sv := t.served[name]
 	t.served[name] = fsm.StreamCursor{Index: max(sv.Index, c.Index), LastPull: max(sv.LastPull, c.LastPull)}
@@ -171,11 +186,19 @@ func (t *toucher) flush(ctx context.Context) {
 		body.Machines = append(body.Machines, fsm.MachineTouch{ID: id, LastHeartbeat: at})
 	}
 	for name, c := range t.bouncers {
-		body.Bouncers = append(body.Bouncers, fsm.BouncerTouch{Name: name, LastPull: c.LastPull, Cursor: c.Index})
+		body.Bouncers = append(body.Bouncers, fsm.BouncerTouch{Name: name, LastPull: c.LastPull, Cursor: c.Index, Node: t.nodes[name]})
 	}
 	t.machines = map[string]int64{}
 	t.bouncers = map[string]fsm.StreamCursor{}
+	t.nodes = map[string]string{}
 	t.mu.Unlock()
+	// The node field is written only once every voter knows it: an older
+	// node would store a different bouncer record.
+	if sp, ok := t.s.cluster.(supporter); !ok || !sp.Supports(fsm.CmdAuditAppend) {
+		for i := range body.Bouncers {
+			body.Bouncers[i].Node = ""
+		}
+	}
 	var err error
 	if r, ok := t.s.cluster.(touchRelay); ok && !t.s.cluster.IsLeader() {
 		err = r.RelayTouches(ctx, body)

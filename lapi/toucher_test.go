@@ -58,9 +58,14 @@ func (c *relayCluster) writes() []fsm.CmdType {
 }
 
 func newRelayEnv(t *testing.T, leader bool) (*env, *relayCluster) {
+	return newRelayEnvNode(t, leader, "")
+}
+
+func newRelayEnvNode(t *testing.T, leader bool, node string) (*env, *relayCluster) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.BcryptCost = 4
+	cfg.NodeID = node
 	e := &env{t: t, fsm: fsm.New(nil), clock: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	c := &relayCluster{direct: &direct{f: e.fsm, now: e.now}, leader: true}
 	s, err := New(cfg, e.fsm, c, nil, nil)
@@ -241,5 +246,49 @@ func TestServedCursorsPruned(t *testing.T) {
 	}
 	if got := tc.cursor(e.fsm.Bouncer("fw")); got != want {
 		t.Fatalf("fw's cursor after pruning: %+v, want %+v", got, want)
+	}
+}
+
+// supportingCluster is a relayCluster whose voters all know (or not) the
+// commands of this release.
+type supportingCluster struct {
+	*relayCluster
+	all bool
+}
+
+func (c *supportingCluster) Supports(fsm.CmdType) bool { return c.all }
+
+// The node that served a bouncer's pull travels with the relayed touch and
+// is written by the leader, but only once every voter knows the field.
+func TestTouchNamesTheNodeThatServedThePull(t *testing.T) {
+	f, fc := newRelayEnvNode(t, false, "n2")
+	f.bouncer("fw", "key")
+	pollEverything(f, "key", f.machine("agent"), 1)
+	f.srv.touches.flush(context.Background())
+	if len(fc.relayed) != 1 || len(fc.relayed[0].Bouncers) != 1 {
+		t.Fatalf("relayed %+v", fc.relayed)
+	}
+	if got := fc.relayed[0].Bouncers[0].Node; got != "" {
+		t.Fatalf("a cluster that cannot say its voters know the field relayed node %q", got)
+	}
+
+	for _, all := range []bool{true, false} {
+		l, lc := newRelayEnvNode(t, true, "n1")
+		sc := &supportingCluster{relayCluster: lc, all: all}
+		l.srv.cluster = sc
+		l.bouncer("fw", "key")
+		l.bouncer("own", "key2")
+		pollEverything(l, "key2", l.machine("agent"), 1)
+		lc.sink(fsm.Touch{Bouncers: []fsm.BouncerTouch{{Name: "fw", LastPull: l.now().UnixNano(), Cursor: 3, Node: "n2"}}})
+		l.srv.touches.flush(context.Background())
+		fw, own := l.fsm.Bouncer("fw"), l.fsm.Bouncer("own")
+		switch {
+		case all && (fw.LastPullNode != "n2" || own.LastPullNode != "n1"):
+			t.Errorf("every voter knows the field: fw pulled on %q (want n2), own on %q (want n1)", fw.LastPullNode, own.LastPullNode)
+		case !all && (fw.LastPullNode != "" || own.LastPullNode != ""):
+			t.Errorf("an older voter: fw pulled on %q, own on %q, want none written", fw.LastPullNode, own.LastPullNode)
+		case fw.LastPull == 0 || own.LastPull == 0:
+			t.Errorf("last pulls not written: %d %d", fw.LastPull, own.LastPull)
+		}
 	}
 }

@@ -596,8 +596,10 @@ func TestMachinesAndBouncersPages(t *testing.T) {
 	if msg, isErr := b.flash(b.post("/ui/machines", "/ui/machines/delete", url.Values{"id": {"pending-agent"}})); !isErr || !strings.Contains(msg, "not found") {
 		t.Fatalf("second delete: %q", msg)
 	}
+	apply(fsm.CmdTouch, fsm.Touch{Bouncers: []fsm.BouncerTouch{{Name: "fw1", LastPull: time.Now().UnixNano(), Node: "n3"}}})
 	p = b.get("/ui/bouncers")
-	if !strings.Contains(p.body, `<tr data-bouncer-name="fw1">`) || !strings.Contains(p.body, "api-key") {
+	if !strings.Contains(p.body, `<tr data-bouncer-name="fw1">`) || !strings.Contains(p.body, "api-key") ||
+		!strings.Contains(p.body, `<small class="pull-node">on n3</small>`) {
 		t.Fatalf("bouncers page:\n%s", p.body)
 	}
 	if msg, isErr := b.flash(b.post("/ui/bouncers", "/ui/bouncers/delete", url.Values{"name": {"fw1"}})); isErr {
