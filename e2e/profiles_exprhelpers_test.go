@@ -243,11 +243,33 @@ func ctiTransport(fake string) *http.Transport {
 	return tr
 }
 
-var diffSetup sync.Once
+var (
+	diffSetup sync.Once
+	// diffTransport sends the reference's CTI requests to the fake server.
+	diffTransport *http.Transport
+)
+
+// useDiffTransport makes http.DefaultTransport diffTransport for the
+// test: the reference's CTI client uses it. It is put back when the test
+// ends, since its TLS dial ignores the TLS settings crowdsec's apiclient
+// puts on its clone of http.DefaultTransport (a later test's client would
+// verify a node's certificate against the system roots and fail).
+func useDiffTransport(t *testing.T) {
+	saved := http.DefaultTransport
+	http.DefaultTransport = diffTransport
+	t.Cleanup(func() { http.DefaultTransport = saved })
+}
 
 // setupDiffHelpers gives both sides the same outside data.
 func setupDiffHelpers(t *testing.T) {
+	first := false
+	defer func() {
+		if !first && diffTransport != nil {
+			useDiffTransport(t)
+		}
+	}()
 	diffSetup.Do(func() {
+		first = true
 		dir, err := os.MkdirTemp("", "exprhelpers-diff")
 		if err != nil {
 			t.Fatal(err)
@@ -268,7 +290,8 @@ func setupDiffHelpers(t *testing.T) {
 		must(exprhelpers.GeoIPInit(dir))
 		must(exprhelpers.FileInit(dir, "ips.txt", "string"))
 		must(exprhelpers.FileInit(dir, "ua.regex", "regexp"))
-		http.DefaultTransport = ctiTransport(strings.TrimPrefix(srv.URL, "http://"))
+		diffTransport = ctiTransport(strings.TrimPrefix(srv.URL, "http://"))
+		useDiffTransport(t)
 		key, ttl, size := diffCTIKey, time.Hour, 100
 		must(ctiexpr.InitCrowdsecCTI(&key, &ttl, &size, log.PanicLevel))
 		must(cache.CacheInit(cache.CacheCfg{Name: "seen", Size: 10, TTL: time.Hour}, nil))
