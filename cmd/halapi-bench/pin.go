@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+)
+
+// The pinned layout of the scale phase's second pull: the queried follower
+// on the last CPU with this process (the load generator: its bouncers;
+// the fake CAPI is idle once the list is downloaded), the two other nodes
+// on the first CPU. In a deployment each node has its own host: the other
+// nodes never take the follower's CPU. The client shares it here (on 2
+// CPUs it must share one with somebody: beside the leader, busy with the
+// pull, it was itself starved and its stalls counted as the follower's).
+
+// cpuMask is a sched_setaffinity mask for up to 1024 CPUs.
+type cpuMask [16]uint64
+
+func (m *cpuMask) set(cpu int) { m[cpu/64] |= 1 << (uint(cpu) % 64) }
+
+func (m *cpuMask) has(cpu int) bool { return m[cpu/64]&(1<<(uint(cpu)%64)) != 0 }
+
+// cpus lists the CPUs of m in order.
+func (m *cpuMask) cpus() []int {
+	var out []int
+	for c := range len(m) * 64 {
+		if m.has(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func schedAffinity(get bool, tid int, m *cpuMask) error {
+	call := uintptr(syscall.SYS_SCHED_SETAFFINITY)
+	if get {
+		call = syscall.SYS_SCHED_GETAFFINITY
+	}
+	if _, _, e := syscall.RawSyscall(call, uintptr(tid), unsafe.Sizeof(*m), uintptr(unsafe.Pointer(m))); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// pinPID binds every thread of process pid to cpu (threads it starts
+// later inherit the mask of the thread that starts them). It returns the
+// mask its main thread had before.
+func pinPID(pid, cpu int) (old cpuMask, err error) {
+	if cpu < 0 || cpu >= len(old)*64 {
+		return old, fmt.Errorf("no CPU %d", cpu)
+	}
+	if err := schedAffinity(true, pid, &old); err != nil {
+		return old, err
+	}
+	var one cpuMask
+	one.set(cpu)
+	return old, setPIDMask(pid, &one)
+}
+
+// setPIDMask sets m on every thread of pid, twice (a thread started
+// while the first pass ran).
+func setPIDMask(pid int, m *cpuMask) error {
+	for range 2 {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			tid, _ := strconv.Atoi(e.Name())
+			if err := schedAffinity(false, tid, m); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pinLayout pins fol and this process to the last CPU this process may
+// run on, and others to the first; restore puts this process back on its
+// previous CPUs (the nodes are stopped with their cluster).
+func pinLayout(fol int, others []int) (restore func(), err error) {
+	self := os.Getpid()
+	var cur cpuMask
+	if err := schedAffinity(true, self, &cur); err != nil {
+		return nil, err
+	}
+	cpus := cur.cpus()
+	if len(cpus) < 2 {
+		return nil, errors.New("one CPU: nothing to pin apart")
+	}
+	first, last := cpus[0], cpus[len(cpus)-1]
+	old, err := pinPID(self, last)
+	if err != nil {
+		return nil, fmt.Errorf("pinning the load generator to CPU %d: %w", last, err)
+	}
+	restore = func() { _ = setPIDMask(self, &old) }
+	if _, err := pinPID(fol, last); err != nil {
+		restore()
+		return nil, fmt.Errorf("pinning the follower to CPU %d: %w", last, err)
+	}
+	for _, p := range others {
+		if _, err := pinPID(p, first); err != nil {
+			restore()
+			return nil, fmt.Errorf("pinning node %d to CPU %d: %w", p, first, err)
+		}
+	}
+	return restore, nil
+}
+
+// allowedCPUs reads Cpus_allowed_list of one thread of pid ("" if unreadable).
+func allowedCPUs(pid, tid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid))
+	if err != nil {
+		return ""
+	}
+	const key = "Cpus_allowed_list:"
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
