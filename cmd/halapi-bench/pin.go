@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -125,4 +126,27 @@ func allowedCPUs(pid, tid int) string {
 		}
 	}
 	return ""
+}
+
+// runDelay sums, over the live threads of pid, the time they spent
+// runnable on a kernel run queue without a CPU (/proc/PID/task/TID/schedstat,
+// second field; needs schedstats, 0 when unreadable): how long the
+// process waited for a CPU, not for anything of its own.
+func runDelay(pid int) time.Duration {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			sum += time.Duration(ns)
+		}
+	}
+	return sum
 }

@@ -90,3 +90,39 @@ func TestSlowest(t *testing.T) {
 		t.Errorf("slowest = %q, want %q", got, want)
 	}
 }
+
+// TestRunDelayCountsWaitingForCPU runs two spinning child processes
+// pinned to one CPU: each waits on the run queue while the other runs.
+func TestRunDelayCountsWaitingForCPU(t *testing.T) {
+	var cur cpuMask
+	if err := schedAffinity(true, 0, &cur); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/proc/self/schedstat"); err != nil {
+		t.Skip("no schedstat")
+	}
+	cpu := cur.cpus()[0]
+	var kids []*exec.Cmd
+	for range 2 {
+		c := exec.Command("sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		if _, err := pinPID(c.Process.Pid, cpu); err != nil {
+			t.Fatal(err)
+		}
+		kids = append(kids, c)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for runDelay(kids[0].Process.Pid) < 50*time.Millisecond || runDelay(kids[1].Process.Pid) < 50*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("run delays %s and %s after 10 s of two spinners sharing CPU %d",
+				runDelay(kids[0].Process.Pid), runDelay(kids[1].Process.Pid), cpu)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := runDelay(1 << 30); d != 0 {
+		t.Errorf("run delay of a missing process = %s", d)
+	}
+}

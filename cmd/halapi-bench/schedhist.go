@@ -112,18 +112,30 @@ func (s *server) scrapeHistogram(ctx context.Context, name string) (histogram, e
 	return parseHistogram(resp.Body, name)
 }
 
-// showSched describes d, a delta of go_sched_latencies_seconds.
+// showSched describes d, a delta of go_sched_latencies_seconds: the
+// share of sampled wakeups in each bucket from 100 µs up (client_golang
+// keeps one bucket per decade of the runtime's histogram).
 func showSched(d histogram) string {
 	if d.total <= 0 {
 		return "no samples"
 	}
-	o1, b1 := d.over(0.001)
-	o10, b10 := d.over(0.010)
-	mb := "beyond the last finite bucket"
-	if m := d.maxBound(); !math.IsInf(m, 1) {
-		mb = "<= " + time.Duration(m*float64(time.Second)).Round(time.Microsecond).String()
+	var parts []string
+	prev, lo := 0.0, 0.0
+	for i, le := range d.les {
+		n := d.counts[i] - prev
+		prev = d.counts[i]
+		if le >= 1e-4 && n > 0 {
+			hi := "+Inf"
+			if !math.IsInf(le, 1) {
+				hi = showSeconds(le)
+			}
+			parts = append(parts, fmt.Sprintf("%s-%s %.0f (%.2f%%)", showSeconds(lo), hi, n, 100*n/d.total))
+		}
+		lo = le
 	}
-	return fmt.Sprintf("%.0f sampled goroutine wakeups, %.2f%% waited > %s, %.3f%% > %s, longest %s", d.total,
-		100*o1/d.total, time.Duration(b1*float64(time.Second)).Round(time.Microsecond),
-		100*o10/d.total, time.Duration(b10*float64(time.Second)).Round(time.Microsecond), mb)
+	return fmt.Sprintf("%.0f sampled goroutine wakeups; waited %s", d.total, strings.Join(parts, ", "))
+}
+
+func showSeconds(s float64) string {
+	return time.Duration(s * float64(time.Second)).Round(time.Microsecond).String()
 }
