@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,8 +83,9 @@ func setPIDMask(pid int, m *cpuMask) error {
 }
 
 // pinLayout pins fol and this process to the last CPU this process may
-// run on, and others to the first; restore puts this process back on its
-// previous CPUs (the nodes are stopped with their cluster).
+// run on, and others to the first, and runs this process on one P;
+// restore puts this process back on its previous CPUs and Ps (the nodes
+// are stopped with their cluster).
 func pinLayout(fol int, others []int) (restore func(), err error) {
 	self := os.Getpid()
 	var cur cpuMask
@@ -99,7 +101,10 @@ func pinLayout(fol int, others []int) (restore func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("pinning the load generator to CPU %d: %w", last, err)
 	}
-	restore = func() { _ = setPIDMask(self, &old) }
+	// One P for the load generator too: two Ps on one CPU take turns at
+	// the kernel's time slices.
+	procs := runtime.GOMAXPROCS(1)
+	restore = func() { runtime.GOMAXPROCS(procs); _ = setPIDMask(self, &old) }
 	if _, err := pinPID(fol, last); err != nil {
 		restore()
 		return nil, fmt.Errorf("pinning the follower to CPU %d: %w", last, err)

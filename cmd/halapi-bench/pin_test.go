@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestPinLayout(t *testing.T) {
 		t.Skip("one CPU allowed")
 	}
 	first, last := strconv.Itoa(cpus[0]), strconv.Itoa(cpus[len(cpus)-1])
-	before := allowedCPUs(os.Getpid(), os.Getpid())
+	before, procs := allowedCPUs(os.Getpid(), os.Getpid()), runtime.GOMAXPROCS(0)
 	var kids []*exec.Cmd
 	for range 2 {
 		c := exec.Command("sleep", "60")
@@ -69,7 +70,13 @@ func TestPinLayout(t *testing.T) {
 			t.Errorf("the other node may run on %q, want %s", l, first)
 		}
 	}
+	if p := runtime.GOMAXPROCS(0); p != 1 {
+		t.Errorf("GOMAXPROCS %d while pinned, want 1", p)
+	}
 	restore()
+	if p := runtime.GOMAXPROCS(0); p != procs {
+		t.Errorf("GOMAXPROCS %d after restore, want %d", p, procs)
+	}
 	for _, l := range threadsCPUs(t, os.Getpid()) {
 		if l != before {
 			t.Errorf("after restore a thread of this process may run on %q, want %q", l, before)
