@@ -278,7 +278,7 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 			return res, err
 		}
 		defer restore()
-		res.notes = append(res.notes, fmt.Sprintf("%s: pinned layout: follower %s on CPU %s, the other nodes on CPU %s, the load generator and fake CAPI on CPU %s",
+		res.notes = append(res.notes, fmt.Sprintf("%s: pinned layout: follower %s alone on CPU %s, the other nodes (nice 19) on CPU %s, the load generator and fake CAPI on CPU %s",
 			c.name, fol.name, allowedCPUs(fol.pid(), fol.pid()), allowedCPUs(others[0], others[0]), allowedCPUs(os.Getpid(), os.Getpid())))
 	}
 	gc0, _ := fol.scrape(ctx, "go_gc_duration_seconds_count", "")

@@ -13,12 +13,14 @@ import (
 )
 
 // The pinned layout of the scale phase's second pull: the queried follower
-// on the last CPU with this process (the load generator: its bouncers;
-// the fake CAPI is idle once the list is downloaded), the two other nodes
-// on the first CPU. In a deployment each node has its own host: the other
-// nodes never take the follower's CPU. The client shares it here (on 2
-// CPUs it must share one with somebody: beside the leader, busy with the
-// pull, it was itself starved and its stalls counted as the follower's).
+// alone on the last CPU; the load generator (this process: its bouncers;
+// the fake CAPI is idle once the list is downloaded) and the two other
+// nodes on the first CPU, the nodes at nice 19 so that the load generator
+// runs whenever it has something to do. In a deployment each node has its
+// own host and the bouncers theirs: nothing takes the follower's CPU, and
+// the client's own waits are not the follower's. (Beside the leader at
+// the same priority the load generator was itself starved; beside the
+// follower it waited for the follower's apply.)
 
 // cpuMask is a sched_setaffinity mask for up to 1024 CPUs.
 type cpuMask [16]uint64
@@ -82,10 +84,10 @@ func setPIDMask(pid int, m *cpuMask) error {
 	return nil
 }
 
-// pinLayout pins fol and this process to the last CPU this process may
-// run on, and others to the first, and runs this process on one P;
-// restore puts this process back on its previous CPUs and Ps (the nodes
-// are stopped with their cluster).
+// pinLayout pins fol to the last CPU this process may run on, this
+// process and others to the first (others at nice 19), and runs this
+// process on one P; restore puts this process back on its previous CPUs
+// and Ps (the nodes are stopped with their cluster).
 func pinLayout(fol int, others []int) (restore func(), err error) {
 	self := os.Getpid()
 	var cur cpuMask
@@ -97,9 +99,9 @@ func pinLayout(fol int, others []int) (restore func(), err error) {
 		return nil, errors.New("one CPU: nothing to pin apart")
 	}
 	first, last := cpus[0], cpus[len(cpus)-1]
-	old, err := pinPID(self, last)
+	old, err := pinPID(self, first)
 	if err != nil {
-		return nil, fmt.Errorf("pinning the load generator to CPU %d: %w", last, err)
+		return nil, fmt.Errorf("pinning the load generator to CPU %d: %w", first, err)
 	}
 	// One P for the load generator too: two Ps on one CPU take turns at
 	// the kernel's time slices.
@@ -114,8 +116,45 @@ func pinLayout(fol int, others []int) (restore func(), err error) {
 			restore()
 			return nil, fmt.Errorf("pinning node %d to CPU %d: %w", p, first, err)
 		}
+		if err := renice(p, 19); err != nil {
+			restore()
+			return nil, fmt.Errorf("nice 19 for node %d: %w", p, err)
+		}
 	}
 	return restore, nil
+}
+
+// renice sets the nice value of every thread of pid (Linux: per thread;
+// threads started later inherit it from the thread that starts them).
+func renice(pid, nice int) error {
+	for range 2 {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			tid, _ := strconv.Atoi(e.Name())
+			if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// niceOf reads the nice value of thread tid of pid (/proc stat field 19).
+func niceOf(pid, tid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[i+1:])
+	if i < 0 || len(f) < 17 {
+		return 0, fmt.Errorf("short stat %q", s)
+	}
+	return strconv.Atoi(f[16])
 }
 
 // allowedCPUs reads Cpus_allowed_list of one thread of pid ("" if unreadable).

@@ -56,8 +56,8 @@ func TestPinLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, l := range threadsCPUs(t, os.Getpid()) {
-		if l != last {
-			t.Errorf("a thread of this process may run on %q, want %s", l, last)
+		if l != first {
+			t.Errorf("a thread of this process may run on %q, want %s", l, first)
 		}
 	}
 	for _, l := range threadsCPUs(t, kids[0].Process.Pid) {
@@ -68,6 +68,12 @@ func TestPinLayout(t *testing.T) {
 	for _, l := range threadsCPUs(t, kids[1].Process.Pid) {
 		if l != first {
 			t.Errorf("the other node may run on %q, want %s", l, first)
+		}
+	}
+	for i, want := range []int{0, 19} {
+		pid := kids[i].Process.Pid
+		if n, err := niceOf(pid, pid); err != nil || n != want {
+			t.Errorf("nice of child %d = %d (%v), want %d", i, n, err, want)
 		}
 	}
 	if p := runtime.GOMAXPROCS(0); p != 1 {

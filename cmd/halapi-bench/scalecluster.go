@@ -23,11 +23,11 @@ func (b *bench) scaleCluster(ctx context.Context) error {
 }
 
 // scalePinnedPull pulls the same blocklist on a fresh 3-node cluster with
-// the queried follower and the load generator on the last CPU, the two
-// other nodes on the first (pinLayout), every node with GOMAXPROCS=1: the
-// closest to a deployment (one node per host) 2 CPUs allow, where the
-// leader's pull never takes the follower's CPU. Its query p99 is judged
-// like the shared layout's.
+// the queried follower alone on the last CPU, the load generator and the
+// two other nodes (nice 19) on the first (pinLayout), every node with
+// GOMAXPROCS=1: the closest to a deployment (one node per host, bouncers
+// elsewhere) 2 CPUs allow, where the leader's pull never takes the
+// follower's CPU. Its query p99 is judged like the shared layout's.
 func (b *bench) scalePinnedPull(ctx context.Context) error {
 	fake, err := b.newFakeCAPI("scale-pinned", b.cfg.ScaleCAPIDecisions)
 	if err != nil {
