@@ -68,7 +68,11 @@ func newMetrics(f *fsm.FSM, now func() time.Time) *Metrics {
 			Help: "API connections closed at accept because a cap was reached (total, per_ip)."}, []string{"reason"}),
 	}
 	m.Registry.MustRegister(m.route, m.machine, m.bouncer, m.latency, m.alerts, m.decisionsOK, m.decisionsKO, m.loginFailures, m.regRefused, m.connRefused,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		// The default Go metrics plus the scheduler's histograms:
+		// go_sched_latencies_seconds (runnable -> running) and
+		// go_sched_pauses_*_seconds (stop-the-world pauses), what tells a
+		// node that waits for CPU from one whose handlers are slow.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{f: f, now: now,
 			active: prometheus.NewDesc("cs_active_decisions", "Number of active decisions.",
 				[]string{"reason", "origin", "action"}, nil),

@@ -213,6 +213,9 @@ type capiResult struct {
 	during, idle durationStats // follower query latency
 	errs         int
 	notes        []string
+	gcs          float64       // collections on the follower meanwhile
+	gcPause      time.Duration // their stop-the-world pauses in all
+	slow         string        // the slowest queries during the apply (offset: latency)
 }
 
 func (b *bench) phaseCAPI(ctx context.Context) error {
@@ -236,7 +239,7 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res, err := b.capiPull(ctx, c, fake, key)
+	res, err := b.capiPull(ctx, c, fake, key, false)
 	if err != nil {
 		return err
 	}
@@ -253,8 +256,9 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 // capiPull makes the leader of c pull fake's blocklist (a machine logs in
 // with scenarios, which unlocks the pull) while a paced bouncer load (API
 // key key) runs on a follower, waits until the follower has the whole
-// list, then runs the same load idle.
-func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key string) (capiResult, error) {
+// list, then runs the same load idle. pinned: the follower runs alone on
+// the last CPU, the other nodes and this process on CPU 0 (pinLayout).
+func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key string, pinned bool) (capiResult, error) {
 	var res capiResult
 	n := fake.n
 	leader, followers, err := c.roles(ctx)
@@ -262,6 +266,26 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 		return res, err
 	}
 	fol := followers[0]
+	if pinned {
+		var others []int
+		for _, s := range c.nodes {
+			if s != fol && s.running() {
+				others = append(others, s.pid())
+			}
+		}
+		restore, err := pinLayout(fol.pid(), others)
+		if err != nil {
+			return res, err
+		}
+		defer restore()
+		res.notes = append(res.notes, fmt.Sprintf("%s: pinned layout: follower %s alone on CPU %s, the other nodes (nice 19) on CPU %s, the load generator and fake CAPI on CPU %s",
+			c.name, fol.name, allowedCPUs(fol.pid(), fol.pid()), allowedCPUs(others[0], others[0]), allowedCPUs(os.Getpid(), os.Getpid())))
+	}
+	gc0, _ := fol.scrape(ctx, "go_gc_duration_seconds_count", "")
+	gcs0, _ := fol.scrape(ctx, "go_gc_duration_seconds_sum", "")
+	srv0 := serverSide(ctx, fol)
+	wait0, self0, waitFrom := runDelay(fol.pid()), runDelay(os.Getpid()), time.Now()
+	sched0, schedErr := fol.scrapeHistogram(ctx, "go_sched_latencies_seconds")
 	agent, agentPW := "capi-agent-"+randomHex(4), randomHex(16)
 	if _, err := leader.cliWrite(ctx, "machines", "add", agent, "--password", agentPW); err != nil {
 		return res, err
@@ -279,6 +303,22 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	}
 	res.pull = pull.seen.Sub(pull.start)
 	during, duringErrs := window(pull.samples, pull.start, pull.seen)
+	gc1, _ := fol.scrape(ctx, "go_gc_duration_seconds_count", "")
+	gcs1, _ := fol.scrape(ctx, "go_gc_duration_seconds_sum", "")
+	gcMax, _ := fol.scrape(ctx, "go_gc_duration_seconds", `quantile="1"`)
+	res.gcs, res.gcPause = gc1-gc0, time.Duration((gcs1-gcs0)*float64(time.Second))
+	res.slow = slowest(pull.samples, pull.start, pull.seen, 5)
+	srv1 := serverSide(ctx, fol)
+	wait1, self1, waitTo := runDelay(fol.pid()), runDelay(os.Getpid()), time.Now()
+	sched := "not exposed by this binary"
+	if schedErr == nil {
+		if sched1, err := fol.scrapeHistogram(ctx, "go_sched_latencies_seconds"); err == nil {
+			sched = showSched(sched1.sub(sched0))
+		}
+	}
+	for i := range srv1 {
+		srv1[i] -= srv0[i]
+	}
 	b.progress("capi: stream call %s after the login; list on the leader after %s, on the follower after %s",
 		pull.start.Sub(pull.login).Round(time.Millisecond), pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), res.pull.Round(time.Millisecond))
 	if err := followerHolds(ctx, fol, key, n); err != nil {
@@ -309,7 +349,13 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 			c.name, pull.start.Sub(pull.login).Round(time.Millisecond), dl, pull.leaderSeen.Sub(pull.start).Round(time.Millisecond), fol.name,
 			res.pull.Round(time.Millisecond), capiPollEvery, thousands(float64(n)), pull.other, pull.nodeCPU),
 		fmt.Sprintf("%s: follower queries (%d connections, %d req/s in all, half hits): during the apply %s; idle afterwards (%s) %s",
-			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle))
+			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle),
+		fmt.Sprintf("%s: follower %s from the login to the whole list: %.0f collections, stop-the-world pauses %s in all (longest recent %s); slowest queries during the apply: %s; "+
+			"its own handler timings (cs_lapi_request_duration_seconds, all routes, login -> whole list): %.0f requests, %.0f over 10 ms, %.0f over 50 ms; its Go scheduler (go_sched_latencies_seconds: runnable -> running): %s; "+
+			"time its threads waited for a CPU on the kernel's run queues (schedstat, all threads summed): %s in %s (the load generator's: %s)",
+			c.name, fol.name, res.gcs, res.gcPause.Round(time.Microsecond), time.Duration(gcMax*float64(time.Second)).Round(time.Microsecond), res.slow,
+			srv1[0], srv1[0]-srv1[1], srv1[0]-srv1[2], sched,
+			(wait1-wait0).Round(time.Millisecond), waitTo.Sub(waitFrom).Round(time.Millisecond), (self1-self0).Round(time.Millisecond)))
 	return res, nil
 }
 
@@ -403,6 +449,34 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 		run.download = dl[0].Time
 	}
 	return run, nil
+}
+
+// serverSide scrapes s's request duration histogram (all routes): the
+// count, and the counts within 10 ms and within 50 ms.
+func serverSide(ctx context.Context, s *server) [3]float64 {
+	const h = "cs_lapi_request_duration_seconds"
+	var out [3]float64
+	out[0], _ = s.scrape(ctx, h+"_count", "")
+	out[1], _ = s.scrape(ctx, h+"_bucket", `le="0.01"`)
+	out[2], _ = s.scrape(ctx, h+"_bucket", `le="0.05"`)
+	return out
+}
+
+// slowest shows the k slowest successful samples sent in [from, to): their
+// offset from from and their latency.
+func slowest(ss []pacedSample, from, to time.Time, k int) string {
+	var in []pacedSample
+	for _, s := range ss {
+		if !s.err && !s.at.Before(from) && s.at.Before(to) {
+			in = append(in, s)
+		}
+	}
+	slices.SortFunc(in, func(a, b pacedSample) int { return int(b.lat - a.lat) })
+	var parts []string
+	for _, s := range in[:min(k, len(in))] {
+		parts = append(parts, fmt.Sprintf("+%s: %s", s.at.Sub(from).Round(time.Millisecond), s.lat.Round(10*time.Microsecond)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // followerHolds checks that fol's startup stream holds the n decisions of

@@ -29,6 +29,7 @@ type cluster struct {
 	name  string
 	nodes []*server
 	extra []string // extra serve arguments of every node
+	env   []string // added to every node's environment
 	join  string   // the first node's gossip address
 }
 
@@ -39,10 +40,15 @@ type cluster struct {
 // extra) and waits until they have formed a cluster: one leader, every
 // node applied up to its commit index.
 func (b *bench) startCluster(ctx context.Context, name string, extra ...string) (*cluster, error) {
+	return b.startClusterEnv(ctx, name, nil, extra...)
+}
+
+// startClusterEnv is startCluster with env added to every node's environment.
+func (b *bench) startClusterEnv(ctx context.Context, name string, env []string, extra ...string) (*cluster, error) {
 	if !b.kind.plainFlag {
 		return nil, errors.New("this halapi binary has no --plain-http")
 	}
-	c := &cluster{b: b, name: name, extra: extra}
+	c := &cluster{b: b, name: name, extra: extra, env: env}
 	for range clusterSize {
 		if err := c.spawnNode(); err != nil {
 			return nil, err
@@ -91,6 +97,7 @@ func (c *cluster) spawnNode() error {
 			return err
 		}
 	}
+	s.proc.Env = c.env
 	if err := s.proc.Start(append(args, c.extra...)...); err != nil {
 		return err
 	}

@@ -12,9 +12,60 @@ import (
 
 // --------------------------------------------------------------------------
 // The scale phase's cluster: many polling bouncers, ingestion through a
-// follower, a big blocklist pull, a new node catching up.
+// follower, a big blocklist pull, a new node catching up; then the pull
+// again on a fresh cluster with the queried follower pinned to its own CPU.
 
 func (b *bench) scaleCluster(ctx context.Context) error {
+	if err := b.scaleClusterShared(ctx); err != nil {
+		return err
+	}
+	return b.scalePinnedPull(ctx)
+}
+
+// scalePinnedPull pulls the same blocklist on a fresh 3-node cluster with
+// the queried follower alone on the last CPU, the load generator and the
+// two other nodes (nice 19) on the first (pinLayout), every node with
+// GOMAXPROCS=1: the closest to a deployment (one node per host, bouncers
+// elsewhere) 2 CPUs allow, where the leader's pull never takes the
+// follower's CPU. Its query p99 is judged like the shared layout's.
+func (b *bench) scalePinnedPull(ctx context.Context) error {
+	fake, err := b.newFakeCAPI("scale-pinned", b.cfg.ScaleCAPIDecisions)
+	if err != nil {
+		return err
+	}
+	defer fake.Close()
+	b.progress("scale: the pull again on a fresh cluster, the queried follower pinned to its own CPU")
+	args := append(fake.capiArgs(), "--flush-max-items", "10000000")
+	// One P per node: a node pinned to one CPU is a one-core host (with
+	// GOMAXPROCS 2 its two threads would take turns on the CPU at the
+	// kernel's time slices).
+	c, err := b.startClusterEnv(ctx, "scale-pinned", []string{"GOMAXPROCS=1"}, args...)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	leader, _, err := c.roles(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := leader.addBouncer(ctx, "bench-bouncer")
+	if err != nil {
+		return err
+	}
+	res, err := b.capiPull(ctx, c, fake, key, true)
+	if err != nil {
+		return fmt.Errorf("blocklist pull, pinned follower: %w", err)
+	}
+	qm := b.rep.add(&metric{Key: "scale_capi_query_p99_pinned_ms", Name: "  the same, follower pinned to its own CPU (a deployment's layout)", Unit: unitMS,
+		Value: res.during.P99, Ref: res.idle.P99, RefName: "idle", Target: "< 10 ms"})
+	qm.judge(res.during.P99 < 10)
+	qm.Errors = int64(res.errs)
+	b.rep.Notes = append(b.rep.Notes, fmt.Sprintf("scale-pinned: the pull took %s (stream call -> all on the pinned follower)", res.pull.Round(time.Millisecond)))
+	b.rep.Notes = append(b.rep.Notes, res.notes...)
+	return nil
+}
+
+func (b *bench) scaleClusterShared(ctx context.Context) error {
 	cfg := b.cfg
 	fake, err := b.newFakeCAPI("scale", cfg.ScaleCAPIDecisions)
 	if err != nil {
@@ -52,7 +103,7 @@ func (b *bench) scaleCluster(ctx context.Context) error {
 		}
 	}
 	nd := thousands(float64(fake.n))
-	res, err := b.capiPull(ctx, c, fake, keys[0])
+	res, err := b.capiPull(ctx, c, fake, keys[0], false)
 	if err != nil {
 		// The new node still catches up from what the cluster holds.
 		if cerr := b.scaleCatchUp(ctx, c, keys[0], "", "the pull failed: fewer than "+nd); cerr != nil {
