@@ -75,35 +75,7 @@ func TestPullChunksAsLists(t *testing.T) {
 // A list chunk whose answer timed out is sent again under the same request
 // ID: applied once.
 func TestPullListChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
-	fake := newFake(t)
-	cfg := testConfig(fake)
-	cfg.ListChunkSize = 5
-	s, a, cl := newUnstarted(t, fake, cfg)
-	a.lists.Store(true)
-	var lines []string
-	for i := 0; i < 23; i++ {
-		lines = append(lines, fmt.Sprintf("100.2.0.%d", i))
-	}
-	fake.SetBlocklist("late", lines)
-	fake.SetStream(capitest.StreamResponse{Links: &capitest.Links{Blocklists: []capitest.BlocklistLink{
-		fake.BlocklistLink("late", "ban", "Ip", "24h")}}})
-	a.lateAnswers.Store(3)
-	startup := true
-	pull(t, s, cl, &startup, false)
-	if n, _ := a.commands(fsm.CmdImportList); n != 5+3 {
-		t.Errorf("%d list entries, want 5 chunks + 3 resent", n)
-	}
-	got := a.f.Decisions(&fsm.DecisionFilter{Origins: []string{OriginLists}}, time.Now())
-	seen := map[string]bool{}
-	for _, d := range got {
-		if seen[d.Value] {
-			t.Errorf("%s stored twice", d.Value)
-		}
-		seen[d.Value] = true
-	}
-	if len(got) != len(lines) {
-		t.Errorf("%d decisions stored, want %d", len(got), len(lines))
-	}
+	checkChunkRetriedOnce(t, true, fsm.CmdImportList)
 }
 
 // Runs of one template are ordered by address (non-addresses first, in

@@ -336,10 +336,19 @@ func TestPullChunks(t *testing.T) {
 // again under the same request ID: it is applied once, no decision is
 // stored twice, and the pull completes.
 func TestPullChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
+	checkChunkRetriedOnce(t, false, fsm.CmdImportDecisions)
+}
+
+// checkChunkRetriedOnce pulls a 23-value list in chunks of 5 whose first 3
+// answers time out, as ImportList entries (lists) or ImportDecisions, and
+// checks each chunk is resent once and every value stored once.
+func checkChunkRetriedOnce(t *testing.T, lists bool, cmd fsm.CmdType) {
+	t.Helper()
 	fake := newFake(t)
 	cfg := testConfig(fake)
-	cfg.ChunkSize = 5
+	cfg.ChunkSize, cfg.ListChunkSize = 5, 5
 	s, a, cl := newUnstarted(t, fake, cfg)
+	a.lists.Store(lists)
 	var lines []string
 	for i := 0; i < 23; i++ {
 		lines = append(lines, fmt.Sprintf("100.2.0.%d", i))
@@ -350,8 +359,8 @@ func TestPullChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
 	a.lateAnswers.Store(3)
 	startup := true
 	pull(t, s, cl, &startup, false)
-	if n, _ := a.commands(fsm.CmdImportDecisions); n != 5+3 {
-		t.Errorf("%d import entries, want 5 chunks + 3 resent", n)
+	if n, _ := a.commands(cmd); n != 5+3 {
+		t.Errorf("%d %v entries, want 5 chunks + 3 resent", n, cmd)
 	}
 	got := a.f.Decisions(&fsm.DecisionFilter{Origins: []string{OriginLists}}, time.Now())
 	seen := map[string]bool{}
