@@ -207,6 +207,27 @@ func (f *fakeCAPI) capiArgs() []string {
 		"--capi-push-interval", "1h", "--capi-metrics-interval", "1h"}
 }
 
+// pullOnFreshCluster starts a 3-node cluster (env and args for every
+// node) whose leader syncs with fake, adds a bouncer, and measures one
+// blocklist pull (capiPull; pinned: the pinLayout). The cluster is stopped
+// when it returns.
+func (b *bench) pullOnFreshCluster(ctx context.Context, name string, fake *fakeCAPI, env []string, pinned bool, args ...string) (capiResult, error) {
+	c, err := b.startClusterEnv(ctx, name, env, args...)
+	if err != nil {
+		return capiResult{}, err
+	}
+	defer c.stop()
+	leader, _, err := c.roles(ctx)
+	if err != nil {
+		return capiResult{}, err
+	}
+	key, err := leader.addBouncer(ctx, "bench-bouncer")
+	if err != nil {
+		return capiResult{}, err
+	}
+	return b.capiPull(ctx, c, fake, key, pinned)
+}
+
 // capiResult is what one blocklist pull measured.
 type capiResult struct {
 	pull         time.Duration // stream call -> whole list on the follower
@@ -226,20 +247,7 @@ func (b *bench) phaseCAPI(ctx context.Context) error {
 	}
 	defer fake.Close()
 	b.progress("capi: starting 3 nodes with CAPI credentials for a fake CAPI serving a %s-decision blocklist", thousands(float64(n)))
-	c, err := b.startCluster(ctx, "capi", fake.capiArgs()...)
-	if err != nil {
-		return err
-	}
-	defer c.stop()
-	leader, _, err := c.roles(ctx)
-	if err != nil {
-		return err
-	}
-	key, err := leader.addBouncer(ctx, "bench-bouncer")
-	if err != nil {
-		return err
-	}
-	res, err := b.capiPull(ctx, c, fake, key, false)
+	res, err := b.pullOnFreshCluster(ctx, "capi", fake, nil, false, fake.capiArgs()...)
 	if err != nil {
 		return err
 	}

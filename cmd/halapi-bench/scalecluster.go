@@ -44,20 +44,7 @@ func (b *bench) scalePinnedPull(ctx context.Context) error {
 	// One P per node: a node pinned to one CPU is a one-core host (with
 	// GOMAXPROCS 2 its two threads would take turns on the CPU at the
 	// kernel's time slices).
-	c, err := b.startClusterEnv(ctx, "scale-pinned", []string{"GOMAXPROCS=1"}, args...)
-	if err != nil {
-		return err
-	}
-	defer c.stop()
-	leader, _, err := c.roles(ctx)
-	if err != nil {
-		return err
-	}
-	key, err := leader.addBouncer(ctx, "bench-bouncer")
-	if err != nil {
-		return err
-	}
-	res, err := b.capiPull(ctx, c, fake, key, true)
+	res, err := b.pullOnFreshCluster(ctx, "scale-pinned", fake, []string{"GOMAXPROCS=1"}, true, args...)
 	if err != nil {
 		return fmt.Errorf("blocklist pull, pinned follower: %w", err)
 	}
