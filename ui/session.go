@@ -89,22 +89,7 @@ func (st *sessionStore) create(who string) (string, *session) {
 	s := &session{who: who, csrf: randomToken(), expires: st.now().Add(st.ttl)}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	now := st.now()
-	for k, o := range st.byID {
-		if !now.Before(o.expires) {
-			delete(st.byID, k)
-		}
-	}
-	for len(st.byID) >= st.max {
-		var oldK string
-		var old *session
-		for k, o := range st.byID {
-			if old == nil || o.expires.Before(old.expires) {
-				oldK, old = k, o
-			}
-		}
-		delete(st.byID, oldK)
-	}
+	makeRoom(st.byID, st.max, st.now(), func(o *session) time.Time { return o.expires })
 	st.byID[hashToken(id)] = s
 	return id, s
 }
@@ -163,21 +148,7 @@ func (ts *tokenStore) issue(name string, ttl time.Duration) (string, time.Time) 
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	now := ts.now()
-	for k, t := range ts.m {
-		if !now.Before(t.expires) {
-			delete(ts.m, k)
-		}
-	}
-	for len(ts.m) >= ts.max {
-		var oldK string
-		var old *loginToken
-		for k, t := range ts.m {
-			if old == nil || t.expires.Before(old.expires) {
-				oldK, old = k, &t
-			}
-		}
-		delete(ts.m, oldK)
-	}
+	makeRoom(ts.m, ts.max, now, func(t loginToken) time.Time { return t.expires })
 	exp := now.Add(ttl)
 	ts.m[hashToken(tok)] = loginToken{name: name, expires: exp}
 	return tok, exp
@@ -305,4 +276,25 @@ func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, status int
 		c.setCookie(w, preCookie, d.CSRF, 600)
 	}
 	c.render(w, status, "login", &pageData{Title: "Sign in", Data: d})
+}
+
+// makeRoom drops the entries of m that expired at now, then the ones
+// closest to expiry until m has room for one more under max.
+func makeRoom[V any](m map[string]V, max int, now time.Time, expires func(V) time.Time) {
+	for k, v := range m {
+		if !now.Before(expires(v)) {
+			delete(m, k)
+		}
+	}
+	for len(m) >= max && len(m) > 0 {
+		var oldK string
+		var oldExp time.Time
+		first := true
+		for k, v := range m {
+			if e := expires(v); first || e.Before(oldExp) {
+				oldK, oldExp, first = k, e, false
+			}
+		}
+		delete(m, oldK)
+	}
 }
