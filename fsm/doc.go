@@ -28,20 +28,23 @@
 // cloned copy-on-write in O(1), small maps copied on their next write);
 // queries load the published copy through an atomic pointer, without a
 // lock (state.go). View hands a caller one published state for a whole
-// request (EachStartup walks a startup stream without building it).
+// request (EachStartup walks a startup stream without building it;
+// StartupWalk splits one into ID ranges that lapi encodes on every core).
 //
 // # Files
 //
 // The raft adapter: fsm.go (the FSM type, Apply, ApplyBatch, the skip or
 // stop rule, the applied index), predecode.go (decoding off the apply
-// goroutine), snapshot.go (Snapshot, Restore and the snapshot format).
+// goroutine), snapshot.go (Snapshot, Restore and the snapshot format: JSON lines,
+// s2-compressed once SetCompressedSnapshots is on; Restore reads both).
 // The state: state.go (the state value, publishing, copy-on-write maps),
 // index.go (the decision indexes and their lookups), requestids.go. The
 // entry format: entry.go. Commands: commands.go (type numbers and the
 // registry table), registry.go (how the table is checked and dispatched),
 // cmd_*.go (one file per group of commands: body types, their Validate and
 // their apply functions), validate.go (bounds and the checker). Queries:
-// query_*.go. Records: types.go, result.go; values: iprange.go, uuid.go,
+// query_*.go. The audit trail: cmd_audit.go (a ring of the newest
+// AuditCap records, in copy-on-write blocks). Records: types.go, result.go; values: iprange.go, uuid.go,
 // clamp.go, decisionjson.go (hand-written JSON for decisions).
 //
 // # Commands
