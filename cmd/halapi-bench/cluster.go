@@ -169,8 +169,8 @@ func (s *server) clusterStatus(ctx context.Context) (clusterStatus, error) {
 }
 
 // ready checks the cluster once: every node up and answering, all agreeing
-// on one leader that says it leads, every node applied up to its commit
-// index, and the leader seeing all members alive.
+// on one leader that says it leads, every node applied up to its own and
+// the leader's commit index, and the leader seeing all members alive.
 func (c *cluster) ready(ctx context.Context) (leader int, why string) {
 	sts := make([]clusterStatus, len(c.nodes))
 	for i, s := range c.nodes {
@@ -201,6 +201,14 @@ func (c *cluster) ready(ctx context.Context) (leader int, why string) {
 	}
 	if leader < 0 {
 		return -1, "no node leads yet"
+	}
+	// A follower learns the commit index with the leader's next message:
+	// its own "applied = commit" can predate the last acknowledged write.
+	// The leader's commit index is the one that counts.
+	for _, st := range sts {
+		if st.AppliedIndex < sts[leader].CommitIndex {
+			return -1, fmt.Sprintf("%s applied %d of the leader's %d", st.NodeID, st.AppliedIndex, sts[leader].CommitIndex)
+		}
 	}
 	alive := 0
 	for _, m := range sts[leader].Members {
