@@ -215,7 +215,7 @@ func TestFailedForcedRegistrationKeepsWorkingCredentials(t *testing.T) {
 	}
 	// the loops still work with the current credentials meanwhile
 	addMachine(t, a, "agent1", "crowdsecurity/ssh-bf")
-	waitFor(t, "a pull with the current credentials", 5*time.Second, func() bool { return fake.Count(capitest.Stream) == 1 })
+	waitFor(t, "a pull with the current credentials", 20*time.Second, func() bool { return fake.Count(capitest.Stream) >= 1 })
 	// CAPI recovers: the same pending ids get registered and used
 	waitFor(t, "new credentials in use", 10*time.Second, func() bool {
 		sc := readCredentials(a.f)
