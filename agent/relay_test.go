@@ -85,6 +85,7 @@ func TestRelayReplacesConnectionClosedByNode(t *testing.T) {
 	x, y := newBackend(t, "x"), newBackend(t, "y")
 	a, front := startAgent(t, Config{}, x, y)
 	preferOnly(t, a, x, y)
+	before := a.Status() // preferOnly may have moved the agent off y already
 	for i := range 5 {
 		code, body, _ := do(t, "GET", front.URL+"/v1/decisions?ip=10.0.0.1", "", "X-Api-Key", "k")
 		if code != 200 || !strings.Contains(body, `"x"`) {
@@ -95,8 +96,8 @@ func TestRelayReplacesConnectionClosedByNode(t *testing.T) {
 		x.srv.CloseClientConnections()
 	}
 	st := a.Status()
-	if st.Preferred != x.srv.URL || st.Failovers != 0 || st.Retries != 0 {
-		t.Fatalf("status: preferred %s, %d failovers, %d retries; want x, none", st.Preferred, st.Failovers, st.Retries)
+	if st.Preferred != x.srv.URL || st.Failovers != before.Failovers || st.Retries != before.Retries {
+		t.Fatalf("status: preferred %s, %d failovers, %d retries; want x, none", st.Preferred, st.Failovers-before.Failovers, st.Retries-before.Retries)
 	}
 	if got := y.requests(); len(got) != 0 {
 		t.Fatalf("node y got %d requests, want none", len(got))
