@@ -255,7 +255,11 @@ func (s *state) expireByValue(e entryCtx, b *ExpireByValue) *Result {
 
 func (s *state) expireSet(e entryCtx, b *ExpireSet) *Result {
 	var hit []int64
+	seen := 0
 	s.decisions.Ascend(func(d *Decision) bool {
+		if seen++; seen&importYieldEvery == 0 {
+			runtime.Gosched() // a walk of every decision (see importYieldEvery)
+		}
 		if d.Origin == b.Origin && d.Scenario == b.Scenario && d.AlertID != b.KeepAlertID && d.Until > e.now {
 			hit = append(hit, d.ID)
 		}

@@ -11,7 +11,10 @@ package fsm
 // result. It is gated (gating.go): a leader writes it only when every
 // voter applies it, and falls back to ImportDecisions otherwise.
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"runtime"
+)
 
 // CmdImportList is the compact import (numbered apart from the iota block:
 // command types other branches append cannot collide with it).
@@ -56,6 +59,9 @@ func (b ImportList) Validate() error {
 	for i := range b.Values {
 		if k.err != nil {
 			break
+		}
+		if i&listYieldEvery == listYieldEvery {
+			runtime.Gosched() // see listYieldEvery
 		}
 		k.at("values", i)
 		k.text("value", b.Values[i])

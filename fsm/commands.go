@@ -80,5 +80,5 @@ var commands = mustRegistry(
 	gated(CmdNotifyCursor, (*state).notifyCursor),
 	gated(CmdProfilesSet, (*state).profilesSet),
 	gated(CmdAuditAppend, (*state).auditAppend),
-	gated(CmdImportList, (*state).importList),
+	gated(CmdImportList, (*state).importList).withFast(func(b []byte) (any, bool) { return fastImportList(b) }),
 )

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -163,4 +164,53 @@ func FuzzImportEncode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fastImportList, when it takes a body, decodes it as encoding/json does
+// (and only bodies encoding/json accepts).
+func FuzzImportListJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"alert":{"id":0,"scenario":"update : +1/-0 IPs","source":{"scope":"lists:x","value":""}},"origin":"lists","type":"ban","scope":"ip","scenario":"x","until":5,"seed":"0b5a7a2c-3e9f-4d1e-9c3a-5f2e8d7c6b1a","values":["1.2.3.4","10.0.0.0/8"]}`,
+		`{"alert_id":7,"values":[],"untils":[1,-2]}`, `{"values":null}`, `{}`, ` { "values" : [ "a" , "b" ] } `,
+		`{"values":["caf\u00e9"]}`, `{"Values":["x"]}`, `{"values":[1]}`, `{"untils":[1.5]}`, `{"untils":[01]}`,
+		`{"alert_id":1,"alert_id":-2}`, `{"values":[],"values":["a"]}`, `{"seed":"zz"}`, `{"seed":null}`,
+		`{"alert":{"meta":[{"key":"a","value":"b\"]}"}]},"alert_id":1}`, `{"alert":{"id":1}}}`, `{"alert":tru}`,
+		`{"until":9223372036854775807,"untils":[-9223372036854775808]}`, `{"until":9223372036854775808}`,
+		`{"values":["a",]}`, `{"values":["a"]`, `[]`, `null`, `{"x":[]}`, `{"origin":"a"}x`, `{"type":"\u0041"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fast, ok := fastImportList(b)
+		if !ok {
+			return
+		}
+		var std ImportList
+		if err := json.Unmarshal(b, &std); err != nil {
+			t.Fatalf("%s: fast decode took it, encoding/json says %v", b, err)
+		}
+		if !reflect.DeepEqual(*fast, std) {
+			t.Fatalf("%s:\nfast %+v\nstd  %+v", b, *fast, std)
+		}
+	})
+}
+
+// A big list decodes through the fast path, as encoding/json decodes it.
+func TestImportListFastPathTakesBigList(t *testing.T) {
+	l := ImportList{Origin: "lists", Type: "ban", Scope: "ip", Scenario: "s", Until: 9, Seed: UUIDAt(UUID{1}, 0)}
+	for i := range 20000 {
+		l.Values = append(l.Values, fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255))
+		l.Untils = append(l.Untils, int64(i))
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, ok := fastImportList(b)
+	if !ok {
+		t.Fatal("the fast path refused the form halapi writes")
+	}
+	if !reflect.DeepEqual(*fast, l) {
+		t.Fatal("the fast path decoded another list")
+	}
 }

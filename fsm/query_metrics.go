@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"runtime"
 	"strings"
 	"time"
 )
@@ -27,12 +28,21 @@ func (f *FSM) MetricCounts(now time.Time) MetricCounts {
 	s := f.read()
 	out := MetricCounts{Alerts: s.alertCount, Total: s.decisions.Len(),
 		ActiveBy: map[DecisionGroup]int{}, AlertsBy: map[string]int{}}
+	// a walk of every decision: yield now and then (see listYieldEvery),
+	// a scrape must not hold a one-core node's P for tens of ms
 	s.byUntil.DescendGreaterThan(&Decision{Until: n, ID: 1<<63 - 1}, func(d *Decision) bool {
+		if out.Active&listYieldEvery == listYieldEvery {
+			runtime.Gosched()
+		}
 		out.Active++
 		out.ActiveBy[DecisionGroup{d.Scenario, d.Origin, d.Type}]++
 		return true
 	})
+	seen := 0
 	s.alerts.Ascend(func(a *Alert) bool {
+		if seen++; seen&listYieldEvery == 0 {
+			runtime.Gosched()
+		}
 		if !s.communityAlert(a) {
 			out.AlertsBy[a.Scenario]++
 		}
