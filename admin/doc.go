@@ -20,6 +20,18 @@
 //     removal, backup), since package cluster knows no HTTP.
 //   - The client (client.go) the CLI uses: Do for JSON calls (30 s),
 //     Download for streamed answers (no timeout).
+//   - The runtime's profiles and traces (debug.go, DebugRoutes, `halapi
+//     debug`): under /admin/v1/debug/pprof, a CPU profile and an
+//     execution trace over ?seconds= (1..120, else 400), one of them at a
+//     time per node (409 while one runs), and the named profiles heap,
+//     allocs, goroutine, mutex, block, threadcreate (?debug=0 pprof, 1 or
+//     2 text; goroutine debug=2 is every stack as in a panic). On the
+//     socket only: serve.go adds DebugRoutes to the socket's handler and
+//     not to the one the web console calls in-process (adminHandlers),
+//     since a capture costs the node CPU and a dump shows its internals.
+//     Written on runtime/pprof and runtime/trace: net/http/pprof is not
+//     imported, because its init registers /debug/pprof/ on
+//     http.DefaultServeMux, which no listener may ever come to serve.
 //   - The audit of the CLI's writes (audit.go, HandlerWithAudit): every
 //     successful request but a GET or HEAD is recorded in the replicated
 //     audit trail as "cli:uid=N", with the route, its variables and an
@@ -37,6 +49,7 @@
 //	importer.AdminRoutes           import
 //	admin.ClusterRoutes            status, snapshot, members, backup
 //	ui.Console.AdminRoutes         the web console's one-time login links
+//	admin.DebugRoutes              debug/pprof (socket only, not the console's handler)
 //
 // Adding a route is one line in the owner (r.HandleFunc(path,
 // handler).Methods(...)); adding an owner is one more argument to
@@ -47,6 +60,8 @@
 // # What it must not do
 //
 //   - Listen on anything but the unix socket, or loosen its mode.
+//   - Import net/http/pprof, or hand DebugRoutes to any handler but the
+//     socket's.
 //   - Hold the logic of a route: it routes, writes and authenticates by
 //     file mode; the owner decides.
 //   - Log request bodies (machine passwords, API keys, enrollment keys).

@@ -24,6 +24,7 @@ func main() {
 	root.AddCommand(notificationsCmd())
 	root.AddCommand(auditCmd())
 	root.AddCommand(uiCmd())
+	root.AddCommand(debugCmd())
 	polishHelp(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -362,8 +363,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		notifySvc.AdminRoutes,
 		consoleRoutes(console),
 	}
-	adminH = admin.Handler(logger, adminRoutes...)
-	adm, err := admin.Listen(f.dataDir, admin.HandlerWithAudit(logger, srv.RecordAudit, adminRoutes...))
+	var socketH http.Handler
+	adminH, socketH = adminHandlers(logger, srv.RecordAudit, adminRoutes)
+	adm, err := admin.Listen(f.dataDir, socketH)
 	if err != nil {
 		return err
 	}
@@ -452,6 +454,18 @@ func serve(ctx context.Context, f serveFlags) error {
 	_ = adm.Shutdown(sctx)
 	cancelRun()
 	return nil
+}
+
+// adminHandlers builds the admin API twice from the same owners' routes:
+// for the web console, which calls it in-process and records its writes
+// itself, and for the node's socket, whose writes are audited as the
+// CLI's. Only the socket also serves the runtime's profiles and traces
+// (admin.DebugRoutes): they cost the node CPU and show its internals, for
+// root on the node only, never for a console operator.
+func adminHandlers(logger *slog.Logger, audit admin.AuditFunc, routes []admin.Routes) (console, socket http.Handler) {
+	console = admin.Handler(logger, routes...)
+	socket = admin.HandlerWithAudit(logger, audit, append(slices.Clip(routes), admin.DebugRoutes)...)
+	return console, socket
 }
 
 // autoMaxConns leaves a quarter of the file descriptor limit to raft,
