@@ -451,7 +451,7 @@ func describeConf(c raft.Configuration) string {
 // openOffline opens a stopped node's raft stores (the caller holds the
 // data dir lock, so no serve has them open).
 func openOffline(dir string) (*raftboltdb.BoltStore, raft.SnapshotStore, error) {
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: logStoreOptions()})
 	if err != nil {
 		return nil, nil, fmt.Errorf("open raft log: %w", err)
 	}
