@@ -159,6 +159,9 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
+	if before, after := raiseProcs(os.Getenv("GOMAXPROCS")); after != before {
+		logger.Info("one CPU: running with more Ps so that queries interleave with long steps (GOMAXPROCS overrides)", "cpus", before, "gomaxprocs", after)
+	}
 	if os.Getenv("GOGC") == "" {
 		// The whole state lives on the heap: with Go's default (100) the
 		// heap may grow to twice the live data before a collection. 50
