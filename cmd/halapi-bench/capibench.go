@@ -294,6 +294,7 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	srv0 := serverSide(ctx, fol)
 	wait0, self0, waitFrom := runDelay(fol.pid()), runDelay(os.Getpid()), time.Now()
 	sched0, schedErr := fol.scrapeHistogram(ctx, "go_sched_latencies_seconds")
+	gen0 := selfSched()
 	agent, agentPW := "capi-agent-"+randomHex(4), randomHex(16)
 	if _, err := leader.cliWrite(ctx, "machines", "add", agent, "--password", agentPW); err != nil {
 		return res, err
@@ -318,6 +319,9 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 	res.slow = slowest(pull.samples, pull.start, pull.seen, 5)
 	srv1 := serverSide(ctx, fol)
 	wait1, self1, waitTo := runDelay(fol.pid()), runDelay(os.Getpid()), time.Now()
+	gen := selfSched().sub(gen0)
+	gen1ms, _ := gen.over(0.001)
+	gen10ms, _ := gen.over(0.01)
 	sched := "not exposed by this binary"
 	if schedErr == nil {
 		if sched1, err := fol.scrapeHistogram(ctx, "go_sched_latencies_seconds"); err == nil {
@@ -360,10 +364,12 @@ func (b *bench) capiPull(ctx context.Context, c *cluster, fake *fakeCAPI, key st
 			c.name, capiQueryConns, capiQueryRate, res.during, b.cfg.Duration, res.idle),
 		fmt.Sprintf("%s: follower %s from the login to the whole list: %.0f collections, stop-the-world pauses %s in all (longest recent %s); slowest queries during the apply: %s; "+
 			"its own handler timings (cs_lapi_request_duration_seconds, all routes, login -> whole list): %.0f requests, %.0f over 10 ms, %.0f over 50 ms; its Go scheduler (go_sched_latencies_seconds: runnable -> running): %s; "+
-			"time its threads waited for a CPU on the kernel's run queues (schedstat, all threads summed): %s in %s (the load generator's: %s)",
+			"time its threads waited for a CPU on the kernel's run queues (schedstat, all threads summed): %s in %s (the load generator's: %s); "+
+			"the load generator's own Go scheduler meanwhile (its waits count in every latency it measures): %.0f wakeups, %.0f waited over ~1 ms, %.0f over ~10 ms",
 			c.name, fol.name, res.gcs, res.gcPause.Round(time.Microsecond), time.Duration(gcMax*float64(time.Second)).Round(time.Microsecond), res.slow,
 			srv1[0], srv1[0]-srv1[1], srv1[0]-srv1[2], sched,
-			(wait1-wait0).Round(time.Millisecond), waitTo.Sub(waitFrom).Round(time.Millisecond), (self1-self0).Round(time.Millisecond)))
+			(wait1-wait0).Round(time.Millisecond), waitTo.Sub(waitFrom).Round(time.Millisecond), (self1-self0).Round(time.Millisecond),
+			gen.total, gen1ms, gen10ms))
 	return res, nil
 }
 

@@ -108,6 +108,12 @@ type config struct {
 	// ScaleBulkOnly runs only the scale phase's blocklist pull and
 	// catch-up steps (5 and 6).
 	ScaleBulkOnly bool `json:"scale_bulk_only,omitempty"`
+	// ScalePinnedOnly runs only the scale phase's pull on the pinned
+	// layout (follower alone on a CPU).
+	ScalePinnedOnly bool `json:"scale_pinned_only,omitempty"`
+	// PinnedProcs is GOMAXPROCS for the pinned layout's nodes: what halapi
+	// serve runs with on a one-CPU host (2) unless set otherwise.
+	PinnedProcs int `json:"pinned_procs"`
 	// ScaleMemoryOnly runs only the scale phase's single-server steps
 	// (storm, idle RSS, stream, RSS after a storm), not the cluster.
 	ScaleMemoryOnly bool `json:"scale_memory_only,omitempty"`
@@ -187,6 +193,8 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.IntVar(&cfg.ScaleCAPIDecisions, "scale-capi-decisions", 1000000, "scale phase: decisions in the blocklist pulled by the cluster, then in the snapshot a new node catches up from (-quick: 10,000)")
 	fs.IntVar(&cfg.UIDecisions, "ui-decisions", 50000, "ui phase: decisions held by the node whose console page is timed (-quick: 10,000)")
 	fs.IntVar(&cfg.UIRuns, "ui-runs", 21, "ui phase: timed fetches of the console's decisions page (the median is reported; -quick: 5)")
+	fs.IntVar(&cfg.PinnedProcs, "pinned-procs", 2, "scale phase: GOMAXPROCS of the pinned layout's nodes (2: what halapi serve runs with on a one-CPU host; 1: the Go runtime's default there)")
+	fs.BoolVar(&cfg.ScalePinnedOnly, "scale-pinned-only", false, "scale phase: run only the blocklist pull with the queried follower pinned to its own CPU")
 	fs.BoolVar(&cfg.ScaleBulkOnly, "scale-bulk-only", false, "scale phase: run only the big blocklist pull and the new node catching up (steps 5 and 6)")
 	fs.BoolVar(&cfg.ScaleMemoryOnly, "scale-memory-only", false, "scale phase: only the single-server steps (storms, idle RSS with a million decisions, startup stream, RSS after a storm), not the 3-node cluster")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "comma-separated phases to run: query (point queries, stream), ingest, memory, "+

@@ -67,6 +67,9 @@ const (
 )
 
 func (b *bench) phaseScale(ctx context.Context) error {
+	if b.cfg.ScalePinnedOnly {
+		return b.scalePinnedPull(ctx)
+	}
 	if b.cfg.ScaleBulkOnly {
 		return b.scaleCluster(ctx)
 	}

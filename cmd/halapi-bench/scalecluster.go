@@ -41,10 +41,13 @@ func (b *bench) scalePinnedPull(ctx context.Context) error {
 	defer fake.Close()
 	b.progress("scale: the pull again on a fresh cluster, the queried follower pinned to its own CPU")
 	args := append(fake.capiArgs(), "--flush-max-items", "10000000")
-	// One P per node: a node pinned to one CPU is a one-core host (with
-	// GOMAXPROCS 2 its two threads would take turns on the CPU at the
-	// kernel's time slices).
-	res, err := b.pullOnFreshCluster(ctx, "scale-pinned", fake, []string{"GOMAXPROCS=1"}, true, args...)
+	// A node pinned to one CPU is a one-core host, where halapi serve runs
+	// two Ps unless told otherwise (cmd/halapi procsFloor: its threads
+	// take turns at the kernel's time slices rather than Go's 10 ms
+	// preemption); the nodes were started seeing every CPU, so that is set
+	// here. -pinned-procs 1 measures the runtime's own one-P default.
+	procs := fmt.Sprintf("GOMAXPROCS=%d", b.cfg.PinnedProcs)
+	res, err := b.pullOnFreshCluster(ctx, "scale-pinned", fake, []string{procs}, true, args...)
 	if err != nil {
 		return fmt.Errorf("blocklist pull, pinned follower: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -138,4 +139,26 @@ func showSched(d histogram) string {
 
 func showSeconds(s float64) string {
 	return time.Duration(s * float64(time.Second)).Round(time.Microsecond).String()
+}
+
+// selfSched is this process's own go_sched_latencies_seconds (runtime
+// metric /sched/latencies:seconds) as a cumulative histogram: the load
+// generator's waits for its own P, which count in every latency it
+// measures.
+func selfSched() histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return histogram{}
+	}
+	h := s[0].Value.Float64Histogram()
+	var out histogram
+	cum := 0.0
+	for i, c := range h.Counts {
+		cum += float64(c)
+		out.les = append(out.les, h.Buckets[i+1])
+		out.counts = append(out.counts, cum)
+	}
+	out.total = cum
+	return out
 }
