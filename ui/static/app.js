@@ -9,18 +9,35 @@
     return a && a !== document.body && el.contains(a) && a.tagName !== "BUTTON";
   }
   var inflight = false, pending = false;
+  // leaving: a form was submitted or the page is going away. A refresh
+  // that comes back after that must neither navigate (a 401 from a
+  // sign-out racing it would abort the form's own navigation) nor swap
+  // regions.
+  var leaving = false, es = null;
+  function leave() {
+    leaving = true;
+    if (es) es.close();
+  }
+  document.addEventListener("submit", leave);
+  window.addEventListener("pagehide", leave);
+  // back to a page kept in the back/forward cache: live again
+  window.addEventListener("pageshow", function (e) {
+    if (e.persisted && leaving) { leaving = false; start(); }
+  });
   function refresh() {
+    if (leaving) return;
     var live = document.querySelectorAll("[data-live]");
     if (!live.length) return;
     if (inflight) { pending = true; return; }
     inflight = true;
     fetch(location.href, { credentials: "same-origin", headers: { "X-Halapi-Live": "1" } })
       .then(function (r) {
+        if (leaving) return null;
         if (r.status === 401) { location.href = "/ui/login"; return null; }
         return r.ok ? r.text() : null;
       })
       .then(function (html) {
-        if (!html) return;
+        if (!html || leaving) return;
         var doc = new DOMParser().parseFromString(html, "text/html");
         live.forEach(function (el) {
           if (!el.id || busy(el)) return;
@@ -48,7 +65,7 @@
     bind();
     if (!document.getElementById("applied-index") || !window.EventSource) return;
     var dot = document.getElementById("live-state");
-    var es = new EventSource("/ui/events");
+    es = new EventSource("/ui/events");
     es.addEventListener("open", function () { if (dot) dot.className = "dot on"; });
     es.addEventListener("error", function () { if (dot) dot.className = "dot off"; });
     es.addEventListener("update", function (e) {
