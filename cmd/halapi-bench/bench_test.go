@@ -36,12 +36,14 @@ func TestQuickBenchmark(t *testing.T) {
 	}
 
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
+	profDir := filepath.Join(t.TempDir(), "profiles")
 	var stdout, stderr bytes.Buffer
 	// -quick, made cheaper where a figure does not need the size to come
 	// out: no idle pauses (RSS is read right after loading), 20,000
 	// decisions for the memory phase, 3 stream fetches, 10 lag writes.
 	args := []string{"-bin", bin, "-quick", "-duration", "1s", "-json", jsonPath,
-		"-idle", "0", "-settle", "0", "-memory-decisions", "20000", "-stream-runs", "3", "-lag-writes", "10"}
+		"-idle", "0", "-settle", "0", "-memory-decisions", "20000", "-stream-runs", "3", "-lag-writes", "10",
+		"-profile-dir", profDir}
 	code := realMain(args, &stdout, &stderr)
 	t.Logf("report:\n%s", stdout.String())
 	if code != 0 {
@@ -59,6 +61,7 @@ func TestQuickBenchmark(t *testing.T) {
 	if len(rep.Errors) > 0 {
 		t.Errorf("report errors: %q", rep.Errors)
 	}
+	checkProfiles(t, profDir)
 
 	want := []string{
 		"query_rps", "query_p50_ms", "query_p99_ms",
@@ -233,6 +236,36 @@ func TestCountWriter(t *testing.T) {
 		}
 		if cw.n != 1000 {
 			t.Errorf("chunks of %d: counted %d, want 1000", chunk, cw.n)
+		}
+	}
+}
+
+// checkProfiles checks -profile-dir: a CPU profile (gzip-compressed
+// protobuf) of each of the 3 nodes for an ingestion run through the leader
+// and one through a follower, the load's node named entry.
+func checkProfiles(t *testing.T, dir string) {
+	t.Helper()
+	for _, via := range []string{"via-leader", "via-follower"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "cluster_ingest-"+via+"-1-*.pprof"))
+		if len(files) == 0 {
+			files, _ = filepath.Glob(filepath.Join(dir, "cluster_ingest-"+via+"-2-*.pprof"))
+		}
+		if len(files) != 3 {
+			t.Errorf("-profile-dir: %d cluster ingestion profiles %s in the first round, want 3 (one per node): %q", len(files), via, files)
+			continue
+		}
+		entries := 0
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+				t.Errorf("-profile-dir: %s is not a gzip-compressed pprof profile (%d bytes, err %v)", f, len(b), err)
+			}
+			if strings.Contains(filepath.Base(f), "-entry-") {
+				entries++
+			}
+		}
+		if entries != 1 {
+			t.Errorf("-profile-dir: %d of the %s profiles name the node the load went to (entry), want 1: %q", entries, via, files)
 		}
 	}
 }

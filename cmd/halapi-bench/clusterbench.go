@@ -324,6 +324,8 @@ func (b *bench) clusterIngest(ctx context.Context, c *cluster, token, prefix str
 		return func(ctx context.Context) (loadResult, error) {
 			spec := b.ingestSpec(s.url, nil, token, &seq)
 			spec.peers = c.peersOf(s)
+			wait := b.profileNodes(ctx, c, prefix, s, leader)
+			defer wait()
 			return runLoad(ctx, spec, s.pid())
 		}
 	}

@@ -65,6 +65,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"slices"
 	"strings"
@@ -114,6 +115,9 @@ type config struct {
 	// PinnedProcs is GOMAXPROCS for the pinned layout's nodes: what halapi
 	// serve runs with on a one-CPU host (2) unless set otherwise.
 	PinnedProcs int `json:"pinned_procs"`
+	// ProfileDir, when set, receives CPU profiles of every node during
+	// the cluster ingestion runs.
+	ProfileDir string `json:"profile_dir,omitempty"`
 	// ScaleMemoryOnly runs only the scale phase's single-server steps
 	// (storm, idle RSS, stream, RSS after a storm), not the cluster.
 	ScaleMemoryOnly bool `json:"scale_memory_only,omitempty"`
@@ -194,6 +198,7 @@ func parseConfig(args []string, stderr io.Writer) (cfg config, code int) {
 	fs.IntVar(&cfg.UIDecisions, "ui-decisions", 50000, "ui phase: decisions held by the node whose console page is timed (-quick: 10,000)")
 	fs.IntVar(&cfg.UIRuns, "ui-runs", 21, "ui phase: timed fetches of the console's decisions page (the median is reported; -quick: 5)")
 	fs.IntVar(&cfg.PinnedProcs, "pinned-procs", 2, "scale phase: GOMAXPROCS of the pinned layout's nodes (2: what halapi serve runs with on a one-CPU host; 1: the Go runtime's default there)")
+	fs.StringVar(&cfg.ProfileDir, "profile-dir", "", "cluster and scale phases: write a CPU profile of every node during each ingestion run into this directory (halapi debug profile; the profiles cost the nodes a little CPU)")
 	fs.BoolVar(&cfg.ScalePinnedOnly, "scale-pinned-only", false, "scale phase: run only the blocklist pull with the queried follower pinned to its own CPU")
 	fs.BoolVar(&cfg.ScaleBulkOnly, "scale-bulk-only", false, "scale phase: run only the big blocklist pull and the new node catching up (steps 5 and 6)")
 	fs.BoolVar(&cfg.ScaleMemoryOnly, "scale-memory-only", false, "scale phase: only the single-server steps (storms, idle RSS with a million decisions, startup stream, RSS after a storm), not the 3-node cluster")
@@ -279,6 +284,14 @@ func (c *config) check() error {
 	}
 	if st.IsDir() || st.Mode()&0o111 == 0 {
 		return fmt.Errorf("-bin: %s is not an executable file", c.Bin)
+	}
+	if c.ProfileDir != "" {
+		if c.ProfileDir, err = filepath.Abs(c.ProfileDir); err == nil {
+			err = os.MkdirAll(c.ProfileDir, 0o755)
+		}
+		if err != nil {
+			return fmt.Errorf("-profile-dir: %w", err)
+		}
 	}
 	switch {
 	case c.Duration <= 0:

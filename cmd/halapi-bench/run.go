@@ -42,6 +42,9 @@ type bench struct {
 	mu      sync.Mutex
 	servers []*server
 
+	// profiled counts the load runs profiled so far (-profile-dir).
+	profiled int
+
 	// retrySpent is the time load runs redone because other processes
 	// disturbed them have taken so far (bounded by cfg.RetryBudget).
 	retrySpent time.Duration
