@@ -347,7 +347,7 @@ func authRefreshMaxAge(t *testing.T, c *Cluster) {
 }
 
 // Admin writes on node A are enforced by node B for the very next request.
-// 50 rounds, A and B rotating over the cluster (leader and followers).
+// A and B rotate over the cluster (leader and followers).
 func authCrossNode(t *testing.T, c *Cluster) {
 	// 18 rounds: every ordered pair of the 3 nodes (the rotation repeats
 	// every 6) three times, leader and followers on both sides
