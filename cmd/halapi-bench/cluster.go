@@ -224,22 +224,31 @@ func (c *cluster) ready(ctx context.Context) (leader int, why string) {
 
 // waitReady polls ready until it holds.
 func (c *cluster) waitReady(ctx context.Context) error {
+	_, err := c.waitLeader(ctx)
+	return err
+}
+
+// waitLeader polls ready until it holds and returns the leader that check
+// found. (Checking again afterwards races any write the cluster makes on
+// its own, such as the bouncers' cursor entries: a follower is briefly one
+// entry behind the leader's new commit index.)
+func (c *cluster) waitLeader(ctx context.Context) (int, error) {
 	deadline := time.Now().Add(clusterReadyTimeout)
 	for {
-		_, why := c.ready(ctx)
+		l, why := c.ready(ctx)
 		if why == "" {
-			return nil
+			return l, nil
 		}
 		if time.Now().After(deadline) {
 			var tails string
 			for _, s := range c.nodes {
 				tails += s.logTail()
 			}
-			return fmt.Errorf("cluster %s not ready within %s: %s%s", c.name, clusterReadyTimeout, why, tails)
+			return -1, fmt.Errorf("cluster %s not ready within %s: %s%s", c.name, clusterReadyTimeout, why, tails)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return -1, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -248,12 +257,9 @@ func (c *cluster) waitReady(ctx context.Context) error {
 // roles returns the leader and the followers (waiting until the cluster
 // is ready).
 func (c *cluster) roles(ctx context.Context) (leader *server, followers []*server, err error) {
-	if err := c.waitReady(ctx); err != nil {
+	l, err := c.waitLeader(ctx)
+	if err != nil {
 		return nil, nil, err
-	}
-	l, why := c.ready(ctx)
-	if why != "" {
-		return nil, nil, errors.New(why)
 	}
 	for i, s := range c.nodes {
 		if i != l {
