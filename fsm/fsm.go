@@ -39,6 +39,10 @@ type FSM struct {
 	// compressSnapshots: the next snapshots are s2-compressed
 	// (SetCompressedSnapshots).
 	compressSnapshots atomic.Bool
+
+	// bulk applies batches that hold a big entry on a thread of lower
+	// priority (lowprio.go).
+	bulk lowPrio
 }
 
 // New returns an empty FSM.
@@ -89,6 +93,20 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	if out == nil {
 		out = make([]any, len(logs))
 	}
+	if hasBulk(logs) {
+		// a big list decodes and applies for tens of milliseconds: on a
+		// node with fewer CPUs than busy threads the queries go first
+		f.bulk.run(func() { f.applyLogsNow(logs, out) })
+		if f.bulk.niceErr != nil && f.bulk.runs.Load() == 1 {
+			f.log.Warn("big entries apply at the node's own priority", "err", f.bulk.niceErr)
+		}
+		return out
+	}
+	return f.applyLogsNow(logs, out)
+}
+
+// applyLogsNow is applyLogs on the calling goroutine.
+func (f *FSM) applyLogsNow(logs []*raft.Log, out []any) []any {
 	pre := f.predecode(logs)
 	f.mu.Lock()
 	defer f.mu.Unlock()
