@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/halapi/halapi/fsm"
+	"github.com/halapi/halapi/internal/lowprio"
 	"github.com/halapi/halapi/lapi/models"
 )
 
@@ -328,6 +329,11 @@ func (s *Service) applyChunk(ctx context.Context, typ fsm.CmdType, body any, n i
 }
 
 func (s *Service) pullLoop(ctx context.Context, cl *Client) {
+	// A pull parses, sorts and encodes up to millions of decisions on the
+	// leader: below the queries' priority (its thread ends with the loop).
+	if err := lowprio.LockAndLower(); err != nil {
+		s.log.Debug("CAPI pulls run at the node's own priority", "err", err)
+	}
 	told := false
 	for len(s.scenarios()) == 0 {
 		if !told {

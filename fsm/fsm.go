@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/halapi/halapi/internal/lowprio"
 )
 
 // FSM is the raft state machine. Reads go through the query methods
@@ -40,9 +42,9 @@ type FSM struct {
 	// (SetCompressedSnapshots).
 	compressSnapshots atomic.Bool
 
-	// bulk applies batches that hold a big entry on a thread of lower
-	// priority (lowprio.go).
-	bulk lowPrio
+	// bulk applies batches that hold a big list import on a thread of
+	// lower priority (lowprio.go).
+	bulk lowprio.Runner
 }
 
 // New returns an empty FSM.
@@ -96,9 +98,9 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	if hasBulk(logs) {
 		// a big list decodes and applies for tens of milliseconds: on a
 		// node with fewer CPUs than busy threads the queries go first
-		f.bulk.run(func() { f.applyLogsNow(logs, out) })
-		if f.bulk.niceErr != nil && f.bulk.runs.Load() == 1 {
-			f.log.Warn("big entries apply at the node's own priority", "err", f.bulk.niceErr)
+		f.bulk.Run(func() { f.applyLogsNow(logs, out) })
+		if err := f.bulk.Err(); err != nil && f.bulk.Runs() == 1 {
+			f.log.Warn("big list imports apply at the node's own priority", "err", err)
 		}
 		return out
 	}

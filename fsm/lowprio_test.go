@@ -7,17 +7,19 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/halapi/halapi/internal/lowprio"
 )
 
 // A batch holding a big entry (a list of a few thousand values) is applied
-// on the low-priority thread, at nice bulkNice; small entries are not. The
+// on the low-priority thread, lowprio.Nice below the process; small entries are not. The
 // state is the same either way (the other tests apply both kinds).
 func TestBigEntriesApplyOnTheLowPriorityThread(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread priority is Linux-only")
 	}
 	base := lockedThreadNice(t)
-	want := min(base+bulkNice, 19)
+	want := min(base+lowprio.Nice, 19)
 	h := newHarness(t)
 	small := entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "small"}})
 	if res := h.f.ApplyBatch([]*raft.Log{rawLog(1, small)})[0].(*Result); res.Err() != nil {
@@ -30,7 +32,7 @@ func TestBigEntriesApplyOnTheLowPriorityThread(t *testing.T) {
 		alerts = append(alerts, NewAlert{Alert: Alert{Scenario: fmt.Sprintf("crowdsecurity/ssh-bf-%03d", i), Message: strings.Repeat("m", 1000)}})
 	}
 	h.f.ApplyBatch([]*raft.Log{rawLog(2, batch())})
-	if n := h.f.bulk.runs.Load(); n != 0 {
+	if n := h.f.bulk.Runs(); n != 0 {
 		t.Fatalf("a bouncer and a batch of %d alerts went to the low-priority thread", len(alerts))
 	}
 
@@ -47,42 +49,23 @@ func TestBigEntriesApplyOnTheLowPriorityThread(t *testing.T) {
 	if r := res[1].(*Result); r.Err() != nil || r.N != len(il.Values) {
 		t.Fatalf("import: %+v", r)
 	}
-	if n := h.f.bulk.runs.Load(); n != 1 {
+	if n := h.f.bulk.Runs(); n != 1 {
 		t.Fatalf("%d runs on the low-priority thread, want 1", n)
 	}
 	if got := h.f.Decisions(&DecisionFilter{Origins: []string{"lists"}}, at(T0)); len(got) != len(il.Values) {
 		t.Fatalf("%d decisions after the import, want %d", len(got), len(il.Values))
 	}
-	if h.f.bulk.niceErr != nil {
-		t.Skipf("this sandbox refuses setpriority: %v", h.f.bulk.niceErr)
+	if err := h.f.bulk.Err(); err != nil {
+		t.Skipf("this sandbox refuses setpriority: %v", err)
 	}
 	var nice int
 	var err error
-	h.f.bulk.run(func() { nice, err = threadNice() })
+	h.f.bulk.Run(func() { nice, err = lowprio.ThreadNice() })
 	if err != nil || nice != want {
-		t.Fatalf("the bulk thread runs at nice %d (%v), want %d (the process's %d + %d)", nice, err, want, base, bulkNice)
+		t.Fatalf("the bulk thread runs at nice %d (%v), want %d (the process's %d + %d)", nice, err, want, base, lowprio.Nice)
 	}
 	if after := lockedThreadNice(t); after != base {
 		t.Fatalf("a caller's thread is at nice %d after a bulk apply, was %d", after, base)
-	}
-}
-
-// A panic on the low-priority thread (an entry that must stop the node)
-// is raised again on the caller's goroutine, and the thread keeps working.
-func TestLowPrioPanicReachesTheCaller(t *testing.T) {
-	var w lowPrio
-	got := func() (p any) {
-		defer func() { p = recover() }()
-		w.run(func() { panic("stop the node") })
-		return nil
-	}()
-	if got != "stop the node" {
-		t.Fatalf("recovered %v in the caller, want the panic", got)
-	}
-	ran := false
-	w.run(func() { ran = true })
-	if !ran {
-		t.Fatal("the thread stopped working after a panic")
 	}
 }
 
@@ -94,7 +77,7 @@ func lockedThreadNice(t *testing.T) int {
 	go func() {
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		n, err := threadNice()
+		n, err := lowprio.ThreadNice()
 		if err != nil {
 			t.Error(err)
 		}
