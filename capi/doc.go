@@ -21,7 +21,9 @@
 //     calls, when it is lost. Followers only read the replicated state to
 //     answer status;
 //   - block or slow the LAPI: no request handler ever waits for CAPI, and
-//     large pulls are applied in chunks so bouncer reads never stall;
+//     large pulls are applied in chunks so bouncer reads never stall, and
+//     the pull loop runs on a thread below the queries' priority
+//     (internal/lowprio);
 //   - read clocks or draw randomness inside the FSM: times (decision
 //     until, last-pull dates) and UUIDs (or a list's UUID seed) are
 //     computed here and travel in the commands;

@@ -35,7 +35,8 @@
 //
 // The raft adapter: fsm.go (the FSM type, Apply, ApplyBatch, the skip or
 // stop rule, the applied index), predecode.go (decoding off the apply
-// goroutine), snapshot.go (Snapshot, Restore and the snapshot format: JSON lines,
+// goroutine), lowprio.go (which batches apply on internal/lowprio's niced
+// thread: big list imports, never an alert batch), snapshot.go (Snapshot, Restore and the snapshot format: JSON lines,
 // s2-compressed once SetCompressedSnapshots is on; Restore reads both).
 // The state: state.go (the state value, publishing, copy-on-write maps),
 // index.go (the decision indexes and their lookups), requestids.go. The
