@@ -18,7 +18,7 @@ func TestBigEntriesApplyOnTheLowPriorityThread(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread priority is Linux-only")
 	}
-	base := lockedThreadNice(t)
+	base := processNice(t)
 	want := min(base+lowprio.Nice, 19)
 	h := newHarness(t)
 	small := entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "small"}})
@@ -64,24 +64,16 @@ func TestBigEntriesApplyOnTheLowPriorityThread(t *testing.T) {
 	if err != nil || nice != want {
 		t.Fatalf("the bulk thread runs at nice %d (%v), want %d (the process's %d + %d)", nice, err, want, base, lowprio.Nice)
 	}
-	if after := lockedThreadNice(t); after != base {
+	if after := processNice(t); after != base {
 		t.Fatalf("a caller's thread is at nice %d after a bulk apply, was %d", after, base)
 	}
 }
 
-// lockedThreadNice is the nice value of an OS thread of this process that
-// the bulk thread is not.
-func lockedThreadNice(t *testing.T) int {
+func processNice(t *testing.T) int {
 	t.Helper()
-	ch := make(chan int)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		n, err := lowprio.ThreadNice()
-		if err != nil {
-			t.Error(err)
-		}
-		ch <- n
-	}()
-	return <-ch
+	n, err := lowprio.ProcessNice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -79,3 +79,22 @@ func (w *Runner) Err() error {
 	}
 	return w.err
 }
+
+// ProcessNice is the nice value of a thread of this process that no
+// goroutine lowered: a niced thread stays locked to its goroutine, so the
+// one a fresh locked goroutine runs on is not one.
+func ProcessNice() (int, error) {
+	type answer struct {
+		nice int
+		err  error
+	}
+	ch := make(chan answer)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		n, err := ThreadNice()
+		ch <- answer{n, err}
+	}()
+	a := <-ch
+	return a.nice, a.err
+}

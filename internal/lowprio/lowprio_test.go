@@ -30,7 +30,7 @@ func TestLockAndLowerOnlyThatThread(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread priority is Linux-only")
 	}
-	base := otherThreadNice(t)
+	base := processNice(t)
 	type got struct {
 		nice int
 		err  error
@@ -51,7 +51,7 @@ func TestLockAndLowerOnlyThatThread(t *testing.T) {
 	if want := min(base+Nice, 19); g.nice != want {
 		t.Fatalf("the locked thread runs at nice %d, want %d", g.nice, want)
 	}
-	if after := otherThreadNice(t); after != base {
+	if after := processNice(t); after != base {
 		t.Fatalf("another thread is at nice %d after LockAndLower, was %d", after, base)
 	}
 	var w Runner
@@ -65,19 +65,11 @@ func TestLockAndLowerOnlyThatThread(t *testing.T) {
 	}
 }
 
-// otherThreadNice is the nice value of a fresh locked thread of this
-// process (never the niced ones: those stay locked to their goroutines).
-func otherThreadNice(t *testing.T) int {
+func processNice(t *testing.T) int {
 	t.Helper()
-	ch := make(chan int)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		n, err := ThreadNice()
-		if err != nil {
-			t.Error(err)
-		}
-		ch <- n
-	}()
-	return <-ch
+	n, err := ProcessNice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
