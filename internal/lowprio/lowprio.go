@@ -74,6 +74,8 @@ func (w *Runner) Runs() uint64 { return w.runs.Load() }
 // Err is why the Runner's thread could not be niced (nil once it was, or
 // before the first Run).
 func (w *Runner) Err() error {
+	// runs is added after start returned: once it is non-zero, err is set
+	// and this load orders the read after it
 	if w.runs.Load() == 0 {
 		return nil
 	}
