@@ -181,8 +181,18 @@ func lastCommandAtOrBelow(logs raft.LogStore, idx uint64) (uint64, bool) {
 
 // WaitReplicated waits until every reachable member has applied index:
 // members gossip reports gone, members whose status cannot be read, and
-// nodes not yet in the raft configuration are not waited for. Bounded by ctx (whose error it returns when some
-// member is still behind).
+// nodes not yet in the raft configuration are not waited for (mustWaitFor).
+// Bounded by ctx (whose error it returns when some member is still
+// behind).
+// mustWaitFor reports whether WaitReplicated still waits for m to apply
+// index. A member gossip has not confirmed alive (suspect under load, or
+// not yet heard of) whose status was read is waited for like any other:
+// only gossip's verdict that it is gone, or a status that cannot be read,
+// lets a write go on without it.
+func mustWaitFor(m Member, index uint64) bool {
+	return !MemberState(m.State).Gone() && m.Role != string(RoleJoining) && m.Error == "" && m.AppliedIndex < index
+}
+
 func (n *Node) WaitReplicated(ctx context.Context, index uint64) error {
 	if n.mux == nil {
 		return nil // single node, in-process transport
@@ -190,7 +200,7 @@ func (n *Node) WaitReplicated(ctx context.Context, index uint64) error {
 	for {
 		done := true
 		for _, m := range n.Status(ctx).Members {
-			if m.State == string(MemberAlive) && m.Role != string(RoleJoining) && m.Error == "" && m.AppliedIndex < index {
+			if mustWaitFor(m, index) {
 				done = false
 				break
 			}
