@@ -77,6 +77,17 @@ func formed(t *testing.T, nodes []*testNode) (leader *testNode, followers []*tes
 			followers = append(followers, tn)
 		}
 	}
+	// formed also means every follower has heard from that leader: a
+	// follower that has not yet had an AppendEntries knows no leader, and
+	// tests that ask it to forward or sync would race the first heartbeat
+	waitFor(t, "every follower knows the leader", 15*time.Second, func() bool {
+		for _, f := range followers {
+			if _, id := f.n.raft.LeaderWithID(); string(id) != leader.n.cfg.NodeID {
+				return false
+			}
+		}
+		return true
+	})
 	return leader, followers
 }
 
