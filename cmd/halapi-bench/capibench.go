@@ -432,6 +432,9 @@ func (b *bench) pullUnderLoad(ctx context.Context, c *cluster, fake *fakeCAPI, f
 	sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
 
 	b.progress("capi: a machine logs in with scenarios; waiting for %s decisions on follower %s", thousands(float64(n)), fol.name)
+	// -profile-dir: the nodes' CPU during the pull (8 s: most of a 1M pull)
+	profiled := b.profileNodesFor(ctx, c, "capi-pull", fol, leader, 8)
+	defer profiled()
 	cpu0 := sampleCPU(0, c.pids()...)
 	nodes0 := nodesCPU(c)
 	run.login = time.Now()

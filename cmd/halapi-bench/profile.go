@@ -15,10 +15,16 @@ import (
 // load run goes to entry (`halapi debug profile` on each node's admin
 // socket, for the run's length less a second), when -profile-dir is set.
 // The files are named <phase>-via-<leader|follower>-<n>-<role>-<node>.pprof,
-// role being entry (the node the load goes to), leader or other. The
+// role being entry (the node the load goes to; in a pull, the queried
+// follower), leader or other. The
 // returned func waits for the profiles; it is a no-op without
 // -profile-dir.
 func (b *bench) profileNodes(ctx context.Context, c *cluster, phase string, entry, leader *server) func() {
+	return b.profileNodesFor(ctx, c, phase, entry, leader, max(1, int(b.cfg.Duration/time.Second)-1))
+}
+
+// profileNodesFor is profileNodes for secs seconds.
+func (b *bench) profileNodesFor(ctx context.Context, c *cluster, phase string, entry, leader *server, secs int) func() {
 	if b.cfg.ProfileDir == "" {
 		return func() {}
 	}
@@ -27,7 +33,6 @@ func (b *bench) profileNodes(ctx context.Context, c *cluster, phase string, entr
 		via = "via-leader"
 	}
 	b.profiled++
-	secs := max(1, int(b.cfg.Duration/time.Second)-1)
 	var wg sync.WaitGroup
 	for _, nd := range c.nodes {
 		if !nd.running() {
