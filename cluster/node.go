@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/halapi/halapi/fsm"
-	"github.com/halapi/halapi/internal/lowprio"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -119,8 +118,6 @@ type Node struct {
 	// leaders signals changes of raft's view of the leader (vialeader.go).
 	leaders leaderWatch
 	logs    raft.LogStore
-	// bulkLog writes big list imports to the raft log (bulklog.go)
-	bulkLog lowprio.Runner
 	snaps   raft.SnapshotStore // backups (backup.go)
 	stop    chan struct{}
 	wg      sync.WaitGroup
@@ -218,7 +215,7 @@ func Open(cfg Config, f *fsm.FSM) (*Node, error) {
 	// entries matter for that: 1024 cached entries of 10,000-decision
 	// imports held ~300 MB of heap (RSS for 1M decisions 1,094 MiB; 16:
 	// see BENCHMARKS.md).
-	logs, err := raft.NewLogCache(raftLogCacheEntries, bulkLogStore{LogStore: store, bulk: &n.bulkLog})
+	logs, err := raft.NewLogCache(raftLogCacheEntries, store)
 	if err != nil {
 		return nil, err
 	}

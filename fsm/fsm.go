@@ -95,7 +95,7 @@ func (f *FSM) applyLogs(logs []*raft.Log, out []any) []any {
 	if out == nil {
 		out = make([]any, len(logs))
 	}
-	if HasBulk(logs) {
+	if hasBulk(logs) {
 		// a big list decodes and applies for tens of milliseconds: on a
 		// node with fewer CPUs than busy threads the queries go first
 		f.bulk.Run(func() { f.applyLogsNow(logs, out) })

@@ -7,11 +7,11 @@ import "github.com/hashicorp/raft"
 // at: a list of about 1,000 values).
 const bulkMin = predecodeMin
 
-// HasBulk reports whether logs hold a big list import (a blocklist or CAPI
-// pull, cscli decisions import): what the low-priority threads are for
-// (this FSM's apply, the cluster's raft log writes). A big alert batch is
-// not one: an agent waits for it, and its apply is short.
-func HasBulk(logs []*raft.Log) bool {
+// hasBulk reports whether logs hold a big list import (a blocklist or CAPI
+// pull, cscli decisions import): what the low-priority thread is for. A
+// big alert batch is not one: an agent waits for it, and its apply is
+// short.
+func hasBulk(logs []*raft.Log) bool {
 	for _, l := range logs {
 		if l.Type == raft.LogCommand && len(l.Data) >= bulkMin && l.Data[0] != 0 {
 			switch CmdType(l.Data[1]) {
