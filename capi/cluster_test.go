@@ -287,7 +287,8 @@ func reimportIsQuadratic(t *testing.T) bool {
 	mk := func(n int) []fsm.Decision {
 		ds := make([]fsm.Decision, n)
 		for i := range ds {
-			ds[i], _ = pulledDecision(OriginLists, "probe", "ban", "Ip", fmt.Sprintf("172.16.%d.%d", i/250, i%250), "1h", now)
+			p, _ := pulledDecision(OriginLists, "probe", "ban", "Ip", fmt.Sprintf("172.16.%d.%d", i/250, i%250), "1h", now)
+			ds[i] = p.decision()
 		}
 		return ds
 	}

@@ -81,22 +81,23 @@ func TestPullListChunkRetriedAfterTimeoutAppliedOnce(t *testing.T) {
 // Runs of one template are ordered by address (non-addresses first, in
 // their order); runs stay where they were.
 func TestAddressOrder(t *testing.T) {
-	d := func(scope, scenario, value string) fsm.Decision {
-		x, ok := pulledDecision(OriginLists, scenario, "ban", scope, value, "1h", time.Now())
+	pb := newPullBuilder(time.Now())
+	d := func(scope, scenario, value string) pulled {
+		x, ok := pb.decision(OriginLists, scenario, "ban", scope, value, "1h")
 		if !ok {
 			t.Fatalf("%s %s refused", scope, value)
 		}
 		return x
 	}
-	ds := []fsm.Decision{
+	ds := []pulled{
 		d("Ip", "a", "10.0.0.2"), d("Ip", "a", "2001:db8::1"), d("Ip", "a", "9.9.9.9"), d("Range", "a", "10.0.0.0/8"), d("Range", "a", "10.0.0.0/24"),
 		d("Ip", "b", "5.5.5.5"), d("Ip", "b", "1.1.1.1"),
 		d("Country", "a", "FR"), d("Country", "a", "DE"),
 	}
-	ds[3].Scope, ds[4].Scope = "Ip", "Ip" // one run
+	ds[3].t, ds[4].t = ds[0].t, ds[0].t // one run
 	var got []string
 	for _, i := range addressOrder(ds) {
-		got = append(got, ds[i].Scenario+":"+ds[i].Value)
+		got = append(got, ds[i].t.Scenario+":"+ds[i].Value)
 	}
 	want := "[a:9.9.9.9 a:10.0.0.0/8 a:10.0.0.0/24 a:10.0.0.2 a:2001:db8::1 b:1.1.1.1 b:5.5.5.5 a:FR a:DE]"
 	if fmt.Sprint(got) != want {
@@ -111,9 +112,10 @@ func TestListChunksBoundedInBytes(t *testing.T) {
 	a.lists.Store(true)
 	s := New(Config{}, a.f, a, newLogger(&logBuffer{}))
 	long := strings.Repeat("x", 60<<10)
-	var ds []fsm.Decision
+	var ds []pulled
+	tmpl := &pullTemplate{Origin: OriginLists, Type: "ban", Scope: "Country", Scenario: "l"}
 	for i := range 200 {
-		ds = append(ds, fsm.Decision{Origin: OriginLists, Type: "ban", Scope: "Country", Scenario: "l", Value: fmt.Sprintf("%d%s", i, long)})
+		ds = append(ds, pulled{t: tmpl, Value: fmt.Sprintf("%d%s", i, long)})
 	}
 	chunks := s.importChunks(ds)
 	total := 0
@@ -130,5 +132,43 @@ func TestListChunksBoundedInBytes(t *testing.T) {
 	}
 	if len(chunks) < 2 || total != 200 {
 		t.Errorf("%d chunks holding %d values", len(chunks), total)
+	}
+}
+
+// A downloaded list: each value once (the same text twice, blanks around
+// it or not), invalid and empty lines skipped, allowlisted values counted
+// and dropped; two texts of one address stay two values (the store keys
+// decisions by value), and the result is in address order.
+func TestParseBlocklist(t *testing.T) {
+	body := []byte("10.0.0.2\n  1.2.3.4 \n\n1.2.3.4\nnot-an-ip\n::ffff:1.2.3.4\n192.168.1.7\n10.0.0.0/8\n10.0.0.2\n192.168.1.7\n2001:db8::1\n")
+	bl := BlocklistLink{Name: "l", URL: "http://x/", Remediation: "ban", Scope: "ip", Duration: "24h"}
+	r, _ := fsm.ParseRange("192.168.0.0/16")
+	allow := &allowFilter{ranges: []fsm.IPRange{r}, names: []string{"lan"}}
+	now := time.Now()
+	ds, lines, filtered, err := parseBlocklist(body, bl, now, allow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.Value)
+		if d.t.Scope != "Ip" || d.t.Origin != OriginLists || d.t.Scenario != "l" || d.t.Type != "ban" || d.Until != now.Add(24*time.Hour).UnixNano() {
+			t.Errorf("%s: template %+v, until %d", d.Value, *d.t, d.Until)
+		}
+	}
+	if want := "[1.2.3.4 ::ffff:1.2.3.4 10.0.0.0/8 10.0.0.2 2001:db8::1]"; fmt.Sprint(got) != want {
+		t.Errorf("values %v, want %s", got, want)
+	}
+	if lines != 10 || filtered != 1 {
+		t.Errorf("lines %d (want the 10 non-empty ones), filtered %d (want 1: 192.168.1.7 once)", lines, filtered)
+	}
+	// already in address order: addressOrder keeps it
+	for i, k := range addressOrder(ds) {
+		if int(k) != i {
+			t.Fatalf("addressOrder moved %d to %d", k, i)
+		}
+	}
+	if ds, lines, _, err := parseBlocklist([]byte("\n \n"), bl, now, allow); err != nil || len(ds) != 0 || lines != 0 {
+		t.Errorf("a blank list: %d values, %d lines, %v", len(ds), lines, err)
 	}
 }
