@@ -106,32 +106,30 @@ func (p *pulled) decision() fsm.Decision {
 	return fsm.Decision{Origin: p.t.Origin, Type: p.t.Type, Scope: p.t.Scope, Value: p.Value, Scenario: p.t.Scenario, Until: p.Until}
 }
 
-// pullBuilder builds the decisions of one pull: it shares one template
-// per (origin, type, scope, scenario) and parses each duration text once.
+// pullBuilder builds the decisions of one pull. A list comes in runs that
+// share a template and a duration (a blocklist is one run): consecutive
+// decisions of a run share one template, and its duration is parsed once.
 type pullBuilder struct {
-	now   time.Time
-	tmpls map[pullTemplate]*pullTemplate
-	last  *pullTemplate            // the template of the previous decision
-	durs  map[string]time.Duration // parsed durations (<= 0: invalid)
+	now     time.Time
+	last    *pullTemplate // the template of the previous decision
+	parsed  bool          // lastDur was parsed into lastD
+	lastDur string        // the previous duration text, and its value
+	lastD   time.Duration // (<= 0: invalid)
 }
 
-func newPullBuilder(now time.Time) *pullBuilder {
-	return &pullBuilder{now: now, tmpls: map[pullTemplate]*pullTemplate{}, durs: map[string]time.Duration{}}
-}
+func newPullBuilder(now time.Time) *pullBuilder { return &pullBuilder{now: now} }
 
 // decision builds one pulled decision; ok is false for an invalid duration
 // or an IP-scoped value that is not an address or CIDR.
 func (b *pullBuilder) decision(origin, scenario, typ, scope, value, duration string) (pulled, bool) {
-	d, seen := b.durs[duration]
-	if !seen {
-		var err error
-		if d, err = models.ParseDuration(duration); err != nil {
+	if !b.parsed || duration != b.lastDur {
+		d, err := models.ParseDuration(duration)
+		if err != nil {
 			d = 0
 		}
-		if len(b.durs) < 1024 { // bounded: durations come from the peer
-			b.durs[duration] = d
-		}
+		b.parsed, b.lastDur, b.lastD = true, duration, d
 	}
+	d := b.lastD
 	if d <= 0 {
 		return pulled{}, false
 	}
@@ -151,16 +149,11 @@ func (b *pullBuilder) decision(origin, scenario, typ, scope, value, duration str
 		typ = "ban"
 	}
 	k := pullTemplate{Origin: origin, Type: typ, Scope: scope, Scenario: scenario}
-	t := b.last
-	if t == nil || *t != k {
-		if t = b.tmpls[k]; t == nil {
-			t = new(pullTemplate)
-			*t = k
-			b.tmpls[k] = t
-		}
-		b.last = t
+	if b.last == nil || *b.last != k {
+		b.last = new(pullTemplate)
+		*b.last = k
 	}
-	return pulled{Range: r.Prefix(), Value: value, t: t,
+	return pulled{Range: r.Prefix(), Value: value, t: b.last,
 		Until: fsm.ClampUntil(b.now.UnixNano(), fsm.AddClamped(b.now.UnixNano(), int64(d)))}, true
 }
 
