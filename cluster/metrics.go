@@ -16,6 +16,7 @@ type nodeMetrics struct {
 	touchesRelayed                                  prometheus.Counter
 	forwardsAbandoned                               prometheus.Counter
 	term, commit, applied, lastLog, peers, lastSnap *prometheus.Desc
+	applyBatches, applyEntries                      *prometheus.Desc
 }
 
 func newNodeMetrics(n *Node) *nodeMetrics {
@@ -47,6 +48,10 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		lastLog:  prometheus.NewDesc("halapi_raft_last_log_index", "Last raft log index.", nil, nil),
 		peers:    prometheus.NewDesc("halapi_raft_peers", "Servers in the raft configuration.", nil, nil),
 		lastSnap: prometheus.NewDesc("halapi_raft_last_snapshot_index", "Index of the last snapshot.", nil, nil),
+		applyBatches: prometheus.NewDesc("halapi_fsm_apply_batches_total",
+			"Batches of committed raft entries this node's state machine applied (one publish each).", nil, nil),
+		applyEntries: prometheus.NewDesc("halapi_fsm_applied_entries_total",
+			"Raft entries in those batches: divided by the batches, the group commit achieved.", nil, nil),
 	}
 }
 
@@ -70,7 +75,7 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.entryBytes.Describe(ch)
 	m.touchesRelayed.Describe(ch)
 	m.forwardsAbandoned.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap} {
+	for _, d := range []*prometheus.Desc{m.term, m.commit, m.applied, m.lastLog, m.peers, m.lastSnap, m.applyBatches, m.applyEntries} {
 		ch <- d
 	}
 }
@@ -97,6 +102,9 @@ func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	g(m.lastLog, statU(st, "last_log_index"))
 	g(m.peers, statU(st, "num_peers")+1)
 	g(m.lastSnap, statU(st, "last_snapshot_index"))
+	batches, entries := m.n.FSM.ApplyCounts()
+	ch <- prometheus.MustNewConstMetric(m.applyBatches, prometheus.CounterValue, float64(batches))
+	ch <- prometheus.MustNewConstMetric(m.applyEntries, prometheus.CounterValue, float64(entries))
 }
 
 // Collector exposes the node's raft and forwarding metrics.

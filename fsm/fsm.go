@@ -45,6 +45,18 @@ type FSM struct {
 	// bulk applies batches that hold a big list import on a thread of
 	// lower priority (lowprio.go).
 	bulk lowprio.Runner
+
+	// batches and entries count what raft handed Apply/ApplyBatch: calls,
+	// and the entries in them (ApplyCounts).
+	batches, entries atomic.Uint64
+}
+
+// ApplyCounts is how many batches raft handed this FSM and how many
+// entries they held: entries per batch is the group commit raft achieved
+// (each batch costs a publish, and on the way a log write and an
+// AppendEntries round).
+func (f *FSM) ApplyCounts() (batches, entries uint64) {
+	return f.batches.Load(), f.entries.Load()
 }
 
 // New returns an empty FSM.
@@ -68,6 +80,8 @@ func (f *FSM) publishLocked() {
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
+	f.batches.Add(1)
+	f.entries.Add(1)
 	if l.Type != raft.LogCommand {
 		f.markApplied(l.Index)
 		return nil
@@ -80,6 +94,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 // ApplyBatch implements raft.BatchingFSM: one publish and one wake-up for
 // a whole group commit.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	f.batches.Add(1)
+	f.entries.Add(uint64(len(logs)))
 	out := f.applyLogs(logs, make([]any, len(logs)))
 	if n := len(logs); n > 0 && logs[n-1].Index > 0 {
 		f.markApplied(logs[n-1].Index)

@@ -178,6 +178,14 @@ func TestApplyBatch(t *testing.T) {
 	if _, _, idx := f.Stream(&DecisionFilter{}, StreamCursor{}, true, at(T0)); idx != 4 {
 		t.Errorf("stream index = %d", idx)
 	}
+	// one batch of four entries, then a lone entry by Apply
+	if b, e := f.ApplyCounts(); b != 1 || e != 4 {
+		t.Errorf("ApplyCounts = %d batches, %d entries; want 1, 4", b, e)
+	}
+	f.Apply(&raft.Log{Index: 5, Type: raft.LogNoop})
+	if b, e := f.ApplyCounts(); b != 2 || e != 5 {
+		t.Errorf("ApplyCounts after Apply = %d batches, %d entries; want 2, 5", b, e)
+	}
 }
 
 // TestPredecodedEntryNotDecodedAgain: a leader that already decoded a

@@ -320,16 +320,33 @@ func (b *bench) clusterIngest(ctx context.Context, c *cluster, token, prefix str
 	}
 	fol := followers[0]
 	var seq atomic.Int64
-	run := func(s *server) func(context.Context) (loadResult, error) {
+	// the group commit on the follower that takes no load, by path:
+	// entries and batches its state machine applied during the runs
+	var commit [2][2]float64
+	run := func(path int, s *server) func(context.Context) (loadResult, error) {
 		return func(ctx context.Context) (loadResult, error) {
 			spec := b.ingestSpec(s.url, nil, token, &seq)
 			spec.peers = c.peersOf(s)
 			wait := b.profileNodes(ctx, c, prefix, s, leader)
 			defer wait()
-			return runLoad(ctx, spec, s.pid())
+			var b0, e0 float64
+			if len(followers) > 1 {
+				b0, _ = followers[1].scrape(ctx, "halapi_fsm_apply_batches_total", "")
+				e0, _ = followers[1].scrape(ctx, "halapi_fsm_applied_entries_total", "")
+			}
+			r, err := runLoad(ctx, spec, s.pid())
+			if len(followers) > 1 && err == nil {
+				b1, err1 := followers[1].scrape(ctx, "halapi_fsm_apply_batches_total", "")
+				e1, err2 := followers[1].scrape(ctx, "halapi_fsm_applied_entries_total", "")
+				if err1 == nil && err2 == nil {
+					commit[path][0] += b1 - b0
+					commit[path][1] += e1 - e0
+				}
+			}
+			return r, err
 		}
 	}
-	res, err := b.rounds(ctx, "cluster ingest", true, []contender{{"leader", run(leader)}, {"follower", run(fol)}}, showIngest)
+	res, err := b.rounds(ctx, "cluster ingest", true, []contender{{"leader", run(0, leader)}, {"follower", run(1, fol)}}, showIngest)
 	if err != nil {
 		return err
 	}
@@ -355,6 +372,11 @@ func (b *bench) clusterIngest(ctx context.Context, c *cluster, token, prefix str
 			medianOf(lr, cpu)/b.cfg.Duration.Seconds(), medianOf(fr, cpu)/b.cfg.Duration.Seconds(),
 			medianOf(lr, cpu)/(medianOf(lr, ups)*b.cfg.Duration.Seconds())*1e6, medianOf(fr, cpu)/(h*b.cfg.Duration.Seconds())*1e6,
 			thousands(float64(seq.Load()))))
+	}
+	if commit[0][0] > 0 && commit[1][0] > 0 {
+		b.rep.Notes = append(b.rep.Notes, fmt.Sprintf(prefix+": group commit seen on the follower that takes no load (halapi_fsm_applied_entries_total / halapi_fsm_apply_batches_total): "+
+			"%.2f entries per batch through the leader (%.0f batches), %.2f through a follower (%.0f batches)",
+			commit[0][1]/commit[0][0], commit[0][0], commit[1][1]/commit[1][0], commit[1][0]))
 	}
 	return nil
 }
