@@ -60,7 +60,7 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 		res = r
 		return err
 	}, func(fctx context.Context, addr string) error {
-		resp, err := n.rpc.call(fctx, addr, rpcApply, data)
+		resp, err := n.forwardApply(fctx, addr, data)
 		switch {
 		case err != nil:
 			n.log.Debug("forwarding to leader failed", "leader", addr, "err", err)
@@ -111,14 +111,31 @@ func invalidResult(err error) *fsm.Result {
 // when the caller already decoded data (forwarded writes), spares the
 // local FSM decoding the same bytes again.
 func (n *Node) appendLocal(ctx context.Context, data []byte, decoded *fsm.Command) (*fsm.Result, uint64, error) {
+	p, err := n.startAppend(ctx, data, decoded)
+	if err != nil {
+		return nil, 0, err
+	}
+	return n.finishAppend(ctx, p)
+}
+
+// pendingAppend is a command handed to raft whose result is not read yet.
+type pendingAppend struct {
+	fut    raft.ApplyFuture
+	entry  []byte
+	hinted bool
+}
+
+// startAppend hands a command to raft without waiting (appendLocal's first
+// half): commands started back to back reach raft's loop together and
+// leave in one batch.
+func (n *Node) startAppend(ctx context.Context, data []byte, decoded *fsm.Command) (*pendingAppend, error) {
 	if n.raft.State() != raft.Leader {
-		return nil, 0, ErrNotLeader
+		return nil, ErrNotLeader
 	}
 	entry := append([]byte(nil), data...)
 	fsm.StampTime(entry, time.Now().UnixNano())
 	if decoded != nil {
 		n.FSM.Predecoded(entry, *decoded)
-		defer n.FSM.Forget(entry)
 	}
 	timeout := n.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
@@ -127,7 +144,15 @@ func (n *Node) appendLocal(ctx context.Context, data []byte, decoded *fsm.Comman
 		}
 	}
 	n.metrics.appended(entry)
-	fut := n.raft.Apply(entry, timeout)
+	return &pendingAppend{fut: n.raft.Apply(entry, timeout), entry: entry, hinted: decoded != nil}, nil
+}
+
+// finishAppend waits until a started command is applied here.
+func (n *Node) finishAppend(ctx context.Context, p *pendingAppend) (*fsm.Result, uint64, error) {
+	if p.hinted {
+		defer n.FSM.Forget(p.entry)
+	}
+	fut := p.fut
 	if err := n.wait(ctx, fut); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrEnqueueTimeout) {
 			return nil, 0, ErrNotLeader

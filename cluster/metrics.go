@@ -9,6 +9,7 @@ type nodeMetrics struct {
 	n                                               *Node
 	leader                                          prometheus.Gauge
 	forwardedOut                                    prometheus.Counter
+	forwardRPCs                                     prometheus.Counter
 	forwardedIn                                     prometheus.Counter
 	freshChecks, freshRPCs                          prometheus.Counter
 	applyLatency                                    prometheus.Histogram
@@ -25,6 +26,8 @@ func newNodeMetrics(n *Node) *nodeMetrics {
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "halapi_raft_leader", Help: "1 when this node is the raft leader."}),
 		forwardedOut: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwarded_writes_total",
 			Help: "Writes this node forwarded to the leader."}),
+		forwardRPCs: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forward_rpcs_total",
+			Help: "RPCs that carried this node's forwarded writes to the leader (fewer than the writes: the writes that wait behind one in flight go together)."}),
 		forwardedIn: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_forwarded_writes_received_total",
 			Help: "Writes forwarded to this node by followers."}),
 		freshChecks: prometheus.NewCounter(prometheus.CounterOpts{Name: "halapi_freshness_checks_total",
@@ -67,6 +70,7 @@ func (m *nodeMetrics) setLeader(b bool) {
 func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.leader.Describe(ch)
 	m.forwardedOut.Describe(ch)
+	m.forwardRPCs.Describe(ch)
 	m.forwardedIn.Describe(ch)
 	m.freshChecks.Describe(ch)
 	m.freshRPCs.Describe(ch)
@@ -84,6 +88,7 @@ func (m *nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.leader.Collect(ch)
 	m.forwardedOut.Collect(ch)
+	m.forwardRPCs.Collect(ch)
 	m.forwardedIn.Collect(ch)
 	m.freshChecks.Collect(ch)
 	m.freshRPCs.Collect(ch)

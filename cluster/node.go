@@ -118,9 +118,13 @@ type Node struct {
 	// leaders signals changes of raft's view of the leader (vialeader.go).
 	leaders leaderWatch
 	logs    raft.LogStore
-	snaps   raft.SnapshotStore // backups (backup.go)
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	combine combiner // forwards waiting for the leader (combine.go)
+	// refuseApplyMany (tests) answers rpcApplyMany as a leader older than
+	// it does: "unknown rpc".
+	refuseApplyMany atomic.Bool
+	snaps           raft.SnapshotStore // backups (backup.go)
+	stop            chan struct{}
+	wg              sync.WaitGroup
 
 	mu        sync.Mutex
 	observers []func(isLeader bool)

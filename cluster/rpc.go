@@ -29,6 +29,7 @@ const (
 	rpcLeave  byte = 4 // payload: none; sent by the leader to a node it removed
 	// rpcCommitIndex = 5: see freshness.go
 	// rpcTouch = 6: see touchrelay.go
+	// rpcApplyMany = 7: see combine.go
 )
 
 const maxFrame = 256 << 20
@@ -46,6 +47,8 @@ type rpcResponse struct {
 	Fail      string   `json:"fail,omitempty"` // the RPC itself failed
 	NotLeader bool     `json:"not_leader,omitempty"`
 	Status    *Status  `json:"status,omitempty"`
+	// Many answers rpcApplyMany: one response per command, in order.
+	Many []rpcResponse `json:"many,omitempty"`
 }
 
 func writeFrame(w *bufio.Writer, kind byte, payload []byte) error {
@@ -125,22 +128,11 @@ func (n *Node) handleRPC(kind byte, payload []byte) *rpcResponse {
 	defer cancel()
 	switch kind {
 	case rpcApply:
-		if !n.IsLeader() {
-			return &rpcResponse{NotLeader: true}
+		return n.applyRPC(ctx, payload)
+	case rpcApplyMany:
+		if !n.refuseApplyMany.Load() {
+			return n.applyManyRPC(ctx, payload)
 		}
-		n.metrics.forwardedIn.Inc()
-		res, index, err := n.applyLocal(ctx, payload)
-		if err != nil {
-			if errors.Is(err, ErrNotLeader) {
-				return &rpcResponse{NotLeader: true}
-			}
-			return &rpcResponse{Fail: err.Error()}
-		}
-		out := &rpcResponse{Index: index, IDs: res.IDs, N: res.N, Code: res.Code, Err: res.Message}
-		if res.Code != fsm.CodeOK && out.Err == "" {
-			out.Err = res.Code.String()
-		}
-		return out
 	case rpcRemove:
 		var req struct {
 			ID string `json:"id"`
@@ -290,6 +282,40 @@ func (c *rpcConn) roundTrip(deadline time.Time, kind byte, payload []byte) (*rpc
 		return nil, err
 	}
 	return &resp, nil
+}
+
+// applyRPC appends one forwarded command (rpcApply, and each command of
+// rpcApplyMany).
+func (n *Node) applyRPC(ctx context.Context, payload []byte) *rpcResponse {
+	if !n.IsLeader() {
+		return &rpcResponse{NotLeader: true}
+	}
+	n.metrics.forwardedIn.Inc()
+	res, index, err := n.applyLocal(ctx, payload)
+	if err != nil {
+		r := errorResponse(err)
+		return &r
+	}
+	r := resultResponse(res, index)
+	return &r
+}
+
+// errorResponse is the answer to a forwarded command that was not applied.
+func errorResponse(err error) rpcResponse {
+	if errors.Is(err, ErrNotLeader) {
+		return rpcResponse{NotLeader: true}
+	}
+	return rpcResponse{Fail: err.Error()}
+}
+
+// resultResponse is the answer to a forwarded command raft applied (or
+// the leader refused: index 0).
+func resultResponse(res *fsm.Result, index uint64) rpcResponse {
+	out := rpcResponse{Index: index, IDs: res.IDs, N: res.N, Code: res.Code, Err: res.Message}
+	if res.Code != fsm.CodeOK && out.Err == "" {
+		out.Err = res.Code.String()
+	}
+	return out
 }
 
 // resultFromRPC rebuilds an fsm.Result (an answer without a code comes
