@@ -39,6 +39,11 @@ const (
 	// goes alone).
 	maxCombined      = 64
 	maxCombinedBytes = 4 << 20
+
+	// combineMax is the largest write that waits in the queue: a bigger
+	// one (a list import through a follower) goes at once on its own RPC,
+	// so that the alerts behind it do not wait for its apply.
+	combineMax = 256 << 10
 )
 
 type fwdResult struct {
@@ -76,7 +81,9 @@ func (n *Node) forwardApply(ctx context.Context, addr string, data []byte) (*rpc
 		q = &fwdQueue{}
 		c.qs[addr] = q
 	}
-	if q.single {
+	// q.single stays for the process's life: a leader upgraded in place
+	// at the same address gets one RPC per write until this node restarts
+	if q.single || len(data) > combineMax {
 		c.mu.Unlock()
 		n.metrics.forwardRPCs.Inc()
 		return n.rpc.call(ctx, addr, rpcApply, data)

@@ -140,3 +140,41 @@ func FuzzDecodeMany(f *testing.F) {
 		}
 	})
 }
+
+// A write too big to wait in the queue goes at once on its own RPC.
+func TestBigForwardNotQueued(t *testing.T) {
+	nodes := startCluster(t, 3, time.Hour)
+	_, followers := formed(t, nodes)
+	f := followers[0].n
+	addr, _ := f.raft.LeaderWithID()
+	// hold the queue as if a forward were in flight: a small write waits,
+	// a big one does not
+	f.combine.mu.Lock()
+	if f.combine.qs == nil {
+		f.combine.qs = map[string]*fwdQueue{}
+	}
+	f.combine.qs[string(addr)] = &fwdQueue{running: true}
+	f.combine.mu.Unlock()
+	big := make([]string, 0, 25000)
+	for i := range cap(big) {
+		big = append(big, fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255))
+	}
+	cmd := fsm.Command{Type: fsm.CmdImportList, Body: fsm.ImportList{Alert: fsm.Alert{Scenario: "big", Source: fsm.Source{Scope: "lists:big", Value: "lists:big"}},
+		Origin: "lists", Type: "ban", Scope: "Ip", Scenario: "big", Until: time.Now().Add(time.Hour).UnixNano(), Values: big}}
+	data, err := cmd.Encode()
+	if err != nil || len(data) <= combineMax {
+		t.Fatalf("test entry of %d bytes (%v), want > %d", len(data), err, combineMax)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := f.forwardApply(ctx, string(addr), data)
+	if err != nil || resp.Fail != "" || resp.NotLeader || resp.Index == 0 {
+		t.Fatalf("big forward: %+v, %v", resp, err)
+	}
+	small, _ := fsm.Command{Type: fsm.CmdMachineCreate, Body: fsm.MachineCreate{Machine: fsm.Machine{ID: "s", AuthType: fsm.AuthPassword}}}.Encode()
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	if _, err := f.forwardApply(sctx, string(addr), small); err == nil {
+		t.Fatal("a small write did not wait behind the forward in flight")
+	}
+}
