@@ -10,7 +10,8 @@
 // members gone longer than the dead-node timeout, or whose certificates
 // were revoked, while a quorum remains), the write path (validate a
 // command, gate types some voter does not advertise, stamp the leader's
-// time, apply it — on a follower, forward it, and the leader decodes and
+// time, apply it — on a follower, forward it, combining the writes that
+// wait behind one in flight into one RPC, and the leader decodes and
 // validates what it is sent before raft.Apply — and wait until the local
 // FSM has applied it; entries appended are counted per command), the
 // leader loop (a barrier retried until it
