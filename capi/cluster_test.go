@@ -286,8 +286,9 @@ func reimportIsQuadratic(t *testing.T) bool {
 	now := time.Now()
 	mk := func(n int) []fsm.Decision {
 		ds := make([]fsm.Decision, n)
+		pb := newPullBuilder(now)
 		for i := range ds {
-			p, _ := pulledDecision(OriginLists, "probe", "ban", "Ip", fmt.Sprintf("172.16.%d.%d", i/250, i%250), "1h", now)
+			p, _ := pb.decision(OriginLists, "probe", "ban", "Ip", fmt.Sprintf("172.16.%d.%d", i/250, i%250), "1h")
 			ds[i] = p.decision()
 		}
 		return ds

@@ -157,11 +157,6 @@ func (b *pullBuilder) decision(origin, scenario, typ, scope, value, duration str
 		Until: fsm.ClampUntil(b.now.UnixNano(), fsm.AddClamped(b.now.UnixNano(), int64(d)))}, true
 }
 
-// pulledDecision builds one decision outside a pull (tests).
-func pulledDecision(origin, scenario, typ, scope, value, duration string, now time.Time) (pulled, bool) {
-	return newPullBuilder(now).decision(origin, scenario, typ, scope, value, duration)
-}
-
 // pullAlert is the alert owning one pulled batch.
 func pullAlert(sourceScope string, added, deleted int, now time.Time) fsm.Alert {
 	ns := now.UnixNano()

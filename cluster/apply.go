@@ -96,10 +96,16 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) (*fsm.Result, uint64
 	}
 	cmd, err := fsm.DecodeValid(data)
 	if err != nil {
-		n.log.Warn("refused an invalid forwarded command", "err", err)
-		return invalidResult(err), 0, nil
+		return n.refuseForwarded(err), 0, nil
 	}
 	return n.appendLocal(ctx, data, &cmd)
+}
+
+// refuseForwarded is the result of a forwarded command that does not
+// decode or validate (logged: a peer sent it).
+func (n *Node) refuseForwarded(err error) *fsm.Result {
+	n.log.Warn("refused an invalid forwarded command", "err", err)
+	return invalidResult(err)
 }
 
 func invalidResult(err error) *fsm.Result {

@@ -148,11 +148,14 @@ func (n *Node) sendQueue(addr string, q *fwdQueue) {
 // answer. The RPC runs until the last of their deadlines: a write that
 // gives up earlier has stopped waiting already.
 func (n *Node) sendMany(addr string, q *fwdQueue, rs []*fwdReq) {
-	deadline := time.Now().Add(10 * time.Second)
-	for i, r := range rs {
-		if dl, ok := r.ctx.Deadline(); ok && (i == 0 || dl.After(deadline)) {
+	var deadline time.Time
+	for _, r := range rs {
+		if dl, ok := r.ctx.Deadline(); ok && dl.After(deadline) {
 			deadline = dl
 		}
+	}
+	if deadline.IsZero() {
+		deadline = time.Now().Add(10 * time.Second)
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
@@ -275,8 +278,7 @@ func (n *Node) applyManyRPC(ctx context.Context, payload []byte) *rpcResponse {
 	for i, c := range cmds {
 		n.metrics.forwardedIn.Inc()
 		if errs[i] != nil {
-			n.log.Warn("refused an invalid forwarded command", "err", errs[i])
-			out[i] = resultResponse(invalidResult(errs[i]), 0)
+			out[i] = resultResponse(n.refuseForwarded(errs[i]), 0)
 			continue
 		}
 		p, err := n.startAppend(ctx, c, &decoded[i])

@@ -284,8 +284,8 @@ func (c *rpcConn) roundTrip(deadline time.Time, kind byte, payload []byte) (*rpc
 	return &resp, nil
 }
 
-// applyRPC appends one forwarded command (rpcApply, and each command of
-// rpcApplyMany).
+// applyRPC answers rpcApply: one forwarded command (rpcApplyMany:
+// applyManyRPC).
 func (n *Node) applyRPC(ctx context.Context, payload []byte) *rpcResponse {
 	if !n.IsLeader() {
 		return &rpcResponse{NotLeader: true}
