@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -267,5 +268,41 @@ func checkProfiles(t *testing.T, dir string) {
 		if entries != 1 {
 			t.Errorf("-profile-dir: %d of the %s profiles name the node the load went to (entry), want 1: %q", entries, via, files)
 		}
+	}
+}
+
+// A store that grows makes the second run of each round slower: the
+// median of per-round ratios favours whichever contender ran first more
+// often, balancedRatio does not.
+func TestBalancedRatioCancelsDrift(t *testing.T) {
+	ups := func(r loadResult) float64 { return r.UnitsPerS }
+	// both contenders equal; each run is 5 % slower than the one before;
+	// rounds alternate order: ref first, hal first, ref first
+	var hal, ref []loadResult
+	speed := 1000.0
+	for r := range 3 {
+		first, second := speed, speed*0.95
+		speed *= 0.95 * 0.95
+		if r%2 == 0 {
+			ref, hal = append(ref, loadResult{UnitsPerS: first}), append(hal, loadResult{UnitsPerS: second})
+		} else {
+			hal, ref = append(hal, loadResult{UnitsPerS: first}), append(ref, loadResult{UnitsPerS: second})
+		}
+	}
+	if p := pairedRatio(hal, ref, ups); math.Abs(p-0.95) > 1e-9 {
+		t.Fatalf("pairedRatio %.4f, want the biased 0.95 (two rounds of three with hal second)", p)
+	}
+	if b := balancedRatio(hal, ref, ups); math.Abs(b-1) > 1e-9 {
+		t.Fatalf("balancedRatio %.4f, want 1", b)
+	}
+	// a real difference stays: hal 10 % slower on top of the drift
+	for i := range hal {
+		hal[i].UnitsPerS *= 0.9
+	}
+	if b := balancedRatio(hal, ref, ups); math.Abs(b-0.9) > 1e-9 {
+		t.Fatalf("balancedRatio %.4f, want 0.9", b)
+	}
+	if b := balancedRatio(hal[:1], ref[:1], ups); math.Abs(b-0.95*0.9) > 1e-9 {
+		t.Fatalf("one round: %.4f, want its own ratio", b)
 	}
 }
