@@ -85,6 +85,38 @@ func wholeBody(e *env, f *fsm.DecisionFilter) string {
 	return string(enc.buf)
 }
 
+// A long answer lets other goroutines run between its chunks; a short
+// one (a point query) is handed over without yielding the P, which would
+// queue its end behind every runnable goroutine of a busy node.
+func TestEncoderYieldsOnlyBetweenChunks(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	until := now.Add(time.Hour).UnixNano()
+	mk := func(n int) []*fsm.Decision {
+		ds := make([]*fsm.Decision, n)
+		for i := range ds {
+			ds[i] = &fsm.Decision{ID: int64(i + 1), Origin: "crowdsec", Type: "ban", Scope: "Ip", Scenario: "ssh-bf",
+				Value: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), Until: until}
+		}
+		return ds
+	}
+	for _, n := range []int{1, 5000} {
+		yields, sinks, size := 0, 0, 0
+		enc := chunkEncoder{sink: func(b []byte) ([]byte, bool) { sinks++; size += len(b); return b[:0], true },
+			yield: func() { yields++ }}
+		enc.decisions(mk(n), now.UnixNano(), true)
+		if !enc.finish() {
+			t.Fatalf("%d decisions: finish failed", n)
+		}
+		if sinks == 0 || yields != sinks-1 {
+			t.Fatalf("%d decisions (%d bytes): %d chunks handed over, %d yields; want one yield between chunks, none after the last",
+				n, size, sinks, yields)
+		}
+		if n > 1 && sinks < 2 {
+			t.Fatalf("%d decisions (%d bytes) in %d chunk: the test wants several", n, size, sinks)
+		}
+	}
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testutil.WaitFor(t, 10*time.Second, what, cond)

@@ -54,19 +54,33 @@ type chunkEncoder struct {
 	sink   func([]byte) ([]byte, bool)
 	failed bool
 	fc     fieldCache
+	// yield lets other goroutines have the P between chunks (nil:
+	// runtime.Gosched; a test counts the calls)
+	yield func()
 }
 
 func (e *chunkEncoder) spill() {
+	if e.hand(); e.failed {
+		return
+	}
+	// A 1M-decision startup answer is ~1 s of encoding: every 64 KB the
+	// encoder lets queries queued on its P run (on a one-core node they
+	// would otherwise wait for the runtime's 10 ms preemption).
+	if e.yield != nil {
+		e.yield()
+		return
+	}
+	runtime.Gosched()
+}
+
+// hand gives buf to sink.
+func (e *chunkEncoder) hand() {
 	if e.failed {
 		return
 	}
 	var ok bool
 	e.buf, ok = e.sink(e.buf)
 	e.failed = !ok
-	// A 1M-decision startup answer is ~1 s of encoding: every 64 KB the
-	// encoder lets queries queued on its P run (on a one-core node they
-	// would otherwise wait for the runtime's 10 ms preemption).
-	runtime.Gosched()
 }
 
 // decisions encodes ds as a JSON array, or null when empty (what CrowdSec
@@ -107,9 +121,16 @@ func (e *chunkEncoder) stream(deleted, newD []*fsm.Decision, now int64) {
 }
 
 // finish hands the last partial chunk to sink.
+//
+// The last chunk is handed over without yielding the P: an answer that
+// ends does not hold it long, and a point query (one small chunk) that
+// yielded before its handler returned would wait behind every runnable
+// goroutine of the node — a bulk apply's included — before its answer
+// left (a follower's query p99 during a 1M pull: 21.5 → 18.7 ms, p50
+// 0.69 → 0.57 ms, medians of 4 runs each).
 func (e *chunkEncoder) finish() bool {
 	if len(e.buf) > 0 {
-		e.spill()
+		e.hand()
 	}
 	return !e.failed
 }
