@@ -699,8 +699,8 @@ func pairedRatio(hal, bare []loadResult, f func(loadResult) float64) float64 {
 // opposite orders, so the growth cancels out; the median of those is
 // returned. With an odd number of rounds pairedRatio's median would take
 // one order twice as often as the other. In six `-phases cluster -runs 3`
-// runs the follower / leader ratio of a round was 0.70-0.98 (median 0.905)
-// when the leader ran first and 0.97-1.10 (median 1.015) when the follower
+// runs the follower / leader ratio of a round was 0.70-0.98 (median 0.90)
+// when the leader ran first and 0.97-1.10 (median 1.02) when the follower
 // did. With one round it is that round's ratio.
 func balancedRatio(hal, ref []loadResult, f func(loadResult) float64) float64 {
 	var per []float64
