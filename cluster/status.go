@@ -51,15 +51,39 @@ func statU(st map[string]string, k string) uint64 {
 func (n *Node) localStatus() Status {
 	st := n.raft.Stats()
 	_, leader := n.raft.LeaderWithID()
-	// The FSM's index counts the entries it applied; raft's also counts
-	// the entries the FSM never sees (a new leader's no-op, configuration
-	// changes). The larger is what "caught up with the commit index"
-	// means: after an election with no write since, the FSM's alone
-	// would stay below the commit index for ever.
-	applied := max(n.FSM.AppliedIndex(), statU(st, "applied_index"))
+	applied := n.appliedIndex(statU(st, "applied_index"))
 	return Status{NodeID: n.cfg.NodeID, State: n.raft.State().String(), Leader: string(leader),
 		Term: statU(st, "term"), CommitIndex: statU(st, "commit_index"), AppliedIndex: applied,
 		LastLogIndex: statU(st, "last_log_index"), Healthy: leader != "", Profiles: n.profilesInfo()}
+}
+
+// maxAppliedGap bounds the log entries appliedIndex reads.
+const maxAppliedGap = 256
+
+// appliedIndex is the index this node's state has reached. The FSM's
+// index counts the entries it applied; raft's also counts the entries the
+// FSM never sees (a new leader's no-op, barriers), so after an election
+// with no write since the FSM's alone would stay below the commit index
+// for ever. But raft counts an entry once it has handed it to the FSM's
+// goroutine, before the FSM applied it: raft's index is taken only when
+// every entry between the two is one the FSM never sees (WaitReplicated
+// returned before a member had applied the write it waited for).
+func (n *Node) appliedIndex(raftApplied uint64) uint64 {
+	fsmApplied := n.FSM.AppliedIndex()
+	if raftApplied <= fsmApplied {
+		return fsmApplied
+	}
+	if raftApplied-fsmApplied > maxAppliedGap {
+		return fsmApplied
+	}
+	var l raft.Log
+	for i := fsmApplied + 1; i <= raftApplied; i++ {
+		// an entry no longer in the log is in a snapshot this node holds
+		if err := n.logs.GetLog(i, &l); err == nil && (l.Type == raft.LogCommand || l.Type == raft.LogConfiguration) {
+			return fsmApplied
+		}
+	}
+	return raftApplied
 }
 
 // Status returns this node's view plus every member, asking each for its
