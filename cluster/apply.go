@@ -50,6 +50,12 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	// (not using c) gives exactly what every follower decodes.
 	var decoded *fsm.Command
 	var res *fsm.Result
+	var hinted chan func() // the forget of a HintForwarded, once made
+	defer func() {
+		if hinted != nil {
+			(<-hinted)()
+		}
+	}()
 	err = n.viaLeader(ctx, func(ctx context.Context) error {
 		if decoded == nil {
 			if dc, err := fsm.Decode(data); err == nil {
@@ -60,6 +66,12 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 		res = r
 		return err
 	}, func(fctx context.Context, addr string) error {
+		if hinted == nil && len(data) >= hintMin && len(data) <= combineMax {
+			// decoded while the leader handles it: this node's apply,
+			// which the write waits for, then skips the decode
+			hinted = make(chan func(), 1)
+			go func() { hinted <- n.FSM.HintForwarded(data) }()
+		}
 		resp, err := n.forwardApply(fctx, addr, data)
 		switch {
 		case err != nil:
@@ -85,6 +97,10 @@ func (n *Node) Apply(ctx context.Context, c fsm.Command) (*fsm.Result, error) {
 	n.metrics.applyLatency.Observe(time.Since(start).Seconds())
 	return res, nil
 }
+
+// hintMin is the smallest forwarded write decoded ahead on this node
+// (HintForwarded): below it the decode costs less than the goroutine.
+const hintMin = 4 << 10
 
 // applyLocal appends an encoded command a peer forwarded. The leader
 // decodes and validates it first: nothing undecodable or invalid is ever

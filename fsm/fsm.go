@@ -35,6 +35,13 @@ type FSM struct {
 	// same bytes a second time.
 	hintMu sync.Mutex
 	hints  map[*byte]Command
+	// idHints are this follower's own forwarded writes, decoded while
+	// the leader handled them (HintForwarded), keyed by request ID: the
+	// entry comes back through replication as other bytes (the leader
+	// stamps its time), so the body is compared before the hint is used.
+	idHints map[string]idHint
+	// hintsTaken counts the applies that took an idHint.
+	hintsTaken atomic.Uint64
 
 	profWatch profilesWatch // ProfilesChanged (profiles.go)
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -233,4 +234,78 @@ func TestPredecodedEntryNotDecodedAgain(t *testing.T) {
 		t.Fatal("a hint for other bytes was used")
 	}
 	h.f.Forget(data3)
+}
+
+// A follower's own forwarded write, decoded while the leader handled it,
+// is not decoded again when it comes back through replication with the
+// leader's time; a different body under the same ID is decoded from the
+// bytes.
+func TestHintForwardedUsedForTheSameWriteOnly(t *testing.T) {
+	h := newHarness(t)
+	fwd := func(id, name string) []byte {
+		data, err := Command{Type: CmdBouncerCreate, ID: id, Body: BouncerCreate{Bouncer: Bouncer{Name: name}}}.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	replicated := func(data []byte) []byte {
+		e := append([]byte(nil), data...)
+		StampTime(e, T0)
+		return e
+	}
+	data := fwd("req-1", "from-bytes")
+	forget := h.f.HintForwarded(data)
+	if len(h.f.idHints) != 1 {
+		t.Fatalf("%d hints after HintForwarded, want 1", len(h.f.idHints))
+	}
+	// make the hint tell apart from the bytes: Apply must take the hint
+	hint := h.f.idHints["req-1"]
+	hint.cmd.Body.(*BouncerCreate).Bouncer.Name = "from-hint"
+	if res := h.f.Apply(rawLog(1, replicated(data))).(*Result); res.Code != CodeOK {
+		t.Fatalf("apply: %+v", res)
+	}
+	b := h.f.Bouncer("from-hint")
+	if b == nil || h.f.Bouncer("from-bytes") != nil {
+		t.Fatal("Apply decoded the replicated bytes instead of taking the follower's decode")
+	}
+	if b.CreatedAt != T0 {
+		t.Fatalf("created at %d, want the leader's stamp %d", b.CreatedAt, T0)
+	}
+	if len(h.f.idHints) != 0 {
+		t.Fatalf("%d hints left after use", len(h.f.idHints))
+	}
+	if n, _ := h.f.ForwardHints(); n != 1 {
+		t.Fatalf("%d hints taken, want 1", n)
+	}
+	forget() // after use: a no-op
+
+	// same ID, other body: the bytes decide, and the hint stays until forget
+	data2 := fwd("req-2", "hinted")
+	forget2 := h.f.HintForwarded(data2)
+	h.f.idHints["req-2"].cmd.Body.(*BouncerCreate).Bouncer.Name = "wrong"
+	h.f.Apply(rawLog(2, replicated(fwd("req-2", "other"))))
+	if h.f.Bouncer("other") == nil || h.f.Bouncer("wrong") != nil {
+		t.Fatal("a hint was used for another body under the same ID")
+	}
+	if len(h.f.idHints) != 1 {
+		t.Fatalf("%d hints, want the unused one", len(h.f.idHints))
+	}
+	forget2()
+	if len(h.f.idHints) != 0 {
+		t.Fatalf("%d hints left after forget", len(h.f.idHints))
+	}
+
+	// no ID: nothing to key a hint by
+	h.f.HintForwarded(entry(t, CmdBouncerCreate, T0, BouncerCreate{Bouncer: Bouncer{Name: "anon"}}))()
+	if len(h.f.idHints) != 0 {
+		t.Fatal("a hint for an entry without ID")
+	}
+	// bounded: past maxIDHints, writes are decoded when applied
+	for i := range maxIDHints + 10 {
+		defer h.f.HintForwarded(fwd(fmt.Sprintf("bulk-%d", i), "b"))()
+	}
+	if len(h.f.idHints) != maxIDHints {
+		t.Fatalf("%d hints held, want at most %d", len(h.f.idHints), maxIDHints)
+	}
 }
