@@ -62,8 +62,17 @@ func TestForwardedWritesTakenFromTheFollowersDecode(t *testing.T) {
 			t.Fatalf("%s: %d hints taken, %d held; want none", n.cfg.NodeID, taken, pending)
 		}
 	}
+	// the writers ran concurrently, so no single machine is the last one
+	// applied: wait for all of them on the other follower
 	testutil.WaitFor(t, 10*time.Second, "the other follower applies every write", func() bool {
-		return other.FSM.Machine(fmt.Sprintf("big-%d-%d", writers-1, each-1)) != nil
+		for w := range writers {
+			for i := range each {
+				if other.FSM.Machine(fmt.Sprintf("big-%d-%d", w, i)) == nil {
+					return false
+				}
+			}
+		}
+		return true
 	})
 	for w := range writers {
 		for i := range each {
