@@ -158,6 +158,10 @@ func (s *state) importEach(e entryCtx, alertID int64, alert *Alert, n int, decis
 	// command, not once per replaced decision (that was O(n²) when a
 	// list is re-imported over a big alert)
 	detached := map[int64]map[int64]bool{}
+	// the IP index's stretch known to hold only this command's own
+	// decisions (sameValueSkipping): a list in address order walks the
+	// index a few times, not once per value
+	var span emptySpan
 	for i := range n {
 		if i&importYieldEvery == importYieldEvery {
 			// let queries queued on this P run now rather than at the
@@ -179,7 +183,8 @@ func (s *state) importEach(e entryCtx, alertID int64, alert *Alert, n int, decis
 		if !vr.Valid() {
 			vr = parsePrefix(d.Value)
 		}
-		s.sameValue(d.Value, vr, func(o *Decision) bool {
+		s.sameValueSkipping(d.Value, vr, importSpan(&span), func(o *Decision) bool {
+			// never the command's own decisions: what span relies on
 			if o.Origin == d.Origin && o.AlertID != a.ID {
 				old = append(old, o)
 			}

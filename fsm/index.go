@@ -4,6 +4,7 @@ package fsm
 // expiry, hand-expired and tombstones) and the lookups that use them.
 
 import (
+	"cmp"
 	"sort"
 	"sync"
 )
@@ -147,13 +148,65 @@ func (s *state) anyActiveLike(d *Decision, now int64) bool {
 // looking for decisions with the scope of a decision d may pass d.Range:
 // decisions with d's value and scope are in the same index as d.
 func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
-	if r.Valid() && s.prefixes[famIdx(r.Fam)][r.Bits] > 0 {
+	s.sameValueSkipping(v, r, nil, fn)
+}
+
+// comparePrefixes orders prefixes as byIP does (family, start, length).
+func comparePrefixes(a, b Prefix) int {
+	switch {
+	case a.Fam != b.Fam:
+		return cmp.Compare(a.Fam, b.Fam)
+	case a.Start != b.Start:
+		return a.Start.Cmp(b.Start)
+	}
+	return cmp.Compare(a.Bits, b.Bits)
+}
+
+// emptySpan is an open interval of IP prefixes (after, before) in which
+// the IP index held no decision when a sameValueSkipping walk ended there
+// (before unset: no end). Within one import command only the command's
+// own decisions are added after that, and an import never replaces its
+// own decisions (importEach), so a later lookup of a prefix inside the
+// span can skip the walk: it would find nothing the import acts on. This
+// turns a big list applied in address order into a few walks instead of
+// one per value (they were a quarter of the apply).
+type emptySpan struct {
+	after, before Prefix
+	set, open     bool // set: the span is known; open: no end (before unused)
+}
+
+func (e *emptySpan) holds(r Prefix) bool {
+	return e != nil && e.set && comparePrefixes(e.after, r) < 0 && (e.open || comparePrefixes(r, e.before) < 0)
+}
+
+// skipSpans is off only in the test that compares imports with and
+// without the spans.
+var skipSpans = true
+
+func importSpan(s *emptySpan) *emptySpan {
+	if !skipSpans {
+		return nil
+	}
+	return s
+}
+
+// sameValueSkipping is sameValue that records in span (when not nil) the
+// empty stretch of the IP index it walked into after r, and skips the
+// IP index for an r inside the span it was given. Only for callers whose
+// fn ignores every decision added since the span was recorded.
+func (s *state) sameValueSkipping(v string, r Prefix, span *emptySpan, fn func(*Decision) bool) {
+	if r.Valid() && s.prefixes[famIdx(r.Fam)][r.Bits] > 0 && !span.holds(r) {
 		stop := false
 		p := getPivot()
 		p.Range = r
 		defer putPivot(p)
+		ended := false
 		s.ipIdx.AscendGreaterOrEqual(p, func(d *Decision) bool {
 			if d.Range.Fam != r.Fam || d.Range.Start != r.Start || d.Range.Bits != r.Bits {
+				if span != nil {
+					*span = emptySpan{after: r, before: d.Range, set: true}
+				}
+				ended = true
 				return false
 			}
 			if d.Value == v && !fn(d) {
@@ -165,6 +218,12 @@ func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
 		if stop {
 			return
 		}
+		if !ended && span != nil {
+			*span = emptySpan{after: r, set: true, open: true}
+		}
+	}
+	if s.valueIdx.Len() == 0 {
+		return // every decision is an address: nothing to look up by value
 	}
 	p := getPivot()
 	p.Value = v
