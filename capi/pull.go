@@ -278,7 +278,7 @@ func addressOrder(ds []pulled) []int32 {
 			j++
 		}
 		slices.SortFunc(keys[i:j], func(a, b key) int {
-			if c := comparePrefix(a.p, b.p); c != 0 {
+			if c := fsm.ComparePrefixes(a.p, b.p); c != 0 {
 				return c
 			}
 			return cmp.Compare(a.i, b.i)
@@ -741,10 +741,10 @@ func parseBlocklist(body []byte, bl BlocklistLink, now time.Time, allow *allowFi
 	return kept, lines, filtered, nil
 }
 
-// comparePulled orders a parsed list by address (comparePrefix), then by
+// comparePulled orders a parsed list by address (fsm.ComparePrefixes), then by
 // value: equal values end up next to each other.
 func comparePulled(a, b *pulled) int {
-	if c := comparePrefix(a.Range, b.Range); c != 0 {
+	if c := fsm.ComparePrefixes(a.Range, b.Range); c != 0 {
 		return c
 	}
 	return strings.Compare(a.Value, b.Value)
@@ -765,7 +765,7 @@ func sortPulled(ds []pulled) {
 	keys := make([]sortKey, len(ds))
 	for i := range ds {
 		k, ok := orderKey(ds[i].Range)
-		if !ok { // a family comparePrefix knows but orderKey does not
+		if !ok { // a family ComparePrefixes knows but orderKey does not
 			slices.SortFunc(ds, func(a, b pulled) int { return comparePulled(&a, &b) })
 			return
 		}
@@ -844,7 +844,7 @@ func radixSortKeys(ks []sortKey) {
 }
 
 // orderKey maps a prefix to 64 bits that never order two prefixes against
-// comparePrefix: the family's rank in the top two bits, then an IPv4
+// fsm.ComparePrefixes: the family's rank in the top two bits, then an IPv4
 // start and length in full, or an IPv6 start's first 62 bits. ok is false
 // for a family other than 0 (not an address), 4 and 6.
 func orderKey(p fsm.Prefix) (k uint64, ok bool) {
@@ -857,16 +857,4 @@ func orderKey(p fsm.Prefix) (k uint64, ok bool) {
 		return 2<<62 | p.Start.Hi>>2, true
 	}
 	return 0, false
-}
-
-// comparePrefix orders prefixes by family, start address and length (the
-// zero prefix of a value that is not an address first).
-func comparePrefix(a, b fsm.Prefix) int {
-	switch {
-	case a.Fam != b.Fam:
-		return cmp.Compare(a.Fam, b.Fam)
-	case a.Start != b.Start:
-		return a.Start.Cmp(b.Start)
-	}
-	return cmp.Compare(a.Bits, b.Bits)
 }

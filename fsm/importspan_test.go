@@ -65,13 +65,13 @@ func TestImportSpansMatchTheWalkPerValue(t *testing.T) {
 			slices.SortFunc(vals, func(a, b string) int {
 				ra, _ := ParseRange(a)
 				rb, _ := ParseRange(b)
-				return comparePrefixes(ra.Prefix(), rb.Prefix())
+				return ComparePrefixes(ra.Prefix(), rb.Prefix())
 			})
 		case 1:
 			slices.SortFunc(vals, func(a, b string) int {
 				ra, _ := ParseRange(a)
 				rb, _ := ParseRange(b)
-				return -comparePrefixes(ra.Prefix(), rb.Prefix())
+				return -ComparePrefixes(ra.Prefix(), rb.Prefix())
 			})
 		}
 		l := ImportList{Alert: pullAlert(fmt.Sprintf("lists:%d", round%4)), Origin: origins[rng.IntN(2)], Type: "ban", Scope: "Ip",

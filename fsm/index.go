@@ -151,8 +151,10 @@ func (s *state) sameValue(v string, r Prefix, fn func(*Decision) bool) {
 	s.sameValueSkipping(v, r, nil, fn)
 }
 
-// comparePrefixes orders prefixes as byIP does (family, start, length).
-func comparePrefixes(a, b Prefix) int {
+// ComparePrefixes orders prefixes as the IP index does: by family (the
+// zero prefix of a value that is not an address first), start address,
+// then length.
+func ComparePrefixes(a, b Prefix) int {
 	switch {
 	case a.Fam != b.Fam:
 		return cmp.Compare(a.Fam, b.Fam)
@@ -176,7 +178,7 @@ type emptySpan struct {
 }
 
 func (e *emptySpan) holds(r Prefix) bool {
-	return e != nil && e.set && comparePrefixes(e.after, r) < 0 && (e.open || comparePrefixes(r, e.before) < 0)
+	return e != nil && e.set && ComparePrefixes(e.after, r) < 0 && (e.open || ComparePrefixes(r, e.before) < 0)
 }
 
 // skipSpans is off only in the test that compares imports with and
