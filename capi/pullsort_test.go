@@ -1,6 +1,7 @@
 package capi
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -75,20 +76,10 @@ func TestRadixSortKeysIsAStableSort(t *testing.T) {
 			ks[i] = sortKey{k: 1<<62 | rng.Uint64()&mask, i: int32(i)}
 		}
 		want := slices.Clone(ks)
-		slices.SortStableFunc(want, func(a, b sortKey) int { return cmpUint(a.k, b.k) })
+		slices.SortStableFunc(want, func(a, b sortKey) int { return cmp.Compare(a.k, b.k) })
 		radixSortKeys(ks)
 		if !slices.Equal(ks, want) {
 			t.Fatalf("mask %#x: radix order differs from a stable sort", mask)
 		}
 	}
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
